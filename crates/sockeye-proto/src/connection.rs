@@ -1,0 +1,818 @@
+//! The connection state machine: data frames, control frames, the close handshake, keepalive.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
+use crate::config::Config;
+use crate::error::{ApiMisuse, ConnectionError, ProtocolError};
+use crate::event::{Closed, DataFrame, DataKind, Event, Initiator, Message};
+use crate::extension::Extension;
+use crate::frame::{Frame, FrameHead, HeadRules, MAX_CONTROL_PAYLOAD, MAX_HEAD_LEN, OpCode, Rsv};
+use crate::mask::{MaskSource, OsMaskSource, apply_mask};
+use crate::role::Role;
+use crate::utf8::{Utf8Bytes, Utf8Validator};
+
+/// Payloads up to this size are copied into the shared output buffer, so that many small frames
+/// leave in one write; larger ones (from a server, which does not mask) are handed out as their
+/// own chunk, without a copy, for a vectored write.
+const COPY_LIMIT: usize = 8 << 10;
+
+/// One WebSocket connection after the opening handshake, for either role. No I/O, no clock.
+///
+/// # Contract
+/// - **Input**: [`handle_bytes`](Self::handle_bytes) with the read buffer (whole frames are split
+///   off it; a partial frame stays, already unmasked and checked as far as it goes),
+///   [`handle_eof`](Self::handle_eof) when the transport's read side ends, and
+///   [`handle_timeout`](Self::handle_timeout) when the deadline from
+///   [`poll_timeout`](Self::poll_timeout) passes.
+/// - **Commands**: [`send`](Self::send) and its shorthands, [`send_fragment`](Self::send_fragment),
+///   [`close`](Self::close). They fail only for [`ApiMisuse`], never because of the peer.
+/// - **Output**, after any input or command, in this order: [`poll_transmit`](Self::poll_transmit)
+///   until `None`, writing each chunk in order; [`poll_event`](Self::poll_event) until `None`;
+///   [`poll_timeout`](Self::poll_timeout) to re-arm the one timer; and when
+///   [`should_close_transport`](Self::should_close_transport) is true, close the transport.
+///
+/// A peer's protocol violation never comes back as an `Err`: the connection queues the Close
+/// frame with the code RFC 6455 names (1002, 1007, 1009), stops reading, and reports
+/// [`Event::Closed`] with the error. Pongs and the reply to a peer's Close are sent automatically.
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    mask: Box<dyn MaskSource>,
+    extension: Option<Box<dyn Extension>>,
+
+    // Input.
+    pending: Option<PendingFrame>,
+    incoming: Option<Incoming>,
+    utf8: Utf8Validator,
+
+    // Output.
+    out_buf: BytesMut,
+    out_chunks: VecDeque<Bytes>,
+    queued: usize,
+    pending_pong: Option<Bytes>,
+    outgoing: Option<DataKind>,
+    events: VecDeque<Event>,
+
+    // Closing.
+    local_close: Option<CloseFrame>,
+    remote_close: Option<CloseFrame>,
+    initiator: Option<Initiator>,
+    close_transport: bool,
+
+    // Timers.
+    close_deadline: Option<Instant>,
+    next_ping: Option<Instant>,
+    pong_deadline: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Both directions open.
+    Open,
+    /// Our Close frame is queued; data frames from the peer are still delivered.
+    CloseSent,
+    /// The WebSocket is closed; only queued output and the transport remain.
+    Closed,
+}
+
+/// A frame whose header has been read and checked while its payload is still arriving.
+#[derive(Debug, Clone, Copy)]
+struct PendingFrame {
+    head: FrameHead,
+    head_len: usize,
+    payload_len: usize,
+    /// Payload bytes already unmasked (and checked for UTF-8, where that applies).
+    done: usize,
+    /// Whether the payload is text to check for UTF-8 as it arrives.
+    check_utf8: bool,
+}
+
+/// A data message being received.
+#[derive(Debug)]
+struct Incoming {
+    kind: DataKind,
+    /// The first frame had the extension's RSV bits: decode each frame through it.
+    encoded: bool,
+    frames: usize,
+    /// Bytes received so far (after decoding).
+    size: usize,
+    /// The assembled payload; unused in streaming mode.
+    buf: BytesMut,
+}
+
+impl Connection {
+    /// A connection for `role` under `config`, opened at `now` (keepalive counts from there).
+    pub fn new(role: Role, config: Config, now: Instant) -> Self {
+        let next_ping = config.ping_interval().and_then(|i| now.checked_add(i));
+        Self {
+            role,
+            config,
+            state: State::Open,
+            mask: Box::new(OsMaskSource::new()),
+            extension: None,
+            pending: None,
+            incoming: None,
+            utf8: Utf8Validator::new(),
+            out_buf: BytesMut::new(),
+            out_chunks: VecDeque::new(),
+            queued: 0,
+            pending_pong: None,
+            outgoing: None,
+            events: VecDeque::new(),
+            local_close: None,
+            remote_close: None,
+            initiator: None,
+            close_transport: false,
+            close_deadline: None,
+            next_ping,
+            pong_deadline: None,
+        }
+    }
+
+    /// Installs the extension negotiated in the opening handshake.
+    #[must_use]
+    pub fn with_extension(mut self, extension: Box<dyn Extension>) -> Self {
+        self.extension = Some(extension);
+        self
+    }
+
+    /// Replaces where masking keys come from (a client's only); for tests and reproducible output.
+    #[must_use]
+    pub fn with_mask_source(mut self, source: Box<dyn MaskSource>) -> Self {
+        self.mask = source;
+        self
+    }
+
+    // ---- Getters ----
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The negotiated extension's name, if any.
+    pub fn extension_name(&self) -> Option<&str> {
+        self.extension.as_deref().map(Extension::name)
+    }
+
+    /// Whether messages can still be sent (no Close frame queued yet).
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Whether the WebSocket is closed ([`Event::Closed`] has been queued).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Bytes queued for sending and not yet taken by [`poll_transmit`](Self::poll_transmit); the
+    /// I/O layer compares this with its write-buffer high-water mark.
+    pub fn buffered_amount(&self) -> usize {
+        self.queued
+    }
+
+    /// How many more bytes the read buffer must hold before the frame in progress is complete,
+    /// or at least the 2 bytes of the next header. An I/O layer can reserve this much (bounded by
+    /// the frame size limit) so the frame and the next header arrive in one read.
+    pub fn read_hint(&self, buf: &[u8]) -> usize {
+        match &self.pending {
+            Some(p) => p
+                .head_len
+                .saturating_add(p.payload_len)
+                .saturating_add(2)
+                .saturating_sub(buf.len())
+                .max(1),
+            None => 2usize.saturating_sub(buf.len()).max(1),
+        }
+    }
+
+    // ---- Input ----
+
+    /// Processes received bytes. Whole frames are split off the front of `buf` without copying;
+    /// a partial frame stays in `buf`, unmasked and checked as far as it has arrived.
+    ///
+    /// After the WebSocket is closed, input is discarded. A protocol violation fails the
+    /// connection (see the type's docs); the rest of `buf` is discarded then.
+    pub fn handle_bytes(&mut self, buf: &mut BytesMut, now: Instant) {
+        if buf.is_empty() {
+            return;
+        }
+        loop {
+            if !self.reads_frames() {
+                buf.clear();
+                return;
+            }
+            match self.read_frame(buf) {
+                Ok(Some(frame)) => {
+                    // Any frame shows the peer is alive.
+                    self.pong_deadline = None;
+                    if let Err(error) = self.handle_frame(frame, now) {
+                        self.fail(error);
+                    }
+                }
+                Ok(None) => return,
+                Err(error) => self.fail(error),
+            }
+        }
+    }
+
+    /// The transport's read side ended.
+    ///
+    /// Before the close handshake completed this ends the connection abnormally (1006); after it,
+    /// it is the expected end, and the transport may be closed.
+    pub fn handle_eof(&mut self) {
+        if self.state != State::Closed {
+            self.pending = None;
+            self.incoming = None;
+            self.finish(Initiator::Remote, Some(ConnectionError::UnexpectedEof));
+        }
+        self.close_transport = true;
+    }
+
+    /// Runs the timers that are due at `now`: keepalive pings, the pong timeout, the close
+    /// handshake timeout, and a client's wait for the server to close the transport.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.close_deadline.is_some_and(|d| d <= now) {
+            self.close_deadline = None;
+            if self.state == State::CloseSent {
+                self.finish(Initiator::Local, Some(ConnectionError::CloseTimeout));
+            }
+            // Section 7.1.1: the client closes the transport itself when the server does not.
+            self.close_transport = true;
+        }
+        if self.pong_deadline.is_some_and(|d| d <= now) {
+            self.pong_deadline = None;
+            if self.state != State::Closed {
+                self.finish(Initiator::Library, Some(ConnectionError::PongTimeout));
+                self.close_transport = true;
+            }
+        }
+        if self.state == State::Open && self.next_ping.is_some_and(|d| d <= now) {
+            let interval = self.config.ping_interval();
+            self.next_ping = interval.and_then(|i| now.checked_add(i));
+            self.push_frame(OpCode::Ping, true, Rsv::NONE, Bytes::new());
+            if self.pong_deadline.is_none() {
+                self.pong_deadline = now.checked_add(self.config.pong_timeout());
+            }
+        }
+    }
+
+    // ---- Commands ----
+
+    /// Queues a message: text, binary, ping, pong, or close (then as [`close`](Self::close) with
+    /// `now` unknown, so prefer `close` for a close).
+    ///
+    /// # Errors
+    /// [`ApiMisuse`] when the connection is closing, a control payload is over 125 bytes, or a
+    /// fragmented message is being sent.
+    pub fn send(&mut self, message: Message) -> Result<(), ApiMisuse> {
+        match message {
+            Message::Text(text) => self.send_text(text),
+            Message::Binary(data) => self.send_binary(data),
+            Message::Ping(data) => self.send_ping(data),
+            Message::Pong(data) => self.send_pong(data),
+            Message::Close(frame) => self.close_at(None, frame),
+        }
+    }
+
+    /// Queues a text message.
+    ///
+    /// # Errors
+    /// [`ApiMisuse::Closing`] after a Close frame was queued;
+    /// [`ApiMisuse::FragmentedMessageInProgress`] while a fragmented message is being sent.
+    pub fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), ApiMisuse> {
+        self.send_data(OpCode::Text, text.into().into_bytes())
+    }
+
+    /// Queues a binary message.
+    ///
+    /// # Errors
+    /// As [`send_text`](Self::send_text).
+    pub fn send_binary(&mut self, data: impl Into<Bytes>) -> Result<(), ApiMisuse> {
+        self.send_data(OpCode::Binary, data.into())
+    }
+
+    /// Queues a Ping.
+    ///
+    /// # Errors
+    /// [`ApiMisuse::Closing`] after a Close frame was queued;
+    /// [`ApiMisuse::ControlPayloadTooLong`] over 125 bytes.
+    pub fn send_ping(&mut self, data: impl Into<Bytes>) -> Result<(), ApiMisuse> {
+        self.send_control(OpCode::Ping, data.into())
+    }
+
+    /// Queues an unsolicited Pong (section 5.5.3 allows one as a heartbeat).
+    ///
+    /// # Errors
+    /// As [`send_ping`](Self::send_ping).
+    pub fn send_pong(&mut self, data: impl Into<Bytes>) -> Result<(), ApiMisuse> {
+        self.send_control(OpCode::Pong, data.into())
+    }
+
+    /// Queues one frame of a fragmented data message. The first call starts a message of `kind`;
+    /// later calls with the same `kind` continue it; `fin` ends it. Control frames may be sent in
+    /// between. Extensions do not apply to fragments: they go out as they are.
+    ///
+    /// For text, the caller ensures the message as a whole is UTF-8 (a code point may be split
+    /// between fragments).
+    ///
+    /// # Errors
+    /// [`ApiMisuse::Closing`] after a Close frame was queued;
+    /// [`ApiMisuse::FragmentedMessageInProgress`] for a `kind` other than the message's.
+    pub fn send_fragment(
+        &mut self,
+        kind: DataKind,
+        payload: impl Into<Bytes>,
+        fin: bool,
+    ) -> Result<(), ApiMisuse> {
+        self.ensure_open()?;
+        let opcode = match self.outgoing {
+            None => kind_opcode(kind),
+            Some(current) if current == kind => OpCode::Continuation,
+            Some(_) => return Err(ApiMisuse::FragmentedMessageInProgress),
+        };
+        self.outgoing = if fin { None } else { Some(kind) };
+        self.push_frame(opcode, fin, Rsv::NONE, payload.into());
+        Ok(())
+    }
+
+    /// Starts the closing handshake: queues a Close frame (`None`: without a status code) after
+    /// everything already queued, and waits up to the close timeout for the peer's.
+    ///
+    /// Data frames the peer sent before it saw our Close are still delivered.
+    ///
+    /// # Errors
+    /// [`ApiMisuse::Closing`] when a Close frame was already queued; [`ApiMisuse::InvalidCloseCode`]
+    /// or [`ApiMisuse::CloseReasonTooLong`] for a frame that may not be sent.
+    pub fn close(&mut self, now: Instant, frame: Option<CloseFrame>) -> Result<(), ApiMisuse> {
+        self.close_at(Some(now), frame)
+    }
+
+    // ---- Output ----
+
+    /// The next chunk of bytes to write, in order; `None` when nothing is queued.
+    ///
+    /// Small frames are gathered into one chunk; a large payload from a server comes as a
+    /// chunk of its own, sharing the caller's buffer. Take every chunk and write them in order,
+    /// vectored if you like.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.flush_pong();
+        let chunk = match self.out_chunks.pop_front() {
+            Some(chunk) => chunk,
+            None if !self.out_buf.is_empty() => self.out_buf.split().freeze(),
+            None => return None,
+        };
+        self.queued = self.queued.saturating_sub(chunk.len());
+        Some(chunk)
+    }
+
+    /// The next event for the application.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let keepalive = if self.state == State::Open {
+            self.next_ping
+        } else {
+            None
+        };
+        [self.close_deadline, self.pong_deadline, keepalive]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether this end should close the transport now, once every chunk from
+    /// [`poll_transmit`](Self::poll_transmit) has been written.
+    ///
+    /// Section 7.1.1: the server closes the TCP connection right after the close handshake; the
+    /// client waits for the server to do so (until the close timeout), so that the server, not
+    /// the client, holds the `TIME_WAIT` state. After a failure or timeout, either end closes.
+    pub fn should_close_transport(&self) -> bool {
+        self.close_transport && self.queued == 0 && self.pending_pong.is_none()
+    }
+
+    // ---- Internals: input ----
+
+    fn reads_frames(&self) -> bool {
+        self.state != State::Closed
+    }
+
+    fn head_rules(&self) -> HeadRules {
+        HeadRules {
+            role: self.role,
+            extension_rsv: self.extension.as_deref().map_or(Rsv::NONE, Extension::rsv),
+            max_frame_size: self.config.max_frame_size(),
+        }
+    }
+
+    /// Reads the next frame; `Ok(None)` when the rest of it has not arrived.
+    fn read_frame(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
+        let mut pending = if let Some(pending) = self.pending.take() {
+            pending
+        } else {
+            {
+                let Some((head, head_len)) = FrameHead::parse(buf)? else {
+                    return Ok(None);
+                };
+                head.check(&self.head_rules())?;
+                let check_utf8 = self.check_message_rules(&head)?;
+                // `check` bounded the length by `max_frame_size`, a usize.
+                let payload_len =
+                    usize::try_from(head.payload_len).map_err(|_| ProtocolError::FrameTooBig {
+                        len: head.payload_len,
+                        max: self.config.max_frame_size(),
+                    })?;
+                PendingFrame {
+                    head,
+                    head_len,
+                    payload_len,
+                    done: 0,
+                    check_utf8,
+                }
+            }
+        };
+        let arrived = buf
+            .len()
+            .saturating_sub(pending.head_len)
+            .min(pending.payload_len);
+        if arrived > pending.done {
+            let start = pending.head_len + pending.done;
+            let new = &mut buf[start..pending.head_len + arrived];
+            if let Some(key) = pending.head.mask {
+                apply_mask(new, key, pending.done);
+            }
+            // Fail fast (section 8.1): text that can no longer become valid UTF-8 fails the
+            // connection now, not when the frame or message is complete.
+            if pending.check_utf8 {
+                self.utf8
+                    .feed(new)
+                    .map_err(|e| ProtocolError::InvalidUtf8 {
+                        valid_up_to: e.valid_up_to(),
+                    })?;
+            }
+            pending.done = arrived;
+        }
+        if pending.done < pending.payload_len {
+            self.pending = Some(pending);
+            return Ok(None);
+        }
+        buf.advance(pending.head_len);
+        let payload = buf.split_to(pending.payload_len).freeze();
+        Ok(Some(Frame {
+            fin: pending.head.fin,
+            rsv: pending.head.rsv,
+            opcode: pending.head.opcode,
+            payload,
+        }))
+    }
+
+    /// Checks a data frame header against the message in progress (section 5.4) and the
+    /// message limits, before its payload is read. Returns whether its payload is text to check
+    /// for UTF-8 as it arrives.
+    fn check_message_rules(&self, head: &FrameHead) -> Result<bool, ProtocolError> {
+        let max = self.config.max_message_size();
+        let encoded = !head.rsv.is_empty();
+        match (head.opcode, &self.incoming) {
+            (OpCode::Close | OpCode::Ping | OpCode::Pong, _) => Ok(false),
+            // Section 5.4: fragments of one message may not interleave with another message.
+            (OpCode::Text | OpCode::Binary, Some(_)) => Err(ProtocolError::ExpectedContinuation),
+            (OpCode::Continuation, None) => Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, None) => {
+                if !encoded && head.payload_len > max as u64 {
+                    return Err(ProtocolError::MessageTooBig { max });
+                }
+                Ok(head.opcode == OpCode::Text && !encoded)
+            }
+            (OpCode::Continuation, Some(incoming)) => {
+                if incoming.frames >= self.config.max_fragments() {
+                    return Err(ProtocolError::TooManyFragments {
+                        max: self.config.max_fragments(),
+                    });
+                }
+                let total = (incoming.size as u64).saturating_add(head.payload_len);
+                if !incoming.encoded && total > max as u64 {
+                    return Err(ProtocolError::MessageTooBig { max });
+                }
+                Ok(incoming.kind == DataKind::Text && !incoming.encoded)
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<(), ProtocolError> {
+        match frame.opcode {
+            OpCode::Ping => {
+                // Section 5.5.2: answer with a Pong carrying the same data. Only the latest Ping
+                // needs an answer (section 5.5.3), so one slot bounds what a ping flood queues.
+                if self.state == State::Open {
+                    self.pending_pong = Some(frame.payload.clone());
+                }
+                self.events
+                    .push_back(Event::Message(Message::Ping(frame.payload)));
+                Ok(())
+            }
+            OpCode::Pong => {
+                self.events
+                    .push_back(Event::Message(Message::Pong(frame.payload)));
+                Ok(())
+            }
+            OpCode::Close => self.handle_close(&frame.payload, now),
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => self.handle_data(frame),
+        }
+    }
+
+    fn handle_close(&mut self, payload: &Bytes, now: Instant) -> Result<(), ProtocolError> {
+        let frame = CloseFrame::parse(payload)?;
+        self.remote_close.clone_from(&frame);
+        self.events
+            .push_back(Event::Message(Message::Close(frame.clone())));
+        self.pending = None;
+        self.incoming = None;
+        let initiator = if self.state == State::CloseSent {
+            Initiator::Local
+        } else {
+            // Section 5.5.1: an endpoint that receives a Close frame and has not sent one must
+            // send one in response; it echoes the status code it received.
+            let reply = frame.map(|f| CloseFrame {
+                code: f.code,
+                reason: Utf8Bytes::new(),
+            });
+            self.queue_close(reply);
+            Initiator::Remote
+        };
+        self.finish(initiator, None);
+        match self.role {
+            Role::Server => self.close_transport = true,
+            // Section 7.1.1: the client waits for the server to close the transport.
+            Role::Client => self.close_deadline = now.checked_add(self.config.close_timeout()),
+        }
+        Ok(())
+    }
+
+    fn handle_data(&mut self, frame: Frame) -> Result<(), ProtocolError> {
+        let first = frame.opcode != OpCode::Continuation;
+        let mut incoming = match self.incoming.take() {
+            Some(incoming) => incoming,
+            None => Incoming {
+                kind: if frame.opcode == OpCode::Text {
+                    DataKind::Text
+                } else {
+                    DataKind::Binary
+                },
+                encoded: !frame.rsv.is_empty(),
+                frames: 0,
+                size: 0,
+                buf: BytesMut::new(),
+            },
+        };
+        incoming.frames = incoming.frames.saturating_add(1);
+        let max = self.config.max_message_size();
+        let payload = if incoming.encoded {
+            let budget = max.saturating_sub(incoming.size);
+            let extension =
+                self.extension
+                    .as_deref_mut()
+                    .ok_or(ProtocolError::ReservedBitsSet {
+                        bits: frame.rsv.bits(),
+                    })?;
+            let decoded = extension.decode(frame.payload, frame.fin, budget)?;
+            if decoded.len() > budget {
+                return Err(ProtocolError::MessageTooBig { max });
+            }
+            if incoming.kind == DataKind::Text {
+                self.utf8
+                    .feed(&decoded)
+                    .map_err(|e| ProtocolError::InvalidUtf8 {
+                        valid_up_to: e.valid_up_to(),
+                    })?;
+            }
+            decoded
+        } else {
+            frame.payload
+        };
+        incoming.size = incoming.size.saturating_add(payload.len());
+        if frame.fin && incoming.kind == DataKind::Text {
+            self.utf8.finish().map_err(|e| ProtocolError::InvalidUtf8 {
+                valid_up_to: e.valid_up_to(),
+            })?;
+        }
+
+        if self.config.streaming() {
+            self.events.push_back(Event::Frame(DataFrame {
+                kind: incoming.kind,
+                payload,
+                first,
+                fin: frame.fin,
+            }));
+            if !frame.fin {
+                self.incoming = Some(incoming);
+            }
+            return Ok(());
+        }
+        if !frame.fin {
+            incoming.buf.extend_from_slice(&payload);
+            self.incoming = Some(incoming);
+            return Ok(());
+        }
+        // A message in one frame keeps the read buffer's allocation: no copy.
+        let data = if first {
+            payload
+        } else {
+            incoming.buf.extend_from_slice(&payload);
+            incoming.buf.freeze()
+        };
+        let message = match incoming.kind {
+            DataKind::Binary => Message::Binary(data),
+            DataKind::Text => Message::Text(Utf8Bytes::try_from(data).map_err(|e| {
+                ProtocolError::InvalidUtf8 {
+                    valid_up_to: e.valid_up_to(),
+                }
+            })?),
+        };
+        self.events.push_back(Event::Message(message));
+        Ok(())
+    }
+
+    /// Fails the connection (section 7.1.7): sends a Close frame with the error's code, then
+    /// expects the transport to be closed without waiting for the peer.
+    fn fail(&mut self, error: ProtocolError) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.pending = None;
+        self.incoming = None;
+        if self.state == State::Open {
+            let reason = truncate_reason(error.to_string(), error.close_code());
+            self.queue_close(Some(CloseFrame {
+                code: error.close_code(),
+                reason,
+            }));
+        }
+        self.finish(Initiator::Library, Some(ConnectionError::Protocol(error)));
+        self.close_transport = true;
+    }
+
+    /// Marks the WebSocket closed and reports it, once.
+    fn finish(&mut self, initiator: Initiator, error: Option<ConnectionError>) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        self.pending_pong = None;
+        let initiator = *self.initiator.get_or_insert(initiator);
+        self.events.push_back(Event::Closed(Closed {
+            initiator,
+            local: self.local_close.clone(),
+            remote: self.remote_close.clone(),
+            error,
+        }));
+    }
+
+    // ---- Internals: output ----
+
+    fn ensure_open(&self) -> Result<(), ApiMisuse> {
+        if self.state == State::Open {
+            Ok(())
+        } else {
+            Err(ApiMisuse::Closing)
+        }
+    }
+
+    fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), ApiMisuse> {
+        self.ensure_open()?;
+        if self.outgoing.is_some() {
+            return Err(ApiMisuse::FragmentedMessageInProgress);
+        }
+        let (rsv, payload) = match self.extension.as_deref_mut() {
+            Some(extension) => extension.encode(opcode, payload),
+            None => (Rsv::NONE, payload),
+        };
+        self.push_frame(opcode, true, rsv, payload);
+        Ok(())
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), ApiMisuse> {
+        self.ensure_open()?;
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(ApiMisuse::ControlPayloadTooLong { len: payload.len() });
+        }
+        self.push_frame(opcode, true, Rsv::NONE, payload);
+        Ok(())
+    }
+
+    fn close_at(
+        &mut self,
+        now: Option<Instant>,
+        frame: Option<CloseFrame>,
+    ) -> Result<(), ApiMisuse> {
+        self.ensure_open()?;
+        if let Some(frame) = &frame {
+            CloseFrame::new(frame.code, frame.reason.clone())?;
+        }
+        self.queue_close(frame);
+        self.state = State::CloseSent;
+        self.initiator = Some(Initiator::Local);
+        self.close_deadline = now.and_then(|now| now.checked_add(self.config.close_timeout()));
+        Ok(())
+    }
+
+    fn queue_close(&mut self, frame: Option<CloseFrame>) {
+        // A Pong owed for an earlier Ping goes before the Close: nothing may follow a Close.
+        self.flush_pong();
+        let mut payload =
+            BytesMut::with_capacity(frame.as_ref().map_or(0, CloseFrame::encoded_len));
+        if let Some(frame) = &frame {
+            frame.encode(&mut payload);
+        }
+        self.push_frame(OpCode::Close, true, Rsv::NONE, payload.freeze());
+        self.local_close = frame;
+    }
+
+    fn flush_pong(&mut self) {
+        if let Some(payload) = self.pending_pong.take() {
+            self.push_frame(OpCode::Pong, true, Rsv::NONE, payload);
+        }
+    }
+
+    fn push_frame(&mut self, opcode: OpCode, fin: bool, rsv: Rsv, payload: Bytes) {
+        let mut head = FrameHead {
+            fin,
+            rsv,
+            opcode,
+            mask: None,
+            payload_len: payload.len() as u64,
+        };
+        let mut head_bytes = [0; MAX_HEAD_LEN];
+        if self.role.masks_outgoing() {
+            let key = self.mask.next_key();
+            head.mask = Some(key);
+            let head_len = head.encode(&mut head_bytes);
+            self.out_buf.reserve(head_len + payload.len());
+            self.out_buf.extend_from_slice(&head_bytes[..head_len]);
+            let start = self.out_buf.len();
+            self.out_buf.extend_from_slice(&payload);
+            apply_mask(&mut self.out_buf[start..], key, 0);
+            self.queued += head_len + payload.len();
+            return;
+        }
+        let head_len = head.encode(&mut head_bytes);
+        self.out_buf.extend_from_slice(&head_bytes[..head_len]);
+        self.queued += head_len + payload.len();
+        if payload.len() <= COPY_LIMIT {
+            self.out_buf.extend_from_slice(&payload);
+        } else {
+            self.out_chunks.push_back(self.out_buf.split().freeze());
+            self.out_chunks.push_back(payload);
+        }
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("extension", &self.extension_name())
+            .field("queued", &self.queued)
+            .field("events", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn kind_opcode(kind: DataKind) -> OpCode {
+    match kind {
+        DataKind::Text => OpCode::Text,
+        DataKind::Binary => OpCode::Binary,
+    }
+}
+
+/// The reason sent when failing the connection: the error's description, cut to fit, except for
+/// internal errors, whose details stay private.
+fn truncate_reason(mut text: String, code: CloseCode) -> Utf8Bytes {
+    if code == CloseCode::INTERNAL_ERROR {
+        return Utf8Bytes::new();
+    }
+    if text.len() > MAX_REASON_LEN {
+        let mut end = MAX_REASON_LEN;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    Utf8Bytes::from(text)
+}

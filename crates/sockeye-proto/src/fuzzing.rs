@@ -1,0 +1,107 @@
+//! Entry points for the fuzz targets under `fuzz/`; compiled only with `--cfg fuzzing`.
+//!
+//! Each accepts arbitrary bytes and asserts the invariants of its layer: accept, or reject with
+//! a documented error; never panic, hang, or hold more than the limits allow.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::frame::{FrameDecoder, HeadRules};
+use crate::mask::{FixedMask, apply_mask, apply_mask_bytewise};
+use crate::utf8::Utf8Validator;
+use crate::{Config, Connection, Event, Role};
+
+/// Small limits, so the fuzzer reaches them quickly.
+fn fuzz_config() -> Config {
+    Config::builder()
+        .max_frame_size(4096)
+        .max_message_size(8192)
+        .max_fragments(64)
+        .build()
+        .unwrap_or_default()
+}
+
+/// Frame decoding: every frame decoded fits the limit, and decoding consumes what it returns.
+pub fn frame_decode(data: &[u8]) {
+    let role = if data.first().is_some_and(|b| b & 1 == 1) {
+        Role::Client
+    } else {
+        Role::Server
+    };
+    let mut decoder = FrameDecoder::new(HeadRules {
+        role,
+        extension_rsv: crate::frame::Rsv::NONE,
+        max_frame_size: 4096,
+    });
+    let mut buf = BytesMut::from(data.get(1..).unwrap_or_default());
+    while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+        assert!(frame.payload.len() <= 4096);
+    }
+}
+
+/// A connection of either role fed the input in chunks whose sizes the input chooses.
+pub fn connection(data: &[u8]) {
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let role = if control & 1 == 1 {
+        Role::Client
+    } else {
+        Role::Server
+    };
+    let config = fuzz_config();
+    let limit = config.max_message_size();
+    let now = Instant::now();
+    let mut conn =
+        Connection::new(role, config, now).with_mask_source(Box::new(FixedMask([1, 2, 3, 4])));
+    let chunk = usize::from(control >> 1).max(1);
+    let mut buf = BytesMut::new();
+    for piece in rest.chunks(chunk) {
+        buf.extend_from_slice(piece);
+        conn.handle_bytes(&mut buf, now);
+        while conn.poll_transmit().is_some() {}
+        while let Some(event) = conn.poll_event() {
+            if let Event::Message(message) = event {
+                assert!(message.len() <= limit);
+            }
+        }
+        // A partial frame never holds more than a frame's worth.
+        assert!(buf.len() <= 4096 + 14 + rest.len().min(4096 + 14));
+    }
+    conn.handle_eof();
+    conn.handle_timeout(now + Duration::from_secs(60));
+    while conn.poll_transmit().is_some() {}
+    while conn.poll_event().is_some() {}
+    assert!(conn.is_closed());
+}
+
+/// The streaming UTF-8 validator agrees with `std` at split points the input chooses.
+pub fn utf8(data: &[u8]) {
+    let Some((&cut, text)) = data.split_first() else {
+        return;
+    };
+    let cut = usize::from(cut).min(text.len());
+    let (a, b) = text.split_at(cut);
+    let mut v = Utf8Validator::new();
+    let ours = v.feed(a).and_then(|()| v.feed(b)).and_then(|()| v.finish());
+    match std::str::from_utf8(text) {
+        Ok(_) => assert!(ours.is_ok()),
+        Err(e) => assert_eq!(ours.map_err(|e| e.valid_up_to()), Err(e.valid_up_to())),
+    }
+}
+
+/// The fast mask agrees with the byte loop.
+pub fn mask(data: &[u8]) {
+    let Some((key, rest)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let Some((&offset, payload)) = rest.split_first() else {
+        return;
+    };
+    let mut fast = payload.to_vec();
+    let mut slow = payload.to_vec();
+    apply_mask(&mut fast, *key, usize::from(offset));
+    apply_mask_bytewise(&mut slow, *key, usize::from(offset));
+    assert_eq!(fast, slow);
+}
