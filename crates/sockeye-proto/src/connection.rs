@@ -816,3 +816,6 @@ fn truncate_reason(mut text: String, code: CloseCode) -> Utf8Bytes {
     }
     Utf8Bytes::from(text)
 }
+
+#[cfg(test)]
+mod tests;
