@@ -1,7 +1,10 @@
 //! Entry points for the fuzz targets under `fuzz/`; compiled only with `--cfg fuzzing`.
 //!
 //! Each accepts arbitrary bytes and asserts the invariants of its layer: accept, or reject with
-//! a documented error; never panic, hang, or hold more than the limits allow.
+//! a documented error; never panic, hang, or hold more than the limits allow. They panic (by
+//! assertion) exactly when an invariant breaks: that is how the fuzzer reports a bug.
+
+#![allow(clippy::missing_panics_doc)]
 
 use std::time::{Duration, Instant};
 
@@ -104,4 +107,69 @@ pub fn mask(data: &[u8]) {
     apply_mask(&mut fast, *key, usize::from(offset));
     apply_mask_bytewise(&mut slow, *key, usize::from(offset));
     assert_eq!(fast, slow);
+}
+
+/// The server's request parser, fed in chunks: a request, `Ok(None)`, or a documented error
+/// with an HTTP status; never more buffered than the limit allows.
+pub fn handshake_request(data: &[u8]) {
+    let Some((&chunk, rest)) = data.split_first() else {
+        return;
+    };
+    let config = Config::default();
+    let mut parser = crate::handshake::RequestParser::new();
+    let mut buf = BytesMut::new();
+    for piece in rest.chunks(usize::from(chunk).max(1)) {
+        buf.extend_from_slice(piece);
+        match parser.parse(&mut buf, &config) {
+            Ok(None) => assert!(buf.len() <= config.max_handshake_bytes() + piece.len()),
+            Ok(Some(request)) => {
+                let mut out = Vec::new();
+                let _ = request.accept(None, &[], &http::HeaderMap::new(), &mut out);
+                return;
+            }
+            Err(error) => {
+                assert!(error.status().is_some());
+                let mut out = Vec::new();
+                assert!(error.write_response(&mut out).is_some());
+                return;
+            }
+        }
+    }
+}
+
+/// The client's response validation, fed in chunks.
+pub fn handshake_response(data: &[u8]) {
+    let Some((&chunk, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(uri) = "ws://example.com/chat".parse() else {
+        return;
+    };
+    let config = Config::default();
+    let mut handshake = crate::handshake::ClientHandshake::with_key(uri, [7; 16])
+        .protocols(vec!["chat".into()])
+        .extensions(vec![crate::extension::ExtensionParams::new(
+            "permessage-deflate",
+        )]);
+    let mut buf = BytesMut::new();
+    for piece in rest.chunks(usize::from(chunk).max(1)) {
+        buf.extend_from_slice(piece);
+        match handshake.handle_response(&mut buf, &config) {
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) => return,
+        }
+    }
+}
+
+/// The `Sec-WebSocket-Extensions` grammar: what parses formats back to something that parses
+/// to the same.
+pub fn extension_header(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(list) = crate::extension::header::parse_extensions([text]) {
+        let formatted = crate::extension::header::format_extensions(&list);
+        let again = crate::extension::header::parse_extensions([formatted.as_str()]);
+        assert_eq!(again.ok(), Some(list));
+    }
 }

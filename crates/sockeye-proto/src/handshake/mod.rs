@@ -1,1 +1,551 @@
-//! Placeholder until the handshake lands.
+//! The opening handshake (RFC 6455 section 4), without I/O.
+//!
+//! A client builds a [`ClientHandshake`] from a [`WsUri`], writes its request with
+//! [`ClientHandshake::encode_request`], then feeds the bytes it reads to
+//! [`ClientHandshake::handle_response`] until it returns the [`ClientAccepted`] result. A server
+//! feeds the bytes it reads to a [`RequestParser`] (or [`parse_request`]) until it returns an
+//! [`UpgradeRequest`], then writes either [`UpgradeRequest::accept`] or a rejection
+//! ([`reject_response`], or [`HandshakeError::write_response`] for an invalid request).
+//!
+//! Both sides remove exactly the HTTP head from the caller's buffer: the bytes after it are the
+//! first WebSocket frames. Head size and header count are bounded by [`Config`](crate::config::Config).
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
+
+mod client;
+mod http;
+mod server;
+mod uri;
+
+use ::http::{HeaderMap, HeaderName, StatusCode, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::BufMut;
+use sha1::{Digest as _, Sha1};
+
+use crate::extension::header::{ExtensionHeaderError, parse_token_list};
+
+pub use client::{ClientAccepted, ClientHandshake};
+pub use server::{RequestParser, UpgradeRequest, parse_request, reject_response};
+pub use uri::{UriError, WsUri};
+
+/// The GUID appended to `Sec-WebSocket-Key` to derive `Sec-WebSocket-Accept` (section 1.3).
+pub const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// The only `Sec-WebSocket-Version` RFC 6455 defines (section 4.1).
+pub const VERSION: &str = "13";
+
+/// The `Sec-WebSocket-Accept` value for a `Sec-WebSocket-Key` value (section 4.2.2, step 5.4):
+/// base64 of the SHA-1 of the key, as sent, followed by [`GUID`].
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(GUID.as_bytes());
+    BASE64.encode(sha.finalize())
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 random bytes from the operating system, base64-encoded
+/// (section 4.1 requires a new random nonce per connection).
+///
+/// # Errors
+/// When the operating system's random source fails.
+pub fn generate_key() -> Result<String, getrandom::Error> {
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce)?;
+    Ok(BASE64.encode(nonce))
+}
+
+/// Parses `Sec-WebSocket-Protocol` header values (section 11.3.4: a comma-separated list of
+/// tokens), one per header line, keeping order. Empty list elements are tolerated.
+pub fn parse_protocols<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<String>, ExtensionHeaderError> {
+    parse_token_list(values)
+}
+
+/// Which handshake message an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The client's request, as checked by a server. Such errors have an HTTP status to answer.
+    Request,
+    /// The server's response, as checked by a client. The client just closes the connection.
+    Response,
+}
+
+impl Side {
+    /// `status` for a request error, `None` for a response error.
+    fn status(self, status: StatusCode) -> Option<StatusCode> {
+        match self {
+            Self::Request => Some(status),
+            Self::Response => None,
+        }
+    }
+}
+
+/// What was wrong with the syntax of an HTTP head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HeadSyntax {
+    /// A malformed method or other token in the start line.
+    Token,
+    /// A malformed HTTP version.
+    Version,
+    /// A malformed status code or reason phrase.
+    Status,
+    /// A request target that is not an absolute path (or absolute URI) without a fragment.
+    Target,
+    /// A malformed header name.
+    HeaderName,
+    /// A header value with forbidden bytes (or an obsolete line folding).
+    HeaderValue,
+    /// A malformed line ending.
+    NewLine,
+}
+
+/// The opening handshake failed: the peer's request or response broke RFC 6455 section 4, or a
+/// limit from [`Config`](crate::config::Config).
+///
+/// A server answers a [`Side::Request`] error with [`write_response`](Self::write_response);
+/// a client fails the connection on a [`Side::Response`] error. `Display` text is not API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// No complete head within the configured maximum size.
+    #[error("handshake head exceeds {max} bytes")]
+    HeadTooLarge {
+        /// Whose head it was.
+        side: Side,
+        /// The limit in force, in bytes.
+        max: usize,
+    },
+    /// More header fields than the configured maximum.
+    #[error("handshake head has more than {max} header fields")]
+    TooManyHeaders {
+        /// Whose head it was.
+        side: Side,
+        /// The limit in force.
+        max: usize,
+    },
+    /// The head is not valid HTTP/1.1.
+    #[error("malformed HTTP head: {kind:?}")]
+    Malformed {
+        /// Whose head it was.
+        side: Side,
+        /// What was wrong.
+        kind: HeadSyntax,
+    },
+    /// A required header field is absent.
+    #[error("missing {name} header")]
+    MissingHeader {
+        /// Whose head it was.
+        side: Side,
+        /// The header's name.
+        name: &'static str,
+    },
+    /// A header field that must appear once appears several times.
+    #[error("duplicate {name} header")]
+    DuplicateHeader {
+        /// Whose head it was.
+        side: Side,
+        /// The header's name.
+        name: &'static str,
+    },
+    /// `Upgrade` is present but does not name `websocket`.
+    #[error("Upgrade header does not name websocket")]
+    UpgradeNotWebSocket {
+        /// Whose head it was.
+        side: Side,
+    },
+    /// `Connection` is present but lacks the `upgrade` option.
+    #[error("Connection header lacks the upgrade option")]
+    ConnectionNotUpgrade {
+        /// Whose head it was.
+        side: Side,
+    },
+    /// `Sec-WebSocket-Extensions` does not follow the section 9.1 grammar.
+    #[error("invalid Sec-WebSocket-Extensions header: {error}")]
+    InvalidExtensions {
+        /// Whose head it was.
+        side: Side,
+        /// Where the grammar failed.
+        error: ExtensionHeaderError,
+    },
+    /// A request method other than GET (answered with 405 and `Allow: GET`).
+    #[error("request method is not GET")]
+    MethodNotGet,
+    /// A request older than HTTP/1.1.
+    #[error("request is older than HTTP/1.1")]
+    HttpVersionTooOld,
+    /// A request announcing HTTP/2 or later on an HTTP/1 connection (answered with 505).
+    #[error("HTTP version not supported")]
+    HttpVersionNotSupported,
+    /// A request without an `Upgrade` header (answered with 426 and `Upgrade: websocket`).
+    #[error("missing Upgrade header")]
+    UpgradeRequired,
+    /// `Sec-WebSocket-Version` is missing or not 13 (answered with 426 and
+    /// `Sec-WebSocket-Version: 13`, section 4.4).
+    #[error("unsupported or missing Sec-WebSocket-Version; 13 is required")]
+    UnsupportedVersion,
+    /// `Sec-WebSocket-Key` is not the base64 encoding of 16 bytes.
+    #[error("invalid Sec-WebSocket-Key")]
+    InvalidKey,
+    /// `Sec-WebSocket-Protocol` in a request is not a list of tokens.
+    #[error("invalid Sec-WebSocket-Protocol header: {error}")]
+    InvalidProtocols {
+        /// Where the grammar failed.
+        error: ExtensionHeaderError,
+    },
+    /// The server answered with a status other than 101. The response head has been removed
+    /// from the buffer; its body, if any, follows there.
+    #[error("server answered {status} instead of 101")]
+    UnexpectedStatus {
+        /// The status received.
+        status: StatusCode,
+        /// The response's headers (boxed to keep the error small).
+        headers: Box<HeaderMap>,
+    },
+    /// `Sec-WebSocket-Accept` does not match the key sent.
+    #[error("Sec-WebSocket-Accept does not match the key")]
+    AcceptMismatch,
+    /// The server chose a subprotocol the client did not offer, or sent something other than a
+    /// single token in `Sec-WebSocket-Protocol`.
+    #[error("server selected a subprotocol that was not offered")]
+    ProtocolNotOffered,
+    /// The server accepted an extension the client did not offer.
+    #[error("server accepted extension {name} that was not offered")]
+    ExtensionNotOffered {
+        /// The extension's name as received.
+        name: Box<str>,
+    },
+}
+
+impl HandshakeError {
+    /// The HTTP status a server answers this request error with; `None` for errors about a
+    /// server's response, which a client handles by closing the connection.
+    pub fn status(&self) -> Option<StatusCode> {
+        // Every variant is listed so that a new one cannot ship without a status decision.
+        match self {
+            Self::HeadTooLarge { side, .. } | Self::TooManyHeaders { side, .. } => {
+                side.status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            }
+            Self::Malformed { side, .. }
+            | Self::MissingHeader { side, .. }
+            | Self::DuplicateHeader { side, .. }
+            | Self::UpgradeNotWebSocket { side }
+            | Self::ConnectionNotUpgrade { side }
+            | Self::InvalidExtensions { side, .. } => side.status(StatusCode::BAD_REQUEST),
+            Self::MethodNotGet => Some(StatusCode::METHOD_NOT_ALLOWED),
+            Self::HttpVersionTooOld | Self::InvalidKey | Self::InvalidProtocols { .. } => {
+                Some(StatusCode::BAD_REQUEST)
+            }
+            Self::HttpVersionNotSupported => Some(StatusCode::HTTP_VERSION_NOT_SUPPORTED),
+            Self::UpgradeRequired | Self::UnsupportedVersion => Some(StatusCode::UPGRADE_REQUIRED),
+            Self::UnexpectedStatus { .. }
+            | Self::AcceptMismatch
+            | Self::ProtocolNotOffered
+            | Self::ExtensionNotOffered { .. } => None,
+        }
+    }
+
+    /// Whether the error is about a client's request or a server's response.
+    pub fn side(&self) -> Side {
+        match self {
+            Self::HeadTooLarge { side, .. }
+            | Self::TooManyHeaders { side, .. }
+            | Self::Malformed { side, .. }
+            | Self::MissingHeader { side, .. }
+            | Self::DuplicateHeader { side, .. }
+            | Self::UpgradeNotWebSocket { side }
+            | Self::ConnectionNotUpgrade { side }
+            | Self::InvalidExtensions { side, .. } => *side,
+            Self::MethodNotGet
+            | Self::HttpVersionTooOld
+            | Self::HttpVersionNotSupported
+            | Self::UpgradeRequired
+            | Self::UnsupportedVersion
+            | Self::InvalidKey
+            | Self::InvalidProtocols { .. } => Side::Request,
+            Self::UnexpectedStatus { .. }
+            | Self::AcceptMismatch
+            | Self::ProtocolNotOffered
+            | Self::ExtensionNotOffered { .. } => Side::Response,
+        }
+    }
+
+    /// Writes the complete HTTP response a server sends for this request error: the status from
+    /// [`status`](Self::status), the headers that status requires, and a short plain-text body.
+    /// Returns the status written, or `None` (writing nothing) for a response error.
+    pub fn write_response(&self, out: &mut impl BufMut) -> Option<StatusCode> {
+        let status = self.status()?;
+        let mut extra = HeaderMap::new();
+        match self {
+            // RFC 7231 section 6.5.5: a 405 response lists the allowed methods.
+            Self::MethodNotGet => {
+                extra.insert(header::ALLOW, header::HeaderValue::from_static("GET"));
+            }
+            // RFC 7231 section 6.5.15: a 426 response names the protocol to upgrade to.
+            Self::UpgradeRequired => {
+                extra.insert(
+                    header::UPGRADE,
+                    header::HeaderValue::from_static("websocket"),
+                );
+            }
+            // Section 4.4: name the versions we support. 426 also requires Upgrade (above).
+            Self::UnsupportedVersion => {
+                extra.insert(
+                    header::UPGRADE,
+                    header::HeaderValue::from_static("websocket"),
+                );
+                extra.insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    header::HeaderValue::from_static(VERSION),
+                );
+            }
+            _ => {}
+        }
+        let body = format!("{self}\n");
+        write_plain_response(status, &extra, &body, out);
+        Some(status)
+    }
+}
+
+/// The caller asked the handshake to write something invalid. No network input causes these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeMisuse {
+    /// A subprotocol to offer is not a token.
+    #[error("subprotocol #{index} is not a token")]
+    InvalidProtocol {
+        /// Its position in the list given.
+        index: usize,
+    },
+    /// A subprotocol is offered twice (section 4.1 requires unique values).
+    #[error("subprotocol #{index} is offered twice")]
+    DuplicateProtocol {
+        /// The position of the second occurrence.
+        index: usize,
+    },
+    /// An extension whose name, parameter names or values are not all tokens.
+    #[error("extension #{index} is not valid")]
+    InvalidExtension {
+        /// Its position in the list given.
+        index: usize,
+    },
+    /// A server accepting an extension the client did not offer.
+    #[error("extension #{index} was not offered by the client")]
+    ExtensionNotOffered {
+        /// Its position in the list given.
+        index: usize,
+    },
+    /// A server selecting a subprotocol the client did not offer (section 4.2.2).
+    #[error("the client did not offer this subprotocol")]
+    ProtocolNotOffered,
+    /// An extra header that the handshake writes itself.
+    #[error("header {name} is set by the handshake and cannot be given as an extra header")]
+    ReservedHeader {
+        /// The header given.
+        name: HeaderName,
+    },
+    /// A rejection with a status that cannot carry a body (1xx, 204, 304).
+    #[error("status {status} cannot be used for a rejection")]
+    InvalidRejectStatus {
+        /// The status given.
+        status: StatusCode,
+    },
+}
+
+/// Whether any comma-separated element of any `name` header equals `token`, ignoring ASCII case
+/// (the way `Upgrade` and `Connection` are checked, RFC 7230 section 6.1 and 6.7).
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim_matches([' ', '\t']).eq_ignore_ascii_case(token))
+}
+
+/// The values of every `name` header as text, or the offset of the first byte that is not
+/// UTF-8 (the grammar then rejects what remains non-ASCII).
+fn header_texts<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Result<Vec<&'h str>, ExtensionHeaderError> {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| {
+            std::str::from_utf8(v.as_bytes()).map_err(|e| ExtensionHeaderError::UnexpectedByte {
+                offset: e.valid_up_to(),
+                byte: v.as_bytes().get(e.valid_up_to()).copied().unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// Rejects an extra header that collides with one the handshake writes itself.
+fn check_extra(extra: &HeaderMap, reserved: &[HeaderName]) -> Result<(), HandshakeMisuse> {
+    match extra.keys().find(|k| reserved.contains(k)) {
+        Some(name) => Err(HandshakeMisuse::ReservedHeader { name: name.clone() }),
+        None => Ok(()),
+    }
+}
+
+/// Writes `name: value\r\n`.
+fn put_header(out: &mut impl BufMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// Writes every header of `map`. `HeaderValue` cannot hold CR or LF, so no header can be
+/// injected through a value.
+fn put_headers(out: &mut impl BufMut, map: &HeaderMap) {
+    for (name, value) in map {
+        put_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+/// Writes `HTTP/1.1 {code} {reason}\r\n`.
+fn put_status_line(out: &mut impl BufMut, status: StatusCode) {
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_slice(b" ");
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+/// A complete response with a text body, after which the server closes the connection.
+fn write_plain_response(status: StatusCode, extra: &HeaderMap, body: &str, out: &mut impl BufMut) {
+    put_status_line(out, status);
+    put_header(out, b"Content-Type", b"text/plain; charset=utf-8");
+    put_header(out, b"Content-Length", body.len().to_string().as_bytes());
+    put_header(out, b"Connection", b"close");
+    put_headers(out, extra);
+    out.put_slice(b"\r\n");
+    out.put_slice(body.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc6455_1_3_accept_vector() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn generated_keys_are_16_random_bytes() {
+        let a = generate_key().unwrap();
+        let b = generate_key().unwrap();
+        assert_eq!(BASE64.decode(&a).unwrap().len(), 16);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn protocols_parse_as_token_lists() {
+        assert_eq!(
+            parse_protocols(["chat", "superchat, v2"]),
+            Ok(vec!["chat".into(), "superchat".into(), "v2".into()])
+        );
+        assert!(parse_protocols(["a/b"]).is_err());
+    }
+
+    #[test]
+    fn error_stays_small() {
+        assert!(size_of::<HandshakeError>() <= 32);
+    }
+
+    #[test]
+    fn statuses_and_sides() {
+        use HandshakeError as E;
+        let req = Side::Request;
+        let res = Side::Response;
+        let cases = [
+            (E::HeadTooLarge { side: req, max: 1 }, Some(431)),
+            (E::HeadTooLarge { side: res, max: 1 }, None),
+            (E::TooManyHeaders { side: req, max: 1 }, Some(431)),
+            (
+                E::Malformed {
+                    side: req,
+                    kind: HeadSyntax::Token,
+                },
+                Some(400),
+            ),
+            (
+                E::MissingHeader {
+                    side: res,
+                    name: "Upgrade",
+                },
+                None,
+            ),
+            (E::MethodNotGet, Some(405)),
+            (E::HttpVersionNotSupported, Some(505)),
+            (E::UpgradeRequired, Some(426)),
+            (E::UnsupportedVersion, Some(426)),
+            (E::InvalidKey, Some(400)),
+            (E::AcceptMismatch, None),
+            (E::ProtocolNotOffered, None),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.status().map(|s| s.as_u16()), want, "{e:?}");
+            assert_eq!(e.side() == Side::Request, want.is_some(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn write_response_adds_required_headers() {
+        let mut out = Vec::new();
+        assert_eq!(
+            HandshakeError::UnsupportedVersion.write_response(&mut out),
+            Some(StatusCode::UPGRADE_REQUIRED)
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nsec-websocket-version: 13\r\n"), "{text}");
+        assert!(text.contains("\r\nupgrade: websocket\r\n"), "{text}");
+        assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
+        assert!(body.contains("Sec-WebSocket-Version"), "{body}");
+
+        let mut out = Vec::new();
+        HandshakeError::MethodNotGet.write_response(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nallow: GET\r\n"), "{text}");
+
+        let mut out = Vec::new();
+        HandshakeError::UpgradeRequired.write_response(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\r\nupgrade: websocket\r\n"), "{text}");
+        assert!(!text.contains("sec-websocket-version"), "{text}");
+
+        let mut out = Vec::new();
+        assert_eq!(
+            HandshakeError::AcceptMismatch.write_response(&mut out),
+            None
+        );
+        assert!(out.is_empty());
+    }
+}
