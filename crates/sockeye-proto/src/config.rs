@@ -19,6 +19,7 @@ pub struct Config {
     close_timeout: Duration,
     ping_interval: Option<Duration>,
     pong_timeout: Duration,
+    pong_backlog: usize,
     streaming: bool,
 }
 
@@ -33,6 +34,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             ping_interval: None,
             pong_timeout: Duration::from_secs(20),
+            pong_backlog: 64 << 10,
             streaming: false,
         }
     }
@@ -82,6 +84,11 @@ impl Config {
     /// How long after a keepalive ping the peer is declared dead.
     pub fn pong_timeout(&self) -> Duration {
         self.pong_timeout
+    }
+
+    /// Queued output above which Pings are answered with one Pong for the latest only.
+    pub fn pong_backlog(&self) -> usize {
+        self.pong_backlog
     }
 
     /// Whether data frames are delivered one by one instead of as whole messages.
@@ -159,6 +166,16 @@ impl ConfigBuilder {
     /// Default 20 s. Only in force with a ping interval.
     pub fn pong_timeout(mut self, timeout: Duration) -> Self {
         self.0.pong_timeout = timeout;
+        self
+    }
+
+    /// Bytes of queued, unsent output above which received Pings are no longer answered one by
+    /// one: a single pending Pong carries the latest Ping's data instead (RFC 6455 section 5.5.3
+    /// allows answering only the most recent). Default 64 KiB.
+    ///
+    /// This bounds what a peer that sends Pings and never reads can make us queue.
+    pub fn pong_backlog(mut self, bytes: usize) -> Self {
+        self.0.pong_backlog = bytes;
         self
     }
 

@@ -517,9 +517,13 @@ impl Connection {
     fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<(), ProtocolError> {
         match frame.opcode {
             OpCode::Ping => {
-                // Section 5.5.2: answer with a Pong carrying the same data. Only the latest Ping
-                // needs an answer (section 5.5.3), so one slot bounds what a ping flood queues.
+                // Section 5.5.2: answer with a Pong carrying the same data. Every Ping is answered
+                // while little output is queued; past `pong_backlog` only the latest is (section
+                // 5.5.3 allows that), so a peer that pings without reading cannot grow the queue.
                 if self.state == State::Open {
+                    if self.queued < self.config.pong_backlog() {
+                        self.flush_pong();
+                    }
                     self.pending_pong = Some(frame.payload.clone());
                 }
                 self.events
