@@ -24,7 +24,8 @@ const COPY_LIMIT: usize = 8 << 10;
 ///
 /// # Contract
 /// - **Input**: [`handle_bytes`](Self::handle_bytes) with the read buffer (whole frames are split
-///   off it; a partial frame stays, already unmasked and checked as far as it goes),
+///   off it; a partial frame stays, already unmasked and checked as far as it goes; when it
+///   returns `true`, take the events and call it again),
 ///   [`handle_eof`](Self::handle_eof) when the transport's read side ends, and
 ///   [`handle_timeout`](Self::handle_timeout) when the deadline from
 ///   [`poll_timeout`](Self::poll_timeout) passes.
@@ -201,26 +202,35 @@ impl Connection {
     /// Processes received bytes. Whole frames are split off the front of `buf` without copying;
     /// a partial frame stays in `buf`, unmasked and checked as far as it has arrived.
     ///
+    /// Returns `true` when it stopped after a complete data message with bytes left in `buf`:
+    /// take the events, then call it again. Stopping there lets the application answer a
+    /// message before later frames are looked at, so a violation that follows a message fails
+    /// the connection only after that message was delivered and answered.
+    ///
     /// After the WebSocket is closed, input is discarded. A protocol violation fails the
     /// connection (see the type's docs); the rest of `buf` is discarded then.
-    pub fn handle_bytes(&mut self, buf: &mut BytesMut, now: Instant) {
-        if buf.is_empty() {
-            return;
-        }
+    pub fn handle_bytes(&mut self, buf: &mut BytesMut, now: Instant) -> bool {
         loop {
+            if buf.is_empty() {
+                return false;
+            }
             if !self.reads_frames() {
                 buf.clear();
-                return;
+                return false;
             }
             match self.read_frame(buf) {
                 Ok(Some(frame)) => {
                     // Any frame shows the peer is alive.
                     self.pong_deadline = None;
+                    let data = !frame.opcode.is_control();
+                    let events = self.events.len();
                     if let Err(error) = self.handle_frame(frame, now) {
                         self.fail(error);
+                    } else if data && self.events.len() > events && !buf.is_empty() {
+                        return true;
                     }
                 }
-                Ok(None) => return,
+                Ok(None) => return false,
                 Err(error) => self.fail(error),
             }
         }
@@ -520,11 +530,15 @@ impl Connection {
                 // Section 5.5.2: answer with a Pong carrying the same data. Every Ping is answered
                 // while little output is queued; past `pong_backlog` only the latest is (section
                 // 5.5.3 allows that), so a peer that pings without reading cannot grow the queue.
+                // The Pong is queued at once, so it goes out before anything the application
+                // sends in answer to messages that came after the Ping.
                 if self.state == State::Open {
                     if self.queued < self.config.pong_backlog() {
                         self.flush_pong();
+                        self.push_frame(OpCode::Pong, true, Rsv::NONE, frame.payload.clone());
+                    } else {
+                        self.pending_pong = Some(frame.payload.clone());
                     }
-                    self.pending_pong = Some(frame.payload.clone());
                 }
                 self.events
                     .push_back(Event::Message(Message::Ping(frame.payload)));

@@ -62,7 +62,7 @@ pub fn connection(data: &[u8]) {
     let mut buf = BytesMut::new();
     for piece in rest.chunks(chunk) {
         buf.extend_from_slice(piece);
-        conn.handle_bytes(&mut buf, now);
+        while conn.handle_bytes(&mut buf, now) {}
         while conn.poll_transmit().is_some() {}
         while let Some(event) = conn.poll_event() {
             if let Event::Message(message) = event {

@@ -18,8 +18,8 @@
 //!
 //! // A masked text frame "Hello" from a client (RFC 6455 section 5.7).
 //! let mut inbuf = BytesMut::from(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58][..]);
-//! server.handle_bytes(&mut inbuf, now);
-//! assert!(inbuf.is_empty());
+//! let more = server.handle_bytes(&mut inbuf, now); // true: take events, then call again
+//! assert!(!more && inbuf.is_empty());
 //!
 //! while let Some(event) = server.poll_event() {
 //!     if let Event::Message(Message::Text(text)) = event {

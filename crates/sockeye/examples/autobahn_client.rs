@@ -1,0 +1,46 @@
+//! The Autobahn `TestSuite` client protocol: runs every case the fuzzing server offers, echoing
+//! each message, then asks it to write the reports.
+//!
+//! `cargo run --release -p sockeye --example autobahn_client -- ws://127.0.0.1:9001 AGENT`
+
+use sockeye::Message;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let base = args.next().unwrap_or_else(|| "ws://127.0.0.1:9001".into());
+    let agent = args.next().unwrap_or_else(|| "sockeye".into());
+
+    let count = case_count(&base).await?;
+    eprintln!("{count} cases");
+    for case in 1..=count {
+        let url = format!("{base}/runCase?case={case}&agent={agent}");
+        if let Err(e) = run_case(&url).await {
+            eprintln!("case {case}: {e}");
+        }
+    }
+    let (mut ws, _) = sockeye::connect(&format!("{base}/updateReports?agent={agent}")).await?;
+    while ws.next().await.is_some() {}
+    Ok(())
+}
+
+async fn case_count(base: &str) -> Result<u32, Box<dyn std::error::Error>> {
+    let (mut ws, _) = sockeye::connect(&format!("{base}/getCaseCount")).await?;
+    while let Some(message) = ws.next().await {
+        if let Message::Text(text) = message? {
+            return Ok(text.trim().parse()?);
+        }
+    }
+    Err("no case count".into())
+}
+
+async fn run_case(url: &str) -> Result<(), sockeye::Error> {
+    let (mut ws, _) = sockeye::connect(url).await?;
+    while let Some(message) = ws.next().await {
+        let message = message?;
+        if message.is_data() {
+            ws.send(message).await?;
+        }
+    }
+    Ok(())
+}

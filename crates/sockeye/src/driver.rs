@@ -1,0 +1,378 @@
+//! The loop that drives a protocol [`Connection`] over an `AsyncRead + AsyncWrite` stream:
+//! read into one reusable buffer, hand it to the core, write what the core queued (vectored),
+//! and keep one timer armed at the core's next deadline.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use sockeye_proto::{CloseFrame, Closed, Connection, Event, Message};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
+
+use crate::config::WebSocketConfig;
+use crate::error::{Error, Kind};
+
+/// Chunks gathered into one vectored write at most.
+const MAX_IOV: usize = 64;
+
+/// The current time, from tokio's clock so that tests may pause it.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+// The flags are independent facts about the transport, not a state machine in disguise.
+#[allow(clippy::struct_excessive_bools)]
+pub(crate) struct Driver<S> {
+    io: S,
+    conn: Connection,
+    read_buf: BytesMut,
+    /// Chunks taken from the core and not yet fully written.
+    out: VecDeque<Bytes>,
+    out_len: usize,
+    needs_flush: bool,
+    timer: Option<Pin<Box<Sleep>>>,
+    timer_at: Option<Instant>,
+    /// `read_buf` may hold whole frames the core has not looked at yet.
+    input_pending: bool,
+    /// The stream's read side ended (or failed).
+    read_done: bool,
+    /// A transport error, reported in place of the core's view of the ending.
+    io_error: Option<io::Error>,
+    /// The core's closing report.
+    closed: Option<Closed>,
+    /// The transport was shut down and the final item handed out.
+    finished: bool,
+    high_water: usize,
+    read_buffer_size: usize,
+    protocol: Option<String>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    pub(crate) fn new(
+        io: S,
+        conn: Connection,
+        config: &WebSocketConfig,
+        read_buf: BytesMut,
+        protocol: Option<String>,
+    ) -> Self {
+        Self {
+            io,
+            conn,
+            read_buf,
+            out: VecDeque::new(),
+            out_len: 0,
+            needs_flush: false,
+            timer: None,
+            timer_at: None,
+            input_pending: false,
+            read_done: false,
+            io_error: None,
+            closed: None,
+            finished: false,
+            high_water: config.write_buffer_high_water,
+            read_buffer_size: config.read_buffer_size,
+            protocol,
+        }
+    }
+
+    /// Feeds the core the bytes that arrived with the handshake.
+    pub(crate) fn absorb_buffered(&mut self) {
+        self.feed_core();
+    }
+
+    fn feed_core(&mut self) {
+        self.input_pending = self.conn.handle_bytes(&mut self.read_buf, now());
+    }
+
+    pub(crate) fn io(&self) -> &S {
+        &self.io
+    }
+
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Unsent bytes, in the core and in our write queue.
+    fn backlog(&self) -> usize {
+        self.out_len + self.conn.buffered_amount()
+    }
+
+    /// The next message. Cancel-safe: a message is taken from the core only when it is returned.
+    pub(crate) fn poll_next_message(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            if let Some(message) = self.take_event() {
+                return Poll::Ready(Some(Ok(message)));
+            }
+            if self.finished {
+                return Poll::Ready(None);
+            }
+            // Write what the core queued (pongs, close replies, the user's messages); a full
+            // transport is not a reason to stop reading unless we are over the high-water mark.
+            if let Poll::Ready(Err(e)) = self.poll_output(cx) {
+                self.transport_failed(e);
+                continue;
+            }
+            if self.closed.is_some() && self.out.is_empty() && self.conn.should_close_transport() {
+                // Section 7.1.1: the server closes first; a client gets here after the server's
+                // EOF or after the close timeout.
+                let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+                self.finished = true;
+                return Poll::Ready(self.final_error().map(Err));
+            }
+            if self.poll_timer(cx) {
+                continue;
+            }
+            // The core stops after each message so that it is answered before later frames are
+            // looked at; hand it the rest of what was read before reading more.
+            if self.input_pending {
+                self.feed_core();
+                continue;
+            }
+            // Backpressure: a peer that does not read our output makes us stop reading its
+            // input, so nothing it sends (pings, or messages an echo loop answers) can grow the
+            // queue without bound. `poll_output` has registered for write readiness.
+            if self.backlog() > self.high_water || self.read_done {
+                return Poll::Pending;
+            }
+            ready!(self.poll_read(cx));
+        }
+    }
+
+    /// Reads once and feeds the core. Pending when nothing could be read.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Room for the rest of the frame in progress plus the next header, so a large frame
+        // completes in one buffer; at least a quarter of the configured size for small ones.
+        let need = self.conn.read_hint(&self.read_buf);
+        let spare = self.read_buf.capacity() - self.read_buf.len();
+        if spare < need.max(self.read_buffer_size / 4) {
+            self.read_buf.reserve(need.max(self.read_buffer_size));
+        }
+        match ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.read_buf
+        )) {
+            Ok(0) => {
+                self.read_done = true;
+                self.conn.handle_eof();
+            }
+            Ok(_) => self.feed_core(),
+            Err(e) => self.transport_failed(e),
+        }
+        Poll::Ready(())
+    }
+
+    fn transport_failed(&mut self, e: io::Error) {
+        tracing::debug!(error = %e, "transport failed");
+        if self.io_error.is_none() && self.closed.is_none() {
+            self.io_error = Some(e);
+        }
+        self.read_done = true;
+        self.out.clear();
+        self.out_len = 0;
+        self.conn.handle_eof();
+        while self.conn.poll_transmit().is_some() {}
+    }
+
+    /// Takes the next message event; records the closing report on the way.
+    fn take_event(&mut self) -> Option<Message> {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                Event::Message(message) => return Some(message),
+                Event::Closed(closed) => {
+                    tracing::debug!(code = %closed.code(), initiator = ?closed.initiator, "closed");
+                    self.closed = Some(closed);
+                }
+                // Streaming mode is not offered by this API; `Config::streaming` is ignored.
+                Event::Frame(_) => {}
+            }
+        }
+        None
+    }
+
+    fn final_error(&mut self) -> Option<Error> {
+        if let Some(e) = self.io_error.take() {
+            return Some(Error::from(e));
+        }
+        let closed = self.closed.as_ref()?;
+        let error = closed.error.clone()?;
+        Some(Error::new(Kind::Closed {
+            error,
+            initiator: closed.initiator,
+            local: closed.local.clone(),
+            remote: closed.remote.clone(),
+        }))
+    }
+
+    /// Arms the timer at the core's deadline; returns whether it fired (and was handled).
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.conn.poll_timeout() else {
+            self.timer_at = None;
+            return false;
+        };
+        let tokio_deadline = tokio::time::Instant::from_std(deadline);
+        match &mut self.timer {
+            Some(timer) if self.timer_at != Some(deadline) => timer.as_mut().reset(tokio_deadline),
+            Some(_) => {}
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(tokio_deadline))),
+        }
+        self.timer_at = Some(deadline);
+        let Some(timer) = self.timer.as_mut() else {
+            return false;
+        };
+        if timer.as_mut().poll(cx).is_ready() {
+            self.timer_at = None;
+            self.conn.handle_timeout(now());
+            return true;
+        }
+        false
+    }
+
+    /// Writes everything queued, then flushes the transport.
+    pub(crate) fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            while let Some(chunk) = self.conn.poll_transmit() {
+                self.out_len += chunk.len();
+                self.out.push_back(chunk);
+            }
+            if self.out.is_empty() {
+                break;
+            }
+            let written = if self.out.len() > 1 && self.io.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let mut count = 0;
+                for (slot, chunk) in slices.iter_mut().zip(self.out.iter()) {
+                    *slot = IoSlice::new(chunk);
+                    count += 1;
+                }
+                ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]))?
+            } else {
+                let first = &self.out[0];
+                ready!(Pin::new(&mut self.io).poll_write(cx, first))?
+            };
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.needs_flush = true;
+            self.advance_out(written);
+        }
+        if self.needs_flush {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.needs_flush = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn advance_out(&mut self, mut written: usize) {
+        self.out_len -= written;
+        while written > 0 {
+            let Some(front) = self.out.front_mut() else {
+                return;
+            };
+            if written >= front.len() {
+                written -= front.len();
+                self.out.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+
+    // ---- Sending ----
+
+    /// Ready when the backlog is under the high-water mark.
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if !self.conn.is_open() {
+            return Poll::Ready(Err(Self::closed_error()));
+        }
+        if self.backlog() > self.high_water {
+            if let Err(e) = ready!(self.poll_output(cx)) {
+                self.transport_failed(e);
+                return Poll::Ready(Err(Self::closed_error()));
+            }
+            if self.backlog() > self.high_water {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    pub(crate) fn start_send(&mut self, message: Message) -> Result<(), Error> {
+        let result = match message {
+            Message::Close(frame) => self.conn.close(now(), frame),
+            message => self.conn.send(message),
+        };
+        result.map_err(|e| {
+            if self.conn.is_open() {
+                Error::from(e)
+            } else {
+                Self::closed_error()
+            }
+        })
+    }
+
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        match ready!(self.poll_output(cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(e) => {
+                self.transport_failed(e);
+                Poll::Ready(Err(Self::closed_error()))
+            }
+        }
+    }
+
+    /// Starts the close handshake if nobody did yet.
+    pub(crate) fn start_close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
+        if self.conn.is_open() {
+            self.conn.close(now(), frame)?;
+        }
+        Ok(())
+    }
+
+    /// Drives the connection until it is closed. With `consume`, messages received meanwhile
+    /// are read and dropped, and the transport is shut down; without it (a writer half), only
+    /// output and timers are driven, and the reader half does the reading.
+    pub(crate) fn poll_closed(
+        &mut self,
+        cx: &mut Context<'_>,
+        consume: bool,
+    ) -> Poll<Result<(), Error>> {
+        if consume {
+            loop {
+                match ready!(self.poll_next_message(cx)) {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Poll::Ready(Err(e)),
+                    None => return Poll::Ready(Ok(())),
+                }
+            }
+        }
+        loop {
+            if let Poll::Ready(Err(e)) = self.poll_output(cx) {
+                self.transport_failed(e);
+            }
+            if self.conn.is_closed() || self.closed.is_some() || self.finished {
+                return Poll::Ready(Ok(()));
+            }
+            if !self.poll_timer(cx) {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// The error for sending on a connection that is no longer open.
+    fn closed_error() -> Error {
+        Error::new(Kind::AlreadyClosed)
+    }
+}

@@ -1,0 +1,308 @@
+//! The error of the tokio layer: opaque, small, with predicates. Its `Display` text is not API.
+
+use std::fmt;
+use std::io;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use sockeye_proto::handshake::{HandshakeError, HandshakeMisuse, UriError};
+use sockeye_proto::{ApiMisuse, CloseCode, CloseFrame, ConnectionError, Initiator, ProtocolError};
+
+/// What went wrong with a WebSocket connection or its handshake.
+///
+/// A clean close by either side is not an error: the message stream just ends. Everything else
+/// is, and the predicates say which kind it is.
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: Kind,
+}
+
+/// The kinds of [`Error`], for matching. `#[non_exhaustive]`: new kinds may come.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Kind {
+    /// The transport failed.
+    Io(io::Error),
+    /// The URL could not be used.
+    Url(UriError),
+    /// The opening handshake failed: a bad request (server side) or response (client side).
+    Handshake(HandshakeError),
+    /// The server answered the handshake with another status than 101.
+    Refused {
+        /// The status.
+        status: StatusCode,
+        /// The response's headers.
+        headers: HeaderMap,
+        /// The start of the response body, as far as it had arrived.
+        body: Bytes,
+    },
+    /// The connection ended other than by a clean close handshake.
+    Closed {
+        /// Why.
+        error: ConnectionError,
+        /// Who ended it.
+        initiator: Initiator,
+        /// The Close frame we sent, if any.
+        local: Option<CloseFrame>,
+        /// The Close frame the peer sent, if any.
+        remote: Option<CloseFrame>,
+    },
+    /// The operation did not finish in time.
+    Timeout(Timeout),
+    /// The caller used the API wrongly (sending after close, a bad close code, ...).
+    Misuse(ApiMisuse),
+    /// The handshake could not be built from what the caller gave.
+    HandshakeMisuse(HandshakeMisuse),
+    /// A message was sent after the connection closed.
+    AlreadyClosed,
+    /// Something this build cannot do yet.
+    Unsupported(&'static str),
+}
+
+/// Which operation timed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Timeout {
+    /// The opening handshake.
+    Handshake,
+    /// Connecting the transport.
+    Connect,
+}
+
+impl Error {
+    pub(crate) fn new(kind: Kind) -> Self {
+        Self {
+            inner: Box::new(Inner { kind }),
+        }
+    }
+
+    /// The kind, for matching.
+    pub fn kind(&self) -> &Kind {
+        &self.inner.kind
+    }
+
+    /// The kind, by value.
+    pub fn into_kind(self) -> Kind {
+        self.inner.kind
+    }
+
+    /// Whether the transport failed.
+    pub fn is_io(&self) -> bool {
+        matches!(self.inner.kind, Kind::Io(_))
+    }
+
+    /// Whether the peer broke the protocol (and was sent the close code that says so).
+    pub fn is_protocol(&self) -> bool {
+        matches!(
+            self.inner.kind,
+            Kind::Closed {
+                error: ConnectionError::Protocol(_),
+                ..
+            }
+        )
+    }
+
+    /// Whether something timed out: the handshake, connecting, the close handshake, or the
+    /// keepalive pong.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self.inner.kind,
+            Kind::Timeout(_)
+                | Kind::Closed {
+                    error: ConnectionError::CloseTimeout | ConnectionError::PongTimeout,
+                    ..
+                }
+        )
+    }
+
+    /// Whether the opening handshake failed (including a refusal with another status than 101).
+    pub fn is_handshake(&self) -> bool {
+        matches!(self.inner.kind, Kind::Handshake(_) | Kind::Refused { .. })
+    }
+
+    /// Whether the caller misused the API.
+    pub fn is_misuse(&self) -> bool {
+        matches!(
+            self.inner.kind,
+            Kind::Misuse(_) | Kind::HandshakeMisuse(_) | Kind::AlreadyClosed | Kind::Url(_)
+        )
+    }
+
+    /// The protocol error the peer committed, if that is what this is.
+    pub fn protocol_error(&self) -> Option<&ProtocolError> {
+        match &self.inner.kind {
+            Kind::Closed {
+                error: ConnectionError::Protocol(e),
+                ..
+            } => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The close code that describes a connection that ended badly: the code we sent for a
+    /// protocol error, 1006 for a transport that ended or timed out.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match &self.inner.kind {
+            Kind::Closed { error, .. } => Some(error.close_code()),
+            Kind::Io(_) => Some(CloseCode::ABNORMAL),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status: the one a server refused us with, or the one we answer a bad request with.
+    pub fn status(&self) -> Option<StatusCode> {
+        match &self.inner.kind {
+            Kind::Refused { status, .. } => Some(*status),
+            Kind::Handshake(e) => e.status(),
+            _ => None,
+        }
+    }
+
+    /// Who ended the connection, for a connection that ended badly.
+    pub fn initiator(&self) -> Option<Initiator> {
+        match &self.inner.kind {
+            Kind::Closed { initiator, .. } => Some(*initiator),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.inner.kind, f)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner.kind {
+            Kind::Io(e) => write!(f, "I/O error: {e}"),
+            Kind::Url(e) => write!(f, "invalid WebSocket URL: {e}"),
+            Kind::Handshake(e) => write!(f, "opening handshake failed: {e}"),
+            Kind::Refused { status, .. } => {
+                write!(f, "server refused the WebSocket upgrade with HTTP {status}")
+            }
+            Kind::Closed {
+                error,
+                initiator,
+                local,
+                ..
+            } => {
+                write!(f, "connection closed abnormally ({initiator:?}): {error}")?;
+                if let (ConnectionError::Protocol(_), Some(frame)) = (error, local) {
+                    write!(f, "; sent close code {}", frame.code)?;
+                }
+                Ok(())
+            }
+            Kind::Timeout(Timeout::Handshake) => f.write_str("opening handshake timed out"),
+            Kind::Timeout(Timeout::Connect) => f.write_str("connecting timed out"),
+            Kind::Misuse(e) => write!(f, "API misuse: {e}"),
+            Kind::HandshakeMisuse(e) => write!(f, "invalid handshake options: {e}"),
+            Kind::AlreadyClosed => f.write_str("the connection is closed"),
+            Kind::Unsupported(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.inner.kind {
+            Kind::Io(e) => Some(e),
+            Kind::Url(e) => Some(e),
+            Kind::Handshake(e) => Some(e),
+            Kind::Closed { error, .. } => Some(error),
+            Kind::Misuse(e) => Some(e),
+            Kind::HandshakeMisuse(e) => Some(e),
+            Kind::Refused { .. }
+            | Kind::Timeout(_)
+            | Kind::AlreadyClosed
+            | Kind::Unsupported(_) => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Self::new(Kind::Io(e))
+    }
+}
+
+impl From<ApiMisuse> for Error {
+    fn from(e: ApiMisuse) -> Self {
+        if e == ApiMisuse::Closing {
+            return Self::new(Kind::AlreadyClosed);
+        }
+        Self::new(Kind::Misuse(e))
+    }
+}
+
+impl From<HandshakeError> for Error {
+    fn from(e: HandshakeError) -> Self {
+        Self::new(Kind::Handshake(e))
+    }
+}
+
+impl From<HandshakeMisuse> for Error {
+    fn from(e: HandshakeMisuse) -> Self {
+        Self::new(Kind::HandshakeMisuse(e))
+    }
+}
+
+impl From<UriError> for Error {
+    fn from(e: UriError) -> Self {
+        Self::new(Kind::Url(e))
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        let kind = match e.kind() {
+            Kind::Io(inner) => inner.kind(),
+            Kind::Timeout(_) => io::ErrorKind::TimedOut,
+            Kind::Closed {
+                error: ConnectionError::UnexpectedEof,
+                ..
+            } => io::ErrorKind::UnexpectedEof,
+            Kind::Closed { .. } | Kind::AlreadyClosed => io::ErrorKind::ConnectionAborted,
+            Kind::Handshake(_) | Kind::Refused { .. } => io::ErrorKind::ConnectionRefused,
+            Kind::Url(_) | Kind::Misuse(_) | Kind::HandshakeMisuse(_) => {
+                io::ErrorKind::InvalidInput
+            }
+            Kind::Unsupported(_) => io::ErrorKind::Unsupported,
+        };
+        match e.into_kind() {
+            Kind::Io(inner) => inner,
+            other => Self::new(kind, Error::new(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_one_pointer() {
+        assert_eq!(size_of::<Error>(), size_of::<usize>());
+    }
+
+    #[test]
+    fn predicates() {
+        let e = Error::new(Kind::Closed {
+            error: ConnectionError::Protocol(ProtocolError::InvalidUtf8 { valid_up_to: 0 }),
+            initiator: Initiator::Library,
+            local: None,
+            remote: None,
+        });
+        assert!(e.is_protocol());
+        assert!(!e.is_io());
+        assert_eq!(e.close_code(), Some(CloseCode::INVALID_PAYLOAD));
+        let e = Error::from(ApiMisuse::Closing);
+        assert!(e.is_misuse());
+        let io: io::Error = Error::new(Kind::Timeout(Timeout::Handshake)).into();
+        assert_eq!(io.kind(), io::ErrorKind::TimedOut);
+    }
+}

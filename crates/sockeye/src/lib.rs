@@ -1,0 +1,46 @@
+//! `sockeye`: a WebSocket (RFC 6455) client and server for tokio.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), sockeye::Error> {
+//! use sockeye::Message;
+//!
+//! let (mut ws, _response) = sockeye::connect("ws://127.0.0.1:9001/chat").await?;
+//! ws.send(Message::text("hello")).await?;
+//! while let Some(message) = ws.next().await {
+//!     match message? {
+//!         Message::Text(text) => println!("{text}"),
+//!         Message::Binary(data) => println!("{} bytes", data.len()),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A [`WebSocket`] is a `Stream` of received messages and a `Sink` of messages to send; it
+//! [`split`s](WebSocket::split) into a reader and a cloneable writer. The protocol itself lives
+//! in [`sockeye_proto`], which does no I/O; this crate drives it over any
+//! `AsyncRead + AsyncWrite` stream.
+//!
+//! Automatic: Pong replies, the reply to a peer's Close, keepalive Pings (with
+//! [`Config`]'s ping interval), backpressure (sending waits above the write-buffer high-water
+//! mark, and reading pauses too), and a close that flushes what was sent first.
+
+mod client;
+mod config;
+mod driver;
+mod error;
+mod server;
+mod socket;
+mod split;
+mod stream;
+
+pub use sockeye_proto::{self as proto, CloseCode, CloseFrame, Config, Message, Role, Utf8Bytes};
+
+pub use crate::client::{ClientBuilder, connect};
+pub use crate::config::{WebSocketConfig, WebSocketConfigBuilder};
+pub use crate::error::{Error, Kind, Timeout};
+pub use crate::server::{Accept, Reject, ServerBuilder, accept};
+pub use crate::socket::WebSocket;
+pub use crate::split::{WsReader, WsWriter};
+pub use crate::stream::MaybeTlsStream;
+pub use sockeye_proto::handshake::UpgradeRequest;
