@@ -448,12 +448,17 @@ impl Connection {
                         len: head.payload_len,
                         max: self.config.max_frame_size(),
                     })?;
+                // A whole one-frame text message that has arrived entirely is checked once, when
+                // it becomes a `Utf8Bytes`: checking it piecewise too would only repeat the work.
+                let whole = head.fin
+                    && self.incoming.is_none()
+                    && buf.len().saturating_sub(head_len) >= payload_len;
                 PendingFrame {
                     head,
                     head_len,
                     payload_len,
                     done: 0,
-                    check_utf8,
+                    check_utf8: check_utf8 && !whole,
                 }
             }
         };

@@ -79,7 +79,8 @@ pub fn connection(data: &[u8]) {
     assert!(conn.is_closed());
 }
 
-/// The streaming UTF-8 validator agrees with `std` at split points the input chooses.
+/// The streaming UTF-8 validator and `Utf8Bytes` (the one `unsafe` view of the project) agree
+/// with `std`, at split points the input chooses.
 pub fn utf8(data: &[u8]) {
     let Some((&cut, text)) = data.split_first() else {
         return;
@@ -88,9 +89,16 @@ pub fn utf8(data: &[u8]) {
     let (a, b) = text.split_at(cut);
     let mut v = Utf8Validator::new();
     let ours = v.feed(a).and_then(|()| v.feed(b)).and_then(|()| v.finish());
+    let wrapped = crate::Utf8Bytes::try_from(bytes::Bytes::copy_from_slice(text));
     match std::str::from_utf8(text) {
-        Ok(_) => assert!(ours.is_ok()),
-        Err(e) => assert_eq!(ours.map_err(|e| e.valid_up_to()), Err(e.valid_up_to())),
+        Ok(expected) => {
+            assert!(ours.is_ok());
+            assert_eq!(wrapped.map(|t| t.as_str() == expected), Ok(true));
+        }
+        Err(e) => {
+            assert_eq!(ours.map_err(|e| e.valid_up_to()), Err(e.valid_up_to()));
+            assert_eq!(wrapped.map_err(|e| e.valid_up_to()), Err(e.valid_up_to()));
+        }
     }
 }
 

@@ -1,16 +1,8 @@
 //! UTF-8 for text messages: a streaming validator that carries a partial code point across frames
-//! and fails as soon as the bytes can no longer become valid, and [`Utf8Bytes`], a shared buffer
-//! known to hold UTF-8.
+//! and fails as soon as the bytes can no longer become valid, and [`Utf8Bytes`] (from the
+//! `sockeye-utf8` crate), a shared buffer known to hold UTF-8.
 
-use std::fmt;
-use std::ops::Deref;
-
-use bytes::Bytes;
-use bytestring::ByteString;
-
-/// Immutable, cheaply cloneable bytes known to be valid UTF-8; derefs to `str` for free.
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Utf8Bytes(ByteString);
+pub use sockeye_utf8::Utf8Bytes;
 
 /// The bytes were not valid UTF-8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -23,113 +15,6 @@ impl Utf8Error {
     /// How many bytes from the start are valid UTF-8.
     pub fn valid_up_to(&self) -> usize {
         self.valid_up_to
-    }
-}
-
-impl Utf8Bytes {
-    /// An empty string.
-    pub const fn new() -> Self {
-        Self(ByteString::new())
-    }
-
-    /// A string from static text, without copying.
-    pub const fn from_static(text: &'static str) -> Self {
-        Self(ByteString::from_static(text))
-    }
-
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The text as bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-
-    /// The underlying shared buffer.
-    pub fn into_bytes(self) -> Bytes {
-        self.0.into_bytes()
-    }
-}
-
-impl Deref for Utf8Bytes {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl AsRef<str> for Utf8Bytes {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl AsRef<[u8]> for Utf8Bytes {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl fmt::Debug for Utf8Bytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for Utf8Bytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self.as_str(), f)
-    }
-}
-
-impl TryFrom<Bytes> for Utf8Bytes {
-    type Error = Utf8Error;
-
-    fn try_from(bytes: Bytes) -> Result<Self, Utf8Error> {
-        ByteString::try_from(bytes)
-            .map(Self)
-            .map_err(|e| Utf8Error {
-                valid_up_to: e.valid_up_to(),
-            })
-    }
-}
-
-impl From<&str> for Utf8Bytes {
-    fn from(text: &str) -> Self {
-        Self(ByteString::from(text))
-    }
-}
-
-impl From<String> for Utf8Bytes {
-    fn from(text: String) -> Self {
-        Self(ByteString::from(text))
-    }
-}
-
-impl From<&String> for Utf8Bytes {
-    fn from(text: &String) -> Self {
-        Self(ByteString::from(text.as_str()))
-    }
-}
-
-impl From<Utf8Bytes> for Bytes {
-    fn from(text: Utf8Bytes) -> Self {
-        text.into_bytes()
-    }
-}
-
-impl PartialEq<str> for Utf8Bytes {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for Utf8Bytes {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
     }
 }
 
@@ -250,6 +135,7 @@ impl Utf8Validator {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use proptest::prelude::*;
 
     use super::*;

@@ -96,6 +96,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         &self.conn
     }
 
+    pub(crate) fn closed(&self) -> Option<&Closed> {
+        self.closed.as_ref()
+    }
+
     pub(crate) fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
     }

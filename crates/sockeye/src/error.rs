@@ -123,6 +123,12 @@ impl Error {
         matches!(self.inner.kind, Kind::Handshake(_) | Kind::Refused { .. })
     }
 
+    /// Whether the peer exceeded a configured limit (frame size, message size, fragment count,
+    /// decompressed size); the connection was closed with 1009.
+    pub fn is_limit(&self) -> bool {
+        self.close_code() == Some(CloseCode::MESSAGE_TOO_BIG) && self.is_protocol()
+    }
+
     /// Whether the caller misused the API.
     pub fn is_misuse(&self) -> bool {
         matches!(

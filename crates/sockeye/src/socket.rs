@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use futures_core::Stream;
 use futures_sink::Sink;
-use sockeye_proto::{CloseCode, CloseFrame, Config, Connection, Message, Role};
+use sockeye_proto::{CloseCode, CloseFrame, Closed, Config, Connection, Message, Role};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::WebSocketConfig;
@@ -75,7 +75,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Queues a message without flushing, waiting only while the backlog is over the high-water
-    /// mark. Use it with [`flush`](Self::flush) to send many messages in one write.
+    /// mark. Use it with [`flush`](Self::flush) to send many messages in one write. Cancel-safe
+    /// as [`send`](Self::send) is.
     ///
     /// # Errors
     /// As [`send`](Self::send).
@@ -84,7 +85,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.driver.start_send(message.into())
     }
 
-    /// Writes everything queued to the transport.
+    /// Writes everything queued to the transport. Cancel-safe: what was not written stays queued.
     ///
     /// # Errors
     /// When the transport fails.
@@ -96,6 +97,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// `reason`, waits (up to the close timeout) for the peer's Close, and shuts the transport
     /// down; a server closes TCP first, a client waits for it (RFC 6455 section 7.1.1).
     /// Messages that arrive meanwhile are dropped. If the peer closed first, this just finishes.
+    /// Cancel-safe: once it has run, the Close frame stays queued, and polling [`next`](Self::next)
+    /// finishes the handshake.
     ///
     /// # Errors
     /// [`Error::is_misuse`] for a code that may not be sent or a reason over 123 bytes; an
@@ -112,6 +115,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// happen; the writers only send.
     pub fn split(self) -> (WsReader<S>, WsWriter<S>) {
         split(self.driver)
+    }
+
+    /// How the connection ended, once it has: who closed, both sides' codes and reasons, and
+    /// the error for an ending that was not a clean close handshake.
+    pub fn close_status(&self) -> Option<&Closed> {
+        self.driver.closed()
     }
 
     /// The subprotocol the handshake agreed on.
