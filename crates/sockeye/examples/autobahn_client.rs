@@ -2,8 +2,10 @@
 //! each message, then asks it to write the reports.
 //!
 //! `cargo run --release -p sockeye --example autobahn_client -- ws://127.0.0.1:9001 AGENT`
+//!
+//! Every case connection offers permessage-deflate.
 
-use sockeye::Message;
+use sockeye::{ClientBuilder, DeflateConfig, Message};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,7 +37,10 @@ async fn case_count(base: &str) -> Result<u32, Box<dyn std::error::Error>> {
 }
 
 async fn run_case(url: &str) -> Result<(), sockeye::Error> {
-    let (mut ws, _) = sockeye::connect(url).await?;
+    let (mut ws, _) = ClientBuilder::new(url)
+        .deflate(DeflateConfig::new())
+        .connect()
+        .await?;
     while let Some(message) = ws.next().await {
         let message = message?;
         if message.is_data() {

@@ -2,6 +2,8 @@
 
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
+use sockeye_proto::extension::DeflateConfig;
+use sockeye_proto::extension::deflate::NAME as DEFLATE;
 use sockeye_proto::handshake::{ClientHandshake, HandshakeError, WsUri};
 use sockeye_proto::{Connection, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -44,6 +46,7 @@ pub struct ClientBuilder {
     protocols: Vec<String>,
     headers: HeaderMap,
     origin: Option<HeaderValue>,
+    deflate: Option<DeflateConfig>,
 }
 
 impl ClientBuilder {
@@ -55,6 +58,7 @@ impl ClientBuilder {
             protocols: Vec::new(),
             headers: HeaderMap::new(),
             origin: None,
+            deflate: None,
         }
     }
 
@@ -81,6 +85,12 @@ impl ClientBuilder {
     /// Sends an `Origin` header, as a browser does.
     pub fn origin(mut self, origin: HeaderValue) -> Self {
         self.origin = Some(origin);
+        self
+    }
+
+    /// Offers permessage-deflate (RFC 7692) with these parameters; the server may decline.
+    pub fn deflate(mut self, config: DeflateConfig) -> Self {
+        self.deflate = Some(config);
         self
     }
 
@@ -135,6 +145,7 @@ impl ClientBuilder {
             .map_err(|e| Error::from(std::io::Error::other(e.to_string())))?
             .origin(self.origin)
             .protocols(self.protocols)
+            .extensions(self.deflate.iter().map(DeflateConfig::offer).collect())
             .headers(self.headers);
         let mut request = Vec::with_capacity(256);
         handshake.encode_request(&mut request)?;
@@ -165,7 +176,19 @@ impl ClientBuilder {
                 .into());
             }
         };
-        let conn = Connection::new(Role::Client, self.config.proto.clone(), now());
+        let mut conn = Connection::new(Role::Client, self.config.proto.clone(), now());
+        // The handshake checked that every extension in the answer was offered; ours is the
+        // only one we offer.
+        if let (Some(deflate), Some(answer)) = (
+            &self.deflate,
+            accepted.extensions.iter().find(|e| e.is_named(DEFLATE)),
+        ) {
+            // Section 4.1 of RFC 6455: an answer we cannot accept fails the connection.
+            let extension = deflate
+                .accept_response(answer)
+                .map_err(|e| Error::new(Kind::Negotiation(e)))?;
+            conn = conn.with_extension(Box::new(extension));
+        }
         let ws = WebSocket::from_connection(stream, conn, &self.config, buf, accepted.protocol);
         Ok((ws, accepted.response))
     }

@@ -5,6 +5,7 @@ use std::io;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
+use sockeye_proto::extension::deflate::NegotiationError;
 use sockeye_proto::handshake::{HandshakeError, HandshakeMisuse, UriError};
 use sockeye_proto::{ApiMisuse, CloseCode, CloseFrame, ConnectionError, Initiator, ProtocolError};
 
@@ -58,6 +59,8 @@ pub enum Kind {
     HandshakeMisuse(HandshakeMisuse),
     /// A message was sent after the connection closed.
     AlreadyClosed,
+    /// The server's permessage-deflate answer could not be accepted (RFC 7692 section 7).
+    Negotiation(NegotiationError),
     /// Something this build cannot do yet.
     Unsupported(&'static str),
 }
@@ -120,7 +123,10 @@ impl Error {
 
     /// Whether the opening handshake failed (including a refusal with another status than 101).
     pub fn is_handshake(&self) -> bool {
-        matches!(self.inner.kind, Kind::Handshake(_) | Kind::Refused { .. })
+        matches!(
+            self.inner.kind,
+            Kind::Handshake(_) | Kind::Refused { .. } | Kind::Negotiation(_)
+        )
     }
 
     /// Whether the peer exceeded a configured limit (frame size, message size, fragment count,
@@ -209,6 +215,7 @@ impl fmt::Display for Error {
             Kind::HandshakeMisuse(e) => write!(f, "invalid handshake options: {e}"),
             Kind::AlreadyClosed => f.write_str("the connection is closed"),
             Kind::Unsupported(what) => f.write_str(what),
+            Kind::Negotiation(e) => write!(f, "extension negotiation failed: {e}"),
         }
     }
 }
@@ -222,6 +229,7 @@ impl std::error::Error for Error {
             Kind::Closed { error, .. } => Some(error),
             Kind::Misuse(e) => Some(e),
             Kind::HandshakeMisuse(e) => Some(e),
+            Kind::Negotiation(e) => Some(e),
             Kind::Refused { .. }
             | Kind::Timeout(_)
             | Kind::AlreadyClosed
@@ -273,7 +281,9 @@ impl From<Error> for io::Error {
                 ..
             } => io::ErrorKind::UnexpectedEof,
             Kind::Closed { .. } | Kind::AlreadyClosed => io::ErrorKind::ConnectionAborted,
-            Kind::Handshake(_) | Kind::Refused { .. } => io::ErrorKind::ConnectionRefused,
+            Kind::Handshake(_) | Kind::Refused { .. } | Kind::Negotiation(_) => {
+                io::ErrorKind::ConnectionRefused
+            }
             Kind::Url(_) | Kind::Misuse(_) | Kind::HandshakeMisuse(_) => {
                 io::ErrorKind::InvalidInput
             }

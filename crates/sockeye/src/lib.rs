@@ -43,4 +43,5 @@ pub use crate::server::{Accept, Reject, ServerBuilder, accept};
 pub use crate::socket::WebSocket;
 pub use crate::split::{WsReader, WsWriter};
 pub use crate::stream::MaybeTlsStream;
+pub use sockeye_proto::extension::DeflateConfig;
 pub use sockeye_proto::handshake::UpgradeRequest;

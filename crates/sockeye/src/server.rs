@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::{HeaderMap, Request, StatusCode};
+use sockeye_proto::extension::DeflateConfig;
 use sockeye_proto::handshake::{RequestParser, UpgradeRequest, reject_response};
 use sockeye_proto::{Connection, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -72,7 +73,11 @@ impl Accept {
 /// A refusal: the HTTP response sent instead of 101.
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct Reject {
+pub struct Reject(Box<Refusal>);
+
+/// Boxed so that `Result<Accept, Reject>` stays small for the callback.
+#[derive(Debug, Clone)]
+struct Refusal {
     status: StatusCode,
     headers: HeaderMap,
     body: String,
@@ -82,16 +87,16 @@ impl Reject {
     /// Refuse with `status` (403 for a refused Origin, 401 for missing credentials, 404 for an
     /// unknown path...) and a short body naming the reason.
     pub fn new(status: StatusCode, body: impl Into<String>) -> Self {
-        Self {
+        Self(Box::new(Refusal {
             status,
             headers: HeaderMap::new(),
             body: body.into(),
-        }
+        }))
     }
 
     /// Add headers to the response (`WWW-Authenticate`, say).
     pub fn headers(mut self, headers: HeaderMap) -> Self {
-        self.headers = headers;
+        self.0.headers = headers;
         self
     }
 }
@@ -104,6 +109,7 @@ type Decide = dyn Fn(&UpgradeRequest) -> Result<Accept, Reject> + Send + Sync;
 pub struct ServerBuilder {
     config: WebSocketConfig,
     protocols: Vec<String>,
+    deflate: Option<DeflateConfig>,
     decide: Option<Arc<Decide>>,
 }
 
@@ -127,6 +133,12 @@ impl ServerBuilder {
         P: Into<String>,
     {
         self.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Accepts permessage-deflate (RFC 7692) when a client offers it, with these parameters.
+    pub fn deflate(mut self, config: DeflateConfig) -> Self {
+        self.deflate = Some(config);
         self
     }
 
@@ -203,7 +215,7 @@ impl ServerBuilder {
         };
         let accept = match decision {
             Ok(accept) => accept,
-            Err(reject) => {
+            Err(Reject(reject)) => {
                 let mut out = Vec::new();
                 reject_response(reject.status, &reject.headers, &reject.body, &mut out)?;
                 stream.write_all(&out).await?;
@@ -221,11 +233,22 @@ impl ServerBuilder {
                 .find(|ours| request.protocols().iter().any(|offered| offered == *ours))
                 .cloned()
         });
+        let negotiated = self
+            .deflate
+            .as_ref()
+            .and_then(|deflate| deflate.accept_offers(request.extensions()));
+        let answers: Vec<_> = negotiated
+            .iter()
+            .map(|(answer, _)| answer.clone())
+            .collect();
         let mut out = Vec::with_capacity(256);
-        request.accept(protocol.as_deref(), &[], &accept.headers, &mut out)?;
+        request.accept(protocol.as_deref(), &answers, &accept.headers, &mut out)?;
         stream.write_all(&out).await?;
         stream.flush().await?;
-        let conn = Connection::new(Role::Server, self.config.proto.clone(), now());
+        let mut conn = Connection::new(Role::Server, self.config.proto.clone(), now());
+        if let Some((_, extension)) = negotiated {
+            conn = conn.with_extension(Box::new(extension));
+        }
         let ws = WebSocket::from_connection(stream, conn, &self.config, buf, protocol);
         Ok((ws, request.into_request()))
     }
@@ -236,6 +259,7 @@ impl fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("config", &self.config)
             .field("protocols", &self.protocols)
+            .field("deflate", &self.deflate)
             .field("on_request", &self.decide.is_some())
             .finish()
     }

@@ -34,7 +34,7 @@ struct Shared<S> {
     wakers: Arc<WakerSet>,
 }
 
-impl<S> Shared<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
     /// Runs one poll of the driver on behalf of the task in `cx`.
     fn poll<T>(
         &self,
@@ -45,9 +45,27 @@ impl<S> Shared<S> {
         let waker = Waker::from(Arc::clone(&self.wakers));
         let mut inner_cx = Context::from_waker(&waker);
         let mut driver = self.lock();
-        f(&mut driver, &mut inner_cx)
+        let before = phase(&driver);
+        let result = f(&mut driver, &mut inner_cx);
+        let changed = phase(&driver) != before;
+        drop(driver);
+        // A poll by one half can close the connection that another half waits on (the reader
+        // reads the peer's Close while a writer waits in `close`); no transport event may come
+        // to wake that one any more.
+        if changed {
+            self.wakers.wake_others(cx.waker());
+        }
+        result
     }
+}
 
+/// Whether the connection is open, and whether it is closed: what writers wait on.
+fn phase<S: AsyncRead + AsyncWrite + Unpin>(driver: &Driver<S>) -> (bool, bool) {
+    let conn = driver.connection();
+    (conn.is_open(), conn.is_closed())
+}
+
+impl<S> Shared<S> {
     fn lock(&self) -> MutexGuard<'_, Driver<S>> {
         // A panic while polling leaves the driver in a consistent state (every step is a whole
         // state transition), so a poisoned lock is still usable.
@@ -66,6 +84,21 @@ impl WakerSet {
         let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
         if !wakers.iter().any(|w| w.will_wake(waker)) {
             wakers.push(waker.clone());
+        }
+    }
+
+    /// Wakes every task but the one `current` wakes, which stays registered.
+    fn wake_others(&self, current: &Waker) {
+        let others: Vec<Waker> = {
+            let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+            let (mine, others) = std::mem::take(&mut *wakers)
+                .into_iter()
+                .partition(|w| w.will_wake(current));
+            *wakers = mine;
+            others
+        };
+        for waker in others {
+            waker.wake();
         }
     }
 }

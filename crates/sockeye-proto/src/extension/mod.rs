@@ -6,10 +6,12 @@
 //! the remaining message budget, so a decompressor can stop before producing more than the
 //! message size limit. Outgoing messages pass through [`Extension::encode`].
 
+pub mod deflate;
 pub mod header;
 
 use bytes::Bytes;
 
+pub use self::deflate::{Deflate, DeflateConfig};
 pub use self::header::ExtensionParams;
 use crate::error::ExtensionError;
 use crate::frame::{OpCode, Rsv};
