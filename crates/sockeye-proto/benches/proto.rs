@@ -5,11 +5,13 @@
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
+use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sockeye_proto::extension::DeflateConfig;
 use sockeye_proto::frame::{FrameHead, MAX_HEAD_LEN, OpCode};
 use sockeye_proto::mask::{FixedMask, apply_mask};
 use sockeye_proto::utf8::Utf8Validator;
@@ -138,6 +140,94 @@ fn memcpy(c: &mut Criterion) {
     group.finish();
 }
 
+/// A JSON-like corpus: records with repeating keys and varying values, as chat or API traffic.
+fn json(len: usize) -> String {
+    let mut out = String::with_capacity(len + 128);
+    let mut i = 0u32;
+    while out.len() < len {
+        let _ = write!(
+            out,
+            "{{\"id\":{i},\"room\":\"lobby\",\"user\":\"user{}\",\"text\":\"message number {} from the load generator\",\"ts\":{}}},",
+            i % 97,
+            i.wrapping_mul(2_654_435_761) % 10_000,
+            1_700_000_000u64 + u64::from(i) * 17
+        );
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+fn deflate_pair() -> (Connection, Connection) {
+    let deflate = DeflateConfig::new();
+    let (answer, server_ext) = deflate.accept_offers(&[deflate.offer()]).unwrap();
+    let client_ext = deflate.accept_response(&answer).unwrap();
+    let now = Instant::now();
+    let client = Connection::new(Role::Client, config(), now)
+        .with_extension(Box::new(client_ext))
+        .with_mask_source(Box::new(FixedMask(KEY)));
+    let server = Connection::new(Role::Server, config(), now).with_extension(Box::new(server_ext));
+    (client, server)
+}
+
+fn deflate(c: &mut Criterion) {
+    let sizes = [
+        (1 << 10, "1KiB"),
+        (16 << 10, "16KiB"),
+        (256 << 10, "256KiB"),
+    ];
+    let mut group = c.benchmark_group("deflate_compress");
+    for (size, label) in sizes {
+        let text = sockeye_proto::Utf8Bytes::from(json(size));
+        group.throughput(Throughput::Bytes(size as u64));
+        let (_, mut server) = deflate_pair();
+        group.bench_function(BenchmarkId::from_parameter(label), |b| {
+            b.iter(|| {
+                server.send_text(text.clone()).unwrap();
+                black_box(server.poll_transmit())
+            });
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("deflate_decompress");
+    for (size, label) in sizes {
+        let text = json(size);
+        group.throughput(Throughput::Bytes(size as u64));
+        // Frames compressed with a fresh context each, so each decodes on its own.
+        let wire = {
+            let mut frames = Vec::new();
+            for _ in 0..64 {
+                let (_, mut s) = deflate_pair();
+                s.send_text(text.as_str()).unwrap();
+                let mut bytes = Vec::new();
+                while let Some(chunk) = s.poll_transmit() {
+                    bytes.extend_from_slice(&chunk);
+                }
+                frames.push(bytes);
+            }
+            frames
+        };
+        let mut next = 0;
+        group.bench_function(BenchmarkId::from_parameter(label), |b| {
+            b.iter_batched_ref(
+                || {
+                    // A fresh receiver per message: the frames do not share a context.
+                    let (c, _) = deflate_pair();
+                    next = (next + 1) % wire.len();
+                    (c, BytesMut::from(&wire[next][..]))
+                },
+                |(conn, buf)| {
+                    conn.handle_bytes(buf, Instant::now());
+                    black_box(conn.poll_event())
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    group.finish();
+}
+
 fn short() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(300))
@@ -148,6 +238,6 @@ fn short() -> Criterion {
 criterion_group! {
     name = benches;
     config = short();
-    targets = memcpy, mask, utf8, decode_unmask, encode_mask
+    targets = memcpy, mask, utf8, decode_unmask, encode_mask, deflate
 }
 criterion_main!(benches);

@@ -1,0 +1,198 @@
+//! The command line, with clap.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success, or the server closed normally (1000 or 1001)
+  1  an error not listed here
+  2  bad usage or a bad URL
+  3  the connection could not be made (DNS, refused, timeout)
+  4  the server refused the WebSocket handshake (an HTTP status instead of 101)
+  5  the connection closed abnormally (another close code, a protocol error, a dropped connection)";
+
+/// WebSocket toolkit: connect to, serve, forward and benchmark WebSockets.
+#[derive(Debug, Parser)]
+#[command(name = "sockeye", version, after_help = EXIT_CODES, propagate_version = true)]
+pub(crate) struct Cli {
+    /// More logs on stderr (-v: a line per connection, -vv: debug, -vvv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Talk to a WebSocket server: stdin lines go out as messages, messages come out as lines.
+    #[command(after_help = "Examples:
+  sockeye connect ws://127.0.0.1:9001/rooms/lobby
+  echo '{\"hello\":1}' | sockeye connect --once ws://127.0.0.1:9001/
+  sockeye connect -H 'Authorization: Bearer TOKEN' --subprotocol chat ws://host/ws")]
+    Connect(ConnectArgs),
+    /// Run a server: a demo chat page at /, rooms at /rooms/NAME, or an echo server.
+    #[command(after_help = "Examples:
+  sockeye serve                       # then open http://127.0.0.1:9001/
+  sockeye serve 0.0.0.0:8080 -v
+  sockeye serve --echo 127.0.0.1:9001")]
+    Serve(ServeArgs),
+    /// Bridge TCP and WebSocket: a local TCP port to a WebSocket URL, or the reverse.
+    #[command(after_help = "Examples:
+  sockeye forward --listen tcp:127.0.0.1:2222 ws://server/ssh   # TCP clients -> WebSocket
+  sockeye forward --listen ws://127.0.0.1:8022 127.0.0.1:22     # WebSocket clients -> TCP")]
+    Forward(ForwardArgs),
+    /// Load-test a WebSocket echo endpoint: throughput and latency percentiles.
+    #[command(after_help = "Examples:
+  sockeye bench ws://127.0.0.1:9001/ -c 100 -s 20 --in-flight 16 -d 10s
+  sockeye bench ws://127.0.0.1:9001/ -c 4 -s 1048576 --json")]
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    /// The server, ws://HOST[:PORT][/PATH][?QUERY].
+    pub(crate) url: String,
+    /// Send stdin in binary messages (chunks as read) and write binary messages raw to stdout.
+    #[arg(long)]
+    pub(crate) binary: bool,
+    /// An extra request header, "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub(crate) headers: Vec<String>,
+    /// Offer a subprotocol (repeatable, in order of preference).
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    pub(crate) subprotocols: Vec<String>,
+    /// Send this Origin header.
+    #[arg(long)]
+    pub(crate) origin: Option<String>,
+    /// Send a Ping this often (e.g. 20s); the server is declared dead after 20 s without answer.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) ping_interval: Option<Duration>,
+    /// Offer permessage-deflate.
+    #[arg(long)]
+    pub(crate) compress: bool,
+    /// Skip TLS certificate verification (wss:// only; dangerous).
+    #[arg(long)]
+    pub(crate) insecure: bool,
+    /// Connect through this HTTP proxy.
+    #[arg(long, value_name = "URL")]
+    pub(crate) proxy: Option<String>,
+    /// Send what stdin holds, wait for the replies, then close: for scripts.
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// How long --once waits for replies after the last message was sent.
+    #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION")]
+    pub(crate) wait: Duration,
+    /// Print the handshake request and response headers to stderr.
+    #[arg(long)]
+    pub(crate) show_headers: bool,
+    /// Reconnect when the connection drops, with backoff.
+    #[arg(long)]
+    pub(crate) reconnect: bool,
+    /// A message sent right after each connect (and reconnect).
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) preamble: Option<String>,
+    /// Indent received JSON text messages.
+    #[arg(long)]
+    pub(crate) pretty: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(default_value = "127.0.0.1:9001")]
+    pub(crate) addr: SocketAddr,
+    /// Echo every message back instead of relaying it to a room.
+    #[arg(long)]
+    pub(crate) echo: bool,
+    /// Do not offer permessage-deflate to clients that ask for it.
+    #[arg(long)]
+    pub(crate) no_compress: bool,
+    /// Messages queued for one client before it is closed with 1008 as too slow.
+    #[arg(long, default_value_t = 256, value_name = "MESSAGES")]
+    pub(crate) client_queue: usize,
+    /// TLS certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+    /// TLS private key (PEM); needs --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ForwardArgs {
+    /// Where to listen: tcp:HOST:PORT (to a WebSocket URL) or ws://HOST:PORT (to a TCP address).
+    #[arg(long, value_name = "tcp:ADDR | ws://ADDR")]
+    pub(crate) listen: String,
+    /// Where to go: a ws:// URL (for --listen tcp:) or HOST:PORT (for --listen ws://).
+    pub(crate) target: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// An echo endpoint, ws://HOST[:PORT][/PATH].
+    pub(crate) url: String,
+    /// Concurrent connections.
+    #[arg(short, long, default_value_t = 10)]
+    pub(crate) connections: usize,
+    /// Message size in bytes.
+    #[arg(short, long, default_value_t = 20)]
+    pub(crate) size: usize,
+    /// Messages in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) in_flight: usize,
+    /// Total messages per second across all connections (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) rate: u64,
+    /// How long to run.
+    #[arg(short, long, value_parser = parse_duration, default_value = "5s")]
+    pub(crate) duration: Duration,
+    /// Send binary messages instead of text.
+    #[arg(long)]
+    pub(crate) binary: bool,
+    /// Print the result as JSON on stdout (no progress bar).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// "500ms", "2s", "1m", or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("not a duration: {text}"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("unknown unit in {text}: use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("3h").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

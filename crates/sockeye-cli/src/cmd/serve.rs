@@ -1,0 +1,305 @@
+//! `sockeye serve`: the demo page at `/`, rooms at `/rooms/NAME`, or an echo server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::BytesMut;
+use http::StatusCode;
+use sockeye::{Accept, CloseCode, DeflateConfig, Message, Reject, ServerBuilder, WebSocket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::Usage;
+use super::rooms::{MemoryRooms, Rooms};
+use crate::args::ServeArgs;
+use crate::exit;
+use crate::rewind::Rewind;
+
+const PAGE: &str = include_str!("../../assets/index.html");
+/// The most a request head may take before we tell a page request from an upgrade.
+const MAX_HEAD: usize = 16 << 10;
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one send to a room member may wait for the member to read.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connections get to finish their close handshakes at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+struct Shared {
+    server: ServerBuilder,
+    rooms: Arc<dyn Rooms>,
+    echo: bool,
+    queue: usize,
+    shutdown: watch::Receiver<bool>,
+}
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
+    if args.tls_cert.is_some() {
+        return Err(Usage("--tls-cert/--tls-key: TLS is not in this build yet".into()).into());
+    }
+    if args.client_queue == 0 {
+        return Err(Usage("--client-queue must be at least 1".into()).into());
+    }
+    let listener = TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    let addr = listener.local_addr()?;
+    if args.echo {
+        eprintln!("sockeye serve: echo server on ws://{addr}/ (Ctrl-C to stop)");
+    } else {
+        eprintln!(
+            "sockeye serve: demo chat on http://{addr}/, rooms at ws://{addr}/rooms/NAME (Ctrl-C to stop)"
+        );
+    }
+    let mut server = ServerBuilder::new().on_request(route(args.echo));
+    if !args.no_compress {
+        server = server.deflate(DeflateConfig::new());
+    }
+    let (stop, shutdown) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        server,
+        rooms: Arc::new(MemoryRooms::default()),
+        echo: args.echo,
+        queue: args.client_queue,
+        shutdown,
+    });
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors, say: wait a little rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                tasks.spawn(handle(Arc::clone(&shared), tcp, peer));
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        // Reap finished connections so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+    }
+    eprintln!(
+        "sockeye serve: shutting down, closing {} connections with 1001",
+        tasks.len()
+    );
+    let _ = stop.send(true);
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(exit::OK)
+}
+
+/// Which upgrade requests are accepted: every path for `--echo`, `/rooms/NAME` otherwise.
+fn route(
+    echo: bool,
+) -> impl Fn(&sockeye::UpgradeRequest) -> Result<Accept, Reject> + Send + Sync + 'static {
+    move |request| {
+        if echo || room_name(request.path()).is_some() {
+            Ok(Accept::new())
+        } else {
+            Err(Reject::new(
+                StatusCode::NOT_FOUND,
+                "no such room: use /rooms/NAME",
+            ))
+        }
+    }
+}
+
+fn room_name(path: &str) -> Option<&str> {
+    let name = path.strip_prefix("/rooms/")?;
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    valid.then_some(name)
+}
+
+async fn handle(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut tcp)).await {
+        Ok(Ok(Some(head))) => head,
+        Ok(Ok(None)) => {
+            let _ = respond(
+                &mut tcp,
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "text/plain",
+                "request head too large\n",
+            )
+            .await;
+            return;
+        }
+        Ok(Err(_)) | Err(_) => return,
+    };
+    let Some((path, upgrade)) = inspect(&head) else {
+        let _ = respond(
+            &mut tcp,
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "malformed request\n",
+        )
+        .await;
+        return;
+    };
+    if !upgrade {
+        let _ = match path.as_str() {
+            "/" | "/index.html" => {
+                respond(&mut tcp, StatusCode::OK, "text/html; charset=utf-8", PAGE).await
+            }
+            "/favicon.ico" => respond(&mut tcp, StatusCode::NO_CONTENT, "text/plain", "").await,
+            _ => respond(&mut tcp, StatusCode::NOT_FOUND, "text/plain", "not found\n").await,
+        };
+        return;
+    }
+    let stream = Rewind::new(head.freeze(), tcp);
+    let (ws, request) = match shared.server.accept_with_request(stream).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "handshake failed");
+            return;
+        }
+    };
+    let path = request.uri().path().to_owned();
+    tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
+    let result = if shared.echo {
+        echo(ws, shared.shutdown.clone()).await
+    } else {
+        let room = room_name(&path).unwrap_or("lobby").to_owned();
+        member(ws, &shared, &room).await
+    };
+    match result {
+        Ok(()) => tracing::info!(%peer, "disconnected"),
+        Err(e) => tracing::info!(%peer, error = %e, "disconnected"),
+    }
+}
+
+/// Reads until the end of the request head; `None` when it is too large.
+async fn read_head(tcp: &mut TcpStream) -> std::io::Result<Option<BytesMut>> {
+    let mut buf = BytesMut::with_capacity(2048);
+    loop {
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Ok(Some(buf));
+        }
+        if buf.len() > MAX_HEAD {
+            return Ok(None);
+        }
+        if tcp.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+/// The request's path, and whether it asks for a WebSocket upgrade.
+fn inspect(head: &[u8]) -> Option<(String, bool)> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut request = httparse::Request::new(&mut headers);
+    if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
+        return None;
+    }
+    let target = request.path?;
+    let path = target.split('?').next().unwrap_or(target).to_owned();
+    let upgrade = request.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("upgrade")
+            && std::str::from_utf8(h.value).is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+            })
+    });
+    Some((path, upgrade))
+}
+
+async fn respond(
+    tcp: &mut TcpStream,
+    status: StatusCode,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await?;
+    tcp.write_all(body.as_bytes()).await?;
+    tcp.shutdown().await
+}
+
+type Ws = WebSocket<Rewind<TcpStream>>;
+
+async fn echo(mut ws: Ws, mut shutdown: watch::Receiver<bool>) -> Result<(), sockeye::Error> {
+    loop {
+        tokio::select! {
+            message = ws.next() => match message {
+                Some(Ok(message)) if message.is_data() => ws.send(message).await?,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            },
+            _ = shutdown.changed() => return ws.close(CloseCode::GOING_AWAY, "server shutting down").await,
+        }
+    }
+}
+
+async fn member(mut ws: Ws, shared: &Shared, room: &str) -> Result<(), sockeye::Error> {
+    let (queue, mut inbox) = mpsc::channel::<Message>(shared.queue);
+    let id = shared.rooms.join(room, queue);
+    let mut shutdown = shared.shutdown.clone();
+    let result = loop {
+        tokio::select! {
+            message = ws.next() => match message {
+                Some(Ok(message)) if message.is_data() => shared.rooms.publish(room, id, &message),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break Err(e),
+                None => break Ok(()),
+            },
+            queued = inbox.recv() => match queued {
+                Some(message) => match tokio::time::timeout(SEND_TIMEOUT, ws.send(message)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break Err(e),
+                    // A client that does not read at all: give up on it without a close frame,
+                    // which could not be delivered either.
+                    Err(_) => break Ok(()),
+                },
+                // The room dropped us: we did not keep up with it.
+                None => break ws.close(CloseCode::POLICY_VIOLATION, "too slow: message queue overflowed").await,
+            },
+            _ = shutdown.changed() => break ws.close(CloseCode::GOING_AWAY, "server shutting down").await,
+        }
+    };
+    shared.rooms.leave(room, id);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names() {
+        assert_eq!(room_name("/rooms/lobby"), Some("lobby"));
+        assert_eq!(room_name("/rooms/a-b_c.1"), Some("a-b_c.1"));
+        assert_eq!(room_name("/rooms/"), None);
+        assert_eq!(room_name("/rooms/a/b"), None);
+        assert_eq!(room_name("/other"), None);
+    }
+
+    #[test]
+    fn inspects_requests() {
+        let page = b"GET /index.html?x=1 HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(inspect(page), Some(("/index.html".into(), false)));
+        let upgrade = b"GET /rooms/x HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n";
+        assert_eq!(inspect(upgrade), Some(("/rooms/x".into(), true)));
+        assert_eq!(inspect(b"\x00\x01\r\n\r\n"), None);
+    }
+}
