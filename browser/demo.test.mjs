@@ -1,0 +1,107 @@
+// Headless Chromium (Debian's) against `sockeye serve`: two pages in one room exchange text
+// and binary messages with permessage-deflate negotiated, and see the server's close code and
+// reason when it shuts down. A screenshot of the demo page goes to target/browser/demo.png.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const binary = process.env.SOCKEYE_BIN ?? join(root, "target", "release", "sockeye");
+const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+/** Starts `sockeye serve` on a free port; resolves with the process and its address. */
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const child = spawn(binary, ["serve", "127.0.0.1:0"], { stdio: ["ignore", "ignore", "pipe"] });
+    let seen = "";
+    const timer = setTimeout(() => reject(new Error(`no address from sockeye serve: ${seen}`)), 10_000);
+    child.stderr.setEncoding("utf8");
+    child.stderr.on("data", (chunk) => {
+      seen += chunk;
+      const match = seen.match(/http:\/\/([0-9.]+:[0-9]+)\//);
+      if (match) {
+        clearTimeout(timer);
+        resolve({ child, addr: match[1] });
+      }
+    });
+    child.on("error", reject);
+  });
+}
+
+test("two browser pages talk through a room and see the server's close", { timeout: 60_000 }, async () => {
+  const { child, addr } = await startServer();
+  const exited = new Promise((resolve) => child.on("exit", resolve));
+  const browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+  try {
+    const url = `http://${addr}/?room=browsertest`;
+    const alice = await browser.newPage();
+    const bob = await browser.newPage();
+    for (const page of [alice, bob]) {
+      await page.goto(url);
+      await page.locator("#status", { hasText: "in room browsertest" }).waitFor({ timeout: 10_000 });
+    }
+
+    // Both pages negotiated permessage-deflate with the server.
+    for (const page of [alice, bob]) {
+      const extensions = await page.locator("#extensions").textContent();
+      assert.match(extensions, /permessage-deflate/);
+    }
+
+    // Text from alice reaches bob (and alice's own entry is marked as hers).
+    await alice.fill("#text", "hello from alice \u00e9\u20ac");
+    await alice.click("#send");
+    await bob.locator("#log li", { hasText: "hello from alice \u00e9\u20ac" }).waitFor({ timeout: 10_000 });
+
+    // Text from bob reaches alice.
+    await bob.fill("#text", "hi alice");
+    await bob.press("#text", "Enter");
+    await alice.locator("#log li", { hasText: "hi alice" }).waitFor({ timeout: 10_000 });
+
+    // Binary: "bin" as bytes 62 69 6e.
+    await alice.fill("#text", "bin");
+    await alice.click("#send-binary");
+    await bob.locator("#log li.binary", { hasText: "binary 3 bytes: 62 69 6e" }).waitFor({ timeout: 10_000 });
+
+    mkdirSync(join(root, "target", "browser"), { recursive: true });
+    await bob.screenshot({ path: join(root, "target", "browser", "demo.png"), fullPage: true });
+
+    // A large compressible message survives the trip.
+    const big = "sockeye ".repeat(20_000);
+    await alice.evaluate((text) => {
+      document.getElementById("text").value = text;
+      document.getElementById("send").click();
+    }, big);
+    await bob.waitForFunction(
+      (length) => Array.from(document.querySelectorAll("#log li")).some((li) => li.textContent.length === length),
+      big.length,
+      { timeout: 10_000 },
+    );
+
+    // Ctrl-C: the server closes every connection with 1001 and its reason.
+    child.kill("SIGINT");
+    for (const page of [alice, bob]) {
+      await page.locator("#close-info", { hasText: "1001 server shutting down" }).waitFor({ timeout: 10_000 });
+    }
+    const code = await exited;
+    assert.equal(code, 0);
+  } finally {
+    await browser.close();
+    child.kill("SIGKILL");
+  }
+});
