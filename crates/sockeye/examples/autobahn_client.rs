@@ -3,7 +3,10 @@
 //!
 //! `cargo run --release -p sockeye --example autobahn_client -- ws://127.0.0.1:9001 AGENT`
 //!
-//! Every case connection offers permessage-deflate.
+//! Every case connection offers permessage-deflate with `client_no_context_takeover`: the
+//! TestSuite's 13.2, 13.5 and 13.6 cases have the server ask the client not to take over context,
+//! and its server only asks that of a client whose offer carries the parameter (RFC 7692
+//! section 7.1.1.2 makes it a hint; the suite reads it as consent).
 
 use sockeye::{ClientBuilder, DeflateConfig, Message};
 
@@ -38,7 +41,7 @@ async fn case_count(base: &str) -> Result<u32, Box<dyn std::error::Error>> {
 
 async fn run_case(url: &str) -> Result<(), sockeye::Error> {
     let (mut ws, _) = ClientBuilder::new(url)
-        .deflate(DeflateConfig::new())
+        .deflate(DeflateConfig::new().client_no_context_takeover(true))
         .connect()
         .await?;
     while let Some(message) = ws.next().await {

@@ -458,6 +458,8 @@ pub struct Deflate {
     decompress: Option<Decompress>,
     /// The message being received ended its deflate stream with a final block.
     ended: bool,
+    /// Compressed bytes of the message being received so far.
+    received: usize,
 }
 
 impl Deflate {
@@ -470,6 +472,7 @@ impl Deflate {
             compress: None,
             decompress: None,
             ended: false,
+            received: 0,
         }
     }
 
@@ -511,6 +514,12 @@ impl Deflate {
         // Section 7.2.1: remove the 00 00 ff ff the sync flush ends with.
         if out.ends_with(&TAIL) {
             out.truncate(out.len().saturating_sub(TAIL.len()));
+        }
+        // A flush with nothing new to say (an empty message after another) emits no bytes at
+        // all; the receiver would then append 00 00 ff ff to nothing and lose its place. An
+        // empty stored block, 0x00 plus that tail, is the empty message (section 7.2.3.6).
+        if out.is_empty() {
+            out.push(0x00);
         }
         // Without context takeover nothing carries over to the next message, so the state
         // (about 256 KiB at 15 bits) is freed rather than kept: an idle connection holds none.
@@ -596,16 +605,20 @@ impl Extension for Deflate {
 
     fn decode(&mut self, payload: Bytes, fin: bool, limit: usize) -> Result<Bytes, ExtensionError> {
         let mut out = Vec::new();
+        self.received = self.received.saturating_add(payload.len());
         if !self.ended {
             self.inflate(&payload, &mut out, limit)?;
         }
         if fin {
             // Section 7.2.2: append 00 00 ff ff to the message's data before inflating the end,
-            // unless a final block already ended the stream (the tail would start a new one).
-            if !self.ended {
+            // unless a final block already ended the stream (the tail would start a new one) or
+            // the message carried no data at all (the tail alone would leave the inflater in the
+            // middle of a stored block; some senders do send such empty messages).
+            if !self.ended && self.received > 0 {
                 self.inflate(&TAIL, &mut out, limit)?;
             }
             self.ended = false;
+            self.received = 0;
             if self.negotiated.receive_no_context_takeover {
                 self.decompress = None;
             }

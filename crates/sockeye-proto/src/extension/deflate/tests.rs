@@ -605,3 +605,63 @@ mod traffic {
         let _ = apply_mask;
     }
 }
+
+mod empty_messages {
+    use super::*;
+
+    fn wire(conn: &mut Connection) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(chunk) = conn.poll_transmit() {
+            out.extend_from_slice(&chunk);
+        }
+        out
+    }
+
+    #[test]
+    fn rfc7692_7_2_3_6_empty_message_is_one_zero_byte_even_after_others() {
+        let (_, mut server) = negotiated_pair(
+            &DeflateConfig::new(),
+            &DeflateConfig::new(),
+            &Config::default(),
+        );
+        server.send_text("").unwrap();
+        assert_eq!(wire(&mut server), [0xc1, 0x01, 0x00]);
+        server.send_text("abc").unwrap();
+        let _ = wire(&mut server);
+        // A second flush has nothing new to emit; the empty message is still 0x00.
+        server.send_text("").unwrap();
+        assert_eq!(wire(&mut server), [0xc1, 0x01, 0x00]);
+    }
+
+    #[test]
+    fn empty_messages_between_others_round_trip() {
+        let (mut client, mut server) = negotiated_pair(
+            &DeflateConfig::new(),
+            &DeflateConfig::new(),
+            &Config::default(),
+        );
+        for text in ["a", "", "", "bcd", "", "bcd"] {
+            server.send_text(text).unwrap();
+            assert_eq!(
+                transfer(&mut server, &mut client),
+                [Event::Message(Message::text(text))]
+            );
+            client.send_text(text).unwrap();
+            assert_eq!(
+                transfer(&mut client, &mut server),
+                [Event::Message(Message::text(text))]
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_compressed_payload_is_taken_as_an_empty_message() {
+        let mut conn = client_conn();
+        let mut bytes = server_frame(true, true, 1, b"");
+        bytes.extend_from_slice(&[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        assert_eq!(
+            receive(&mut conn, &bytes),
+            [Event::Message(Message::text("")), hello()]
+        );
+    }
+}
