@@ -4,7 +4,7 @@
 //! `cargo run --release -p sockeye --example autobahn_client -- ws://127.0.0.1:9001 AGENT`
 //!
 //! Every case connection offers permessage-deflate with `client_no_context_takeover`: the
-//! TestSuite's 13.2, 13.5 and 13.6 cases have the server ask the client not to take over context,
+//! suite's 13.2, 13.5 and 13.6 cases have the server ask the client not to take over context,
 //! and its server only asks that of a client whose offer carries the parameter (RFC 7692
 //! section 7.1.1.2 makes it a hint; the suite reads it as consent).
 
