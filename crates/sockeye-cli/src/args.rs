@@ -114,6 +114,13 @@ pub(crate) struct ServeArgs {
     /// Messages queued for one client before it is closed with 1008 as too slow.
     #[arg(long, default_value_t = 256, value_name = "MESSAGES")]
     pub(crate) client_queue: usize,
+    /// Bytes queued for one client before it is closed with 1008 as too slow.
+    #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
+    pub(crate) client_queue_bytes: usize,
+    /// Largest message a client may send, in bytes (after decompression); larger ones close
+    /// the connection with 1009.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    pub(crate) max_message: usize,
     /// TLS certificate chain (PEM); needs --tls-key.
     #[arg(long, requires = "tls_key", value_name = "FILE")]
     pub(crate) tls_cert: Option<std::path::PathBuf>,

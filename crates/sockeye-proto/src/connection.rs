@@ -63,9 +63,12 @@ pub struct Connection {
     local_close: Option<CloseFrame>,
     remote_close: Option<CloseFrame>,
     initiator: Option<Initiator>,
+    closed: Option<Closed>,
     close_transport: bool,
 
     // Timers.
+    /// The latest time given to the connection, for deadlines set by calls that take none.
+    last_now: Instant,
     close_deadline: Option<Instant>,
     next_ping: Option<Instant>,
     pong_deadline: Option<Instant>,
@@ -128,7 +131,9 @@ impl Connection {
             local_close: None,
             remote_close: None,
             initiator: None,
+            closed: None,
             close_transport: false,
+            last_now: now,
             close_deadline: None,
             next_ping,
             pong_deadline: None,
@@ -176,6 +181,11 @@ impl Connection {
         self.state == State::Closed
     }
 
+    /// How the connection ended, once it has (the same report as [`Event::Closed`]).
+    pub fn close_status(&self) -> Option<&Closed> {
+        self.closed.as_ref()
+    }
+
     /// Bytes queued for sending and not yet taken by [`poll_transmit`](Self::poll_transmit); the
     /// I/O layer compares this with its write-buffer high-water mark.
     pub fn buffered_amount(&self) -> usize {
@@ -210,6 +220,7 @@ impl Connection {
     /// After the WebSocket is closed, input is discarded. A protocol violation fails the
     /// connection (see the type's docs); the rest of `buf` is discarded then.
     pub fn handle_bytes(&mut self, buf: &mut BytesMut, now: Instant) -> bool {
+        self.last_now = self.last_now.max(now);
         loop {
             if buf.is_empty() {
                 return false;
@@ -252,6 +263,7 @@ impl Connection {
     /// Runs the timers that are due at `now`: keepalive pings, the pong timeout, the close
     /// handshake timeout, and a client's wait for the server to close the transport.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
         if self.close_deadline.is_some_and(|d| d <= now) {
             self.close_deadline = None;
             if self.state == State::CloseSent {
@@ -279,8 +291,8 @@ impl Connection {
 
     // ---- Commands ----
 
-    /// Queues a message: text, binary, ping, pong, or close (then as [`close`](Self::close) with
-    /// `now` unknown, so prefer `close` for a close).
+    /// Queues a message: text, binary, ping, pong, or close (as [`close`](Self::close), with the
+    /// close timeout counted from the latest time the connection was given).
     ///
     /// # Errors
     /// [`ApiMisuse`] when the connection is closing, a control payload is over 125 bytes, or a
@@ -450,7 +462,9 @@ impl Connection {
                     })?;
                 // A whole one-frame text message that has arrived entirely is checked once, when
                 // it becomes a `Utf8Bytes`: checking it piecewise too would only repeat the work.
+                // Streaming mode hands frames out as they are, so it checks them here.
                 let whole = head.fin
+                    && !self.config.streaming()
                     && self.incoming.is_none()
                     && buf.len().saturating_sub(head_len) >= payload_len;
                 PendingFrame {
@@ -698,12 +712,14 @@ impl Connection {
         self.state = State::Closed;
         self.pending_pong = None;
         let initiator = *self.initiator.get_or_insert(initiator);
-        self.events.push_back(Event::Closed(Closed {
+        let closed = Closed {
             initiator,
             local: self.local_close.clone(),
             remote: self.remote_close.clone(),
             error,
-        }));
+        };
+        self.closed = Some(closed.clone());
+        self.events.push_back(Event::Closed(closed));
     }
 
     // ---- Internals: output ----
@@ -750,7 +766,9 @@ impl Connection {
         self.queue_close(frame);
         self.state = State::CloseSent;
         self.initiator = Some(Initiator::Local);
-        self.close_deadline = now.and_then(|now| now.checked_add(self.config.close_timeout()));
+        let now = now.unwrap_or(self.last_now);
+        self.last_now = self.last_now.max(now);
+        self.close_deadline = now.checked_add(self.config.close_timeout());
         Ok(())
     }
 

@@ -181,3 +181,61 @@ pub fn extension_header(data: &[u8]) {
         assert_eq!(again.ok(), Some(list));
     }
 }
+
+/// permessage-deflate: negotiation over arbitrary header text never panics, and arbitrary
+/// compressed data (split into frames where the input says) inflates within the cap or fails
+/// the connection with 1007 or 1009.
+pub fn deflate(data: &[u8]) {
+    use crate::extension::DeflateConfig;
+    use crate::frame::{FrameHead, MAX_HEAD_LEN, OpCode, Rsv};
+
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let config = DeflateConfig::new().client_no_context_takeover(control & 1 == 1);
+    if let Ok(text) = std::str::from_utf8(rest)
+        && let Ok(list) = crate::extension::header::parse_extensions([text])
+    {
+        let _ = config.accept_offers(&list);
+        for params in &list {
+            let _ = config.accept_response(params);
+        }
+    }
+    let Ok(extension) = config.accept_response(&crate::extension::ExtensionParams::new(
+        "permessage-deflate",
+    )) else {
+        return;
+    };
+    let limits = fuzz_config();
+    let max = limits.max_message_size();
+    let now = Instant::now();
+    let mut conn = Connection::new(Role::Client, limits, now).with_extension(Box::new(extension));
+    let pieces: Vec<&[u8]> = rest.chunks(usize::from(control >> 1).max(1) * 16).collect();
+    let mut wire = BytesMut::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        let opcode = if i == 0 {
+            OpCode::Text
+        } else {
+            OpCode::Continuation
+        };
+        let mut head = FrameHead::new(i + 1 == pieces.len(), opcode, piece.len() as u64);
+        if i == 0 {
+            head.rsv = Rsv::RSV1;
+        }
+        let mut bytes = [0; MAX_HEAD_LEN];
+        let len = head.encode(&mut bytes);
+        wire.extend_from_slice(bytes.get(..len).unwrap_or_default());
+        wire.extend_from_slice(piece);
+    }
+    while conn.handle_bytes(&mut wire, now) {}
+    while let Some(event) = conn.poll_event() {
+        match event {
+            Event::Message(message) => assert!(message.len() <= max),
+            Event::Closed(closed) => {
+                let code = closed.code().0;
+                assert!(matches!(code, 1002 | 1007 | 1009), "closed with {code}");
+            }
+            Event::Frame(_) => {}
+        }
+    }
+}

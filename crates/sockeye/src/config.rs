@@ -106,6 +106,12 @@ impl WebSocketConfigBuilder {
                 field: "read_buffer_size",
             });
         }
+        // Streaming delivers frames, not messages; this layer's stream is of messages.
+        if c.proto.streaming() {
+            return Err(ConfigError::OutOfRange {
+                field: "proto.streaming (not offered by the tokio layer)",
+            });
+        }
         if c.handshake_timeout.is_zero() {
             return Err(ConfigError::Zero {
                 field: "handshake_timeout",

@@ -18,6 +18,8 @@ use crate::error::{Error, Kind};
 
 /// Chunks gathered into one vectored write at most.
 const MAX_IOV: usize = 64;
+/// The most the read buffer grows by at once.
+const MAX_RESERVE: usize = 1 << 20;
 
 /// The current time, from tokio's clock so that tests may pause it.
 pub(crate) fn now() -> Instant {
@@ -157,7 +159,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // Room for the rest of the frame in progress plus the next header, so a large frame
         // completes in one buffer; at least a quarter of the configured size for small ones.
-        let need = self.conn.read_hint(&self.read_buf);
+        // Reservations are capped so that a header announcing a large frame commits memory
+        // only as its payload arrives.
+        let need = self.conn.read_hint(&self.read_buf).min(MAX_RESERVE);
         let spare = self.read_buf.capacity() - self.read_buf.len();
         if spare < need.max(self.read_buffer_size / 4) {
             self.read_buf.reserve(need.max(self.read_buffer_size));
@@ -209,14 +213,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if let Some(e) = self.io_error.take() {
             return Some(Error::from(e));
         }
-        let closed = self.closed.as_ref()?;
-        let error = closed.error.clone()?;
-        Some(Error::new(Kind::Closed {
-            error,
-            initiator: closed.initiator,
-            local: closed.local.clone(),
-            remote: closed.remote.clone(),
-        }))
+        closed_error(self.closed.as_ref()?)
     }
 
     /// Arms the timer at the core's deadline; returns whether it fired (and was handled).
@@ -246,7 +243,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Writes everything queued, then flushes the transport.
     pub(crate) fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            while let Some(chunk) = self.conn.poll_transmit() {
+            // Past the high-water mark, output stays in the core, where the pong backlog sees it.
+            while self.out_len <= self.high_water
+                && let Some(chunk) = self.conn.poll_transmit()
+            {
                 self.out_len += chunk.len();
                 self.out.push_back(chunk);
             }
@@ -298,6 +298,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Ready when the backlog is under the high-water mark.
     pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        // A sender that never reads still drives keepalive and the close timeout.
+        while self.poll_timer(cx) {}
         if !self.conn.is_open() {
             return Poll::Ready(Err(Self::closed_error()));
         }
@@ -328,6 +330,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        while self.poll_timer(cx) {}
         match ready!(self.poll_output(cx)) {
             Ok(()) => Poll::Ready(Ok(())),
             Err(e) => {
@@ -363,11 +366,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
         }
         loop {
-            if let Poll::Ready(Err(e)) = self.poll_output(cx) {
-                self.transport_failed(e);
-            }
-            if self.conn.is_closed() || self.closed.is_some() || self.finished {
-                return Poll::Ready(Ok(()));
+            let written = match self.poll_output(cx) {
+                Poll::Ready(Ok(())) => true,
+                Poll::Ready(Err(e)) => {
+                    self.transport_failed(e);
+                    true
+                }
+                Poll::Pending => false,
+            };
+            // Done once the core is closed and our Close (or reply) has been written.
+            if (self.conn.is_closed() && written) || self.finished {
+                return Poll::Ready(match self.io_error.take() {
+                    Some(e) => Err(Error::from(e)),
+                    None => self
+                        .conn
+                        .close_status()
+                        .and_then(closed_error)
+                        .map_or(Ok(()), Err),
+                });
             }
             if !self.poll_timer(cx) {
                 return Poll::Pending;
@@ -379,4 +395,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn closed_error() -> Error {
         Error::new(Kind::AlreadyClosed)
     }
+}
+
+/// The error for a closing report that was not a clean close handshake.
+fn closed_error(closed: &Closed) -> Option<Error> {
+    let error = closed.error.clone()?;
+    Some(Error::new(Kind::Closed {
+        error,
+        initiator: closed.initiator,
+        local: closed.local.clone(),
+        remote: closed.remote.clone(),
+    }))
 }

@@ -49,6 +49,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         let result = f(&mut driver, &mut inner_cx);
         let changed = phase(&driver) != before;
         drop(driver);
+        // A task that got its answer is not waiting any more: keep the set to the waiting ones.
+        if result.is_ready() {
+            self.wakers.forget(cx.waker());
+        }
         // A poll by one half can close the connection that another half waits on (the reader
         // reads the peer's Close while a writer waits in `close`); no transport event may come
         // to wake that one any more.
@@ -85,6 +89,12 @@ impl WakerSet {
         if !wakers.iter().any(|w| w.will_wake(waker)) {
             wakers.push(waker.clone());
         }
+    }
+
+    /// Removes the registration of the task `waker` wakes.
+    fn forget(&self, waker: &Waker) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+        wakers.retain(|w| !w.will_wake(waker));
     }
 
     /// Wakes every task but the one `current` wakes, which stays registered.

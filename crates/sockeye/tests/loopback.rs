@@ -807,3 +807,51 @@ async fn frames_in_the_same_write_as_the_handshake_are_not_lost() {
     })
     .await;
 }
+
+/// A writer's close against a peer that never answers (and a reader nobody polls) ends with the
+/// close timeout as an error, after our Close frame was written.
+#[tokio::test]
+async fn split_writer_close_reports_the_timeout() {
+    bounded(async {
+        let (listener, addr) = listen().await;
+        let quick = Config::builder()
+            .close_timeout(Duration::from_millis(300))
+            .build()
+            .expect("proto config");
+        let config = WebSocketConfig::builder()
+            .proto(quick)
+            .build()
+            .expect("config");
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            ServerBuilder::new()
+                .config(config)
+                .accept(tcp)
+                .await
+                .expect("handshake")
+        });
+        let mut raw = TcpStream::connect(addr).await.expect("connect");
+        let mut buf = raw_handshake(&mut raw, &[]).await;
+        let ws = server.await.expect("server task");
+        let (_reader, writer) = ws.split();
+        let error = writer
+            .close(CloseCode::GOING_AWAY, "bye")
+            .await
+            .expect_err("no answer came");
+        assert!(error.is_timeout(), "{error:?}");
+        // The Close frame did go out before the wait.
+        let (head, payload) = read_frame(&mut raw, &mut buf).await.expect("a frame");
+        assert_eq!(head.opcode, OpCode::Close);
+        assert_eq!(&payload[..2], &1001u16.to_be_bytes());
+    })
+    .await;
+}
+
+#[test]
+fn streaming_config_is_refused_by_the_tokio_layer() {
+    let proto = Config::builder()
+        .streaming(true)
+        .build()
+        .expect("proto config");
+    assert!(WebSocketConfig::builder().proto(proto).build().is_err());
+}

@@ -2,8 +2,8 @@
 //! backplane (Redis) can replace the in-process one.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sockeye::Message;
 use tokio::sync::mpsc;
@@ -12,11 +12,64 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct MemberId(u64);
 
+/// The sending side of a member's queue, bounded in messages and in bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct MemberQueue {
+    tx: mpsc::Sender<Message>,
+    queued: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+/// The receiving side of a member's queue.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    rx: mpsc::Receiver<Message>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A queue of at most `messages` messages and `bytes` payload bytes.
+pub(crate) fn member_queue(messages: usize, bytes: usize) -> (MemberQueue, Inbox) {
+    let (tx, rx) = mpsc::channel(messages.max(1));
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        MemberQueue {
+            tx,
+            queued: Arc::clone(&queued),
+            budget: bytes,
+        },
+        Inbox { rx, queued },
+    )
+}
+
+impl MemberQueue {
+    /// Queues without waiting; `false` when the member is over either bound (or gone).
+    fn offer(&self, message: &Message) -> bool {
+        let len = message.len();
+        if self.queued.load(Ordering::Relaxed).saturating_add(len) > self.budget {
+            return false;
+        }
+        if self.tx.try_send(message.clone()).is_err() {
+            return false;
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        true
+    }
+}
+
+impl Inbox {
+    /// The next queued message; `None` once the room dropped this member.
+    pub(crate) async fn recv(&mut self) -> Option<Message> {
+        let message = self.rx.recv().await?;
+        self.queued.fetch_sub(message.len(), Ordering::Relaxed);
+        Some(message)
+    }
+}
+
 /// Where room membership and fan-out live.
 pub(crate) trait Rooms: Send + Sync + 'static {
-    /// Adds a member whose queue is `queue`. Dropping the queue's sender (when the member is
-    /// too slow to keep up) is how a member is told to leave.
-    fn join(&self, room: &str, queue: mpsc::Sender<Message>) -> MemberId;
+    /// Adds a member. Dropping its queue (when the member is too slow to keep up) is how a
+    /// member is told to leave.
+    fn join(&self, room: &str, queue: MemberQueue) -> MemberId;
     /// Removes a member.
     fn leave(&self, room: &str, member: MemberId);
     /// Sends `message` to every member of `room` but `from`, never waiting: a member whose
@@ -24,17 +77,17 @@ pub(crate) trait Rooms: Send + Sync + 'static {
     fn publish(&self, room: &str, from: MemberId, message: &Message);
 }
 
+type Members = HashMap<MemberId, MemberQueue>;
+
 /// Rooms held in this process.
 #[derive(Debug, Default)]
 pub(crate) struct MemoryRooms {
-    rooms: Mutex<HashMap<String, HashMap<MemberId, mpsc::Sender<Message>>>>,
+    rooms: Mutex<HashMap<String, Members>>,
     next_id: AtomicU64,
 }
 
 impl MemoryRooms {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<MemberId, mpsc::Sender<Message>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Members>> {
         self.rooms
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -42,7 +95,7 @@ impl MemoryRooms {
 }
 
 impl Rooms for MemoryRooms {
-    fn join(&self, room: &str, queue: mpsc::Sender<Message>) -> MemberId {
+    fn join(&self, room: &str, queue: MemberQueue) -> MemberId {
         let id = MemberId(self.next_id.fetch_add(1, Ordering::Relaxed));
         self.lock()
             .entry(room.to_owned())
@@ -68,15 +121,11 @@ impl Rooms for MemoryRooms {
         };
         // Messages carry `Bytes`: each member's copy shares the one payload.
         members.retain(|id, queue| {
-            *id == from
-                || match queue.try_send(message.clone()) {
-                    Ok(()) => true,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        tracing::info!(room, member = id.0, "member too slow, dropping it");
-                        false
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => false,
-                }
+            let keep = *id == from || queue.offer(message);
+            if !keep {
+                tracing::info!(room, member = id.0, "member too slow, dropping it");
+            }
+            keep
         });
     }
 }
@@ -85,31 +134,47 @@ impl Rooms for MemoryRooms {
 mod tests {
     use super::*;
 
-    #[test]
-    fn fan_out_skips_sender_and_drops_slow_members() {
+    #[tokio::test]
+    async fn fan_out_skips_sender_and_drops_slow_members() {
         let rooms = MemoryRooms::default();
-        let (a_tx, mut a_rx) = mpsc::channel(4);
-        let (b_tx, mut b_rx) = mpsc::channel(1);
-        let (c_tx, mut c_rx) = mpsc::channel(4);
-        let a = rooms.join("r", a_tx);
-        let _b = rooms.join("r", b_tx);
-        let _c = rooms.join("other", c_tx);
+        let (a_queue, mut a_inbox) = member_queue(4, 1 << 20);
+        let (b_queue, mut b_inbox) = member_queue(1, 1 << 20);
+        let (c_queue, mut c_inbox) = member_queue(4, 1 << 20);
+        let a = rooms.join("r", a_queue);
+        let _b = rooms.join("r", b_queue);
+        let _c = rooms.join("other", c_queue);
         rooms.publish("r", a, &Message::text("one"));
-        assert!(
-            a_rx.try_recv().is_err(),
-            "the sender does not get its own message"
-        );
-        assert_eq!(b_rx.try_recv().unwrap(), Message::text("one"));
-        assert!(c_rx.try_recv().is_err(), "other rooms do not");
+        assert_eq!(b_inbox.recv().await, Some(Message::text("one")));
         rooms.publish("r", a, &Message::text("two"));
         rooms.publish("r", a, &Message::text("three"));
         // b's queue held one message; the second overflowed it and b was dropped.
-        assert_eq!(b_rx.try_recv().unwrap(), Message::text("two"));
-        assert!(matches!(
-            b_rx.try_recv(),
-            Err(mpsc::error::TryRecvError::Disconnected)
-        ));
+        assert_eq!(b_inbox.recv().await, Some(Message::text("two")));
+        assert_eq!(b_inbox.recv().await, None);
         rooms.leave("r", a);
         assert!(rooms.lock().get("r").is_none(), "empty rooms are removed");
+        // The sender and other rooms got nothing.
+        drop(rooms);
+        assert_eq!(a_inbox.recv().await, None);
+        assert_eq!(c_inbox.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn byte_budget_bounds_a_member_queue() {
+        let rooms = MemoryRooms::default();
+        let (a_queue, _a_inbox) = member_queue(100, 1 << 20);
+        let (b_queue, mut b_inbox) = member_queue(100, 10);
+        let a = rooms.join("r", a_queue);
+        rooms.join("r", b_queue);
+        rooms.publish("r", a, &Message::binary(vec![0u8; 6]));
+        // Taking a message gives its bytes back.
+        assert_eq!(b_inbox.recv().await.map(|m| m.len()), Some(6));
+        rooms.publish("r", a, &Message::binary(vec![0u8; 6]));
+        rooms.publish("r", a, &Message::binary(vec![0u8; 6]));
+        assert_eq!(b_inbox.recv().await.map(|m| m.len()), Some(6));
+        assert_eq!(
+            b_inbox.recv().await,
+            None,
+            "12 bytes exceed the 10-byte budget"
+        );
     }
 }

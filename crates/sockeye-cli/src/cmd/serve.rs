@@ -7,14 +7,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::BytesMut;
 use http::StatusCode;
-use sockeye::{Accept, CloseCode, DeflateConfig, Message, Reject, ServerBuilder, WebSocket};
+use sockeye::{
+    Accept, CloseCode, Config, DeflateConfig, Reject, ServerBuilder, WebSocket, WebSocketConfig,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::Usage;
-use super::rooms::{MemoryRooms, Rooms};
+use super::rooms::{MemoryRooms, Rooms, member_queue};
 use crate::args::ServeArgs;
 use crate::exit;
 use crate::rewind::Rewind;
@@ -26,13 +28,14 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one send to a room member may wait for the member to read.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connections get to finish their close handshakes at shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
 
 struct Shared {
     server: ServerBuilder,
     rooms: Arc<dyn Rooms>,
     echo: bool,
     queue: usize,
+    queue_bytes: usize,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -54,7 +57,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
             "sockeye serve: demo chat on http://{addr}/, rooms at ws://{addr}/rooms/NAME (Ctrl-C to stop)"
         );
     }
-    let mut server = ServerBuilder::new().on_request(route(args.echo));
+    // A relay holds messages for every member: keep them small by default.
+    let proto = Config::builder()
+        .max_message_size(args.max_message)
+        .max_frame_size(args.max_message)
+        .build()?;
+    let config = WebSocketConfig::builder().proto(proto).build()?;
+    let mut server = ServerBuilder::new()
+        .config(config)
+        .on_request(route(args.echo));
     if !args.no_compress {
         server = server.deflate(DeflateConfig::new());
     }
@@ -64,6 +75,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         rooms: Arc::new(MemoryRooms::default()),
         echo: args.echo,
         queue: args.client_queue,
+        queue_bytes: args.client_queue_bytes,
         shutdown,
     });
     let mut tasks = JoinSet::new();
@@ -238,6 +250,11 @@ async fn respond(
 type Ws = WebSocket<Rewind<TcpStream>>;
 
 async fn echo(mut ws: Ws, mut shutdown: watch::Receiver<bool>) -> Result<(), sockeye::Error> {
+    if *shutdown.borrow_and_update() {
+        return ws
+            .close(CloseCode::GOING_AWAY, "server shutting down")
+            .await;
+    }
     loop {
         tokio::select! {
             message = ws.next() => match message {
@@ -252,9 +269,15 @@ async fn echo(mut ws: Ws, mut shutdown: watch::Receiver<bool>) -> Result<(), soc
 }
 
 async fn member(mut ws: Ws, shared: &Shared, room: &str) -> Result<(), sockeye::Error> {
-    let (queue, mut inbox) = mpsc::channel::<Message>(shared.queue);
-    let id = shared.rooms.join(room, queue);
     let mut shutdown = shared.shutdown.clone();
+    // Accepted while shutting down: no room, just the 1001.
+    if *shutdown.borrow_and_update() {
+        return ws
+            .close(CloseCode::GOING_AWAY, "server shutting down")
+            .await;
+    }
+    let (queue, mut inbox) = member_queue(shared.queue, shared.queue_bytes);
+    let id = shared.rooms.join(room, queue);
     let result = loop {
         tokio::select! {
             message = ws.next() => match message {

@@ -478,6 +478,18 @@ mod rfc6455_5_4_fragmentation {
     }
 
     #[test]
+    fn streaming_mode_checks_a_whole_text_frame() {
+        let config = Config::builder().streaming(true).build().unwrap();
+        let mut conn = with_config(Role::Client, config);
+        feed(
+            &mut conn,
+            &frame_to(Role::Client, true, 0, 1, b"ok\xff\xfe"),
+        );
+        let error = assert_failed(&mut conn, CloseCode::INVALID_PAYLOAD);
+        assert_eq!(error, ProtocolError::InvalidUtf8 { valid_up_to: 2 });
+    }
+
+    #[test]
     fn sending_fragments() {
         let mut conn = server();
         conn.send_fragment(DataKind::Binary, &b"ab"[..], false)
@@ -770,6 +782,26 @@ mod rfc6455_5_5_1_close {
         assert_eq!(closed.error, Some(ConnectionError::CloseTimeout));
         assert_eq!(closed.code(), CloseCode::ABNORMAL);
         assert!(conn.should_close_transport());
+    }
+
+    #[test]
+    fn close_through_send_times_out_from_the_latest_time_given() {
+        let mut conn = client();
+        let later = t0() + Duration::from_secs(2);
+        let mut buf = BytesMut::new();
+        conn.handle_bytes(&mut buf, later);
+        let mut buf = BytesMut::from(&frame_to(Role::Client, true, 0, 1, b"x")[..]);
+        conn.handle_bytes(&mut buf, later);
+        conn.send(Message::Close(None)).unwrap();
+        assert_eq!(conn.poll_timeout(), Some(later + Duration::from_secs(5)));
+        let status = conn.close_status();
+        assert!(status.is_none());
+        wire(&mut conn);
+        conn.handle_timeout(later + Duration::from_secs(5));
+        assert_eq!(
+            conn.close_status().map(|c| c.error.clone()),
+            Some(Some(ConnectionError::CloseTimeout))
+        );
     }
 
     #[test]

@@ -193,7 +193,8 @@ impl DeflateConfig {
             WindowBits::NoValue => {
                 return Err(NegotiationError::MissingValue(SERVER_MAX_WINDOW_BITS));
             }
-            // Section 7.1.2.1: a limit we asked for binds the server whether or not it repeats it.
+            // Section 7.1.2.1: the server must answer a limit we asked for with a value no larger;
+            // an answer without it is refused (the strict reading).
             WindowBits::Absent if self.server_max_window_bits < 15 => {
                 return Err(NegotiationError::MissingValue(SERVER_MAX_WINDOW_BITS));
             }
@@ -546,9 +547,11 @@ impl Deflate {
                 if out.len() > limit {
                     return Err(ExtensionError::DecodedTooBig { max: limit });
                 }
-                // Room for at most one byte past the limit: enough to tell it was exceeded.
+                // Geometric growth from a guess at the output size, with room for at most one
+                // byte past the limit: enough to tell it was exceeded.
                 let room = limit.saturating_add(1).saturating_sub(out.len());
-                out.reserve_exact(room.min(INFLATE_STEP.max(input.len().saturating_mul(2))));
+                let guess = input.len().saturating_mul(4).clamp(256, INFLATE_STEP);
+                out.reserve_exact(room.min(out.capacity().max(guess)));
             }
             let (before_in, before_out) = (decompress.total_in(), decompress.total_out());
             let status = decompress
@@ -622,6 +625,10 @@ impl Extension for Deflate {
             if self.negotiated.receive_no_context_takeover {
                 self.decompress = None;
             }
+        }
+        // A small message must not keep a large buffer alive while it is queued or held.
+        if out.capacity() > out.len().saturating_mul(2).saturating_add(64) {
+            out.shrink_to_fit();
         }
         Ok(Bytes::from(out))
     }

@@ -665,3 +665,31 @@ mod empty_messages {
         );
     }
 }
+
+#[test]
+fn inflated_small_messages_hold_small_buffers() {
+    let mut conn = client_conn();
+    let events = receive(
+        &mut conn,
+        &[0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+    );
+    assert_eq!(events, [hello()]);
+    let mut deflate = client_side_deflate();
+    let out = deflate
+        .decode(
+            Bytes::from_static(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]),
+            true,
+            1 << 20,
+        )
+        .unwrap();
+    assert_eq!(&out[..], b"Hello");
+    // `Bytes::from(Vec)` keeps the Vec's capacity; a shrunk Vec converts without waste.
+    let vec: Vec<u8> = out.into();
+    assert!(vec.capacity() < 128, "capacity {}", vec.capacity());
+}
+
+fn client_side_deflate() -> Deflate {
+    DeflateConfig::new()
+        .accept_response(&ExtensionParams::new(NAME))
+        .unwrap()
+}
