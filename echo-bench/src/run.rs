@@ -1,0 +1,479 @@
+//! `run`: the orchestrator. Spawns each server as a child process of this binary, runs the same
+//! in-process load against it, kills it; alternates servers over rounds and reports medians.
+
+use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::load::{self, Outcome, Spec, Target};
+use crate::serve::Kind;
+
+struct Workload {
+    id: &'static str,
+    conns: usize,
+    size: usize,
+    depth: usize,
+}
+
+const WORKLOADS: [Workload; 4] = [
+    Workload { id: "a", conns: 100, size: 20, depth: 1 },
+    Workload { id: "b", conns: 100, size: 20, depth: 16 },
+    Workload { id: "c", conns: 10, size: 16 << 10, depth: 1 },
+    Workload { id: "d", conns: 4, size: 1 << 20, depth: 1 },
+];
+
+fn size_label(n: usize) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// A server child process; killed and reaped on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn spawn(kind: Kind) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+        let mut child = Command::new(exe)
+            .args(["serve", kind.name(), "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", kind.name()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        let mut server = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        server.addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| format!("{} server did not start (said {line:?})", kind.name()))?;
+        Ok(server)
+    }
+
+    fn target(&self, kind: Kind) -> Target {
+        Target {
+            addr: self.addr,
+            path: "/echo".into(),
+            tcp: !kind.is_ws(),
+        }
+    }
+
+    fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone, Default)]
+struct Sample {
+    msgs_per_sec: f64,
+    mb_per_sec: f64,
+    p50: f64,
+    p99: f64,
+    errors: u64,
+    verified: u64,
+    expected: u64,
+    first_error: Option<String>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// Per-metric medians over rounds; errors and checks summed.
+fn combine(samples: &[Sample]) -> Sample {
+    Sample {
+        msgs_per_sec: median(samples.iter().map(|s| s.msgs_per_sec).collect()),
+        mb_per_sec: median(samples.iter().map(|s| s.mb_per_sec).collect()),
+        p50: median(samples.iter().map(|s| s.p50).collect()),
+        p99: median(samples.iter().map(|s| s.p99).collect()),
+        errors: samples.iter().map(|s| s.errors).sum(),
+        verified: samples.iter().map(|s| s.verified).sum(),
+        expected: samples.iter().map(|s| s.expected).sum(),
+        first_error: samples.iter().find_map(|s| s.first_error.clone()),
+    }
+}
+
+struct Opts {
+    rounds: usize,
+    secs: f64,
+    warmup: f64,
+    idle: usize,
+    json: bool,
+    kinds: Vec<Kind>,
+}
+
+fn parse_opts(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        rounds: 3,
+        secs: 2.0,
+        warmup: 0.25,
+        idle: 5000,
+        json: false,
+        kinds: Kind::ALL.to_vec(),
+    };
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--quick" => {
+                o.rounds = 1;
+                o.secs = 1.0;
+                o.warmup = 0.2;
+            }
+            "--json" => o.json = true,
+            "--rounds" => o.rounds = crate::flag_value::<usize>(args, &mut i)?.clamp(1, 9),
+            "--secs" => o.secs = crate::flag_value::<f64>(args, &mut i)?.clamp(0.2, 30.0),
+            "--idle" => o.idle = crate::flag_value::<usize>(args, &mut i)?.min(20_000),
+            "--only" => {
+                i += 1;
+                let list = args.get(i).ok_or("--only needs a list")?;
+                o.kinds = list
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<Vec<Kind>, String>>()?;
+            }
+            a => return Err(format!("unexpected argument {a:?}")),
+        }
+        i += 1;
+    }
+    Ok(o)
+}
+
+struct IdleMem {
+    kind: Kind,
+    conns: usize,
+    before_kib: u64,
+    after_kib: u64,
+    errors: usize,
+}
+
+impl IdleMem {
+    fn per_conn_kib(&self) -> f64 {
+        (self.after_kib as f64 - self.before_kib as f64) / self.conns.max(1) as f64
+    }
+}
+
+fn idle_memory(kind: Kind, count: usize) -> Result<IdleMem, String> {
+    let server = Server::spawn(kind)?;
+    let target = server.target(kind);
+    // One connection first, so that lazily set up state (runtime, allocator arenas) is in the
+    // baseline, then `count` more.
+    let ((before_kib, (after_kib, conns), mut errors), warm_errors) =
+        load::hold_idle(&target, 1, |_| {
+            std::thread::sleep(Duration::from_millis(200));
+            let before = server.rss_kib().unwrap_or(0);
+            let ((after, conns), errors) = load::hold_idle(&target, count, |conns| {
+                std::thread::sleep(Duration::from_millis(500));
+                (server.rss_kib().unwrap_or(0), conns)
+            });
+            (before, (after, conns), errors)
+        });
+    errors.extend(warm_errors);
+    drop(server);
+    if let Some(e) = errors.first() {
+        eprintln!("  {}: {} idle connections failed (first: {e})", kind.name(), errors.len());
+    }
+    Ok(IdleMem {
+        kind,
+        conns,
+        before_kib,
+        after_kib,
+        errors: errors.len(),
+    })
+}
+
+fn fmt_ratio(x: f64) -> String {
+    if x.is_finite() { format!("{x:.2}x") } else { "-".into() }
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for ch in s.chars() {
+        match ch {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn json_num(x: f64) -> String {
+    if x.is_finite() { format!("{x:.3}") } else { "null".into() }
+}
+
+#[allow(clippy::too_many_lines)]
+pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let t_start = Instant::now();
+    let opts = parse_opts(args)?;
+    let nofile = crate::raise_nofile();
+    let kinds = opts.kinds.clone();
+
+    // 1. Echo check: text in two fragments, binary, ping -> text, binary, pong.
+    eprintln!("echo check (fragmented text, binary, ping):");
+    let mut checks = Vec::new();
+    for &kind in &kinds {
+        let result = Server::spawn(kind).and_then(|server| {
+            let target = server.target(kind);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(load::probe(&target))
+        });
+        eprintln!("  {:<22} {}", kind.name(), result.as_ref().map_or_else(|e| format!("FAILED: {e}"), |()| "ok".into()));
+        checks.push((kind, result));
+    }
+
+    // 2. Throughput and latency: rounds x workloads x servers (rotated each round).
+    let mut samples: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); kinds.len()]; WORKLOADS.len()];
+    for round in 0..opts.rounds {
+        let mut order: Vec<usize> = (0..kinds.len()).collect();
+        order.rotate_left(round % kinds.len());
+        for (w, wl) in WORKLOADS.iter().enumerate() {
+            for &k in &order {
+                let kind = kinds[k];
+                let spec = Spec {
+                    conns: wl.conns,
+                    size: wl.size,
+                    depth: wl.depth,
+                    warmup: Duration::from_secs_f64(opts.warmup),
+                    duration: Duration::from_secs_f64(opts.secs),
+                };
+                let sample = match Server::spawn(kind) {
+                    Ok(server) => {
+                        let o: Outcome = load::run(&server.target(kind), &spec);
+                        drop(server);
+                        Sample {
+                            msgs_per_sec: o.msgs_per_sec(),
+                            mb_per_sec: o.mb_per_sec(),
+                            p50: o.pct_us(0.50),
+                            p99: o.pct_us(0.99),
+                            errors: o.errors,
+                            verified: o.verified,
+                            expected: wl.conns as u64,
+                            first_error: o.first_error,
+                        }
+                    }
+                    Err(e) => Sample {
+                        msgs_per_sec: f64::NAN,
+                        mb_per_sec: f64::NAN,
+                        p50: f64::NAN,
+                        p99: f64::NAN,
+                        errors: wl.conns as u64,
+                        expected: wl.conns as u64,
+                        first_error: Some(e),
+                        ..Sample::default()
+                    },
+                };
+                eprintln!(
+                    "  round {}/{} ({}) {:<22} {:>12.0} msg/s  p50 {:>9.1} us  p99 {:>9.1} us  errors {}",
+                    round + 1,
+                    opts.rounds,
+                    wl.id,
+                    kind.name(),
+                    sample.msgs_per_sec,
+                    sample.p50,
+                    sample.p99,
+                    sample.errors
+                );
+                samples[w][k].push(sample);
+            }
+        }
+    }
+
+    // 3. Memory per idle connection.
+    let mut idle = opts.idle;
+    let mut idle_note = None;
+    let fd_needed = idle as u64 + 256;
+    if nofile < fd_needed {
+        idle = usize::try_from(nofile.saturating_sub(256)).unwrap_or(0);
+        idle_note = Some(format!(
+            "RLIMIT_NOFILE is {nofile} (hard limit): {} idle connections lowered to {idle}",
+            opts.idle
+        ));
+    }
+    let mut mem = Vec::new();
+    if idle > 0 {
+        eprintln!("idle memory ({idle} connections per server):");
+        for &kind in kinds.iter().filter(|k| k.is_ws()) {
+            match idle_memory(kind, idle) {
+                Ok(m) => {
+                    eprintln!("  {:<22} {:.2} KiB/conn", kind.name(), m.per_conn_kib());
+                    mem.push(m);
+                }
+                Err(e) => eprintln!("  {:<22} FAILED: {e}", kind.name()),
+            }
+        }
+    }
+
+    // 4. Report.
+    let results: Vec<Vec<Sample>> = samples
+        .iter()
+        .map(|per_kind| per_kind.iter().map(|s| combine(s)).collect())
+        .collect();
+    let idx = |k: Kind| kinds.iter().position(|&x| x == k);
+    let elapsed = t_start.elapsed().as_secs_f64();
+
+    if opts.json {
+        let mut j = String::from("{\n");
+        let _ = writeln!(j, "  \"rounds\": {}, \"secs_per_run\": {}, \"elapsed_secs\": {},", opts.rounds, json_num(opts.secs), json_num(elapsed));
+        j.push_str("  \"echo_check\": {");
+        let parts: Vec<String> = checks
+            .iter()
+            .map(|(k, r)| format!("{}: {}", json_str(k.name()), r.as_ref().map_or_else(|e| json_str(e), |()| "\"ok\"".into())))
+            .collect();
+        j.push_str(&parts.join(", "));
+        j.push_str("},\n  \"workloads\": [\n");
+        let mut wls = Vec::new();
+        for (w, wl) in WORKLOADS.iter().enumerate() {
+            let mut rows = Vec::new();
+            for (k, kind) in kinds.iter().enumerate() {
+                let s = &results[w][k];
+                rows.push(format!(
+                    "      {{\"server\": {}, \"msgs_per_sec\": {}, \"mb_per_sec\": {}, \"p50_us\": {}, \"p99_us\": {}, \"errors\": {}, \"verified\": {}, \"expected\": {}}}",
+                    json_str(kind.name()), json_num(s.msgs_per_sec), json_num(s.mb_per_sec), json_num(s.p50), json_num(s.p99), s.errors, s.verified, s.expected
+                ));
+            }
+            wls.push(format!(
+                "    {{\"id\": {}, \"conns\": {}, \"size\": {}, \"in_flight\": {}, \"results\": [\n{}\n    ]}}",
+                json_str(wl.id), wl.conns, wl.size, wl.depth, rows.join(",\n")
+            ));
+        }
+        j.push_str(&wls.join(",\n"));
+        j.push_str("\n  ],\n  \"idle_memory\": [");
+        let rows: Vec<String> = mem
+            .iter()
+            .map(|m| format!(
+                "{{\"server\": {}, \"conns\": {}, \"rss_before_kib\": {}, \"rss_after_kib\": {}, \"kib_per_conn\": {}, \"errors\": {}}}",
+                json_str(m.kind.name()), m.conns, m.before_kib, m.after_kib, json_num(m.per_conn_kib()), m.errors
+            ))
+            .collect();
+        j.push_str(&rows.join(", "));
+        j.push_str("]\n}");
+        println!("{j}");
+        return Ok(());
+    }
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "echo-bench: {} round(s), {:.1} s per server per workload per round ({:.2} s warm-up not counted); median over rounds.",
+        opts.rounds, opts.secs, opts.warmup
+    );
+    let _ = writeln!(out, "MB/s = payload MB (10^6 B) echoed per second, one way. Latency = round trip per message.");
+    let _ = writeln!(out, "vs tungstenite = msg/s over the best of tungstenite and tungstenite-batched; vs tcp = msg/s over bare TCP echo.");
+    let _ = writeln!(out, "checked = connections whose first echoed message matched byte for byte / connections run.");
+    let _ = write!(out, "echo check (fragmented text, binary, ping):");
+    for (k, r) in &checks {
+        let _ = write!(out, " {} {};", k.name(), if r.is_ok() { "ok" } else { "FAILED" });
+    }
+    out.push('\n');
+    for (w, wl) in WORKLOADS.iter().enumerate() {
+        let best_tung = [Kind::Tungstenite, Kind::TungsteniteBatched]
+            .into_iter()
+            .filter_map(|k| idx(k).map(|i| results[w][i].msgs_per_sec))
+            .filter(|x| x.is_finite())
+            .fold(f64::NAN, f64::max);
+        let tcp = idx(Kind::Tcp).map_or(f64::NAN, |i| results[w][i].msgs_per_sec);
+        let _ = writeln!(
+            out,
+            "\n({}) {} connections x {}, {} in flight",
+            wl.id,
+            wl.conns,
+            size_label(wl.size),
+            wl.depth
+        );
+        let _ = writeln!(
+            out,
+            "{:<22} {:>12} {:>10} {:>10} {:>10} {:>15} {:>8} {:>9} {:>7}",
+            "server", "msg/s", "MB/s", "p50 us", "p99 us", "vs tungstenite", "vs tcp", "checked", "errors"
+        );
+        for (k, kind) in kinds.iter().enumerate() {
+            let s = &results[w][k];
+            let _ = writeln!(
+                out,
+                "{:<22} {:>12.0} {:>10.2} {:>10.1} {:>10.1} {:>15} {:>8} {:>9} {:>7}",
+                kind.name(),
+                s.msgs_per_sec,
+                s.mb_per_sec,
+                s.p50,
+                s.p99,
+                fmt_ratio(s.msgs_per_sec / best_tung),
+                fmt_ratio(s.msgs_per_sec / tcp),
+                format!("{}/{}", s.verified, s.expected),
+                s.errors
+            );
+            if let Some(e) = &s.first_error {
+                let _ = writeln!(out, "{:<22}   first error: {e}", "");
+            }
+        }
+    }
+    if !mem.is_empty() {
+        let _ = writeln!(out, "\nmemory per idle connection ({idle} idle WebSocket connections, server VmRSS after - before)");
+        if let Some(n) = &idle_note {
+            let _ = writeln!(out, "note: {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{:<22} {:>12} {:>12} {:>10} {:>12} {:>7}",
+            "server", "RSS before", "RSS after", "conns", "KiB/conn", "errors"
+        );
+        for m in &mem {
+            let _ = writeln!(
+                out,
+                "{:<22} {:>8} KiB {:>8} KiB {:>10} {:>12.2} {:>7}",
+                m.kind.name(),
+                m.before_kib,
+                m.after_kib,
+                m.conns,
+                m.per_conn_kib(),
+                m.errors
+            );
+        }
+    }
+    let _ = writeln!(out, "\ntotal time {elapsed:.1} s");
+    print!("{out}");
+    Ok(())
+}
