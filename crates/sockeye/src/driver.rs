@@ -123,6 +123,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if self.finished {
                 return Poll::Ready(None);
             }
+            // The core stops after each message so that it is answered before later frames are
+            // looked at; hand it the rest of what was read before writing or reading more, so
+            // the answers to one read's messages leave together in one write.
+            if self.input_pending && self.backlog() <= self.high_water {
+                self.feed_core();
+                continue;
+            }
             // Write what the core queued (pongs, close replies, the user's messages); a full
             // transport is not a reason to stop reading unless we are over the high-water mark.
             if let Poll::Ready(Err(e)) = self.poll_output(cx) {
@@ -137,12 +144,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 return Poll::Ready(self.final_error().map(Err));
             }
             if self.poll_timer(cx) {
-                continue;
-            }
-            // The core stops after each message so that it is answered before later frames are
-            // looked at; hand it the rest of what was read before reading more.
-            if self.input_pending {
-                self.feed_core();
                 continue;
             }
             // Backpressure: a peer that does not read our output makes us stop reading its
@@ -327,6 +328,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Self::closed_error()
             }
         })
+    }
+
+    /// Like [`poll_flush`](Self::poll_flush), but leaves the write to the next
+    /// [`poll_next_message`](Self::poll_next_message) while more received messages are already
+    /// waiting in the read buffer: that call writes before it reads, and by then the answers to
+    /// the whole burst are queued together.
+    pub(crate) fn poll_flush_deferred(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.input_pending && self.backlog() <= self.high_water && self.conn.is_open() {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_flush(cx)
     }
 
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {

@@ -61,7 +61,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         poll_fn(|cx| self.driver.poll_next_message(cx)).await
     }
 
-    /// Sends a message and flushes it to the transport.
+    /// Sends a message.
+    ///
+    /// The message is written to the transport before this returns, with one exception that
+    /// batches the answers to a burst: while more received messages are already waiting to be
+    /// read (they arrived in the same read), the write is left to the next [`next`](Self::next),
+    /// which writes before it waits for input, so a loop that answers each message sends one
+    /// write per burst instead of one per message. Call [`flush`](Self::flush) to write at once.
     ///
     /// Waits while the unsent backlog is over the high-water mark. Cancelling it before the
     /// message was queued drops the message; after, the message is sent anyway.
@@ -71,7 +77,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// bad close code), an error for a connection that is closed or whose transport failed.
     pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), Error> {
         self.feed(message).await?;
-        self.flush().await
+        poll_fn(|cx| self.driver.poll_flush_deferred(cx)).await
     }
 
     /// Queues a message without flushing, waiting only while the backlog is over the high-water
