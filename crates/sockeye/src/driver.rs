@@ -20,6 +20,8 @@ use crate::error::{Error, Kind};
 const MAX_IOV: usize = 64;
 /// The most the read buffer grows by at once.
 const MAX_RESERVE: usize = 1 << 20;
+/// The largest read size the adaptive read chunk grows to.
+const MAX_READ_CHUNK: usize = 64 << 10;
 
 /// The current time, from tokio's clock so that tests may pause it.
 pub(crate) fn now() -> Instant {
@@ -49,7 +51,9 @@ pub(crate) struct Driver<S> {
     /// The transport was shut down and the final item handed out.
     finished: bool,
     high_water: usize,
-    read_buffer_size: usize,
+    /// How much the next read asks for at least: starts at the configured read buffer size and
+    /// doubles (up to `MAX_READ_CHUNK`) after each read that filled what it was given.
+    read_chunk: usize,
     protocol: Option<String>,
 }
 
@@ -76,7 +80,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             closed: None,
             finished: false,
             high_water: config.write_buffer_high_water,
-            read_buffer_size: config.read_buffer_size,
+            read_chunk: config.read_buffer_size,
             protocol,
         }
     }
@@ -163,9 +167,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         // Reservations are capped so that a header announcing a large frame commits memory
         // only as its payload arrives.
         let need = self.conn.read_hint(&self.read_buf).min(MAX_RESERVE);
-        let spare = self.read_buf.capacity() - self.read_buf.len();
-        if spare < need.max(self.read_buffer_size / 4) {
-            self.read_buf.reserve(need.max(self.read_buffer_size));
+        let mut spare = self.read_buf.capacity() - self.read_buf.len();
+        if spare < need.max(self.read_chunk / 4) {
+            self.read_buf.reserve(need.max(self.read_chunk));
+            spare = self.read_buf.capacity() - self.read_buf.len();
         }
         match ready!(tokio_util::io::poll_read_buf(
             Pin::new(&mut self.io),
@@ -176,7 +181,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 self.read_done = true;
                 self.conn.handle_eof();
             }
-            Ok(_) => self.feed_core(),
+            Ok(n) => {
+                // A read that took all it was given suggests more was waiting: ask for more.
+                if n >= spare {
+                    self.read_chunk = (self.read_chunk * 2).min(MAX_READ_CHUNK);
+                }
+                self.feed_core();
+            }
             Err(e) => self.transport_failed(e),
         }
         Poll::Ready(())
