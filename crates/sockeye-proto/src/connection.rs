@@ -447,34 +447,10 @@ impl Connection {
     fn read_frame(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
         let mut pending = if let Some(pending) = self.pending.take() {
             pending
+        } else if let Some(pending) = self.start_frame(buf)? {
+            pending
         } else {
-            {
-                let Some((head, head_len)) = FrameHead::parse(buf)? else {
-                    return Ok(None);
-                };
-                head.check(&self.head_rules())?;
-                let check_utf8 = self.check_message_rules(&head)?;
-                // `check` bounded the length by `max_frame_size`, a usize.
-                let payload_len =
-                    usize::try_from(head.payload_len).map_err(|_| ProtocolError::FrameTooBig {
-                        len: head.payload_len,
-                        max: self.config.max_frame_size(),
-                    })?;
-                // A whole one-frame text message that has arrived entirely is checked once, when
-                // it becomes a `Utf8Bytes`: checking it piecewise too would only repeat the work.
-                // Streaming mode hands frames out as they are, so it checks them here.
-                let whole = head.fin
-                    && !self.config.streaming()
-                    && self.incoming.is_none()
-                    && buf.len().saturating_sub(head_len) >= payload_len;
-                PendingFrame {
-                    head,
-                    head_len,
-                    payload_len,
-                    done: 0,
-                    check_utf8: check_utf8 && !whole,
-                }
-            }
+            return Ok(None);
         };
         let arrived = buf
             .len()
@@ -508,6 +484,35 @@ impl Connection {
             rsv: pending.head.rsv,
             opcode: pending.head.opcode,
             payload,
+        }))
+    }
+
+    /// Reads and checks the next frame's header; `Ok(None)` while it is incomplete.
+    fn start_frame(&self, buf: &BytesMut) -> Result<Option<PendingFrame>, ProtocolError> {
+        let Some((head, head_len)) = FrameHead::parse(buf)? else {
+            return Ok(None);
+        };
+        head.check(&self.head_rules())?;
+        let check_utf8 = self.check_message_rules(&head)?;
+        // `check` bounded the length by `max_frame_size`, a usize.
+        let payload_len =
+            usize::try_from(head.payload_len).map_err(|_| ProtocolError::FrameTooBig {
+                len: head.payload_len,
+                max: self.config.max_frame_size(),
+            })?;
+        // A whole one-frame text message that has arrived entirely is checked once, when
+        // it becomes a `Utf8Bytes`: checking it piecewise too would only repeat the work.
+        // Streaming mode hands frames out as they are, so it checks them here.
+        let whole = head.fin
+            && !self.config.streaming()
+            && self.incoming.is_none()
+            && buf.len().saturating_sub(head_len) >= payload_len;
+        Ok(Some(PendingFrame {
+            head,
+            head_len,
+            payload_len,
+            done: 0,
+            check_utf8: check_utf8 && !whole,
         }))
     }
 

@@ -46,8 +46,6 @@ pub(crate) struct Driver<S> {
     read_done: bool,
     /// A transport error, reported in place of the core's view of the ending.
     io_error: Option<io::Error>,
-    /// The core's closing report.
-    closed: Option<Closed>,
     /// The transport was shut down and the final item handed out.
     finished: bool,
     high_water: usize,
@@ -77,7 +75,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             input_pending: false,
             read_done: false,
             io_error: None,
-            closed: None,
             finished: false,
             high_water: config.write_buffer_high_water,
             read_chunk: config.read_buffer_size,
@@ -85,12 +82,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
     }
 
-    /// Feeds the core the bytes that arrived with the handshake.
-    pub(crate) fn absorb_buffered(&mut self) {
-        self.feed_core();
-    }
-
-    fn feed_core(&mut self) {
+    /// Hands the core what is in the read buffer (at first: the bytes that came with the
+    /// handshake).
+    pub(crate) fn feed_core(&mut self) {
         self.input_pending = self.conn.handle_bytes(&mut self.read_buf, now());
     }
 
@@ -103,7 +97,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     pub(crate) fn closed(&self) -> Option<&Closed> {
-        self.closed.as_ref()
+        self.conn.close_status()
     }
 
     pub(crate) fn protocol(&self) -> Option<&str> {
@@ -140,7 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 self.transport_failed(e);
                 continue;
             }
-            if self.closed.is_some() && self.out.is_empty() && self.conn.should_close_transport() {
+            if self.conn.is_closed() && self.out.is_empty() && self.conn.should_close_transport() {
                 // Section 7.1.1: the server closes first; a client gets here after the server's
                 // EOF or after the close timeout.
                 let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
@@ -195,7 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn transport_failed(&mut self, e: io::Error) {
         tracing::debug!(error = %e, "transport failed");
-        if self.io_error.is_none() && self.closed.is_none() {
+        if self.io_error.is_none() && !self.conn.is_closed() {
             self.io_error = Some(e);
         }
         self.read_done = true;
@@ -205,14 +199,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         while self.conn.poll_transmit().is_some() {}
     }
 
-    /// Takes the next message event; records the closing report on the way.
+    /// Takes the next message event, passing over the closing report.
     fn take_event(&mut self) -> Option<Message> {
         while let Some(event) = self.conn.poll_event() {
             match event {
                 Event::Message(message) => return Some(message),
                 Event::Closed(closed) => {
+                    // The core keeps the report too (`close_status`); it is read from there.
                     tracing::debug!(code = %closed.code(), initiator = ?closed.initiator, "closed");
-                    self.closed = Some(closed);
                 }
                 // Streaming mode is not offered by this API; `Config::streaming` is ignored.
                 Event::Frame(_) => {}
@@ -225,7 +219,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if let Some(e) = self.io_error.take() {
             return Some(Error::from(e));
         }
-        closed_error(self.closed.as_ref()?)
+        closed_error(self.conn.close_status()?)
     }
 
     /// Arms the timer at the core's deadline; returns whether it fired (and was handled).
@@ -313,12 +307,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         // A sender that never reads still drives keepalive and the close timeout.
         while self.poll_timer(cx) {}
         if !self.conn.is_open() {
-            return Poll::Ready(Err(Self::closed_error()));
+            return Poll::Ready(Err(Self::already_closed()));
         }
         if self.backlog() > self.high_water {
             if let Err(e) = ready!(self.poll_output(cx)) {
                 self.transport_failed(e);
-                return Poll::Ready(Err(Self::closed_error()));
+                return Poll::Ready(Err(Self::already_closed()));
             }
             if self.backlog() > self.high_water {
                 return Poll::Pending;
@@ -336,7 +330,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if self.conn.is_open() {
                 Error::from(e)
             } else {
-                Self::closed_error()
+                Self::already_closed()
             }
         })
     }
@@ -358,7 +352,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             Ok(()) => Poll::Ready(Ok(())),
             Err(e) => {
                 self.transport_failed(e);
-                Poll::Ready(Err(Self::closed_error()))
+                Poll::Ready(Err(Self::already_closed()))
             }
         }
     }
@@ -415,7 +409,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// The error for sending on a connection that is no longer open.
-    fn closed_error() -> Error {
+    fn already_closed() -> Error {
         Error::new(Kind::AlreadyClosed)
     }
 }

@@ -50,7 +50,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         protocol: Option<String>,
     ) -> Self {
         let mut driver = Driver::new(stream, conn, config, read_buf, protocol);
-        driver.absorb_buffered();
+        driver.feed_core();
         Self { driver }
     }
 

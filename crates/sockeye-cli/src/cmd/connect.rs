@@ -29,6 +29,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
     if args.url.to_ascii_lowercase().starts_with("wss:") {
         return Err(Usage("wss:// needs TLS, which this build does not have yet".into()).into());
     }
+    // --insecure only concerns wss://, refused above until TLS is in the build.
     let _ = args.insecure;
     let builder = builder(&args)?;
     let (tx, mut rx) = mpsc::channel::<Message>(64);

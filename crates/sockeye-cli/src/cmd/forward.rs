@@ -8,7 +8,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::Usage;
 use crate::args::ForwardArgs;
-use crate::exit;
 
 pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<u8> {
     if let Some(addr) = args.listen.strip_prefix("tcp:") {
@@ -74,7 +73,6 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<u8> {
             });
         }
     }
-    let _ = exit::OK;
     Err(Usage(format!(
         "--listen {}: use tcp:HOST:PORT or ws://HOST:PORT",
         args.listen
