@@ -9,16 +9,21 @@ use sockeye_proto::{Connection, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use std::net::SocketAddr;
+
 use crate::config::WebSocketConfig;
 use crate::driver::now;
 use crate::error::{Error, Kind, Timeout};
+use crate::proxy::Proxy;
 use crate::socket::WebSocket;
 use crate::stream::{MaybeTlsStream, set_nodelay};
+use crate::tls::TlsConfig;
 
 /// How much of a refusal's body is kept in the error.
 const REFUSAL_BODY_PREFIX: usize = 1024;
 
-/// Connects to a `ws://` URL with the default settings.
+/// Connects to a `ws://` or `wss://` URL with the default settings: certificates verified
+/// against the Mozilla root store, no proxy.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), sockeye::Error> {
@@ -31,8 +36,10 @@ const REFUSAL_BODY_PREFIX: usize = 1024;
 /// ```
 ///
 /// # Errors
-/// A bad URL, a transport that cannot be reached, a handshake that fails or times out, or a
-/// server that answers with another status than 101 ([`Error::status`]).
+/// Each its own [`Kind`]: a bad URL, a name that does not resolve ([`Kind::Dns`]), a refused
+/// connection ([`Kind::ConnectionRefused`]), a TLS failure ([`Kind::Tls`]: unknown issuer,
+/// expired, wrong name), a proxy's refusal ([`Kind::Proxy`]), a handshake that fails or times
+/// out, or a server that answers with another status than 101 ([`Kind::Refused`]).
 pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream>, Response<()>), Error> {
     ClientBuilder::new(url).connect().await
 }
@@ -47,6 +54,15 @@ pub struct ClientBuilder {
     headers: HeaderMap,
     origin: Option<HeaderValue>,
     deflate: Option<DeflateConfig>,
+    tls: TlsConfig,
+    proxy: ProxyChoice,
+}
+
+#[derive(Debug, Clone)]
+enum ProxyChoice {
+    Direct,
+    Fixed(Proxy),
+    FromEnv,
 }
 
 impl ClientBuilder {
@@ -59,6 +75,8 @@ impl ClientBuilder {
             headers: HeaderMap::new(),
             origin: None,
             deflate: None,
+            tls: TlsConfig::new(),
+            proxy: ProxyChoice::Direct,
         }
     }
 
@@ -94,22 +112,53 @@ impl ClientBuilder {
         self
     }
 
-    /// Opens the transport and performs the handshake, within the handshake timeout.
+    /// The TLS settings for `wss://` (trusted roots, a client certificate).
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Connects through this proxy. For `wss://` the TLS session runs inside the tunnel, end to
+    /// end with the server.
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = ProxyChoice::Fixed(proxy);
+        self
+    }
+
+    /// Connects through the proxy the environment names for the URL, if any: see
+    /// [`Proxy::from_env`] for `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`.
+    pub fn proxy_from_env(mut self) -> Self {
+        self.proxy = ProxyChoice::FromEnv;
+        self
+    }
+
+    /// Opens the transport (through the proxy, with TLS for `wss://`) and performs the
+    /// handshake, all within the handshake timeout.
     ///
     /// # Errors
     /// As [`connect`].
     pub async fn connect(self) -> Result<(WebSocket<MaybeTlsStream>, Response<()>), Error> {
         let uri: WsUri = self.url.parse()?;
-        if uri.is_secure() {
-            return Err(Error::new(Kind::Unsupported(
-                "wss:// needs TLS, which this version of sockeye does not have yet",
-            )));
-        }
+        let proxy = match &self.proxy {
+            ProxyChoice::Direct => None,
+            ProxyChoice::Fixed(proxy) => Some(proxy.clone()),
+            ProxyChoice::FromEnv => Proxy::from_env(uri.is_secure(), uri.host(), uri.port())
+                .map_err(|e| Error::new(Kind::ProxyUrl(e)))?,
+        };
         let timeout = self.config.handshake_timeout;
         let work = async {
-            let tcp = TcpStream::connect((uri.host(), uri.port())).await?;
+            let tcp = match &proxy {
+                Some(proxy) => proxy.connect(uri.host(), uri.port()).await?,
+                None => open_tcp(uri.host(), uri.port()).await?,
+            };
             set_nodelay(&tcp, self.config.nodelay);
-            self.handshake(uri, MaybeTlsStream::Plain(tcp)).await
+            let stream = if uri.is_secure() {
+                let tls = self.tls.connect(uri.host(), tcp).await?;
+                MaybeTlsStream::ClientTls(Box::new(tls))
+            } else {
+                MaybeTlsStream::Plain(tcp)
+            };
+            self.handshake(uri, stream).await
         };
         tokio::time::timeout(timeout, work)
             .await
@@ -192,4 +241,46 @@ impl ClientBuilder {
         let ws = WebSocket::from_connection(stream, conn, &self.config, buf, accepted.protocol);
         Ok((ws, accepted.response))
     }
+}
+
+/// Resolves `host:port`, as [`Kind::Dns`] on failure.
+pub(crate) async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
+    let dns = |source| {
+        Error::new(Kind::Dns {
+            host: host.to_owned(),
+            source,
+        })
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(dns)?
+        .collect();
+    if addrs.is_empty() {
+        return Err(dns(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the name has no addresses",
+        )));
+    }
+    Ok(addrs)
+}
+
+/// Opens TCP to `host:port`, trying each address in turn.
+pub(crate) async fn open_tcp(host: &str, port: u16) -> Result<TcpStream, Error> {
+    let mut last = None;
+    for addr in resolve(host, port).await? {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = Some((addr, e)),
+        }
+    }
+    Err(match last {
+        Some((addr, e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Error::new(Kind::ConnectionRefused { addr })
+        }
+        Some((addr, source)) => Error::new(Kind::Connect { addr, source }),
+        None => Error::new(Kind::Dns {
+            host: host.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no addresses"),
+        }),
+    })
 }

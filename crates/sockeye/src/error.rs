@@ -2,12 +2,16 @@
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use sockeye_proto::extension::deflate::NegotiationError;
 use sockeye_proto::handshake::{HandshakeError, HandshakeMisuse, UriError};
 use sockeye_proto::{ApiMisuse, CloseCode, CloseFrame, ConnectionError, Initiator, ProtocolError};
+
+use crate::proxy::{ProxyError, ProxyUrlError};
+use crate::tls::{TlsError, TlsFailure, TlsSetupError};
 
 /// What went wrong with a WebSocket connection or its handshake.
 ///
@@ -27,6 +31,43 @@ struct Inner {
 pub enum Kind {
     /// The transport failed.
     Io(io::Error),
+    /// The server's host name could not be resolved.
+    Dns {
+        /// The name.
+        host: String,
+        /// The resolver's error.
+        source: io::Error,
+    },
+    /// Nothing listens at the server's address (the last address tried, when the name had
+    /// several).
+    ConnectionRefused {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// The TCP connection could not be opened for another reason (unreachable network, say).
+    Connect {
+        /// The address (the last tried).
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The TLS handshake failed, or TLS failed later: [`TlsError::failure`] says why (an
+    /// unknown issuer, an expired certificate, a wrong host name...).
+    Tls(TlsError),
+    /// The TLS settings could not be built (bad PEM, no root certificates).
+    TlsSetup(TlsSetupError),
+    /// The proxy did not open the tunnel.
+    Proxy {
+        /// The proxy's URL, without credentials.
+        proxy: String,
+        /// Why.
+        error: ProxyError,
+    },
+    /// A proxy URL (given, or from the environment) could not be used.
+    ProxyUrl(ProxyUrlError),
+    /// The server is handling as many opening handshakes as it allows at once; this connection
+    /// was turned away (with 503 when the transport took it at once).
+    Busy,
     /// The URL could not be used.
     Url(UriError),
     /// The opening handshake failed: a bad request (server side) or response (client side).
@@ -121,6 +162,42 @@ impl Error {
         )
     }
 
+    /// Whether TLS failed (not its setup).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.inner.kind, Kind::Tls(_))
+    }
+
+    /// Why TLS failed, if it did.
+    pub fn tls_failure(&self) -> Option<TlsFailure> {
+        match &self.inner.kind {
+            Kind::Tls(e) => Some(e.failure()),
+            _ => None,
+        }
+    }
+
+    /// Whether opening the connection failed before any WebSocket or TLS byte: a name that did
+    /// not resolve, a refused or unreachable address, a proxy that did not open the tunnel.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self.inner.kind,
+            Kind::Dns { .. }
+                | Kind::ConnectionRefused { .. }
+                | Kind::Connect { .. }
+                | Kind::Proxy { .. }
+        )
+    }
+
+    /// The status an HTTP proxy refused `CONNECT` with (407, 403...).
+    pub fn proxy_status(&self) -> Option<StatusCode> {
+        match &self.inner.kind {
+            Kind::Proxy {
+                error: ProxyError::Refused { status, .. },
+                ..
+            } => Some(*status),
+            _ => None,
+        }
+    }
+
     /// Whether the opening handshake failed (including a refusal with another status than 101).
     pub fn is_handshake(&self) -> bool {
         matches!(
@@ -139,7 +216,12 @@ impl Error {
     pub fn is_misuse(&self) -> bool {
         matches!(
             self.inner.kind,
-            Kind::Misuse(_) | Kind::HandshakeMisuse(_) | Kind::AlreadyClosed | Kind::Url(_)
+            Kind::Misuse(_)
+                | Kind::HandshakeMisuse(_)
+                | Kind::AlreadyClosed
+                | Kind::Url(_)
+                | Kind::ProxyUrl(_)
+                | Kind::TlsSetup(_)
         )
     }
 
@@ -192,6 +274,14 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner.kind {
             Kind::Io(e) => write!(f, "I/O error: {e}"),
+            Kind::Dns { host, source } => write!(f, "cannot resolve {host:?}: {source}"),
+            Kind::ConnectionRefused { addr } => write!(f, "connection refused by {addr}"),
+            Kind::Connect { addr, source } => write!(f, "cannot connect to {addr}: {source}"),
+            Kind::Tls(e) => write!(f, "TLS failed: {e}"),
+            Kind::TlsSetup(e) => write!(f, "invalid TLS settings: {e}"),
+            Kind::Proxy { proxy, error } => write!(f, "proxy {proxy}: {error}"),
+            Kind::ProxyUrl(e) => write!(f, "invalid proxy URL: {e}"),
+            Kind::Busy => f.write_str("too many opening handshakes at once"),
             Kind::Url(e) => write!(f, "invalid WebSocket URL: {e}"),
             Kind::Handshake(e) => write!(f, "opening handshake failed: {e}"),
             Kind::Refused { status, .. } => {
@@ -223,7 +313,11 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.inner.kind {
-            Kind::Io(e) => Some(e),
+            Kind::Io(e) | Kind::Dns { source: e, .. } | Kind::Connect { source: e, .. } => Some(e),
+            Kind::Tls(e) => Some(e),
+            Kind::TlsSetup(e) => Some(e),
+            Kind::Proxy { error, .. } => Some(error),
+            Kind::ProxyUrl(e) => Some(e),
             Kind::Url(e) => Some(e),
             Kind::Handshake(e) => Some(e),
             Kind::Closed { error, .. } => Some(error),
@@ -233,14 +327,20 @@ impl std::error::Error for Error {
             Kind::Refused { .. }
             | Kind::Timeout(_)
             | Kind::AlreadyClosed
+            | Kind::ConnectionRefused { .. }
+            | Kind::Busy
             | Kind::Unsupported(_) => None,
         }
     }
 }
 
 impl From<io::Error> for Error {
+    /// An I/O error that carries a rustls error becomes [`Kind::Tls`].
     fn from(e: io::Error) -> Self {
-        Self::new(Kind::Io(e))
+        match TlsError::from_io(&e) {
+            Some(tls) => Self::new(Kind::Tls(tls)),
+            None => Self::new(Kind::Io(e)),
+        }
     }
 }
 
@@ -275,18 +375,26 @@ impl From<Error> for io::Error {
     fn from(e: Error) -> Self {
         let kind = match e.kind() {
             Kind::Io(inner) => inner.kind(),
+            Kind::Dns { .. } => io::ErrorKind::NotFound,
+            Kind::ConnectionRefused { .. } => io::ErrorKind::ConnectionRefused,
+            Kind::Connect { source, .. } => source.kind(),
+            Kind::Busy => io::ErrorKind::WouldBlock,
             Kind::Timeout(_) => io::ErrorKind::TimedOut,
             Kind::Closed {
                 error: ConnectionError::UnexpectedEof,
                 ..
             } => io::ErrorKind::UnexpectedEof,
-            Kind::Closed { .. } | Kind::AlreadyClosed => io::ErrorKind::ConnectionAborted,
+            Kind::Closed { .. } | Kind::AlreadyClosed | Kind::Tls(_) | Kind::Proxy { .. } => {
+                io::ErrorKind::ConnectionAborted
+            }
             Kind::Handshake(_) | Kind::Refused { .. } | Kind::Negotiation(_) => {
                 io::ErrorKind::ConnectionRefused
             }
-            Kind::Url(_) | Kind::Misuse(_) | Kind::HandshakeMisuse(_) => {
-                io::ErrorKind::InvalidInput
-            }
+            Kind::Url(_)
+            | Kind::ProxyUrl(_)
+            | Kind::TlsSetup(_)
+            | Kind::Misuse(_)
+            | Kind::HandshakeMisuse(_) => io::ErrorKind::InvalidInput,
             Kind::Unsupported(_) => io::ErrorKind::Unsupported,
         };
         match e.into_kind() {

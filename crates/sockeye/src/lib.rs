@@ -29,19 +29,27 @@ mod client;
 mod config;
 mod driver;
 mod error;
+mod proxy;
 mod server;
 mod socket;
 mod split;
 mod stream;
+mod tls;
 
 pub use sockeye_proto::{self as proto, CloseCode, CloseFrame, Config, Message, Role, Utf8Bytes};
 
 pub use crate::client::{ClientBuilder, connect};
 pub use crate::config::{WebSocketConfig, WebSocketConfigBuilder};
 pub use crate::error::{Error, Kind, Timeout};
-pub use crate::server::{Accept, Reject, ServerBuilder, accept};
+pub use crate::proxy::{Proxy, ProxyError, ProxyProtocol, ProxyUrlError};
+pub use crate::server::{
+    Accept, DEFAULT_MAX_CONCURRENT_HANDSHAKES, OriginPolicy, Reject, ServerBuilder, accept,
+};
 pub use crate::socket::WebSocket;
 pub use crate::split::{WsReader, WsWriter};
 pub use crate::stream::MaybeTlsStream;
+pub use crate::tls::{TlsAcceptor, TlsAcceptorBuilder, TlsConfig, TlsError, TlsFailure, TlsSetupError};
+/// The rustls crate, for [`TlsConfig::from_rustls`] and [`TlsAcceptor::from_rustls`].
+pub use rustls;
 pub use sockeye_proto::extension::DeflateConfig;
 pub use sockeye_proto::handshake::UpgradeRequest;

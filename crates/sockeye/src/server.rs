@@ -1,23 +1,35 @@
 //! The server: [`accept`] and [`ServerBuilder`], with a callback that decides on each request.
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 
 use bytes::BytesMut;
-use http::{HeaderMap, Request, StatusCode};
+use http::{HeaderMap, Request, StatusCode, header};
 use sockeye_proto::extension::DeflateConfig;
 use sockeye_proto::handshake::{RequestParser, UpgradeRequest, reject_response};
 use sockeye_proto::{Connection, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::WebSocketConfig;
 use crate::driver::now;
 use crate::error::{Error, Kind, Timeout};
 use crate::socket::WebSocket;
-use crate::stream::set_nodelay;
+use crate::stream::{MaybeTlsStream, set_nodelay};
+use crate::tls::TlsAcceptor;
 
-/// Accepts a WebSocket connection on `stream` with the default settings: any path, any Origin,
-/// no subprotocol.
+/// The default bound on opening handshakes in progress at once, per [`ServerBuilder`].
+pub const DEFAULT_MAX_CONCURRENT_HANDSHAKES: usize = 1024;
+
+/// What a server over its handshake limit answers, if the transport takes it at once.
+const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+Content-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// Accepts a WebSocket connection on `stream` with the default settings: any path, the default
+/// [`OriginPolicy`] (browsers only from the server's own host), no subprotocol.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -102,21 +114,217 @@ impl Reject {
 }
 
 type Decide = dyn Fn(&UpgradeRequest) -> Result<Accept, Reject> + Send + Sync;
+type CheckOrigin = dyn Fn(&str, &UpgradeRequest) -> bool + Send + Sync;
 
-/// Accepts connections with chosen settings and a decision per request.
-#[derive(Clone, Default)]
+/// Which `Origin` a server accepts, against cross-site WebSocket hijacking: a page on another
+/// site opening a WebSocket to this server with the visitor's cookies. Browsers always send
+/// `Origin`; other clients usually send none. A refused Origin is answered with 403.
+///
+/// The default is [`same_host`](Self::same_host) with requests without `Origin` allowed.
+#[derive(Clone)]
+#[must_use]
+pub struct OriginPolicy {
+    rule: OriginRule,
+    allow_missing: bool,
+}
+
+#[derive(Clone)]
+enum OriginRule {
+    Any,
+    SameHost,
+    List(Vec<String>),
+    Custom(Arc<CheckOrigin>),
+}
+
+impl Default for OriginPolicy {
+    fn default() -> Self {
+        Self::same_host()
+    }
+}
+
+impl OriginPolicy {
+    /// Any Origin: for servers that authenticate every connection without cookies.
+    pub fn any() -> Self {
+        Self {
+            rule: OriginRule::Any,
+            allow_missing: true,
+        }
+    }
+
+    /// An Origin whose host and port are the request's `Host` (the page came from this server).
+    pub fn same_host() -> Self {
+        Self {
+            rule: OriginRule::SameHost,
+            allow_missing: true,
+        }
+    }
+
+    /// Only these origins (`https://app.example`, `http://localhost:3000`), compared without
+    /// regard to ASCII case, the port spelled out only when it is not the scheme's default.
+    pub fn allow<I, O>(origins: I) -> Self
+    where
+        I: IntoIterator<Item = O>,
+        O: Into<String>,
+    {
+        Self {
+            rule: OriginRule::List(origins.into_iter().map(Into::into).collect()),
+            allow_missing: true,
+        }
+    }
+
+    /// The callback decides, given the Origin and the request.
+    pub fn custom<F>(check: F) -> Self
+    where
+        F: Fn(&str, &UpgradeRequest) -> bool + Send + Sync + 'static,
+    {
+        Self {
+            rule: OriginRule::Custom(Arc::new(check)),
+            allow_missing: true,
+        }
+    }
+
+    /// Whether a request without `Origin` (not from a browser) is allowed; yes by default.
+    pub fn allow_missing(mut self, allow: bool) -> Self {
+        self.allow_missing = allow;
+        self
+    }
+
+    /// Whether the policy accepts `request`.
+    pub fn allows(&self, request: &UpgradeRequest) -> bool {
+        let Some(origin) = request.origin() else {
+            return self.allow_missing;
+        };
+        // A header that is not text (or the opaque origin "null") matches nothing.
+        let Ok(origin) = origin.to_str() else {
+            return matches!(self.rule, OriginRule::Any);
+        };
+        let origin = origin.trim();
+        match &self.rule {
+            OriginRule::Any => true,
+            OriginRule::SameHost => request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .is_some_and(|host| same_host(origin, host)),
+            OriginRule::List(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+            OriginRule::Custom(check) => check(origin, request),
+        }
+    }
+}
+
+impl fmt::Debug for OriginPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rule = match &self.rule {
+            OriginRule::Any => "any".to_owned(),
+            OriginRule::SameHost => "same host".to_owned(),
+            OriginRule::List(list) => format!("{list:?}"),
+            OriginRule::Custom(_) => "custom".to_owned(),
+        };
+        f.debug_struct("OriginPolicy")
+            .field("rule", &rule)
+            .field("allow_missing", &self.allow_missing)
+            .finish()
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host and port of `host`
+/// (`host[:port]`, the request's Host header).
+fn same_host(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => 80,
+        "https" | "wss" => 443,
+        _ => return false,
+    };
+    let (origin_host, origin_port) = split_host_port(authority);
+    let origin_port = match origin_port {
+        Some(p) => p.parse::<u16>().ok(),
+        None => Some(default_port),
+    };
+    let (host_host, host_port) = split_host_port(host.trim());
+    let host_port = match host_port {
+        Some(p) => p.parse::<u16>().ok(),
+        // The Host header leaves out the port when it is the default of the request's scheme,
+        // which this server knows only through the Origin's.
+        None => Some(default_port),
+    };
+    !origin_host.is_empty()
+        && origin_host.eq_ignore_ascii_case(host_host)
+        && origin_port.is_some()
+        && origin_port == host_port
+}
+
+fn split_host_port(authority: &str) -> (&str, Option<&str>) {
+    if authority.starts_with('[') {
+        return match authority.split_once(']') {
+            Some((host, rest)) => (
+                host.get(1..).map_or(host, |h| h),
+                rest.strip_prefix(':'),
+            ),
+            None => (authority, None),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    }
+}
+
+/// Accepts connections with chosen settings and a decision per request. Clones share the
+/// bound on concurrent handshakes.
+#[derive(Clone)]
 #[must_use]
 pub struct ServerBuilder {
     config: WebSocketConfig,
     protocols: Vec<String>,
     deflate: Option<DeflateConfig>,
     decide: Option<Arc<Decide>>,
+    origin: OriginPolicy,
+    tls: Option<TlsAcceptor>,
+    handshakes: Arc<Semaphore>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self {
+            config: WebSocketConfig::default(),
+            protocols: Vec::new(),
+            deflate: None,
+            decide: None,
+            origin: OriginPolicy::default(),
+            tls: None,
+            handshakes: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_HANDSHAKES)),
+        }
+    }
 }
 
 impl ServerBuilder {
-    /// Default settings, accepting every valid request.
+    /// Default settings: every valid request accepted that the default [`OriginPolicy`]
+    /// allows, at most [`DEFAULT_MAX_CONCURRENT_HANDSHAKES`] handshakes at once.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Which `Origin` headers to accept; the others get 403.
+    pub fn origin_policy(mut self, policy: OriginPolicy) -> Self {
+        self.origin = policy;
+        self
+    }
+
+    /// TLS for [`accept_tcp`](Self::accept_tcp): connections are `wss://`.
+    pub fn tls(mut self, tls: TlsAcceptor) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// At most `max` opening handshakes (TLS included) at once, across this builder and its
+    /// clones; a connection beyond that is answered 503 and closed at once, so that clients
+    /// that open connections and then send nothing cannot hold the server. At least 1.
+    pub fn max_concurrent_handshakes(mut self, max: usize) -> Self {
+        self.handshakes = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
+        self
     }
 
     /// Limits, timeouts and buffer sizes.
@@ -170,15 +378,59 @@ impl ServerBuilder {
     /// As [`accept`].
     pub async fn accept_with_request<S>(
         &self,
-        stream: S,
+        mut stream: S,
     ) -> Result<(WebSocket<S>, Request<()>), Error>
     where
         S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
+        let Some(_permit) = self.permit() else {
+            turn_away(&mut stream);
+            return Err(Error::new(Kind::Busy));
+        };
         set_nodelay(&stream, self.config.nodelay);
         tokio::time::timeout(self.config.handshake_timeout, self.handshake(stream))
             .await
             .map_err(|_| Error::new(Kind::Timeout(Timeout::Handshake)))?
+    }
+
+    /// Accepts a TCP connection: the TLS handshake first when [`tls`](Self::tls) is set, then
+    /// the WebSocket handshake, both within the handshake timeout.
+    ///
+    /// # Errors
+    /// As [`accept`]; a failed TLS handshake is [`Kind::Tls`].
+    pub async fn accept_tcp(&self, tcp: TcpStream) -> Result<WebSocket<MaybeTlsStream>, Error> {
+        self.accept_tcp_with_request(tcp).await.map(|(ws, _)| ws)
+    }
+
+    /// As [`accept_tcp`](Self::accept_tcp), and also returns the request.
+    ///
+    /// # Errors
+    /// As [`accept_tcp`](Self::accept_tcp).
+    pub async fn accept_tcp_with_request(
+        &self,
+        mut tcp: TcpStream,
+    ) -> Result<(WebSocket<MaybeTlsStream>, Request<()>), Error> {
+        let Some(_permit) = self.permit() else {
+            if self.tls.is_none() {
+                turn_away(&mut tcp);
+            }
+            return Err(Error::new(Kind::Busy));
+        };
+        set_nodelay(&tcp, self.config.nodelay);
+        let work = async {
+            let stream = match &self.tls {
+                Some(tls) => MaybeTlsStream::ServerTls(Box::new(tls.accept(tcp).await?)),
+                None => MaybeTlsStream::Plain(tcp),
+            };
+            self.handshake(stream).await
+        };
+        tokio::time::timeout(self.config.handshake_timeout, work)
+            .await
+            .map_err(|_| Error::new(Kind::Timeout(Timeout::Handshake)))?
+    }
+
+    fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.handshakes.clone().try_acquire_owned().ok()
     }
 
     async fn handshake<S>(&self, mut stream: S) -> Result<(WebSocket<S>, Request<()>), Error>
@@ -209,6 +461,18 @@ impl ServerBuilder {
                 }
             }
         };
+        if !self.origin.allows(&request) {
+            let body = "origin not allowed\n";
+            let mut out = Vec::new();
+            reject_response(StatusCode::FORBIDDEN, &HeaderMap::new(), body, &mut out)?;
+            stream.write_all(&out).await?;
+            let _ = stream.shutdown().await;
+            return Err(Error::new(Kind::Refused {
+                status: StatusCode::FORBIDDEN,
+                headers: HeaderMap::new(),
+                body: body.into(),
+            }));
+        }
         let decision = match &self.decide {
             Some(decide) => decide(&request),
             None => Ok(Accept::new()),
@@ -261,6 +525,37 @@ impl fmt::Debug for ServerBuilder {
             .field("protocols", &self.protocols)
             .field("deflate", &self.deflate)
             .field("on_request", &self.decide.is_some())
+            .field("origin", &self.origin)
+            .field("tls", &self.tls.is_some())
+            .field("handshakes_free", &self.handshakes.available_permits())
             .finish()
+    }
+}
+
+/// Answers 503 if the transport takes it without waiting, and starts closing; never waits.
+fn turn_away<S: AsyncWrite + Unpin>(stream: &mut S) {
+    let mut cx = Context::from_waker(Waker::noop());
+    let _ = Pin::new(&mut *stream).poll_write(&mut cx, BUSY_RESPONSE);
+    let _ = Pin::new(stream).poll_shutdown(&mut cx);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_host_compares_host_and_port() {
+        assert!(same_host("http://example.com", "example.com"));
+        assert!(same_host("http://EXAMPLE.com:80", "example.com"));
+        assert!(same_host("https://example.com", "example.com"));
+        assert!(same_host("http://127.0.0.1:9001", "127.0.0.1:9001"));
+        assert!(same_host("http://[::1]:9001", "[::1]:9001"));
+        assert!(!same_host("http://127.0.0.1:9002", "127.0.0.1:9001"));
+        assert!(!same_host("http://evil.example", "example.com"));
+        assert!(!same_host("http://example.com.evil", "example.com"));
+        assert!(!same_host("null", "example.com"));
+        assert!(!same_host("file://", "example.com"));
+        assert!(!same_host("http://example.com:x", "example.com"));
+        assert!(!same_host("http://:80", ":80"));
     }
 }

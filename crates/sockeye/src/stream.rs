@@ -7,22 +7,54 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// The stream under a connection [`connect`](crate::connect) opened. `#[non_exhaustive]`: TLS
-/// joins it.
+/// The stream under a connection that [`connect`](crate::connect) opened or
+/// [`ServerBuilder::accept_tcp`](crate::ServerBuilder::accept_tcp) accepted: TCP (perhaps
+/// through a proxy), perhaps with TLS over it.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum MaybeTlsStream {
     /// Plain TCP, for `ws://`.
     Plain(TcpStream),
+    /// TLS over TCP, client side, for `wss://`.
+    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// TLS over TCP, server side.
+    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 impl MaybeTlsStream {
-    /// The TCP connection underneath.
+    /// The TCP connection underneath (to the proxy, when there is one).
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Self::Plain(tcp) => tcp,
+            Self::ClientTls(tls) => tls.get_ref().0,
+            Self::ServerTls(tls) => tls.get_ref().0,
         }
     }
+
+    /// Whether TLS runs over the connection.
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, Self::Plain(_))
+    }
+
+    /// The certificate chain the peer presented over TLS (a client certificate, on a server),
+    /// leaf first.
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        match self {
+            Self::Plain(_) => None,
+            Self::ClientTls(tls) => tls.get_ref().1.peer_certificates(),
+            Self::ServerTls(tls) => tls.get_ref().1.peer_certificates(),
+        }
+    }
+}
+
+macro_rules! each {
+    ($stream:expr, $s:ident => $body:expr) => {
+        match $stream {
+            MaybeTlsStream::Plain($s) => $body,
+            MaybeTlsStream::ClientTls($s) => $body,
+            MaybeTlsStream::ServerTls($s) => $body,
+        }
+    };
 }
 
 impl AsyncRead for MaybeTlsStream {
@@ -31,9 +63,7 @@ impl AsyncRead for MaybeTlsStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
@@ -43,9 +73,7 @@ impl AsyncWrite for MaybeTlsStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -53,27 +81,19 @@ impl AsyncWrite for MaybeTlsStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(s) => s.is_write_vectored(),
-        }
+        each!(self, s => s.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
     }
 }
 

@@ -1,0 +1,651 @@
+//! TLS for `wss://`, with rustls: [`TlsConfig`] for clients, [`TlsAcceptor`] for servers, and
+//! [`TlsError`] saying why a TLS handshake failed.
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore,
+    ServerConfig, SignatureScheme,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The only application protocol a WebSocket handshake speaks (RFC 6455 runs over HTTP/1.1).
+const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// A TLS setting that could not be built: unreadable or malformed PEM, a key that does not
+/// match, no usable root certificate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsSetupError {
+    /// A PEM file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// PEM text held no certificate, or a malformed one.
+    #[error("no valid certificate in the PEM input")]
+    NoCertificate,
+    /// PEM text held no private key, or a malformed one.
+    #[error("no valid private key in the PEM input")]
+    NoPrivateKey,
+    /// No root certificate could be loaded (the platform's store was empty or unreadable).
+    #[error("no usable root certificate")]
+    NoRoots,
+    /// rustls refused the configuration (a key that does not match its certificate, say).
+    #[error("TLS configuration refused: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// rustls refused the client-certificate roots.
+    #[error("client certificate verifier refused: {0}")]
+    ClientVerifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    std::fs::read(path).map_err(|source| TlsSetupError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Every certificate in `pem`; at least one.
+fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TlsSetupError::NoCertificate)?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::NoCertificate);
+    }
+    Ok(certs)
+}
+
+fn private_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|_| TlsSetupError::NoPrivateKey)
+}
+
+/// A certificate chain and its key, shared cheaply between clones of a config.
+struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Identity {
+    fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsSetupError> {
+        Ok(Self {
+            chain: certificates(chain_pem)?,
+            key: private_key(key_pem)?,
+        })
+    }
+}
+
+/// The TLS settings of a client: which certificates it trusts, the certificate it presents.
+///
+/// By default the server's certificate is verified against the Mozilla root store
+/// (`webpki-roots`) and its host name, SNI is sent, and ALPN offers `http/1.1`.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = std::fs::read("ca.pem")?;
+/// let tls = sockeye::TlsConfig::new().add_root_pem(&ca)?;
+/// let (ws, _) = sockeye::ClientBuilder::new("wss://internal.example/feed")
+///     .tls(tls)
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct TlsConfig {
+    source: Source,
+}
+
+#[derive(Clone)]
+enum Source {
+    Build(Settings),
+    Rustls(Arc<ClientConfig>),
+}
+
+#[derive(Clone)]
+struct Settings {
+    webpki_roots: bool,
+    native_roots: bool,
+    extra_roots: Vec<CertificateDer<'static>>,
+    identity: Option<Arc<Identity>>,
+    verify: bool,
+}
+
+impl Settings {
+    fn build(&self) -> Result<Arc<ClientConfig>, TlsSetupError> {
+        let Self {
+            webpki_roots,
+            native_roots,
+            extra_roots,
+            identity,
+            verify,
+        } = self;
+        let builder =
+            ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+        let builder = if *verify {
+            let mut roots = RootCertStore::empty();
+            if *webpki_roots {
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            }
+            if *native_roots {
+                let found = rustls_native_certs::load_native_certs();
+                for e in &found.errors {
+                    tracing::debug!(error = %e, "skipping a platform root certificate");
+                }
+                let (added, ignored) = roots.add_parsable_certificates(found.certs);
+                tracing::debug!(added, ignored, "platform root certificates");
+            }
+            for cert in extra_roots {
+                roots.add(cert.clone())?;
+            }
+            if roots.is_empty() {
+                return Err(TlsSetupError::NoRoots);
+            }
+            builder.with_root_certificates(roots)
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(
+                    provider().signature_verification_algorithms,
+                )))
+        };
+        let mut config = match identity {
+            Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key.clone_key())?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    fn is_default(&self) -> bool {
+        self.webpki_roots
+            && !self.native_roots
+            && self.extra_roots.is_empty()
+            && self.identity.is_none()
+            && self.verify
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TlsConfig {
+    /// Trust the Mozilla root store, present no client certificate.
+    pub fn new() -> Self {
+        Self {
+            source: Source::Build(Settings {
+                webpki_roots: true,
+                native_roots: false,
+                extra_roots: Vec::new(),
+                identity: None,
+                verify: true,
+            }),
+        }
+    }
+
+    /// A rustls configuration of the caller's own, used as it is (set its ALPN to `http/1.1`).
+    pub fn from_rustls(config: Arc<ClientConfig>) -> Self {
+        Self {
+            source: Source::Rustls(config),
+        }
+    }
+
+    /// The settings to change; `None` for a rustls config of the caller's, which is kept whole.
+    fn settings(&mut self) -> Option<&mut Settings> {
+        match &mut self.source {
+            Source::Build(settings) => Some(settings),
+            Source::Rustls(_) => None,
+        }
+    }
+
+    /// Whether to trust the Mozilla root store (`webpki-roots`); on by default. Turn it off to
+    /// trust only the roots added here.
+    pub fn webpki_roots(mut self, on: bool) -> Self {
+        if let Some(s) = self.settings() {
+            s.webpki_roots = on;
+        }
+        self
+    }
+
+    /// Whether to trust the platform's root store as well (`rustls-native-certs`: the system's
+    /// CA bundle, `SSL_CERT_FILE`, `SSL_CERT_DIR`); off by default.
+    pub fn native_roots(mut self, on: bool) -> Self {
+        if let Some(s) = self.settings() {
+            s.native_roots = on;
+        }
+        self
+    }
+
+    /// Trusts one more root certificate.
+    pub fn add_root(mut self, certificate: CertificateDer<'static>) -> Self {
+        if let Some(s) = self.settings() {
+            s.extra_roots.push(certificate);
+        }
+        self
+    }
+
+    /// Trusts every certificate in `pem`.
+    ///
+    /// # Errors
+    /// `pem` holds no valid certificate.
+    pub fn add_root_pem(mut self, pem: &[u8]) -> Result<Self, TlsSetupError> {
+        let certs = certificates(pem)?;
+        if let Some(s) = self.settings() {
+            s.extra_roots.extend(certs);
+        }
+        Ok(self)
+    }
+
+    /// Presents this certificate chain (leaf first) and key to servers that ask for one.
+    ///
+    /// # Errors
+    /// No certificate or no key in the PEM text.
+    pub fn client_certificate_pem(
+        mut self,
+        chain_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<Self, TlsSetupError> {
+        let id = Identity::from_pem(chain_pem, key_pem)?;
+        if let Some(s) = self.settings() {
+            s.identity = Some(Arc::new(id));
+        }
+        Ok(self)
+    }
+
+    /// **Turns off certificate verification**: any certificate, from anyone, for any name, is
+    /// accepted, so anyone on the path can read and change the traffic. For tests against
+    /// self-signed servers only; prefer [`add_root_pem`](Self::add_root_pem).
+    pub fn dangerous_accept_any_certificate(mut self) -> Self {
+        if let Some(s) = self.settings() {
+            s.verify = false;
+        }
+        self
+    }
+
+    /// Whether this config verifies certificates.
+    pub fn verifies_certificates(&self) -> bool {
+        match &self.source {
+            Source::Build(s) => s.verify,
+            Source::Rustls(_) => true,
+        }
+    }
+
+    /// The rustls configuration. The default one is built once per process.
+    pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>, TlsSetupError> {
+        match &self.source {
+            Source::Rustls(config) => Ok(config.clone()),
+            Source::Build(settings) if settings.is_default() => {
+                static DEFAULT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+                if let Some(config) = DEFAULT.get() {
+                    return Ok(config.clone());
+                }
+                let config = settings.build()?;
+                Ok(DEFAULT.get_or_init(|| config).clone())
+            }
+            Source::Build(settings) => settings.build(),
+        }
+    }
+
+    /// Runs the TLS handshake over `stream` for `host`.
+    pub(crate) async fn connect<S>(
+        &self,
+        host: &str,
+        stream: S,
+    ) -> Result<tokio_rustls::client::TlsStream<S>, crate::Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let config = self
+            .client_config()
+            .map_err(|e| crate::Error::new(crate::Kind::TlsSetup(e)))?;
+        let name = ServerName::try_from(host.to_owned()).map_err(|_| {
+            crate::Error::new(crate::Kind::TlsSetup(TlsSetupError::Rustls(
+                rustls::Error::General(format!("{host:?} is not a valid TLS server name")),
+            )))
+        })?;
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, stream)
+            .await?;
+        Ok(stream)
+    }
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Source::Build(Settings {
+                webpki_roots,
+                native_roots,
+                extra_roots,
+                identity,
+                verify,
+            }) => f
+                .debug_struct("TlsConfig")
+                .field("webpki_roots", webpki_roots)
+                .field("native_roots", native_roots)
+                .field("extra_roots", &extra_roots.len())
+                .field("client_certificate", &identity.is_some())
+                .field("verify", verify)
+                .finish(),
+            Source::Rustls(_) => f.write_str("TlsConfig(rustls)"),
+        }
+    }
+}
+
+/// The verifier behind [`TlsConfig::dangerous_accept_any_certificate`]: the certificate is not
+/// checked, the handshake signatures still are (so the connection is at least consistent).
+#[derive(Debug)]
+struct AcceptAnyCertificate(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// A server's TLS: its certificate and key, and optionally the roots its clients' certificates
+/// must chain to. Cloning shares it; [`reload`](Self::reload) swaps the certificate for new
+/// connections without a restart.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let tls = sockeye::TlsAcceptor::from_pem_files("cert.pem", "key.pem")?;
+/// let server = sockeye::ServerBuilder::new().tls(tls);
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:443").await?;
+/// let (tcp, _) = listener.accept().await?;
+/// let ws = server.accept_tcp(tcp).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TlsAcceptor {
+    config: Arc<RwLock<Arc<ServerConfig>>>,
+}
+
+impl TlsAcceptor {
+    /// From a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or SEC1).
+    ///
+    /// # Errors
+    /// Unreadable files, no certificate, no key, or a key rustls refuses.
+    pub fn from_pem_files(
+        chain: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, TlsSetupError> {
+        TlsAcceptorBuilder::from_pem_files(chain, key)?.build()
+    }
+
+    /// From PEM text: a certificate chain (leaf first) and a private key.
+    ///
+    /// # Errors
+    /// As [`from_pem_files`](Self::from_pem_files).
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsSetupError> {
+        TlsAcceptorBuilder::from_pem(chain_pem, key_pem)?.build()
+    }
+
+    /// A builder, for client certificates.
+    ///
+    /// # Errors
+    /// As [`from_pem`](Self::from_pem).
+    pub fn builder(chain_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptorBuilder, TlsSetupError> {
+        TlsAcceptorBuilder::from_pem(chain_pem, key_pem)
+    }
+
+    /// A rustls configuration of the caller's own (set its ALPN to `http/1.1`).
+    pub fn from_rustls(config: Arc<ServerConfig>) -> Self {
+        Self {
+            config: Arc::new(RwLock::new(config)),
+        }
+    }
+
+    /// Uses `other`'s configuration for every connection accepted from now on; connections
+    /// already open keep theirs. For certificate renewal without a restart.
+    pub fn reload(&self, other: &Self) {
+        let new = other.current();
+        *self
+            .config
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+    }
+
+    fn current(&self) -> Arc<ServerConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Runs the server side of the TLS handshake.
+    ///
+    /// # Errors
+    /// The handshake failed: [`Kind::Tls`](crate::Kind::Tls) says why.
+    pub async fn accept<S>(&self, stream: S) -> Result<tokio_rustls::server::TlsStream<S>, crate::Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let stream = tokio_rustls::TlsAcceptor::from(self.current())
+            .accept(stream)
+            .await?;
+        Ok(stream)
+    }
+}
+
+impl fmt::Debug for TlsAcceptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TlsAcceptor")
+    }
+}
+
+/// Builds a [`TlsAcceptor`] that asks for client certificates.
+#[must_use]
+pub struct TlsAcceptorBuilder {
+    identity: Identity,
+    client_roots: Option<RootCertStore>,
+    client_auth_optional: bool,
+}
+
+impl TlsAcceptorBuilder {
+    fn from_pem_files(chain: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, TlsSetupError> {
+        Self::from_pem(&read_file(chain.as_ref())?, &read_file(key.as_ref())?)
+    }
+
+    fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsSetupError> {
+        Ok(Self {
+            identity: Identity::from_pem(chain_pem, key_pem)?,
+            client_roots: None,
+            client_auth_optional: false,
+        })
+    }
+
+    /// Requires every client to present a certificate that chains to one in `pem`.
+    ///
+    /// # Errors
+    /// `pem` holds no valid certificate, or one rustls refuses as a root.
+    pub fn client_roots_pem(mut self, pem: &[u8]) -> Result<Self, TlsSetupError> {
+        let roots = self.client_roots.get_or_insert_with(RootCertStore::empty);
+        for cert in certificates(pem)? {
+            roots.add(cert)?;
+        }
+        Ok(self)
+    }
+
+    /// With [`client_roots_pem`](Self::client_roots_pem): let clients without a certificate in
+    /// too (a certificate, when presented, must still verify).
+    pub fn client_auth_optional(mut self, optional: bool) -> Self {
+        self.client_auth_optional = optional;
+        self
+    }
+
+    /// The acceptor.
+    ///
+    /// # Errors
+    /// rustls refuses the key or the roots.
+    pub fn build(self) -> Result<TlsAcceptor, TlsSetupError> {
+        let builder =
+            ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+        let builder = match self.client_roots {
+            Some(roots) => {
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+                let verifier = if self.client_auth_optional {
+                    verifier.allow_unauthenticated()
+                } else {
+                    verifier
+                };
+                builder.with_client_cert_verifier(verifier.build()?)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_single_cert(self.identity.chain, self.identity.key)?;
+        config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+        Ok(TlsAcceptor::from_rustls(Arc::new(config)))
+    }
+}
+
+impl fmt::Debug for TlsAcceptorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsAcceptorBuilder")
+            .field("client_roots", &self.client_roots.as_ref().map(RootCertStore::len))
+            .field("client_auth_optional", &self.client_auth_optional)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a TLS handshake (or a TLS record later) failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The certificate does not chain to a trusted root.
+    UnknownIssuer,
+    /// The certificate has expired.
+    Expired,
+    /// The certificate is not valid yet.
+    NotYetValid,
+    /// The certificate is not for the host name (or address) connected to.
+    WrongName,
+    /// The certificate was revoked.
+    Revoked,
+    /// The certificate is invalid in another way (bad signature, bad encoding, wrong usage).
+    BadCertificate,
+    /// The client presented no certificate to a server that requires one.
+    NoClientCertificate,
+    /// The peer refused the handshake with this alert (it did not trust our certificate, say).
+    PeerAlert(AlertDescription),
+    /// Another TLS failure: no common protocol version or cipher suite, a corrupt record.
+    Other,
+}
+
+/// A TLS failure: what went wrong, and the rustls error.
+#[derive(Debug)]
+pub struct TlsError {
+    failure: TlsFailure,
+    source: rustls::Error,
+}
+
+impl TlsError {
+    /// Classifies an I/O error that carries a rustls error; `None` for other I/O errors.
+    pub(crate) fn from_io(e: &io::Error) -> Option<Self> {
+        let source = e.get_ref()?.downcast_ref::<rustls::Error>()?.clone();
+        let failure = match &source {
+            rustls::Error::InvalidCertificate(cert) => match cert {
+                CertificateError::UnknownIssuer => TlsFailure::UnknownIssuer,
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                    TlsFailure::Expired
+                }
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                    TlsFailure::NotYetValid
+                }
+                CertificateError::NotValidForName
+                | CertificateError::NotValidForNameContext { .. } => TlsFailure::WrongName,
+                CertificateError::Revoked => TlsFailure::Revoked,
+                _ => TlsFailure::BadCertificate,
+            },
+            rustls::Error::NoCertificatesPresented => TlsFailure::NoClientCertificate,
+            rustls::Error::AlertReceived(alert) => TlsFailure::PeerAlert(*alert),
+            _ => TlsFailure::Other,
+        };
+        Some(Self { failure, source })
+    }
+
+    /// What went wrong.
+    pub fn failure(&self) -> TlsFailure {
+        self.failure
+    }
+
+    /// The rustls error.
+    pub fn rustls_error(&self) -> &rustls::Error {
+        &self.source
+    }
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.failure {
+            TlsFailure::UnknownIssuer => "certificate issued by an unknown authority",
+            TlsFailure::Expired => "certificate expired",
+            TlsFailure::NotYetValid => "certificate not valid yet",
+            TlsFailure::WrongName => "certificate not valid for this host name",
+            TlsFailure::Revoked => "certificate revoked",
+            TlsFailure::BadCertificate => "invalid certificate",
+            TlsFailure::NoClientCertificate => "no client certificate presented",
+            TlsFailure::PeerAlert(_) => "the peer refused the TLS handshake",
+            TlsFailure::Other => "TLS failure",
+        };
+        write!(f, "{what} ({})", self.source)
+    }
+}
+
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
