@@ -48,7 +48,9 @@ pub use crate::server::{
 pub use crate::socket::WebSocket;
 pub use crate::split::{WsReader, WsWriter};
 pub use crate::stream::MaybeTlsStream;
-pub use crate::tls::{TlsAcceptor, TlsAcceptorBuilder, TlsConfig, TlsError, TlsFailure, TlsSetupError};
+pub use crate::tls::{
+    TlsAcceptor, TlsAcceptorBuilder, TlsConfig, TlsError, TlsFailure, TlsSetupError,
+};
 /// The rustls crate, for [`TlsConfig::from_rustls`] and [`TlsAcceptor::from_rustls`].
 pub use rustls;
 pub use sockeye_proto::extension::DeflateConfig;

@@ -198,7 +198,8 @@ impl Proxy {
         let mut request =
             format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n").into_bytes();
         if let Some((user, password)) = &self.credentials {
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
             request.extend_from_slice(format!("Proxy-Authorization: Basic {token}\r\n").as_bytes());
         }
         request.extend_from_slice(b"\r\n");
@@ -336,7 +337,9 @@ impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unreachable(e) => write!(f, "cannot reach the proxy: {e}"),
-            Self::Refused { status, .. } => write!(f, "the proxy refused CONNECT with HTTP {status}"),
+            Self::Refused { status, .. } => {
+                write!(f, "the proxy refused CONNECT with HTTP {status}")
+            }
             Self::AuthRejected(why) => write!(f, "the proxy refused authentication: {why}"),
             Self::SocksRefused(why) => write!(f, "the SOCKS5 proxy refused: {why}"),
             Self::Malformed(why) => f.write_str(why),
@@ -606,7 +609,10 @@ mod tests {
     fn no_proxy_exempts_hosts() {
         let env = [
             ("http_proxy", "http://p:1"),
-            ("NO_PROXY", "localhost, .internal,example.org:8080,10.0.0.0/8,::1"),
+            (
+                "NO_PROXY",
+                "localhost, .internal,example.org:8080,10.0.0.0/8,::1",
+            ),
         ];
         let proxied = |host: &str, port| {
             Proxy::from_vars(false, host, port, vars(&env))

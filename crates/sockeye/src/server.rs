@@ -259,10 +259,7 @@ fn same_host(origin: &str, host: &str) -> bool {
 fn split_host_port(authority: &str) -> (&str, Option<&str>) {
     if authority.starts_with('[') {
         return match authority.split_once(']') {
-            Some((host, rest)) => (
-                host.get(1..).map_or(host, |h| h),
-                rest.strip_prefix(':'),
-            ),
+            Some((host, rest)) => (host.get(1..).map_or(host, |h| h), rest.strip_prefix(':')),
             None => (authority, None),
         };
     }
@@ -284,6 +281,7 @@ pub struct ServerBuilder {
     origin: OriginPolicy,
     tls: Option<TlsAcceptor>,
     handshakes: Arc<Semaphore>,
+    max_handshakes: usize,
 }
 
 impl Default for ServerBuilder {
@@ -296,6 +294,7 @@ impl Default for ServerBuilder {
             origin: OriginPolicy::default(),
             tls: None,
             handshakes: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_HANDSHAKES)),
+            max_handshakes: DEFAULT_MAX_CONCURRENT_HANDSHAKES,
         }
     }
 }
@@ -323,8 +322,15 @@ impl ServerBuilder {
     /// clones; a connection beyond that is answered 503 and closed at once, so that clients
     /// that open connections and then send nothing cannot hold the server. At least 1.
     pub fn max_concurrent_handshakes(mut self, max: usize) -> Self {
-        self.handshakes = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
+        self.max_handshakes = max.clamp(1, Semaphore::MAX_PERMITS);
+        self.handshakes = Arc::new(Semaphore::new(self.max_handshakes));
         self
+    }
+
+    /// How many opening handshakes are in progress now, across this builder and its clones.
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.max_handshakes
+            .saturating_sub(self.handshakes.available_permits())
     }
 
     /// Limits, timeouts and buffer sizes.
@@ -527,8 +533,9 @@ impl fmt::Debug for ServerBuilder {
             .field("on_request", &self.decide.is_some())
             .field("origin", &self.origin)
             .field("tls", &self.tls.is_some())
-            .field("handshakes_free", &self.handshakes.available_permits())
-            .finish()
+            .field("max_concurrent_handshakes", &self.max_handshakes)
+            .field("handshakes_in_progress", &self.handshakes_in_progress())
+            .finish_non_exhaustive()
     }
 }
 

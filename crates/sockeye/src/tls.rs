@@ -139,8 +139,8 @@ impl Settings {
             identity,
             verify,
         } = self;
-        let builder =
-            ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?;
         let builder = if *verify {
             let mut roots = RootCertStore::empty();
             if *webpki_roots {
@@ -468,7 +468,10 @@ impl TlsAcceptor {
     ///
     /// # Errors
     /// The handshake failed: [`Kind::Tls`](crate::Kind::Tls) says why.
-    pub async fn accept<S>(&self, stream: S) -> Result<tokio_rustls::server::TlsStream<S>, crate::Error>
+    pub async fn accept<S>(
+        &self,
+        stream: S,
+    ) -> Result<tokio_rustls::server::TlsStream<S>, crate::Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -494,7 +497,10 @@ pub struct TlsAcceptorBuilder {
 }
 
 impl TlsAcceptorBuilder {
-    fn from_pem_files(chain: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, TlsSetupError> {
+    fn from_pem_files(
+        chain: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, TlsSetupError> {
         Self::from_pem(&read_file(chain.as_ref())?, &read_file(key.as_ref())?)
     }
 
@@ -530,8 +536,8 @@ impl TlsAcceptorBuilder {
     /// # Errors
     /// rustls refuses the key or the roots.
     pub fn build(self) -> Result<TlsAcceptor, TlsSetupError> {
-        let builder =
-            ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?;
         let builder = match self.client_roots {
             Some(roots) => {
                 let verifier =
@@ -554,7 +560,10 @@ impl TlsAcceptorBuilder {
 impl fmt::Debug for TlsAcceptorBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsAcceptorBuilder")
-            .field("client_roots", &self.client_roots.as_ref().map(RootCertStore::len))
+            .field(
+                "client_roots",
+                &self.client_roots.as_ref().map(RootCertStore::len),
+            )
             .field("client_auth_optional", &self.client_auth_optional)
             .finish_non_exhaustive()
     }

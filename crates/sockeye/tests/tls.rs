@@ -77,7 +77,10 @@ async fn a_wrong_host_name_is_refused() {
         let (addr, mut outcomes) = echo_server(ServerBuilder::new().tls(acceptor(&leaf))).await;
         let (failure, e) = failure_of(&format!("wss://{addr}/"), trusting(&ca)).await;
         assert_eq!(failure, TlsFailure::WrongName, "{e}");
-        assert!(e.to_string().contains("not valid for this host name"), "{e}");
+        assert!(
+            e.to_string().contains("not valid for this host name"),
+            "{e}"
+        );
         // The server saw the client's alert.
         let server_side = outcomes.recv().await.unwrap().unwrap_err();
         assert!(
@@ -270,8 +273,8 @@ fn bad_pem_is_a_setup_error() {
     // A key that is not the certificate's.
     assert!(TlsAcceptor::from_pem(leaf.chain_pem.as_bytes(), other.key_pem.as_bytes()).is_err());
     assert!(TlsConfig::new().add_root_pem(b"").is_err());
-    let e = TlsAcceptor::from_pem_files("/nonexistent/cert.pem", "/nonexistent/key.pem")
-        .unwrap_err();
+    let e =
+        TlsAcceptor::from_pem_files("/nonexistent/cert.pem", "/nonexistent/key.pem").unwrap_err();
     assert!(e.to_string().contains("/nonexistent/cert.pem"), "{e}");
 }
 

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: a deadline, certificates made at test time, and an
 //! echo server that reports how each of its handshakes ended.
 
-#![allow(dead_code, clippy::missing_panics_doc)]
+#![allow(dead_code, unreachable_pub, clippy::missing_panics_doc)]
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -123,4 +123,96 @@ pub async fn echo_server(
         }
     });
     (addr, rx)
+}
+
+/// A program from the machine's packages, run for one test and killed when dropped.
+pub struct Daemon {
+    child: std::process::Child,
+    pub port: u16,
+    _dir: Option<TempDir>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sockeye-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where `name` is installed, or `None`. When it is missing and `SOCKEYE_REQUIRE_DAEMONS` is
+/// set (the test script sets it, after installing them), the test fails instead of skipping.
+pub fn program(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/bin".into()])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("SOCKEYE_REQUIRE_DAEMONS").is_none(),
+            "{name} is not installed (scripts/test installs it)"
+        );
+        eprintln!("skipping: {name} is not installed (scripts/test installs it)");
+    }
+    found
+}
+
+/// A free TCP port on 127.0.0.1, for a program that must be told its port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Daemon {
+    /// Starts `command` (which listens on `port`) and waits until the port accepts.
+    pub async fn start(
+        mut command: std::process::Command,
+        port: u16,
+        dir: Option<TempDir>,
+    ) -> Self {
+        let child = command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let mut daemon = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        // Readiness is the port accepting; retry until it does (bounded by the test's deadline).
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if let Some(status) = daemon.child.try_wait().unwrap() {
+                panic!("{command:?} exited with {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        daemon
+    }
 }

@@ -1,0 +1,284 @@
+//! Connecting through real proxies started on loopback for each test: Debian's `tinyproxy`
+//! (HTTP CONNECT, plain and with basic auth) and `microsocks` (SOCKS5, without and with a
+//! username and password), for `ws://` and for `wss://` tunnelled through them.
+
+mod support;
+
+use std::process::Command;
+
+use http::StatusCode;
+use sockeye::{
+    ClientBuilder, Kind, Message, Proxy, ProxyError, ServerBuilder, TlsAcceptor, TlsConfig,
+};
+use support::{Ca, Daemon, TempDir, bounded, echo_server, free_port, program};
+
+async fn tinyproxy(extra: &str) -> Option<Daemon> {
+    let exe = program("tinyproxy")?;
+    let dir = TempDir::new("tinyproxy");
+    let port = free_port();
+    let conf = dir.0.join("tinyproxy.conf");
+    let log = dir.0.join("tinyproxy.log");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nAllow 127.0.0.1\n\
+             DisableViaHeader Yes\nLogFile \"{}\"\nLogLevel Warning\n{extra}",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(exe);
+    command.arg("-d").arg("-c").arg(&conf);
+    Some(Daemon::start(command, port, Some(dir)).await)
+}
+
+async fn microsocks(credentials: Option<(&str, &str)>) -> Option<Daemon> {
+    let exe = program("microsocks")?;
+    let port = free_port();
+    let mut command = Command::new(exe);
+    command.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some((user, password)) = credentials {
+        command.args(["-u", user, "-P", password]);
+    }
+    Some(Daemon::start(command, port, None).await)
+}
+
+/// An echo server over TLS for `localhost` and `127.0.0.1`, and the client TLS that trusts it.
+async fn tls_echo() -> (std::net::SocketAddr, TlsConfig) {
+    let ca = Ca::new("proxy test ca");
+    let leaf = ca.server(&["localhost", "127.0.0.1"]);
+    let acceptor =
+        TlsAcceptor::from_pem(leaf.chain_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
+    let (addr, _) = echo_server(ServerBuilder::new().tls(acceptor)).await;
+    let tls = TlsConfig::new()
+        .webpki_roots(false)
+        .add_root_pem(ca.pem().as_bytes())
+        .unwrap();
+    (addr, tls)
+}
+
+async fn echo_through(url: &str, proxy: Proxy, tls: TlsConfig) -> Result<(), sockeye::Error> {
+    let (mut ws, _) = ClientBuilder::new(url)
+        .proxy(proxy)
+        .tls(tls)
+        .connect()
+        .await?;
+    let text = format!("through the proxy to {url}");
+    ws.send(Message::text(text.clone())).await?;
+    assert_eq!(ws.next().await.expect("a reply")?, Message::text(text));
+    ws.close(sockeye::CloseCode::NORMAL, "").await
+}
+
+#[tokio::test]
+async fn http_connect_carries_ws_and_wss() {
+    bounded(async {
+        let Some(proxy) = tinyproxy("").await else {
+            return;
+        };
+        let via = Proxy::http("127.0.0.1", proxy.port);
+        let (plain, _) = echo_server(ServerBuilder::new()).await;
+        echo_through(&format!("ws://{plain}/"), via.clone(), TlsConfig::new())
+            .await
+            .unwrap();
+        let (secure, tls) = tls_echo().await;
+        echo_through(&format!("wss://localhost:{}/", secure.port()), via, tls)
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn http_connect_with_basic_auth() {
+    bounded(async {
+        let Some(proxy) = tinyproxy("BasicAuth alice s3cret\n").await else {
+            return;
+        };
+        let (plain, _) = echo_server(ServerBuilder::new()).await;
+        let url = format!("ws://{plain}/");
+        let url_of = |creds: &str| format!("http://{creds}127.0.0.1:{}", proxy.port);
+        echo_through(
+            &url,
+            url_of("alice:s3cret@").parse().unwrap(),
+            TlsConfig::new(),
+        )
+        .await
+        .unwrap();
+        let (secure, tls) = tls_echo().await;
+        echo_through(
+            &format!("wss://127.0.0.1:{}/", secure.port()),
+            Proxy::http("127.0.0.1", proxy.port).credentials("alice", "s3cret"),
+            tls,
+        )
+        .await
+        .unwrap();
+        // tinyproxy answers missing credentials with 407 and wrong ones with 401.
+        for (creds, expected) in [
+            ("", StatusCode::PROXY_AUTHENTICATION_REQUIRED),
+            ("alice:wrong@", StatusCode::UNAUTHORIZED),
+        ] {
+            let e = echo_through(&url, url_of(creds).parse().unwrap(), TlsConfig::new())
+                .await
+                .unwrap_err();
+            assert_eq!(e.proxy_status(), Some(expected), "{e:?}");
+            let Kind::Proxy {
+                error: ProxyError::Refused { headers, .. },
+                ..
+            } = e.kind()
+            else {
+                panic!("{e:?}")
+            };
+            assert!(
+                headers.contains_key("proxy-authenticate")
+                    || headers.contains_key("www-authenticate"),
+                "{headers:?}"
+            );
+            assert!(e.is_connect());
+            assert_eq!(e.status(), None, "a proxy's refusal is not the server's");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_proxy_that_forbids_the_port_gives_403() {
+    bounded(async {
+        // With a ConnectPort line, tinyproxy tunnels to the ports listed only.
+        let Some(proxy) = tinyproxy("ConnectPort 443\n").await else {
+            return;
+        };
+        let (plain, _) = echo_server(ServerBuilder::new()).await;
+        let e = echo_through(
+            &format!("ws://{plain}/"),
+            Proxy::http("127.0.0.1", proxy.port),
+            TlsConfig::new(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.proxy_status(), Some(StatusCode::FORBIDDEN), "{e:?}");
+        assert!(e.to_string().contains("403"), "{e}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn socks5_carries_ws_and_wss_with_remote_and_local_resolution() {
+    bounded(async {
+        let Some(proxy) = microsocks(None).await else {
+            return;
+        };
+        let (plain, _) = echo_server(ServerBuilder::new()).await;
+        let (secure, tls) = tls_echo().await;
+        for scheme in ["socks5h", "socks5"] {
+            let via: Proxy = format!("{scheme}://127.0.0.1:{}", proxy.port)
+                .parse()
+                .unwrap();
+            echo_through(
+                &format!("ws://localhost:{}/", plain.port()),
+                via.clone(),
+                TlsConfig::new(),
+            )
+            .await
+            .unwrap();
+            echo_through(
+                &format!("wss://localhost:{}/", secure.port()),
+                via,
+                tls.clone(),
+            )
+            .await
+            .unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn socks5_with_username_and_password() {
+    bounded(async {
+        let Some(proxy) = microsocks(Some(("bob", "pa55"))).await else {
+            return;
+        };
+        let (plain, _) = echo_server(ServerBuilder::new()).await;
+        let url = format!("ws://{plain}/");
+        let via = Proxy::socks5("127.0.0.1", proxy.port);
+        echo_through(
+            &url,
+            via.clone().credentials("bob", "pa55"),
+            TlsConfig::new(),
+        )
+        .await
+        .unwrap();
+        for attempt in [via.clone().credentials("bob", "nope"), via] {
+            let e = echo_through(&url, attempt, TlsConfig::new())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    e.kind(),
+                    Kind::Proxy {
+                        error: ProxyError::AuthRejected(_),
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn socks5_reports_a_destination_it_cannot_reach() {
+    bounded(async {
+        let Some(proxy) = microsocks(None).await else {
+            return;
+        };
+        // Nothing listens on the port of a listener just closed.
+        let port = free_port();
+        let e = echo_through(
+            &format!("ws://127.0.0.1:{port}/"),
+            Proxy::socks5("127.0.0.1", proxy.port),
+            TlsConfig::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                Kind::Proxy {
+                    error: ProxyError::SocksRefused(_),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_proxy_is_a_proxy_error() {
+    bounded(async {
+        let port = free_port();
+        let e = echo_through(
+            "ws://127.0.0.1:9/",
+            Proxy::http("127.0.0.1", port),
+            TlsConfig::new(),
+        )
+        .await
+        .unwrap_err();
+        let Kind::Proxy {
+            error: ProxyError::Unreachable(inner),
+            proxy,
+        } = e.kind()
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(proxy, &format!("http://127.0.0.1:{port}"));
+        assert!(
+            matches!(inner.kind(), Kind::ConnectionRefused { .. }),
+            "{inner:?}"
+        );
+    })
+    .await;
+}

@@ -1,0 +1,148 @@
+//! The server's defences over real loopback sockets: the Origin policy (allowed, refused with
+//! 403, missing) and the bound on handshakes in progress.
+
+mod support;
+
+use http::{HeaderValue, StatusCode};
+use sockeye::{ClientBuilder, Kind, OriginPolicy, ServerBuilder};
+use support::{bounded, echo_server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn connect_with_origin(url: &str, origin: Option<&str>) -> Result<(), sockeye::Error> {
+    let mut client = ClientBuilder::new(url);
+    if let Some(origin) = origin {
+        client = client.origin(HeaderValue::from_str(origin).unwrap());
+    }
+    client.connect().await.map(|_| ())
+}
+
+fn assert_refused_403(result: Result<(), sockeye::Error>) {
+    let e = result.expect_err("the server must refuse");
+    assert_eq!(e.status(), Some(StatusCode::FORBIDDEN), "{e:?}");
+    let Kind::Refused { body, .. } = e.kind() else {
+        panic!("{e:?}")
+    };
+    assert_eq!(&body[..], b"origin not allowed\n");
+}
+
+#[tokio::test]
+async fn the_default_policy_allows_the_same_host_and_clients_without_origin() {
+    bounded(async {
+        let (addr, mut outcomes) = echo_server(ServerBuilder::new()).await;
+        let url = format!("ws://{addr}/");
+        connect_with_origin(&url, Some(&format!("http://{addr}")))
+            .await
+            .unwrap();
+        outcomes.recv().await.unwrap().unwrap();
+        connect_with_origin(&url, None).await.unwrap();
+        outcomes.recv().await.unwrap().unwrap();
+        for evil in [
+            "http://evil.example",
+            &format!("http://{}:{}", addr.ip(), addr.port() + 1),
+            "null",
+        ] {
+            assert_refused_403(connect_with_origin(&url, Some(evil)).await);
+            let server_side = outcomes.recv().await.unwrap().unwrap_err();
+            assert_eq!(server_side.status(), Some(StatusCode::FORBIDDEN));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_allow_list_and_a_policy_that_requires_origin() {
+    bounded(async {
+        let policy = OriginPolicy::allow(["https://app.example", "http://localhost:3000"])
+            .allow_missing(false);
+        let (addr, _outcomes) = echo_server(ServerBuilder::new().origin_policy(policy)).await;
+        let url = format!("ws://{addr}/");
+        connect_with_origin(&url, Some("https://APP.example"))
+            .await
+            .unwrap();
+        connect_with_origin(&url, Some("http://localhost:3000"))
+            .await
+            .unwrap();
+        assert_refused_403(connect_with_origin(&url, Some("http://localhost:3001")).await);
+        assert_refused_403(connect_with_origin(&url, Some(&format!("http://{addr}"))).await);
+        assert_refused_403(connect_with_origin(&url, None).await);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn any_and_custom_policies() {
+    bounded(async {
+        let (addr, _o) = echo_server(ServerBuilder::new().origin_policy(OriginPolicy::any())).await;
+        connect_with_origin(&format!("ws://{addr}/"), Some("http://evil.example"))
+            .await
+            .unwrap();
+        let policy = OriginPolicy::custom(|origin, request| {
+            origin.ends_with(".trusted.example") && request.path() == "/feed"
+        });
+        let (addr, _o) = echo_server(ServerBuilder::new().origin_policy(policy)).await;
+        let origin = Some("https://a.trusted.example");
+        connect_with_origin(&format!("ws://{addr}/feed"), origin)
+            .await
+            .unwrap();
+        assert_refused_403(connect_with_origin(&format!("ws://{addr}/other"), origin).await);
+        assert_refused_403(
+            connect_with_origin(&format!("ws://{addr}/feed"), Some("https://x.example")).await,
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn handshakes_beyond_the_bound_are_turned_away_with_503() {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = ServerBuilder::new().max_concurrent_handshakes(2);
+
+        // Two clients connect and send nothing: they hold both handshake slots.
+        let mut silent = Vec::new();
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+            let (tcp, _) = listener.accept().await.unwrap();
+            let server = server.clone();
+            held.push(tokio::spawn(async move {
+                server.accept_tcp(tcp).await.map(|_| ())
+            }));
+        }
+        while server.handshakes_in_progress() < 2 {
+            tokio::task::yield_now().await;
+        }
+
+        // The third is answered 503 at once, without waiting for its request.
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let e = server.accept_tcp(tcp).await.map(|_| ()).unwrap_err();
+        assert!(matches!(e.kind(), Kind::Busy), "{e:?}");
+        let mut answer = Vec::new();
+        third.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+        assert!(answer.contains("Retry-After: 1\r\n"), "{answer}");
+
+        // A silent client leaving frees its slot, and a real client gets in.
+        drop(silent.remove(0));
+        let first = held.remove(0).await.unwrap().unwrap_err();
+        assert!(first.is_io() || first.is_handshake(), "{first:?}");
+        assert_eq!(server.handshakes_in_progress(), 1);
+        let url = format!("ws://{addr}/");
+        let client = tokio::spawn(async move { sockeye::connect(&url).await });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = server.accept_tcp(tcp).await.unwrap();
+        let (mut client_ws, _) = client.await.unwrap().unwrap();
+        client_ws.send(sockeye::Message::text("in")).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            sockeye::Message::text("in")
+        );
+        assert_eq!(server.handshakes_in_progress(), 1);
+        silent[0].shutdown().await.unwrap();
+    })
+    .await;
+}
