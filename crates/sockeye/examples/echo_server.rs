@@ -1,25 +1,45 @@
 //! Echoes every text and binary message on every path until killed.
 //!
-//! `cargo run --release -p sockeye --example echo_server -- 127.0.0.1:9001 [--deflate]`
+//! `cargo run --release -p sockeye --example echo_server -- [ADDR] [--deflate]
+//!  [--tls-cert CHAIN.pem --tls-key KEY.pem]`
 //!
-//! With `--deflate` it accepts permessage-deflate when a client offers it.
+//! With `--deflate` it accepts permessage-deflate when a client offers it; with `--tls-cert` and
+//! `--tls-key` it serves `wss://`. It accepts any Origin: it is a test peer, not a site.
 
-use sockeye::{DeflateConfig, Message, ServerBuilder, WebSocketConfig};
+use sockeye::{DeflateConfig, Message, OriginPolicy, ServerBuilder, TlsAcceptor, WebSocketConfig};
 use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let deflate = args.iter().any(|a| a == "--deflate");
-    let addr = args
-        .iter()
-        .find(|a| !a.starts_with("--"))
-        .cloned()
-        .unwrap_or_else(|| "127.0.0.1:9001".into());
+    let mut args = std::env::args().skip(1);
+    let (mut addr, mut deflate, mut cert, mut key) = (None, false, None, None);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--deflate" => deflate = true,
+            "--tls-cert" => cert = Some(args.next().ok_or("--tls-cert needs a path")?),
+            "--tls-key" => key = Some(args.next().ok_or("--tls-key needs a path")?),
+            other if !other.starts_with("--") => addr = Some(other.to_owned()),
+            other => return Err(format!("unknown option {other}").into()),
+        }
+    }
+    let addr = addr.unwrap_or_else(|| "127.0.0.1:9001".into());
     let listener = TcpListener::bind(&addr).await?;
-    eprintln!("echo server listening on ws://{}", listener.local_addr()?);
     let config = WebSocketConfig::default();
-    let mut server = ServerBuilder::new().config(config);
+    let mut server = ServerBuilder::new()
+        .config(config)
+        .origin_policy(OriginPolicy::any());
+    let scheme = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            server = server.tls(TlsAcceptor::from_pem_files(cert, key)?);
+            "wss"
+        }
+        (None, None) => "ws",
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    eprintln!(
+        "echo server listening on {scheme}://{}",
+        listener.local_addr()?
+    );
     if deflate {
         server = server.deflate(DeflateConfig::new());
     }
@@ -27,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (tcp, peer) = listener.accept().await?;
         let server = server.clone();
         tokio::spawn(async move {
-            let mut ws = match server.accept(tcp).await {
+            let mut ws = match server.accept_tcp(tcp).await {
                 Ok(ws) => ws,
                 Err(e) => {
                     eprintln!("{peer}: handshake failed: {e}");

@@ -2,14 +2,17 @@
 //! by the interoperability tests against other implementations.
 //!
 //! `interop_client URL [--no-deflate] [--server-no-context-takeover]
-//!  [--client-no-context-takeover] [--server-max-window-bits N] [--client-max-window-bits N]`
+//!  [--client-no-context-takeover] [--server-max-window-bits N] [--client-max-window-bits N]
+//!  [--ca CA.pem]`
+//!
+//! With `--ca`, a `wss://` server's certificate must chain to that CA.
 //!
 //! Exits 0 when every echo matched (and, unless `--no-deflate`, permessage-deflate was
 //! negotiated), 1 otherwise.
 
 use std::process::ExitCode;
 
-use sockeye::{ClientBuilder, CloseCode, DeflateConfig, Message};
+use sockeye::{ClientBuilder, CloseCode, DeflateConfig, Message, TlsConfig};
 
 const SIZES: [usize; 10] = [
     0,
@@ -57,7 +60,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let url = args.next().ok_or("usage: interop_client URL [options]")?;
     let mut deflate = Some(DeflateConfig::new());
+    let mut tls = TlsConfig::new();
     while let Some(arg) = args.next() {
+        if arg == "--ca" {
+            let path = args.next().ok_or("--ca needs a path")?;
+            tls = tls
+                .webpki_roots(false)
+                .add_root_pem(&std::fs::read(path)?)?;
+            continue;
+        }
         let mut value = || -> Result<u8, Box<dyn std::error::Error>> {
             Ok(args.next().ok_or("missing value")?.parse()?)
         };
@@ -71,7 +82,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         };
     }
     let want_deflate = deflate.is_some();
-    let mut builder = ClientBuilder::new(&url);
+    let mut builder = ClientBuilder::new(&url).tls(tls);
     if let Some(d) = deflate {
         builder = builder.deflate(d);
     }

@@ -1,5 +1,6 @@
-//! The server's defences over real loopback sockets: the Origin policy (allowed, refused with
-//! 403, missing) and the bound on handshakes in progress.
+//! Over real loopback sockets: the server's defences (the Origin policy: allowed, refused with
+//! 403, missing; the bound on handshakes in progress) and the client's errors, one kind each
+//! (a name that does not resolve, a refused connection, a status other than 101).
 
 mod support;
 
@@ -143,6 +144,67 @@ async fn handshakes_beyond_the_bound_are_turned_away_with_503() {
         );
         assert_eq!(server.handshakes_in_progress(), 1);
         silent[0].shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_is_a_dns_error() {
+    bounded(async {
+        // `.invalid` never resolves (RFC 6761 section 6.4).
+        let e = sockeye::connect("ws://no-such-host.invalid/")
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        let Kind::Dns { host, .. } = e.kind() else {
+            panic!("{e:?}")
+        };
+        assert_eq!(host, "no-such-host.invalid");
+        assert!(e.is_connect());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_port_nobody_listens_on_is_connection_refused() {
+    bounded(async {
+        let port = support::free_port();
+        let e = sockeye::connect(&format!("ws://127.0.0.1:{port}/"))
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        let Kind::ConnectionRefused { addr } = e.kind() else {
+            panic!("{e:?}")
+        };
+        assert_eq!(addr.port(), port);
+        let io: std::io::Error = e.into();
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_plain_http_server_gives_its_status_and_body() {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0; 4096];
+            let _ = tcp.read(&mut buf).await;
+            tcp.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nno route\n")
+                .await
+                .unwrap();
+        });
+        let e = sockeye::connect(&format!("ws://{addr}/x"))
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        let Kind::Refused { status, body, .. } = e.kind() else {
+            panic!("{e:?}")
+        };
+        assert_eq!(*status, StatusCode::NOT_FOUND);
+        assert_eq!(&body[..], b"no route\n");
     })
     .await;
 }
