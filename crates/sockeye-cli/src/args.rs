@@ -10,7 +10,7 @@ Exit codes:
   0  success, or the server closed normally (1000 or 1001)
   1  an error not listed here
   2  bad usage or a bad URL
-  3  the connection could not be made (DNS, refused, timeout)
+  3  the connection could not be made (DNS, refused, timeout, TLS, proxy)
   4  the server refused the WebSocket handshake (an HTTP status instead of 101)
   5  the connection closed abnormally (another close code, a protocol error, a dropped connection)";
 
@@ -54,7 +54,7 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
-    /// The server, ws://HOST[:PORT][/PATH][?QUERY].
+    /// The server, ws://HOST[:PORT][/PATH][?QUERY] or wss://...
     pub(crate) url: String,
     /// Send stdin in binary messages (chunks as read) and write binary messages raw to stdout.
     #[arg(long)]
@@ -74,12 +74,8 @@ pub(crate) struct ConnectArgs {
     /// Offer permessage-deflate.
     #[arg(long)]
     pub(crate) compress: bool,
-    /// Skip TLS certificate verification (wss:// only; dangerous).
-    #[arg(long)]
-    pub(crate) insecure: bool,
-    /// Connect through this HTTP proxy.
-    #[arg(long, value_name = "URL")]
-    pub(crate) proxy: Option<String>,
+    #[command(flatten)]
+    pub(crate) net: NetArgs,
     /// Send what stdin holds, wait for the replies, then close: for scripts.
     #[arg(long)]
     pub(crate) once: bool,
@@ -98,6 +94,35 @@ pub(crate) struct ConnectArgs {
     /// Indent received JSON text messages.
     #[arg(long)]
     pub(crate) pretty: bool,
+}
+
+/// How a client reaches a server: TLS trust and identity, proxies.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct NetArgs {
+    /// Trust this CA certificate (PEM) for wss://, besides the public roots (repeatable).
+    #[arg(long = "cacert", value_name = "FILE")]
+    pub(crate) ca_certs: Vec<std::path::PathBuf>,
+    /// Trust the platform's root certificates too (the system CA bundle, SSL_CERT_FILE).
+    #[arg(long)]
+    pub(crate) native_roots: bool,
+    /// Present this client certificate chain (PEM) to wss:// servers that ask; needs --key.
+    #[arg(long, requires = "key", value_name = "FILE")]
+    pub(crate) cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, requires = "cert", value_name = "FILE")]
+    pub(crate) key: Option<std::path::PathBuf>,
+    /// Accept any TLS certificate, unverified: anyone on the path can read and change the
+    /// traffic. For self-signed test servers only; prefer --cacert.
+    #[arg(short = 'k', long)]
+    pub(crate) insecure: bool,
+    /// Connect through this proxy: http://[USER:PASS@]HOST:PORT (CONNECT),
+    /// socks5h://[USER:PASS@]HOST:PORT (SOCKS5, the proxy resolves names) or socks5://. Without
+    /// it, HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY apply.
+    #[arg(long, value_name = "URL")]
+    pub(crate) proxy: Option<String>,
+    /// Ignore the proxy environment variables.
+    #[arg(long, conflicts_with = "proxy")]
+    pub(crate) no_proxy: bool,
 }
 
 #[derive(Debug, Args)]
@@ -121,7 +146,12 @@ pub(crate) struct ServeArgs {
     /// the connection with 1009.
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     pub(crate) max_message: usize,
-    /// TLS certificate chain (PEM); needs --tls-key.
+    /// Also accept browsers' WebSocket connections from pages at this origin, such as
+    /// https://app.example (repeatable; * for any). Pages served by this server are always
+    /// accepted; requests without Origin (not from a browser) too.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub(crate) allow_origins: Vec<String>,
+    /// TLS certificate chain (PEM, leaf first); serves https:// and wss://. Needs --tls-key.
     #[arg(long, requires = "tls_key", value_name = "FILE")]
     pub(crate) tls_cert: Option<std::path::PathBuf>,
     /// TLS private key (PEM); needs --tls-cert.
@@ -134,14 +164,18 @@ pub(crate) struct ForwardArgs {
     /// Where to listen: tcp:HOST:PORT (to a WebSocket URL) or ws://HOST:PORT (to a TCP address).
     #[arg(long, value_name = "tcp:ADDR | ws://ADDR")]
     pub(crate) listen: String,
-    /// Where to go: a ws:// URL (for --listen tcp:) or HOST:PORT (for --listen ws://).
+    /// Where to go: a ws:// or wss:// URL (for --listen tcp:) or HOST:PORT (for --listen ws://).
     pub(crate) target: String,
+    #[command(flatten)]
+    pub(crate) net: NetArgs,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// An echo endpoint, ws://HOST[:PORT][/PATH].
+    /// An echo endpoint, ws://HOST[:PORT][/PATH] or wss://...
     pub(crate) url: String,
+    #[command(flatten)]
+    pub(crate) net: NetArgs,
     /// Concurrent connections.
     #[arg(short, long, default_value_t = 10)]
     pub(crate) connections: usize,

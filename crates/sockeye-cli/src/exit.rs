@@ -1,6 +1,7 @@
 //! Exit codes that mean something, and one-line error messages that say what to do.
 
-use sockeye::Kind;
+use http::StatusCode;
+use sockeye::{Kind, ProxyError, TlsFailure};
 
 /// Success, or a normal close (1000 or 1001).
 pub(crate) const OK: u8 = 0;
@@ -8,7 +9,7 @@ pub(crate) const OK: u8 = 0;
 pub(crate) const ERROR: u8 = 1;
 /// Bad usage or a bad URL.
 pub(crate) const USAGE: u8 = 2;
-/// The connection could not be made: DNS, refused, unreachable, timed out.
+/// The connection could not be made: DNS, refused, unreachable, timed out, TLS, proxy.
 pub(crate) const CONNECT: u8 = 3;
 /// The server refused the handshake with an HTTP status.
 pub(crate) const REFUSED: u8 = 4;
@@ -27,9 +28,18 @@ pub(crate) fn code_for(error: &anyhow::Error) -> u8 {
         return ERROR;
     };
     match ws.kind() {
-        Kind::Url(_) | Kind::Unsupported(_) | Kind::HandshakeMisuse(_) => USAGE,
+        Kind::Url(_)
+        | Kind::Unsupported(_)
+        | Kind::HandshakeMisuse(_)
+        | Kind::ProxyUrl(_)
+        | Kind::TlsSetup(_) => USAGE,
         Kind::Io(io) => io_code(io),
-        Kind::Timeout(_) => CONNECT,
+        Kind::Timeout(_)
+        | Kind::Dns { .. }
+        | Kind::ConnectionRefused { .. }
+        | Kind::Connect { .. }
+        | Kind::Tls(_)
+        | Kind::Proxy { .. } => CONNECT,
         Kind::Refused { .. } | Kind::Handshake(_) | Kind::Negotiation(_) => REFUSED,
         Kind::Closed { .. } => ABNORMAL,
         _ => ERROR,
@@ -60,8 +70,36 @@ pub(crate) fn describe(error: &anyhow::Error) -> String {
         return format!("{error:#}");
     };
     match ws.kind() {
-        Kind::Url(_) => {
-            format!("{ws}: use ws://HOST[:PORT]/PATH (wss:// needs TLS, not in this build yet)")
+        Kind::Url(_) => format!("{ws}: use ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH"),
+        Kind::Dns { host, .. } => format!("cannot resolve {host:?}: check the host name"),
+        Kind::ConnectionRefused { addr } => {
+            format!("nothing listens at {addr}: is the server running, and is the port right?")
+        }
+        Kind::Tls(tls) => {
+            let hint = match tls.failure() {
+                TlsFailure::UnknownIssuer => {
+                    " (trust its CA with --cacert FILE, or --native-roots for the system's)"
+                }
+                TlsFailure::WrongName => " (is the host name in the URL the certificate's?)",
+                TlsFailure::Expired | TlsFailure::NotYetValid => {
+                    " (check the server's certificate and this machine's clock)"
+                }
+                TlsFailure::PeerAlert(_) => {
+                    " (does the server want a client certificate? --cert and --key)"
+                }
+                _ => "",
+            };
+            format!("{ws}{hint}")
+        }
+        Kind::Proxy {
+            error: ProxyError::Refused { status, .. },
+            proxy,
+        } if *status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+            || *status == StatusCode::UNAUTHORIZED =>
+        {
+            format!(
+                "proxy {proxy} refused CONNECT with HTTP {status}: give credentials as --proxy http://USER:PASS@HOST:PORT"
+            )
         }
         Kind::Refused { status, body, .. } => {
             let body = String::from_utf8_lossy(body);

@@ -6,6 +6,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use sockeye::{CloseCode, Message};
+
+#[path = "../../sockeye/tests/support/mod.rs"]
+mod support;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sockeye");
@@ -21,8 +24,28 @@ impl Drop for Running {
 }
 
 /// Starts `sockeye ARGS` and returns it with the address it printed (`scheme://ADDR...`).
+/// The proxy variables of the environment, which would reroute the children's connections.
+const PROXY_VARS: [&str; 8] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
+fn sockeye() -> Command {
+    let mut command = Command::new(BIN);
+    for var in PROXY_VARS {
+        command.env_remove(var);
+    }
+    command
+}
+
 fn start(args: &[&str]) -> (Running, SocketAddr) {
-    let mut child = Command::new(BIN)
+    let mut child = sockeye()
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -45,8 +68,13 @@ fn start(args: &[&str]) -> (Running, SocketAddr) {
 }
 
 fn run(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(BIN)
+    run_with_env(args, stdin, &[])
+}
+
+fn run_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+    let mut child = sockeye()
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -119,7 +147,11 @@ fn bad_url_and_refused_connection_have_their_exit_codes() {
         .port();
     let out = run(&["connect", &format!("ws://127.0.0.1:{port}/")], "");
     assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing listens at"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A path the room server refuses: an HTTP status instead of 101.
     let (_server, addr) = start(&["serve", "127.0.0.1:0"]);
@@ -271,4 +303,220 @@ fn bench_json_against_serve_echo() {
         report["latency_us"]["p99"].as_u64().unwrap()
             >= report["latency_us"]["p50"].as_u64().unwrap()
     );
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A CA and a server certificate for localhost and 127.0.0.1, written to `dir`.
+fn certificates(dir: &support::TempDir) -> (String, String, String) {
+    let ca = support::Ca::new("cli test ca");
+    let leaf = ca.server(&["localhost", "127.0.0.1"]);
+    let path = |name: &str| dir.0.join(name).display().to_string();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("chain.pem"), &leaf.chain_pem).unwrap();
+    std::fs::write(path("key.pem"), &leaf.key_pem).unwrap();
+    (path("ca.pem"), path("chain.pem"), path("key.pem"))
+}
+
+#[test]
+fn serve_and_connect_over_tls() {
+    let dir = support::TempDir::new("cli-tls");
+    let (ca, chain, key) = certificates(&dir);
+    let (_server, addr) = start(&[
+        "serve",
+        "--echo",
+        "--tls-cert",
+        &chain,
+        "--tls-key",
+        &key,
+        "127.0.0.1:0",
+    ]);
+    let url = format!("wss://localhost:{}/", addr.port());
+    let out = run(
+        &["connect", "--once", "--cacert", &ca, &url],
+        "secret hello\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "secret hello\n");
+
+    // Without our CA: a TLS failure, exit 3, and the way out in the message.
+    let out = run(&["connect", "--once", &url], "x\n");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown authority"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--cacert"), "{}", stderr(&out));
+
+    // -k skips verification.
+    let out = run(&["connect", "--once", "-k", &url], "unverified\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "unverified\n");
+
+    // A key file that does not exist is a usage error that names it.
+    let out = run(
+        &[
+            "serve",
+            "--tls-cert",
+            &chain,
+            "--tls-key",
+            "/nonexistent.pem",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent.pem"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn serve_refuses_foreign_origins_unless_allowed() {
+    let (_server, addr) = start(&["serve", "--echo", "127.0.0.1:0"]);
+    let url = format!("ws://{addr}/");
+    let own = format!("http://{addr}");
+    let out = run(&["connect", "--once", "--origin", &own, &url], "mine\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(
+        &[
+            "connect",
+            "--once",
+            "--origin",
+            "https://evil.example",
+            &url,
+        ],
+        "x\n",
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("403"), "{}", stderr(&out));
+
+    let (_server, addr) = start(&[
+        "serve",
+        "--echo",
+        "--allow-origin",
+        "https://app.example",
+        "127.0.0.1:0",
+    ]);
+    let url = format!("ws://{addr}/");
+    let out = run(
+        &["connect", "--once", "--origin", "https://app.example", &url],
+        "ok\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(
+        &[
+            "connect",
+            "--once",
+            "--origin",
+            "https://evil.example",
+            &url,
+        ],
+        "x\n",
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn connect_through_proxies_from_flags_and_from_the_environment() {
+    let Some(exe) = support::program("tinyproxy") else {
+        return;
+    };
+    let dir = support::TempDir::new("cli-proxy");
+    let port = support::free_port();
+    let conf = dir.0.join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nBasicAuth alice s3cret\n\
+             LogFile \"{}\"\nLogLevel Warning\n",
+            dir.0.join("log").display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(exe);
+    command.arg("-d").arg("-c").arg(&conf);
+    let _proxy = support::Daemon::start(command, port, None).await;
+
+    let certs = support::TempDir::new("cli-proxy-certs");
+    let (ca, chain, key) = certificates(&certs);
+    let (_plain, plain) = start(&["serve", "--echo", "127.0.0.1:0"]);
+    let (_secure, secure) = start(&[
+        "serve",
+        "--echo",
+        "--tls-cert",
+        &chain,
+        "--tls-key",
+        &key,
+        "127.0.0.1:0",
+    ]);
+    let plain_url = format!("ws://{plain}/");
+    let secure_url = format!("wss://localhost:{}/", secure.port());
+    let with_auth = format!("http://alice:s3cret@127.0.0.1:{port}");
+    let without_auth = format!("http://127.0.0.1:{port}");
+
+    // --proxy, ws:// and wss:// (TLS inside the tunnel).
+    let out = run(
+        &["connect", "--once", "--proxy", &with_auth, &plain_url],
+        "a\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a\n");
+    let out = run(
+        &[
+            "connect",
+            "--once",
+            "--proxy",
+            &with_auth,
+            "--cacert",
+            &ca,
+            &secure_url,
+        ],
+        "b\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "b\n");
+
+    // The environment: HTTP_PROXY for ws://, HTTPS_PROXY for wss://. The proxy without
+    // credentials refuses, which shows the variable was used.
+    let out = run_with_env(
+        &["connect", "--once", &plain_url],
+        "c\n",
+        &[("HTTP_PROXY", &with_auth)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run_with_env(
+        &["connect", "--once", &plain_url],
+        "c\n",
+        &[("HTTP_PROXY", &without_auth)],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("407"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("USER:PASS"), "{}", stderr(&out));
+    let out = run_with_env(
+        &["connect", "--once", "--cacert", &ca, &secure_url],
+        "d\n",
+        &[("HTTPS_PROXY", &with_auth), ("HTTP_PROXY", &without_auth)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // NO_PROXY and --no-proxy bypass the proxy that would refuse.
+    let out = run_with_env(
+        &["connect", "--once", &plain_url],
+        "e\n",
+        &[
+            ("HTTP_PROXY", &without_auth),
+            ("NO_PROXY", "localhost,127.0.0.1"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run_with_env(
+        &["connect", "--once", "--no-proxy", &plain_url],
+        "f\n",
+        &[("HTTP_PROXY", &without_auth)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }

@@ -128,6 +128,8 @@ struct Settings {
     extra_roots: Vec<CertificateDer<'static>>,
     identity: Option<Arc<Identity>>,
     verify: bool,
+    /// The rustls config built from these settings, shared by clones until one changes.
+    built: Arc<OnceLock<Arc<ClientConfig>>>,
 }
 
 impl Settings {
@@ -138,6 +140,7 @@ impl Settings {
             extra_roots,
             identity,
             verify,
+            built: _,
         } = self;
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?;
@@ -201,6 +204,7 @@ impl TlsConfig {
                 extra_roots: Vec::new(),
                 identity: None,
                 verify: true,
+                built: Arc::default(),
             }),
         }
     }
@@ -215,7 +219,10 @@ impl TlsConfig {
     /// The settings to change; `None` for a rustls config of the caller's, which is kept whole.
     fn settings(&mut self) -> Option<&mut Settings> {
         match &mut self.source {
-            Source::Build(settings) => Some(settings),
+            Source::Build(settings) => {
+                settings.built = Arc::default();
+                Some(settings)
+            }
             Source::Rustls(_) => None,
         }
     }
@@ -304,7 +311,13 @@ impl TlsConfig {
                 let config = settings.build()?;
                 Ok(DEFAULT.get_or_init(|| config).clone())
             }
-            Source::Build(settings) => settings.build(),
+            Source::Build(settings) => {
+                if let Some(config) = settings.built.get() {
+                    return Ok(config.clone());
+                }
+                let config = settings.build()?;
+                Ok(settings.built.get_or_init(|| config).clone())
+            }
         }
     }
 
@@ -341,6 +354,7 @@ impl fmt::Debug for TlsConfig {
                 extra_roots,
                 identity,
                 verify,
+                built: _,
             }) => f
                 .debug_struct("TlsConfig")
                 .field("webpki_roots", webpki_roots)

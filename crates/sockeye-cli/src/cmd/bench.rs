@@ -38,15 +38,16 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     let pace = (args.rate > 0)
         .then(|| Duration::from_secs_f64(args.connections as f64 / args.rate as f64));
 
+    let client = args.net.apply(ClientBuilder::new(&args.url))?;
     let mut tasks = JoinSet::new();
     for _ in 0..args.connections {
-        let url = args.url.clone();
+        let client = client.clone();
         let payload = payload.clone();
         let totals = Arc::clone(&totals);
         let in_flight = args.in_flight;
-        tasks.spawn(
-            async move { connection(&url, payload, in_flight, pace, deadline, &totals).await },
-        );
+        tasks.spawn(async move {
+            connection(client, payload, in_flight, pace, deadline, &totals).await
+        });
     }
 
     let bar = (!args.json).then(|| {
@@ -99,7 +100,7 @@ fn payload(size: usize, binary: bool) -> Message {
 }
 
 async fn connection(
-    url: &str,
+    client: ClientBuilder,
     payload: Message,
     in_flight: usize,
     pace: Option<Duration>,
@@ -110,7 +111,7 @@ async fn connection(
         latencies_us: Vec::new(),
         errors: 0,
     };
-    let Ok((mut ws, _)) = ClientBuilder::new(url).connect().await else {
+    let Ok((mut ws, _)) = client.connect().await else {
         result.errors += 1;
         return result;
     };

@@ -23,14 +23,6 @@ enum End {
 }
 
 pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
-    if args.proxy.is_some() {
-        return Err(Usage("--proxy: proxies are not in this build yet".into()).into());
-    }
-    if args.url.to_ascii_lowercase().starts_with("wss:") {
-        return Err(Usage("wss:// needs TLS, which this build does not have yet".into()).into());
-    }
-    // --insecure only concerns wss://, refused above until TLS is in the build.
-    let _ = args.insecure;
     let builder = builder(&args)?;
     let (tx, mut rx) = mpsc::channel::<Message>(64);
     tokio::spawn(read_stdin(args.binary, tx));
@@ -61,7 +53,9 @@ fn builder(args: &ConnectArgs) -> anyhow::Result<ClientBuilder> {
         .ping_interval(args.ping_interval)
         .build()?;
     let config = WebSocketConfig::builder().proto(proto).build()?;
-    let mut builder = ClientBuilder::new(&args.url).config(config);
+    let mut builder = args
+        .net
+        .apply(ClientBuilder::new(&args.url).config(config))?;
     for header in &args.headers {
         let (name, value) = header
             .split_once(':')

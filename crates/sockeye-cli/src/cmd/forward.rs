@@ -19,12 +19,14 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<u8> {
             listener.local_addr()?,
             args.target
         );
+        let client = args.net.apply(ClientBuilder::new(&args.target))?;
         loop {
             let (tcp, peer) = listener.accept().await?;
             let url = args.target.clone();
+            let client = client.clone();
             tokio::spawn(async move {
                 let _ = tcp.set_nodelay(true);
-                match ClientBuilder::new(&url).connect().await {
+                match client.connect().await {
                     Ok((ws, _)) => {
                         tracing::info!(%peer, %url, "bridging");
                         bridge(ws, tcp).await;

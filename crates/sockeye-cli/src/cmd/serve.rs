@@ -8,11 +8,12 @@ use anyhow::Context as _;
 use bytes::BytesMut;
 use http::StatusCode;
 use sockeye::{
-    Accept, CloseCode, Config, DeflateConfig, Reject, ServerBuilder, WebSocket, WebSocketConfig,
+    Accept, CloseCode, Config, DeflateConfig, MaybeTlsStream, OriginPolicy, Reject, ServerBuilder,
+    TlsAcceptor, WebSocket, WebSocketConfig,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::Usage;
@@ -32,6 +33,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
 
 struct Shared {
     server: ServerBuilder,
+    tls: Option<TlsAcceptor>,
+    /// Connections still in TLS or in their request head; beyond the bound, new ones are closed.
+    opening: Arc<Semaphore>,
     rooms: Arc<dyn Rooms>,
     echo: bool,
     queue: usize,
@@ -40,9 +44,6 @@ struct Shared {
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
-    if args.tls_cert.is_some() {
-        return Err(Usage("--tls-cert/--tls-key: TLS is not in this build yet".into()).into());
-    }
     if args.client_queue == 0 {
         return Err(Usage("--client-queue must be at least 1".into()).into());
     }
@@ -50,11 +51,23 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     let addr = listener.local_addr()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            TlsAcceptor::from_pem_files(cert, key)
+                .map_err(|e| Usage(format!("--tls-cert/--tls-key: {e}")))?,
+        ),
+        _ => None,
+    };
+    let (http, ws) = if tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     if args.echo {
-        eprintln!("sockeye serve: echo server on ws://{addr}/ (Ctrl-C to stop)");
+        eprintln!("sockeye serve: echo server on {ws}://{addr}/ (Ctrl-C to stop)");
     } else {
         eprintln!(
-            "sockeye serve: demo chat on http://{addr}/, rooms at ws://{addr}/rooms/NAME (Ctrl-C to stop)"
+            "sockeye serve: demo chat on {http}://{addr}/, rooms at {ws}://{addr}/rooms/NAME (Ctrl-C to stop)"
         );
     }
     // A relay holds messages for every member: keep them small by default.
@@ -63,8 +76,22 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         .max_frame_size(args.max_message)
         .build()?;
     let config = WebSocketConfig::builder().proto(proto).build()?;
+    let origin = if args.allow_origins.iter().any(|o| o == "*") {
+        OriginPolicy::any()
+    } else if args.allow_origins.is_empty() {
+        OriginPolicy::same_host()
+    } else {
+        OriginPolicy::custom({
+            let allowed = args.allow_origins.clone();
+            move |origin, request| {
+                allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+                    || OriginPolicy::same_host().allows(request)
+            }
+        })
+    };
     let mut server = ServerBuilder::new()
         .config(config)
+        .origin_policy(origin)
         .on_request(route(args.echo));
     if !args.no_compress {
         server = server.deflate(DeflateConfig::new());
@@ -72,6 +99,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     let (stop, shutdown) = watch::channel(false);
     let shared = Arc::new(Shared {
         server,
+        tls,
+        opening: Arc::new(Semaphore::new(sockeye::DEFAULT_MAX_CONCURRENT_HANDSHAKES)),
         rooms: Arc::new(MemoryRooms::default()),
         echo: args.echo,
         queue: args.client_queue,
@@ -137,21 +166,44 @@ fn room_name(path: &str) -> Option<&str> {
     valid.then_some(name)
 }
 
-async fn handle(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr) {
+async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
-    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut tcp)).await {
-        Ok(Ok(Some(head))) => head,
-        Ok(Ok(None)) => {
-            let _ = respond(
-                &mut tcp,
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "text/plain",
-                "request head too large\n",
-            )
-            .await;
+    // TLS and the request head are bounded in time and in how many run at once, so that
+    // connections that send nothing cannot pile up.
+    let Ok(opening) = Arc::clone(&shared.opening).try_acquire_owned() else {
+        tracing::info!(%peer, "too many connections opening at once; closed");
+        return;
+    };
+    let opened = tokio::time::timeout(HEAD_TIMEOUT, async {
+        let mut stream = match &shared.tls {
+            Some(tls) => MaybeTlsStream::ServerTls(Box::new(tls.accept(tcp).await?)),
+            None => MaybeTlsStream::Plain(tcp),
+        };
+        let head = read_head(&mut stream).await?;
+        Ok::<_, anyhow::Error>((stream, head))
+    })
+    .await;
+    let (mut tcp, head) = match opened {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "connection failed before its request");
             return;
         }
-        Ok(Err(_)) | Err(_) => return,
+        Err(_) => {
+            tracing::info!(%peer, "no request in time");
+            return;
+        }
+    };
+    drop(opening);
+    let Some(head) = head else {
+        let _ = respond(
+            &mut tcp,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "text/plain",
+            "request head too large\n",
+        )
+        .await;
+        return;
     };
     let Some((path, upgrade)) = inspect(&head) else {
         let _ = respond(
@@ -196,7 +248,7 @@ async fn handle(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr) {
 }
 
 /// Reads until the end of the request head; `None` when it is too large.
-async fn read_head(tcp: &mut TcpStream) -> std::io::Result<Option<BytesMut>> {
+async fn read_head(tcp: &mut MaybeTlsStream) -> std::io::Result<Option<BytesMut>> {
     let mut buf = BytesMut::with_capacity(2048);
     loop {
         if buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -231,7 +283,7 @@ fn inspect(head: &[u8]) -> Option<(String, bool)> {
 }
 
 async fn respond(
-    tcp: &mut TcpStream,
+    tcp: &mut MaybeTlsStream,
     status: StatusCode,
     content_type: &str,
     body: &str,
@@ -247,7 +299,7 @@ async fn respond(
     tcp.shutdown().await
 }
 
-type Ws = WebSocket<Rewind<TcpStream>>;
+type Ws = WebSocket<Rewind<MaybeTlsStream>>;
 
 async fn echo(mut ws: Ws, mut shutdown: watch::Receiver<bool>) -> Result<(), sockeye::Error> {
     if *shutdown.borrow_and_update() {
