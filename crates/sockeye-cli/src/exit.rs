@@ -28,11 +28,7 @@ pub(crate) fn code_for(error: &anyhow::Error) -> u8 {
         return ERROR;
     };
     match ws.kind() {
-        Kind::Url(_)
-        | Kind::Unsupported(_)
-        | Kind::HandshakeMisuse(_)
-        | Kind::ProxyUrl(_)
-        | Kind::TlsSetup(_) => USAGE,
+        Kind::Url(_) | Kind::HandshakeMisuse(_) | Kind::ProxyUrl(_) | Kind::TlsSetup(_) => USAGE,
         Kind::Io(io) => io_code(io),
         Kind::Timeout(_)
         | Kind::Dns { .. }

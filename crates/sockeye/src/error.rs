@@ -102,8 +102,6 @@ pub enum Kind {
     AlreadyClosed,
     /// The server's permessage-deflate answer could not be accepted (RFC 7692 section 7).
     Negotiation(NegotiationError),
-    /// Something this build cannot do yet.
-    Unsupported(&'static str),
 }
 
 /// Which operation timed out.
@@ -304,7 +302,6 @@ impl fmt::Display for Error {
             Kind::Misuse(e) => write!(f, "API misuse: {e}"),
             Kind::HandshakeMisuse(e) => write!(f, "invalid handshake options: {e}"),
             Kind::AlreadyClosed => f.write_str("the connection is closed"),
-            Kind::Unsupported(what) => f.write_str(what),
             Kind::Negotiation(e) => write!(f, "extension negotiation failed: {e}"),
         }
     }
@@ -328,8 +325,7 @@ impl std::error::Error for Error {
             | Kind::Timeout(_)
             | Kind::AlreadyClosed
             | Kind::ConnectionRefused { .. }
-            | Kind::Busy
-            | Kind::Unsupported(_) => None,
+            | Kind::Busy => None,
         }
     }
 }
@@ -395,7 +391,6 @@ impl From<Error> for io::Error {
             | Kind::TlsSetup(_)
             | Kind::Misuse(_)
             | Kind::HandshakeMisuse(_) => io::ErrorKind::InvalidInput,
-            Kind::Unsupported(_) => io::ErrorKind::Unsupported,
         };
         match e.into_kind() {
             Kind::Io(inner) => inner,
