@@ -1,6 +1,7 @@
 //! Exit codes that mean something, and one-line error messages that say what to do.
 
 use http::StatusCode;
+use sockeye::rustls::AlertDescription;
 use sockeye::{Kind, ProxyError, TlsFailure};
 
 /// Success, or a normal close (1000 or 1001).
@@ -80,9 +81,12 @@ pub(crate) fn describe(error: &anyhow::Error) -> String {
                 TlsFailure::Expired | TlsFailure::NotYetValid => {
                     " (check the server's certificate and this machine's clock)"
                 }
-                TlsFailure::PeerAlert(_) => {
-                    " (does the server want a client certificate? --cert and --key)"
-                }
+                TlsFailure::PeerAlert(
+                    AlertDescription::CertificateRequired
+                    | AlertDescription::BadCertificate
+                    | AlertDescription::UnknownCA
+                    | AlertDescription::CertificateUnknown,
+                ) => " (the server wants a client certificate it trusts: --cert and --key)",
                 _ => "",
             };
             format!("{ws}{hint}")

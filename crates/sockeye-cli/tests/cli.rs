@@ -395,6 +395,20 @@ fn serve_refuses_foreign_origins_unless_allowed() {
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("403"), "{}", stderr(&out));
 
+    // A Host that is not a loopback name (a DNS-rebinding page) is refused on loopback.
+    for (host, status) in [("rebind.example:9001", "403"), ("localhost:9001", "101")] {
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            tcp,
+            "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = [0_u8; 12];
+        std::io::Read::read_exact(&mut tcp, &mut answer).unwrap();
+        assert_eq!(&answer[9..12], status.as_bytes(), "Host {host}");
+    }
+
     let (_server, addr) = start(&[
         "serve",
         "--echo",
@@ -421,11 +435,9 @@ fn serve_refuses_foreign_origins_unless_allowed() {
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
 }
 
-#[tokio::test]
-async fn connect_through_proxies_from_flags_and_from_the_environment() {
-    let Some(exe) = support::program("tinyproxy") else {
-        return;
-    };
+/// tinyproxy on loopback with basic auth (alice / s3cret), and its port.
+async fn tinyproxy_with_auth() -> Option<(support::Daemon, u16)> {
+    let exe = support::program("tinyproxy")?;
     let dir = support::TempDir::new("cli-proxy");
     let port = support::free_port();
     let conf = dir.0.join("tinyproxy.conf");
@@ -440,8 +452,14 @@ async fn connect_through_proxies_from_flags_and_from_the_environment() {
     .unwrap();
     let mut command = Command::new(exe);
     command.arg("-d").arg("-c").arg(&conf);
-    let _proxy = support::Daemon::start(command, port, None).await;
+    Some((support::Daemon::start(command, port, Some(dir)).await, port))
+}
 
+#[tokio::test]
+async fn connect_through_proxies_from_flags_and_from_the_environment() {
+    let Some((_proxy, port)) = tinyproxy_with_auth().await else {
+        return;
+    };
     let certs = support::TempDir::new("cli-proxy-certs");
     let (ca, chain, key) = certificates(&certs);
     let (_plain, plain) = start(&["serve", "--echo", "127.0.0.1:0"]);
@@ -497,12 +515,33 @@ async fn connect_through_proxies_from_flags_and_from_the_environment() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("407"), "{}", stderr(&out));
     assert!(stderr(&out).contains("USER:PASS"), "{}", stderr(&out));
+    // HTTPS_PROXY, not HTTP_PROXY, is the one for wss://: the refusing proxy named there is
+    // used, the accepting one in HTTP_PROXY is not.
+    let out = run_with_env(
+        &["connect", "--once", "--cacert", &ca, &secure_url],
+        "d\n",
+        &[("HTTPS_PROXY", &without_auth), ("HTTP_PROXY", &with_auth)],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("407"), "{}", stderr(&out));
     let out = run_with_env(
         &["connect", "--once", "--cacert", &ca, &secure_url],
         "d\n",
         &[("HTTPS_PROXY", &with_auth), ("HTTP_PROXY", &without_auth)],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A malformed --proxy is a usage error that does not repeat the password.
+    let out = run(
+        &[
+            "connect",
+            "--proxy",
+            "ftp://alice:s3cret@127.0.0.1:1",
+            &plain_url,
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("s3cret"), "{}", stderr(&out));
     // NO_PROXY and --no-proxy bypass the proxy that would refuse.
     let out = run_with_env(
         &["connect", "--once", &plain_url],

@@ -149,7 +149,7 @@ impl ClientBuilder {
         let work = async {
             let tcp = match &proxy {
                 Some(proxy) => proxy.connect(uri.host(), uri.port()).await?,
-                None => open_tcp(uri.host(), uri.port()).await?,
+                None => open_tcp(uri.host(), uri.port(), Some(timeout)).await?,
             };
             set_nodelay(&tcp, self.config.nodelay);
             let stream = if uri.is_secure() {
@@ -264,11 +264,32 @@ pub(crate) async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Er
     Ok(addrs)
 }
 
-/// Opens TCP to `host:port`, trying each address in turn.
-pub(crate) async fn open_tcp(host: &str, port: u16) -> Result<TcpStream, Error> {
+/// Opens TCP to `host:port`, trying each address in turn. With a `budget`, every address but
+/// the last gets an equal share of it, so that one that never answers (a black-holed IPv6
+/// route, say) leaves time for the others.
+pub(crate) async fn open_tcp(
+    host: &str,
+    port: u16,
+    budget: Option<std::time::Duration>,
+) -> Result<TcpStream, Error> {
+    let addrs = resolve(host, port).await?;
+    let count = u32::try_from(addrs.len()).unwrap_or(u32::MAX);
+    let share = budget.map(|b| b / count.max(1));
     let mut last = None;
-    for addr in resolve(host, port).await? {
-        match TcpStream::connect(addr).await {
+    for (i, addr) in addrs.iter().copied().enumerate() {
+        let attempt = TcpStream::connect(addr);
+        let result = match share {
+            Some(share) if i + 1 < addrs.len() => tokio::time::timeout(share, attempt)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no answer in this address's share of the time",
+                    ))
+                }),
+            _ => attempt.await,
+        };
+        match result {
             Ok(tcp) => return Ok(tcp),
             Err(e) => last = Some((addr, e)),
         }

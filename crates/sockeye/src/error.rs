@@ -374,7 +374,7 @@ impl From<Error> for io::Error {
             Kind::Dns { .. } => io::ErrorKind::NotFound,
             Kind::ConnectionRefused { .. } => io::ErrorKind::ConnectionRefused,
             Kind::Connect { source, .. } => source.kind(),
-            Kind::Busy => io::ErrorKind::WouldBlock,
+            Kind::Busy => io::ErrorKind::ResourceBusy,
             Kind::Timeout(_) => io::ErrorKind::TimedOut,
             Kind::Closed {
                 error: ConnectionError::UnexpectedEof,

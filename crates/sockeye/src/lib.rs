@@ -41,7 +41,7 @@ pub use sockeye_proto::{self as proto, CloseCode, CloseFrame, Config, Message, R
 pub use crate::client::{ClientBuilder, connect};
 pub use crate::config::{WebSocketConfig, WebSocketConfigBuilder};
 pub use crate::error::{Error, Kind, Timeout};
-pub use crate::proxy::{Proxy, ProxyError, ProxyProtocol, ProxyUrlError};
+pub use crate::proxy::{Proxy, ProxyError, ProxyProtocol, ProxyUrlError, SocksReply};
 pub use crate::server::{
     Accept, DEFAULT_MAX_CONCURRENT_HANDSHAKES, OriginPolicy, Reject, ServerBuilder, accept,
 };

@@ -120,7 +120,8 @@ impl Proxy {
     /// The proxy the environment names for a server at `host:port`, `secure` for `wss://`:
     /// `https_proxy` (then `HTTPS_PROXY`) for `wss://`, `http_proxy` (then `HTTP_PROXY`) for
     /// `ws://`, else `all_proxy`/`ALL_PROXY`; none when `no_proxy`/`NO_PROXY` matches the host.
-    /// A value without a scheme is an HTTP proxy.
+    /// A value without a scheme is an HTTP proxy. When `REQUEST_METHOD` is set (a CGI program,
+    /// where a request's `Proxy:` header becomes `HTTP_PROXY`), only `http_proxy` is read.
     ///
     /// # Errors
     /// The variable's value is not a proxy URL.
@@ -144,10 +145,13 @@ impl Proxy {
         {
             return Ok(None);
         }
-        let scheme_var: &[&str] = if secure {
-            &["https_proxy", "HTTPS_PROXY"]
-        } else {
-            &["http_proxy", "HTTP_PROXY"]
+        // Under CGI a request's `Proxy:` header arrives as HTTP_PROXY ("httpoxy"): only the
+        // lower-case name is believed there.
+        let cgi = var("REQUEST_METHOD").is_some();
+        let scheme_var: &[&str] = match (secure, cgi) {
+            (true, _) => &["https_proxy", "HTTPS_PROXY"],
+            (false, false) => &["http_proxy", "HTTP_PROXY"],
+            (false, true) => &["http_proxy"],
         };
         let Some(value) = first(scheme_var).or_else(|| first(&["all_proxy", "ALL_PROXY"])) else {
             return Ok(None);
@@ -160,7 +164,8 @@ impl Proxy {
         }
     }
 
-    /// Opens a TCP connection through the proxy to `host:port`.
+    /// Opens a TCP connection through the proxy to `host:port`. With `socks5://` the name is
+    /// resolved here and each address tried in turn, as a direct connection would.
     pub(crate) async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, Error> {
         let fail = |error: ProxyError| {
             Error::new(Kind::Proxy {
@@ -168,32 +173,49 @@ impl Proxy {
                 error,
             })
         };
-        let tcp = crate::client::open_tcp(&self.host, self.port)
-            .await
-            .map_err(|e| fail(ProxyError::Unreachable(Box::new(e))))?;
-        match self.protocol {
-            ProxyProtocol::Http => self.http_connect(tcp, host, port).await,
-            ProxyProtocol::Socks5 | ProxyProtocol::Socks5RemoteDns => {
-                self.socks5_connect(tcp, host, port).await
+        let targets: Vec<Target<'_>> = if let Ok(ip) = host.parse::<IpAddr>() {
+            vec![Target::Addr(SocketAddr::new(ip, port))]
+        } else if self.protocol == ProxyProtocol::Socks5 {
+            crate::client::resolve(host, port)
+                .await?
+                .into_iter()
+                .map(Target::Addr)
+                .collect()
+        } else {
+            vec![Target::Name(host, port)]
+        };
+        let mut last = None;
+        for target in targets {
+            let tcp = crate::client::open_tcp(&self.host, self.port, None)
+                .await
+                .map_err(|e| fail(ProxyError::Unreachable(Box::new(e))))?;
+            let result = match self.protocol {
+                ProxyProtocol::Http => self.http_connect(tcp, &target).await,
+                ProxyProtocol::Socks5 | ProxyProtocol::Socks5RemoteDns => {
+                    self.socks5_connect(tcp, &target).await
+                }
+            };
+            match result {
+                Ok(tcp) => return Ok(tcp),
+                // The proxy could not reach this address: try the next, as a direct
+                // connection would.
+                Err(e @ ProxyError::SocksRefused(_)) => last = Some(e),
+                Err(e) => return Err(fail(e)),
             }
         }
-        .map_err(|e| match e {
-            Tunnel::Io(e) => Error::from(e),
-            Tunnel::Proxy(error) => fail(error),
-            Tunnel::Other(e) => e,
-        })
+        Err(fail(last.unwrap_or(ProxyError::Malformed(
+            "no address to connect to",
+        ))))
     }
 
     async fn http_connect(
         &self,
         mut tcp: TcpStream,
-        host: &str,
-        port: u16,
-    ) -> Result<TcpStream, Tunnel> {
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
+        target: &Target<'_>,
+    ) -> Result<TcpStream, ProxyError> {
+        let authority = match target {
+            Target::Addr(addr) => addr.to_string(),
+            Target::Name(host, port) => format!("{host}:{port}"),
         };
         let mut request =
             format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n").into_bytes();
@@ -203,15 +225,19 @@ impl Proxy {
             request.extend_from_slice(format!("Proxy-Authorization: Basic {token}\r\n").as_bytes());
         }
         request.extend_from_slice(b"\r\n");
-        tcp.write_all(&request).await.map_err(Tunnel::Io)?;
+        tcp.write_all(&request).await.map_err(ProxyError::Io)?;
 
         let mut buf = BytesMut::with_capacity(1024);
+        let mut read = 0;
         loop {
-            if tcp.read_buf(&mut buf).await.map_err(Tunnel::Io)? == 0 {
-                return Err(Tunnel::Proxy(ProxyError::Malformed(
+            if (buf.is_empty() || read == buf.len())
+                && tcp.read_buf(&mut buf).await.map_err(ProxyError::Io)? == 0
+            {
+                return Err(ProxyError::Malformed(
                     "the proxy closed the connection before answering CONNECT",
-                )));
+                ));
             }
+            read = buf.len();
             let mut headers = [httparse::EMPTY_HEADER; MAX_CONNECT_HEADERS];
             let mut response = httparse::Response::new(&mut headers);
             match response.parse(&buf) {
@@ -219,7 +245,13 @@ impl Proxy {
                     let status = response
                         .code
                         .and_then(|c| StatusCode::from_u16(c).ok())
-                        .ok_or(Tunnel::Proxy(ProxyError::Malformed("invalid status")))?;
+                        .ok_or(ProxyError::Malformed("invalid status"))?;
+                    // RFC 9110 section 15.2: interim answers come before the final one.
+                    if status.is_informational() {
+                        let _ = buf.split_to(head_len);
+                        read = 0;
+                        continue;
+                    }
                     if !status.is_success() {
                         let mut map = HeaderMap::new();
                         for h in response.headers.iter() {
@@ -230,29 +262,34 @@ impl Proxy {
                                 map.append(name, value);
                             }
                         }
-                        return Err(Tunnel::Proxy(ProxyError::Refused {
+                        return Err(ProxyError::Refused {
                             status,
                             headers: map,
-                        }));
+                        });
                     }
                     // The server speaks only after we do, so nothing may follow the head yet.
                     if buf.len() > head_len {
-                        return Err(Tunnel::Proxy(ProxyError::Malformed(
+                        return Err(ProxyError::Malformed(
                             "the proxy sent data after its CONNECT answer",
-                        )));
+                        ));
                     }
                     return Ok(tcp);
                 }
                 Ok(httparse::Status::Partial) if buf.len() < MAX_CONNECT_RESPONSE => {}
                 Ok(httparse::Status::Partial) => {
-                    return Err(Tunnel::Proxy(ProxyError::Malformed(
+                    return Err(ProxyError::Malformed(
                         "the proxy's CONNECT answer is too large",
-                    )));
+                    ));
+                }
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(ProxyError::Malformed(
+                        "the proxy's CONNECT answer has too many headers",
+                    ));
                 }
                 Err(_) => {
-                    return Err(Tunnel::Proxy(ProxyError::Malformed(
+                    return Err(ProxyError::Malformed(
                         "the proxy's CONNECT answer is not HTTP",
-                    )));
+                    ));
                 }
             }
         }
@@ -261,30 +298,14 @@ impl Proxy {
     async fn socks5_connect(
         &self,
         tcp: TcpStream,
-        host: &str,
-        port: u16,
-    ) -> Result<TcpStream, Tunnel> {
+        target: &Target<'_>,
+    ) -> Result<TcpStream, ProxyError> {
         use tokio_socks::tcp::Socks5Stream;
-        use tokio_socks::{Error as SocksError, TargetAddr};
+        use tokio_socks::{Error as E, TargetAddr};
 
-        let remote = self.protocol == ProxyProtocol::Socks5RemoteDns;
-        let target: TargetAddr<'_> = if let Ok(ip) = host.parse::<IpAddr>() {
-            TargetAddr::Ip(SocketAddr::new(ip, port))
-        } else if remote {
-            TargetAddr::Domain(host.into(), port)
-        } else {
-            let addr = crate::client::resolve(host, port)
-                .await
-                .map_err(Tunnel::Other)?
-                .into_iter()
-                .next()
-                .ok_or_else(|| {
-                    Tunnel::Other(Error::new(Kind::Dns {
-                        host: host.to_owned(),
-                        source: std::io::Error::other("no addresses"),
-                    }))
-                })?;
-            TargetAddr::Ip(addr)
+        let target = match target {
+            Target::Addr(addr) => TargetAddr::Ip(*addr),
+            Target::Name(host, port) => TargetAddr::Domain((*host).into(), *port),
         };
         let result = match &self.credentials {
             Some((user, password)) => {
@@ -292,23 +313,66 @@ impl Proxy {
             }
             None => Socks5Stream::connect_with_socket(tcp, target).await,
         };
-        match result {
-            Ok(stream) => Ok(stream.into_inner()),
-            Err(SocksError::Io(e)) => Err(Tunnel::Io(e)),
-            Err(
-                e @ (SocksError::PasswordAuthFailure(_)
-                | SocksError::NoAcceptableAuthMethods
-                | SocksError::InvalidAuthValues(_)),
-            ) => Err(Tunnel::Proxy(ProxyError::AuthRejected(e.to_string()))),
-            Err(e) => Err(Tunnel::Proxy(ProxyError::SocksRefused(e.to_string()))),
-        }
+        let e = match result {
+            Ok(stream) => return Ok(stream.into_inner()),
+            Err(e) => e,
+        };
+        let reply = match e {
+            E::Io(e) => return Err(ProxyError::Io(e)),
+            E::PasswordAuthFailure(_) | E::NoAcceptableAuthMethods | E::AuthorizationRequired => {
+                return Err(ProxyError::AuthRejected(e.to_string()));
+            }
+            // Checks tokio-socks makes before sending: the proxy is not to blame.
+            E::InvalidAuthValues(why) | E::InvalidTargetAddress(why) => {
+                return Err(ProxyError::Invalid(why));
+            }
+            E::GeneralSocksServerFailure => SocksReply::GeneralFailure,
+            E::ConnectionNotAllowedByRuleset => SocksReply::NotAllowed,
+            E::NetworkUnreachable => SocksReply::NetworkUnreachable,
+            E::HostUnreachable => SocksReply::HostUnreachable,
+            E::ConnectionRefused => SocksReply::ConnectionRefused,
+            E::TtlExpired => SocksReply::TtlExpired,
+            E::CommandNotSupported => SocksReply::CommandNotSupported,
+            E::AddressTypeNotSupported => SocksReply::AddressTypeNotSupported,
+            E::UnknownError => SocksReply::Other,
+            _ => {
+                return Err(ProxyError::Malformed(
+                    "the SOCKS5 proxy's answer is malformed",
+                ));
+            }
+        };
+        Err(ProxyError::SocksRefused(reply))
     }
 }
 
-enum Tunnel {
-    Io(std::io::Error),
-    Proxy(ProxyError),
-    Other(Error),
+/// What to ask the proxy to connect to.
+enum Target<'a> {
+    Addr(SocketAddr),
+    Name(&'a str, u16),
+}
+
+/// A SOCKS5 proxy's reason for not connecting (RFC 1928 section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SocksReply {
+    /// General SOCKS server failure (1).
+    GeneralFailure,
+    /// Connection not allowed by ruleset (2).
+    NotAllowed,
+    /// Network unreachable (3).
+    NetworkUnreachable,
+    /// Host unreachable (4).
+    HostUnreachable,
+    /// Connection refused (5).
+    ConnectionRefused,
+    /// TTL expired (6).
+    TtlExpired,
+    /// Command not supported (7).
+    CommandNotSupported,
+    /// Address type not supported (8).
+    AddressTypeNotSupported,
+    /// Another code.
+    Other,
 }
 
 /// Why a proxy did not open the tunnel.
@@ -317,6 +381,8 @@ enum Tunnel {
 pub enum ProxyError {
     /// The proxy itself could not be reached.
     Unreachable(Box<Error>),
+    /// The connection to the proxy failed while it was opening the tunnel.
+    Io(std::io::Error),
     /// The HTTP proxy answered `CONNECT` with this status (407 for missing or wrong credentials,
     /// 403 for a destination it does not allow...).
     Refused {
@@ -327,8 +393,12 @@ pub enum ProxyError {
     },
     /// The SOCKS5 proxy refused our credentials or every authentication method we offered.
     AuthRejected(String),
-    /// The SOCKS5 proxy could not or would not connect to the server.
-    SocksRefused(String),
+    /// The SOCKS5 proxy could not or would not connect to the server (every address, for
+    /// `socks5://`).
+    SocksRefused(SocksReply),
+    /// What we would send the proxy is invalid (a SOCKS5 user name, password or host name
+    /// over 255 bytes, an empty password).
+    Invalid(&'static str),
     /// The proxy did not speak its protocol.
     Malformed(&'static str),
 }
@@ -337,11 +407,13 @@ impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unreachable(e) => write!(f, "cannot reach the proxy: {e}"),
+            Self::Io(e) => write!(f, "the connection to the proxy failed: {e}"),
+            Self::Invalid(why) => write!(f, "cannot ask the proxy: {why}"),
             Self::Refused { status, .. } => {
                 write!(f, "the proxy refused CONNECT with HTTP {status}")
             }
             Self::AuthRejected(why) => write!(f, "the proxy refused authentication: {why}"),
-            Self::SocksRefused(why) => write!(f, "the SOCKS5 proxy refused: {why}"),
+            Self::SocksRefused(reply) => write!(f, "the SOCKS5 proxy answered {reply:?}"),
             Self::Malformed(why) => f.write_str(why),
         }
     }
@@ -351,6 +423,7 @@ impl std::error::Error for ProxyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Unreachable(e) => Some(e),
+            Self::Io(e) => Some(e),
             _ => None,
         }
     }
@@ -601,6 +674,12 @@ mod tests {
         let both = [("http_proxy", "lower:1"), ("HTTP_PROXY", "upper:1")];
         let p = Proxy::from_vars(false, "x", 80, vars(&both)).unwrap();
         assert_eq!(p.unwrap().host(), "lower");
+        // httpoxy: under CGI, HTTP_PROXY may come from the request.
+        let cgi = [("REQUEST_METHOD", "GET"), ("HTTP_PROXY", "evil:1")];
+        assert_eq!(Proxy::from_vars(false, "x", 80, vars(&cgi)), Ok(None));
+        let cgi = [("REQUEST_METHOD", "GET"), ("http_proxy", "mine:1")];
+        let p = Proxy::from_vars(false, "x", 80, vars(&cgi)).unwrap();
+        assert_eq!(p.unwrap().host(), "mine");
         let bad = [("http_proxy", "ftp://x:1")];
         assert!(Proxy::from_vars(false, "x", 80, vars(&bad)).is_err());
     }

@@ -1,9 +1,8 @@
 //! The server: [`accept`] and [`ServerBuilder`], with a callback that decides on each request.
 
 use std::fmt;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Waker};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use http::{HeaderMap, Request, StatusCode, header};
@@ -24,7 +23,12 @@ use crate::tls::TlsAcceptor;
 /// The default bound on opening handshakes in progress at once, per [`ServerBuilder`].
 pub const DEFAULT_MAX_CONCURRENT_HANDSHAKES: usize = 1024;
 
-/// What a server over its handshake limit answers, if the transport takes it at once.
+/// How long a connection turned away for the handshake bound may take to read its 503.
+const BUSY_LINGER: Duration = Duration::from_secs(1);
+/// How much of a turned-away client's request is read (and dropped) before closing.
+const BUSY_DRAIN: usize = 16 << 10;
+
+/// What a server over its handshake limit answers.
 const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
 Content-Length: 0\r\nConnection: close\r\n\r\n";
 
@@ -117,10 +121,16 @@ type Decide = dyn Fn(&UpgradeRequest) -> Result<Accept, Reject> + Send + Sync;
 type CheckOrigin = dyn Fn(&str, &UpgradeRequest) -> bool + Send + Sync;
 
 /// Which `Origin` a server accepts, against cross-site WebSocket hijacking: a page on another
-/// site opening a WebSocket to this server with the visitor's cookies. Browsers always send
-/// `Origin`; other clients usually send none. A refused Origin is answered with 403.
+/// site opening a WebSocket to this server with the visitor's cookies (RFC 6455 section 10.2).
+/// Browsers always send `Origin`; other clients usually send none. A refused Origin is
+/// answered with 403.
 ///
 /// The default is [`same_host`](Self::same_host) with requests without `Origin` allowed.
+///
+/// Same-host trusts the `Host` header, which a DNS-rebinding page controls as well as its
+/// Origin: a server on a private address that must not be reached from any site should also
+/// check `Host` against its own names (in [`ServerBuilder::on_request`]). Behind a reverse proxy
+/// that rewrites `Host`, use an [`allow`](Self::allow) list.
 #[derive(Clone)]
 #[must_use]
 pub struct OriginPolicy {
@@ -151,7 +161,10 @@ impl OriginPolicy {
         }
     }
 
-    /// An Origin whose host and port are the request's `Host` (the page came from this server).
+    /// An Origin whose host and port are the request's `Host` (the page came from this server),
+    /// and whose scheme is `https` when the server is reached over TLS
+    /// ([`ServerBuilder::tls`] or [`ServerBuilder::served_over_tls`]) and `http` when it is
+    /// known not to be.
     pub fn same_host() -> Self {
         Self {
             rule: OriginRule::SameHost,
@@ -159,15 +172,22 @@ impl OriginPolicy {
         }
     }
 
-    /// Only these origins (`https://app.example`, `http://localhost:3000`), compared without
-    /// regard to ASCII case, the port spelled out only when it is not the scheme's default.
+    /// Only these origins (`https://app.example`, `http://localhost:3000`). Both sides are
+    /// normalised before comparing: ASCII case, a default port spelled out, a trailing `/`.
     pub fn allow<I, O>(origins: I) -> Self
     where
         I: IntoIterator<Item = O>,
         O: Into<String>,
     {
+        let list = origins
+            .into_iter()
+            .map(|o| {
+                let o = o.into();
+                normalize_origin(&o).unwrap_or_else(|| o.to_ascii_lowercase())
+            })
+            .collect();
         Self {
-            rule: OriginRule::List(origins.into_iter().map(Into::into).collect()),
+            rule: OriginRule::List(list),
             allow_missing: true,
         }
     }
@@ -189,8 +209,14 @@ impl OriginPolicy {
         self
     }
 
-    /// Whether the policy accepts `request`.
+    /// Whether the policy accepts `request`, not knowing whether it came over TLS.
     pub fn allows(&self, request: &UpgradeRequest) -> bool {
+        self.allows_over(request, None)
+    }
+
+    /// Whether the policy accepts `request`, which came over TLS if `secure` says so
+    /// (`None`: not known).
+    pub fn allows_over(&self, request: &UpgradeRequest, secure: Option<bool>) -> bool {
         let Some(origin) = request.origin() else {
             return self.allow_missing;
         };
@@ -205,8 +231,12 @@ impl OriginPolicy {
                 .headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .is_some_and(|host| same_host(origin, host)),
-            OriginRule::List(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+                .is_some_and(|host| same_host(origin, host, secure)),
+            OriginRule::List(list) => {
+                let origin =
+                    normalize_origin(origin).unwrap_or_else(|| origin.to_ascii_lowercase());
+                list.contains(&origin)
+            }
             OriginRule::Custom(check) => check(origin, request),
         }
     }
@@ -227,29 +257,68 @@ impl fmt::Debug for OriginPolicy {
     }
 }
 
-/// Whether `origin` (`scheme://host[:port]`) names the host and port of `host`
-/// (`host[:port]`, the request's Host header).
-fn same_host(origin: &str, host: &str) -> bool {
+/// `scheme://host[:port]` in lower case, without a default port or a trailing `/`; `None` for
+/// what is not an http(s) or ws(s) origin.
+fn normalize_origin(origin: &str) -> Option<String> {
+    let (scheme, authority) = origin.trim().split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = default_port(&scheme)?;
+    let authority = authority.strip_suffix('/').unwrap_or(authority);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+        return None;
+    }
+    let (host, port) = split_host_port(authority);
+    let port = match port {
+        Some(p) => p.parse::<u16>().ok()?,
+        None => default_port,
+    };
+    let host = host.to_ascii_lowercase();
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Some(if port == default_port {
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{host}:{port}")
+    })
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host and port of `host` (`host[:port]`,
+/// the request's Host header), with an `https` scheme when `secure` is known true and `http`
+/// when known false.
+fn same_host(origin: &str, host: &str, secure: Option<bool>) -> bool {
     let Some((scheme, authority)) = origin.split_once("://") else {
         return false;
     };
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
-        "http" | "ws" => 80,
-        "https" | "wss" => 443,
+    let scheme = scheme.to_ascii_lowercase();
+    let origin_secure = match scheme.as_str() {
+        "http" | "ws" => false,
+        "https" | "wss" => true,
         _ => return false,
     };
+    if secure.is_some_and(|secure| secure != origin_secure) {
+        return false;
+    }
+    let server_secure = secure.unwrap_or(origin_secure);
+    let port_of = |port: Option<&str>, secure: bool| match port {
+        Some(p) => p.parse::<u16>().ok(),
+        None => Some(if secure { 443 } else { 80 }),
+    };
     let (origin_host, origin_port) = split_host_port(authority);
-    let origin_port = match origin_port {
-        Some(p) => p.parse::<u16>().ok(),
-        None => Some(default_port),
-    };
     let (host_host, host_port) = split_host_port(host.trim());
-    let host_port = match host_port {
-        Some(p) => p.parse::<u16>().ok(),
-        // The Host header leaves out the port when it is the default of the request's scheme,
-        // which this server knows only through the Origin's.
-        None => Some(default_port),
-    };
+    let origin_port = port_of(origin_port, origin_secure);
+    // The Host header leaves out the port when it is the default of the server's scheme.
+    let host_port = port_of(host_port, server_secure);
     !origin_host.is_empty()
         && origin_host.eq_ignore_ascii_case(host_host)
         && origin_port.is_some()
@@ -280,6 +349,7 @@ pub struct ServerBuilder {
     decide: Option<Arc<Decide>>,
     origin: OriginPolicy,
     tls: Option<TlsAcceptor>,
+    secure: Option<bool>,
     handshakes: Arc<Semaphore>,
     max_handshakes: usize,
 }
@@ -293,6 +363,7 @@ impl Default for ServerBuilder {
             decide: None,
             origin: OriginPolicy::default(),
             tls: None,
+            secure: None,
             handshakes: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_HANDSHAKES)),
             max_handshakes: DEFAULT_MAX_CONCURRENT_HANDSHAKES,
         }
@@ -315,12 +386,25 @@ impl ServerBuilder {
     /// TLS for [`accept_tcp`](Self::accept_tcp): connections are `wss://`.
     pub fn tls(mut self, tls: TlsAcceptor) -> Self {
         self.tls = Some(tls);
+        self.secure = Some(true);
+        self
+    }
+
+    /// Declares whether browsers reach this server over TLS, for the same-host
+    /// [`OriginPolicy`]: `true` behind a proxy that terminates TLS, `false` for a plain server
+    /// that wants `https` pages refused. [`tls`](Self::tls) sets `true`. Unset, an Origin's own
+    /// scheme is taken at its word.
+    pub fn served_over_tls(mut self, secure: bool) -> Self {
+        self.secure = Some(secure);
         self
     }
 
     /// At most `max` opening handshakes (TLS included) at once, across this builder and its
-    /// clones; a connection beyond that is answered 503 and closed at once, so that clients
-    /// that open connections and then send nothing cannot hold the server. At least 1.
+    /// clones (the free [`accept`] function has no such bound); a connection beyond that is
+    /// answered 503 (plain connections; TLS ones are closed) and dropped within a second.
+    /// With the handshake timeout this bounds what silent connections cost: each holds a slot
+    /// for at most that timeout. It does not stop one address from taking every slot; limit
+    /// connections per address in front of the server for that. At least 1.
     pub fn max_concurrent_handshakes(mut self, max: usize) -> Self {
         self.max_handshakes = max.clamp(1, Semaphore::MAX_PERMITS);
         self.handshakes = Arc::new(Semaphore::new(self.max_handshakes));
@@ -390,7 +474,7 @@ impl ServerBuilder {
         S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let Some(_permit) = self.permit() else {
-            turn_away(&mut stream);
+            turn_away(&mut stream).await;
             return Err(Error::new(Kind::Busy));
         };
         set_nodelay(&stream, self.config.nodelay);
@@ -418,7 +502,7 @@ impl ServerBuilder {
     ) -> Result<(WebSocket<MaybeTlsStream>, Request<()>), Error> {
         let Some(_permit) = self.permit() else {
             if self.tls.is_none() {
-                turn_away(&mut tcp);
+                turn_away(&mut tcp).await;
             }
             return Err(Error::new(Kind::Busy));
         };
@@ -467,7 +551,7 @@ impl ServerBuilder {
                 }
             }
         };
-        if !self.origin.allows(&request) {
+        if !self.origin.allows_over(&request, self.secure) {
             let body = "origin not allowed\n";
             let mut out = Vec::new();
             reject_response(StatusCode::FORBIDDEN, &HeaderMap::new(), body, &mut out)?;
@@ -539,11 +623,25 @@ impl fmt::Debug for ServerBuilder {
     }
 }
 
-/// Answers 503 if the transport takes it without waiting, and starts closing; never waits.
-fn turn_away<S: AsyncWrite + Unpin>(stream: &mut S) {
-    let mut cx = Context::from_waker(Waker::noop());
-    let _ = Pin::new(&mut *stream).poll_write(&mut cx, BUSY_RESPONSE);
-    let _ = Pin::new(stream).poll_shutdown(&mut cx);
+/// Answers 503 and closes, within [`BUSY_LINGER`].
+async fn turn_away<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    let _ = tokio::time::timeout(BUSY_LINGER, async {
+        stream.write_all(BUSY_RESPONSE).await?;
+        stream.shutdown().await?;
+        // Closing with the request unread would reset the connection, and the client would see
+        // the reset rather than the 503: read what it sent (up to a bound) until it closes.
+        let mut sink = [0_u8; 2048];
+        let mut drained = 0;
+        while drained < BUSY_DRAIN {
+            let n = stream.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            drained += n;
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -552,17 +650,61 @@ mod tests {
 
     #[test]
     fn same_host_compares_host_and_port() {
-        assert!(same_host("http://example.com", "example.com"));
-        assert!(same_host("http://EXAMPLE.com:80", "example.com"));
-        assert!(same_host("https://example.com", "example.com"));
-        assert!(same_host("http://127.0.0.1:9001", "127.0.0.1:9001"));
-        assert!(same_host("http://[::1]:9001", "[::1]:9001"));
-        assert!(!same_host("http://127.0.0.1:9002", "127.0.0.1:9001"));
-        assert!(!same_host("http://evil.example", "example.com"));
-        assert!(!same_host("http://example.com.evil", "example.com"));
-        assert!(!same_host("null", "example.com"));
-        assert!(!same_host("file://", "example.com"));
-        assert!(!same_host("http://example.com:x", "example.com"));
-        assert!(!same_host("http://:80", ":80"));
+        for secure in [None, Some(false)] {
+            assert!(same_host("http://example.com", "example.com", secure));
+            assert!(same_host("http://EXAMPLE.com:80", "example.com", secure));
+            assert!(same_host("http://127.0.0.1:9001", "127.0.0.1:9001", secure));
+            assert!(same_host("http://[::1]:9001", "[::1]:9001", secure));
+            assert!(!same_host(
+                "http://127.0.0.1:9002",
+                "127.0.0.1:9001",
+                secure
+            ));
+            assert!(!same_host("http://evil.example", "example.com", secure));
+            assert!(!same_host("http://example.com.evil", "example.com", secure));
+            assert!(!same_host("null", "example.com", secure));
+            assert!(!same_host("file://", "example.com", secure));
+            assert!(!same_host("http://example.com:x", "example.com", secure));
+            assert!(!same_host("http://:80", ":80", secure));
+        }
+        // Not knowing the server's scheme, the Origin's is believed.
+        assert!(same_host("https://example.com", "example.com", None));
+        // Knowing it, the schemes must agree: a page of the plain-http site may not reach the
+        // TLS server (and its secure cookies), nor the other way round.
+        assert!(same_host("https://example.com", "example.com", Some(true)));
+        assert!(!same_host("http://example.com", "example.com", Some(true)));
+        assert!(!same_host(
+            "http://example.com:443",
+            "example.com",
+            Some(true)
+        ));
+        assert!(!same_host(
+            "https://example.com",
+            "example.com",
+            Some(false)
+        ));
+        assert!(same_host(
+            "https://example.com:8443",
+            "example.com:8443",
+            Some(true)
+        ));
+    }
+
+    #[test]
+    fn origins_are_normalized() {
+        let n = |o| normalize_origin(o);
+        assert_eq!(
+            n("HTTPS://App.Example:443/").as_deref(),
+            Some("https://app.example")
+        );
+        assert_eq!(
+            n("http://a.example:8080").as_deref(),
+            Some("http://a.example:8080")
+        );
+        assert_eq!(n("http://[::1]:80").as_deref(), Some("http://[::1]"));
+        assert_eq!(n("null"), None);
+        assert_eq!(n("http://u@a.example"), None);
+        assert_eq!(n("http://a.example/path"), None);
+        assert_eq!(n("ftp://a.example"), None);
     }
 }

@@ -36,6 +36,25 @@ impl MaybeTlsStream {
         !matches!(self, Self::Plain(_))
     }
 
+    /// The application protocol TLS negotiated (ALPN): `http/1.1`, or `None` when the peer
+    /// offered or chose none, or without TLS.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match self {
+            Self::Plain(_) => None,
+            Self::ClientTls(tls) => tls.get_ref().1.alpn_protocol(),
+            Self::ServerTls(tls) => tls.get_ref().1.alpn_protocol(),
+        }
+    }
+
+    /// On a server, the host name the client asked for (SNI); clients connecting to an IP
+    /// address send none.
+    pub fn server_name(&self) -> Option<&str> {
+        match self {
+            Self::ServerTls(tls) => tls.get_ref().1.server_name(),
+            _ => None,
+        }
+    }
+
     /// The certificate chain the peer presented over TLS (a client certificate, on a server),
     /// leaf first.
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {

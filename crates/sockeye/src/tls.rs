@@ -291,7 +291,9 @@ impl TlsConfig {
         self
     }
 
-    /// Whether this config verifies certificates.
+    /// Whether this config verifies certificates: false after
+    /// [`dangerous_accept_any_certificate`](Self::dangerous_accept_any_certificate); a rustls
+    /// config of the caller's counts as verifying, whatever its verifier.
     pub fn verifies_certificates(&self) -> bool {
         match &self.source {
             Source::Build(s) => s.verify,
@@ -341,6 +343,18 @@ impl TlsConfig {
         let stream = tokio_rustls::TlsConnector::from(config)
             .connect(name, stream)
             .await?;
+        // RFC 6455 runs over HTTP/1.1: a server that chose another protocol (h2, with a rustls
+        // config of the caller's that offered it) cannot take the upgrade.
+        if let Some(alpn) = stream.get_ref().1.alpn_protocol()
+            && alpn != ALPN_HTTP11
+        {
+            return Err(crate::Error::new(crate::Kind::TlsSetup(
+                TlsSetupError::Rustls(rustls::Error::General(format!(
+                    "the server chose ALPN protocol {:?}, not http/1.1",
+                    String::from_utf8_lossy(alpn)
+                ))),
+            )));
+        }
         Ok(stream)
     }
 }
@@ -539,7 +553,8 @@ impl TlsAcceptorBuilder {
     }
 
     /// With [`client_roots_pem`](Self::client_roots_pem): let clients without a certificate in
-    /// too (a certificate, when presented, must still verify).
+    /// too (a certificate, when presented, must still verify). Without client roots,
+    /// [`build`](Self::build) refuses it.
     pub fn client_auth_optional(mut self, optional: bool) -> Self {
         self.client_auth_optional = optional;
         self
@@ -548,8 +563,11 @@ impl TlsAcceptorBuilder {
     /// The acceptor.
     ///
     /// # Errors
-    /// rustls refuses the key or the roots.
+    /// rustls refuses the key or the roots; optional client authentication without roots.
     pub fn build(self) -> Result<TlsAcceptor, TlsSetupError> {
+        if self.client_auth_optional && self.client_roots.is_none() {
+            return Err(TlsSetupError::NoRoots);
+        }
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?;
         let builder = match self.client_roots {

@@ -1,6 +1,7 @@
 //! Connecting through real proxies started on loopback for each test: Debian's `tinyproxy`
 //! (HTTP CONNECT, plain and with basic auth) and `microsocks` (SOCKS5, without and with a
-//! username and password), for `ws://` and for `wss://` tunnelled through them.
+//! username and password), for `ws://` and for `wss://` tunnelled through them; and proxies
+//! that misbehave, played by the test itself.
 
 mod support;
 
@@ -8,9 +9,12 @@ use std::process::Command;
 
 use http::StatusCode;
 use sockeye::{
-    ClientBuilder, Kind, Message, Proxy, ProxyError, ServerBuilder, TlsAcceptor, TlsConfig,
+    ClientBuilder, Kind, Message, Proxy, ProxyError, ServerBuilder, SocksReply, Timeout,
+    TlsAcceptor, TlsConfig, WebSocketConfig,
 };
 use support::{Ca, Daemon, TempDir, bounded, echo_server, free_port, program};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 async fn tinyproxy(extra: &str) -> Option<Daemon> {
     let exe = program("tinyproxy")?;
@@ -246,7 +250,7 @@ async fn socks5_reports_a_destination_it_cannot_reach() {
             matches!(
                 e.kind(),
                 Kind::Proxy {
-                    error: ProxyError::SocksRefused(_),
+                    error: ProxyError::SocksRefused(SocksReply::ConnectionRefused),
                     ..
                 }
             ),
@@ -279,6 +283,148 @@ async fn an_unreachable_proxy_is_a_proxy_error() {
             matches!(inner.kind(), Kind::ConnectionRefused { .. }),
             "{inner:?}"
         );
+    })
+    .await;
+}
+
+// ---- Proxies that misbehave, played by the test on a loopback socket ----
+
+/// What a fake proxy does after its answer.
+enum After {
+    /// Relays bytes to this address.
+    Relay(std::net::SocketAddr),
+    /// Holds the connection open without a word more.
+    Hold,
+    /// Closes the connection.
+    Close,
+}
+
+/// A one-connection HTTP proxy that reads the CONNECT request, answers with `answer`, and then
+/// does what `after` says.
+async fn fake_proxy(answer: Vec<u8>, after: After) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut client, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0_u8; 1];
+            if client.read_exact(&mut byte).await.is_err() {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"CONNECT "), "{head:?}");
+        let _ = client.write_all(&answer).await;
+        match after {
+            After::Relay(addr) => {
+                let mut server = TcpStream::connect(addr).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            }
+            After::Hold => {
+                let mut rest = Vec::new();
+                let _ = client.read_to_end(&mut rest).await;
+            }
+            After::Close => {}
+        }
+    });
+    port
+}
+
+fn proxy_error(e: &sockeye::Error) -> &ProxyError {
+    match e.kind() {
+        Kind::Proxy { error, .. } => error,
+        _ => panic!("not a proxy error: {e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn interim_answers_before_the_connect_answer_are_skipped() {
+    bounded(async {
+        let (echo, _) = echo_server(ServerBuilder::new()).await;
+        let answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 Connection established\r\n\r\n";
+        let port = fake_proxy(answer.to_vec(), After::Relay(echo)).await;
+        echo_through(
+            &format!("ws://{echo}/"),
+            Proxy::http("127.0.0.1", port),
+            TlsConfig::new(),
+        )
+        .await
+        .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_connect_answer_that_is_too_large_or_followed_by_data_is_refused() {
+    bounded(async {
+        let huge = format!("HTTP/1.1 200 OK\r\nX-Filler: {}", "a".repeat(20_000));
+        let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "X-Filler: a\r\n".repeat(100));
+        let early = b"HTTP/1.1 200 OK\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
+        let not_http = b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec();
+        for (answer, expected, after) in [
+            (huge.into_bytes(), "too large", After::Hold),
+            (many.into_bytes(), "too many headers", After::Hold),
+            (early, "data after", After::Hold),
+            (not_http, "not HTTP", After::Hold),
+            (Vec::new(), "closed the connection", After::Close),
+        ] {
+            let port = fake_proxy(answer, after).await;
+            let e = echo_through(
+                "ws://127.0.0.1:9/",
+                Proxy::http("127.0.0.1", port),
+                TlsConfig::new(),
+            )
+            .await
+            .unwrap_err();
+            let ProxyError::Malformed(why) = proxy_error(&e) else {
+                panic!("{e:?}")
+            };
+            assert!(why.contains(expected), "{why}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_silent_proxy_or_tls_server_is_bounded_by_the_handshake_timeout() {
+    bounded(async {
+        let config = WebSocketConfig::builder()
+            .handshake_timeout(std::time::Duration::from_millis(300))
+            .build()
+            .unwrap();
+        // A proxy that reads CONNECT and never answers.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                held.push(tcp);
+            }
+        });
+        let e = ClientBuilder::new("ws://127.0.0.1:9/")
+            .config(config.clone())
+            .proxy(Proxy::http("127.0.0.1", port))
+            .connect()
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(e.kind(), Kind::Timeout(Timeout::Handshake)),
+            "{e:?}"
+        );
+        // A "TLS server" that accepts and never answers the ClientHello.
+        let e = ClientBuilder::new(format!("wss://127.0.0.1:{port}/"))
+            .config(config)
+            .connect()
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            matches!(e.kind(), Kind::Timeout(Timeout::Handshake)),
+            "{e:?}"
+        );
+        held.abort();
     })
     .await;
 }

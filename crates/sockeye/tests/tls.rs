@@ -4,6 +4,7 @@
 
 mod support;
 
+use sockeye::rustls::AlertDescription;
 use sockeye::{ClientBuilder, Kind, Message, ServerBuilder, TlsAcceptor, TlsConfig, TlsFailure};
 use support::{Ca, Leaf, bounded, echo_server};
 
@@ -83,8 +84,9 @@ async fn a_wrong_host_name_is_refused() {
         );
         // The server saw the client's alert.
         let server_side = outcomes.recv().await.unwrap().unwrap_err();
-        assert!(
-            matches!(server_side.tls_failure(), Some(TlsFailure::PeerAlert(_))),
+        assert_eq!(
+            server_side.tls_failure(),
+            Some(TlsFailure::PeerAlert(AlertDescription::BadCertificate)),
             "{server_side:?}"
         );
     })
@@ -173,8 +175,9 @@ async fn client_certificates_are_required_and_verified() {
             .await
             .map(|_| ())
             .unwrap_err();
-        assert!(
-            matches!(e.tls_failure(), Some(TlsFailure::PeerAlert(_))),
+        assert_eq!(
+            e.tls_failure(),
+            Some(TlsFailure::PeerAlert(AlertDescription::CertificateRequired)),
             "{e:?}"
         );
         let server_side = outcomes.recv().await.unwrap().unwrap_err();
@@ -195,7 +198,11 @@ async fn client_certificates_are_required_and_verified() {
             .await
             .map(|_| ())
             .unwrap_err();
-        assert!(e.is_tls(), "{e:?}");
+        assert_eq!(
+            e.tls_failure(),
+            Some(TlsFailure::PeerAlert(AlertDescription::UnknownCA)),
+            "{e:?}"
+        );
         let server_side = outcomes.recv().await.unwrap().unwrap_err();
         assert_eq!(
             server_side.tls_failure(),
@@ -295,6 +302,77 @@ async fn no_roots_at_all_is_a_setup_error() {
             "{e:?}"
         );
         assert!(e.is_misuse());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn alpn_says_http11_and_sni_names_the_host() {
+    bounded(async {
+        let ca = Ca::new("test ca");
+        let tls = acceptor(&ca.server(&["localhost", "127.0.0.1"]));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let builder = ServerBuilder::new().tls(tls);
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut ws = builder.accept_tcp(tcp).await.unwrap();
+                let stream = ws.get_ref();
+                seen.push((
+                    stream.alpn_protocol().map(<[u8]>::to_vec),
+                    stream.server_name().map(str::to_owned),
+                ));
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+            seen
+        });
+        for host in ["localhost", "127.0.0.1"] {
+            let (mut ws, _) = ClientBuilder::new(format!("wss://{host}:{port}/"))
+                .tls(trusting(&ca))
+                .connect()
+                .await
+                .unwrap();
+            assert_eq!(ws.get_ref().alpn_protocol(), Some(&b"http/1.1"[..]));
+            ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+        }
+        let http11 = Some(b"http/1.1".to_vec());
+        // SNI carries a name, never an address.
+        assert_eq!(
+            server.await.unwrap(),
+            vec![
+                (http11.clone(), Some("localhost".to_owned())),
+                (http11, None)
+            ]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn over_tls_the_same_host_origin_must_be_https() {
+    bounded(async {
+        let ca = Ca::new("test ca");
+        let tls = acceptor(&ca.server(&["localhost"]));
+        let (addr, _outcomes) = echo_server(ServerBuilder::new().tls(tls)).await;
+        let url = format!("wss://localhost:{}/", addr.port());
+        let connect = |origin: String| {
+            ClientBuilder::new(&url)
+                .tls(trusting(&ca))
+                .origin(http::HeaderValue::from_str(&origin).unwrap())
+                .connect()
+        };
+        let (ws, _) = connect(format!("https://localhost:{}", addr.port()))
+            .await
+            .unwrap();
+        drop(ws);
+        // A page of the plain-http site on the same host and port may not use the TLS server.
+        let e = connect(format!("http://localhost:{}", addr.port()))
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.status(), Some(http::StatusCode::FORBIDDEN), "{e:?}");
     })
     .await;
 }

@@ -43,10 +43,10 @@ impl crate::args::NetArgs {
         }
         let builder = builder.tls(tls);
         Ok(match (&self.proxy, self.no_proxy) {
-            (Some(url), _) => builder.proxy(
-                url.parse()
-                    .map_err(|e| Usage(format!("--proxy {url}: {e}")))?,
-            ),
+            // The URL may hold a password: the message names only what is wrong with it.
+            (Some(url), _) => {
+                builder.proxy(url.parse().map_err(|e| Usage(format!("--proxy: {e}")))?)
+            }
             (None, true) => builder,
             (None, false) => builder.proxy_from_env(),
         })

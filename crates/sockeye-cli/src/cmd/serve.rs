@@ -92,7 +92,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     let mut server = ServerBuilder::new()
         .config(config)
         .origin_policy(origin)
-        .on_request(route(args.echo));
+        .on_request(route(args.echo, addr.ip().is_loopback()));
     if !args.no_compress {
         server = server.deflate(DeflateConfig::new());
     }
@@ -140,11 +140,20 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// Which upgrade requests are accepted: every path for `--echo`, `/rooms/NAME` otherwise.
+/// Which upgrade requests are accepted: every path for `--echo`, `/rooms/NAME` otherwise. On a
+/// loopback address, only with a loopback `Host`: a page on another site that rebinds its own
+/// name to 127.0.0.1 would otherwise pass the same-host Origin check.
 fn route(
     echo: bool,
+    loopback: bool,
 ) -> impl Fn(&sockeye::UpgradeRequest) -> Result<Accept, Reject> + Send + Sync + 'static {
     move |request| {
+        if loopback && !loopback_host(request) {
+            return Err(Reject::new(
+                StatusCode::FORBIDDEN,
+                "this server answers only to localhost, 127.0.0.1 and [::1]",
+            ));
+        }
         if echo || room_name(request.path()).is_some() {
             Ok(Accept::new())
         } else {
@@ -154,6 +163,25 @@ fn route(
             ))
         }
     }
+}
+
+/// Whether the request's Host names this machine's loopback interface.
+fn loopback_host(request: &sockeye::UpgradeRequest) -> bool {
+    let Some(host) = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn room_name(path: &str) -> Option<&str> {
