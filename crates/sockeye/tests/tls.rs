@@ -137,6 +137,20 @@ async fn turning_verification_off_accepts_any_certificate() {
     .await;
 }
 
+/// Connects with `tls`, which must fail; the TLS failure each side saw.
+async fn refused_both_ways(
+    url: &str,
+    tls: TlsConfig,
+    outcomes: &mut tokio::sync::mpsc::UnboundedReceiver<Result<(), sockeye::Error>>,
+) -> (TlsFailure, TlsFailure) {
+    let (client_side, e) = failure_of(url, tls).await;
+    let server_side = outcomes.recv().await.unwrap().unwrap_err();
+    let server_failure = server_side
+        .tls_failure()
+        .unwrap_or_else(|| panic!("server side: {server_side:?}; client side: {e:?}"));
+    (client_side, server_failure)
+}
+
 fn client_auth_server(server_leaf: &Leaf, client_ca: &Ca, optional: bool) -> TlsAcceptor {
     TlsAcceptor::builder(
         server_leaf.chain_pem.as_bytes(),
@@ -169,46 +183,25 @@ async fn client_certificates_are_required_and_verified() {
         outcomes.recv().await.unwrap().unwrap();
 
         // Without one: the server refuses.
-        let e = ClientBuilder::new(&url)
-            .tls(trusting(&ca))
-            .connect()
-            .await
-            .map(|_| ())
-            .unwrap_err();
+        let (client_side, server_side) =
+            refused_both_ways(&url, trusting(&ca), &mut outcomes).await;
         assert_eq!(
-            e.tls_failure(),
-            Some(TlsFailure::PeerAlert(AlertDescription::CertificateRequired)),
-            "{e:?}"
+            client_side,
+            TlsFailure::PeerAlert(AlertDescription::CertificateRequired)
         );
-        let server_side = outcomes.recv().await.unwrap().unwrap_err();
-        assert_eq!(
-            server_side.tls_failure(),
-            Some(TlsFailure::NoClientCertificate),
-            "{server_side:?}"
-        );
+        assert_eq!(server_side, TlsFailure::NoClientCertificate);
 
         // With one from another CA: refused as an unknown issuer.
         let mallory = Ca::new("rogue ca").client("mallory");
         let tls = trusting(&ca)
             .client_certificate_pem(mallory.chain_pem.as_bytes(), mallory.key_pem.as_bytes())
             .unwrap();
-        let e = ClientBuilder::new(&url)
-            .tls(tls)
-            .connect()
-            .await
-            .map(|_| ())
-            .unwrap_err();
+        let (client_side, server_side) = refused_both_ways(&url, tls, &mut outcomes).await;
         assert_eq!(
-            e.tls_failure(),
-            Some(TlsFailure::PeerAlert(AlertDescription::UnknownCA)),
-            "{e:?}"
+            client_side,
+            TlsFailure::PeerAlert(AlertDescription::UnknownCA)
         );
-        let server_side = outcomes.recv().await.unwrap().unwrap_err();
-        assert_eq!(
-            server_side.tls_failure(),
-            Some(TlsFailure::UnknownIssuer),
-            "{server_side:?}"
-        );
+        assert_eq!(server_side, TlsFailure::UnknownIssuer);
     })
     .await;
 }
