@@ -8,14 +8,21 @@
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate_key(key, offset);
     let (blocks, rest) = buf.as_chunks_mut::<32>();
-    let wide: [u8; 32] = std::array::from_fn(|i| key[i % 4]);
-    for block in blocks {
-        for (b, k) in block.iter_mut().zip(wide) {
-            *b ^= k;
+    if !blocks.is_empty() {
+        let wide: [u8; 32] = std::array::from_fn(|i| key[i % 4]);
+        for block in blocks {
+            for (b, k) in block.iter_mut().zip(wide) {
+                *b ^= k;
+            }
         }
     }
-    // 32 is a multiple of 4, so the tail starts at key phase 0.
-    for (b, k) in rest.iter_mut().zip(key.iter().cycle()) {
+    // 32 is a multiple of 4, so the tail starts at key phase 0: whole words, then bytes.
+    let (words, tail) = rest.as_chunks_mut::<4>();
+    let word = u32::from_ne_bytes(key);
+    for w in words {
+        *w = (u32::from_ne_bytes(*w) ^ word).to_ne_bytes();
+    }
+    for (b, k) in tail.iter_mut().zip(key) {
         *b ^= k;
     }
 }
@@ -27,10 +34,11 @@ pub fn apply_mask_bytewise(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
+/// The key as seen from `offset` bytes into the payload: byte `offset % 4` first.
 fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
-    let mut key = key;
-    key.rotate_left(offset % 4);
-    key
+    // Rotating the bytes left by n is rotating their little-endian word right by 8n bits.
+    let bits = u32::try_from(offset % 4).unwrap_or(0) * 8;
+    u32::from_le_bytes(key).rotate_right(bits).to_le_bytes()
 }
 
 /// Where a client's masking keys come from.
