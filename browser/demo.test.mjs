@@ -1,11 +1,14 @@
 // Headless Chromium (Debian's) against `sockeye serve`: two pages in one room exchange text
 // and binary messages with permessage-deflate negotiated, and see the server's close code and
 // reason when it shuts down. A screenshot of the demo page goes to target/browser/demo.png.
+// Then the same over TLS: `serve --tls-cert/--tls-key` with a certificate made by `openssl` for
+// this run, which Chromium trusts by its public key hash only.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -15,15 +18,15 @@ const binary = process.env.SOCKEYE_BIN ?? join(root, "target", "release", "socke
 const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 /** Starts `sockeye serve` on a free port; resolves with the process and its address. */
-function startServer() {
+function startServer(extraArgs = []) {
   return new Promise((resolve, reject) => {
-    const child = spawn(binary, ["serve", "127.0.0.1:0"], { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(binary, ["serve", ...extraArgs, "127.0.0.1:0"], { stdio: ["ignore", "ignore", "pipe"] });
     let seen = "";
     const timer = setTimeout(() => reject(new Error(`no address from sockeye serve: ${seen}`)), 10_000);
     child.stderr.setEncoding("utf8");
     child.stderr.on("data", (chunk) => {
       seen += chunk;
-      const match = seen.match(/http:\/\/([0-9.]+:[0-9]+)\//);
+      const match = seen.match(/https?:\/\/([0-9.]+:[0-9]+)\//);
       if (match) {
         clearTimeout(timer);
         resolve({ child, addr: match[1] });
@@ -33,21 +36,20 @@ function startServer() {
   });
 }
 
+const chromiumArgs = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
 test("two browser pages talk through a room and see the server's close", { timeout: 60_000 }, async () => {
   const { child, addr } = await startServer();
   const exited = new Promise((resolve) => child.on("exit", resolve));
-  const browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs });
   try {
     const url = `http://${addr}/?room=browsertest`;
     const alice = await browser.newPage();
@@ -103,5 +105,50 @@ test("two browser pages talk through a room and see the server's close", { timeo
   } finally {
     await browser.close();
     child.kill("SIGKILL");
+  }
+});
+
+/** A self-signed certificate for localhost, its key, and the base64 SHA-256 of its public key. */
+function makeCertificate(dir) {
+  const cert = join(dir, "cert.pem");
+  const key = join(dir, "key.pem");
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+    "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+  ], { stdio: "ignore" });
+  const der = execFileSync("openssl", ["x509", "-in", cert, "-pubkey", "-noout"]);
+  const spki = execFileSync("openssl", ["pkey", "-pubin", "-outform", "der"], { input: der });
+  const hash = execFileSync("openssl", ["dgst", "-sha256", "-binary"], { input: spki }).toString("base64");
+  return { cert, key, hash };
+}
+
+test("the demo page over https: rooms over wss://", { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sockeye-browser-tls-"));
+  const { cert, key, hash } = makeCertificate(dir);
+  const { child, addr } = await startServer(["--tls-cert", cert, "--tls-key", key]);
+  const port = addr.split(":")[1];
+  // Chromium trusts this one certificate by its key; every other check stays on.
+  const browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: [...chromiumArgs, `--ignore-certificate-errors-spki-list=${hash}`],
+  });
+  try {
+    const url = `https://localhost:${port}/?room=tlstest`;
+    const alice = await browser.newPage();
+    const bob = await browser.newPage();
+    for (const page of [alice, bob]) {
+      await page.goto(url);
+      await page.locator("#status", { hasText: "in room tlstest" }).waitFor({ timeout: 10_000 });
+      assert.equal(await page.evaluate(() => location.protocol), "https:");
+      assert.match(await page.locator("#extensions").textContent(), /permessage-deflate/);
+    }
+    await alice.fill("#text", "over wss");
+    await alice.click("#send");
+    await bob.locator("#log li", { hasText: "over wss" }).waitFor({ timeout: 10_000 });
+  } finally {
+    await browser.close();
+    child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
   }
 });
