@@ -351,6 +351,26 @@ fn serve_and_connect_over_tls() {
     );
     assert!(stderr(&out).contains("--cacert"), "{}", stderr(&out));
 
+    // The platform's roots, which rustls-native-certs reads from SSL_CERT_FILE when it is set.
+    let out = run_with_env(
+        &["connect", "--once", "--native-roots", &url],
+        "native\n",
+        &[("SSL_CERT_FILE", &ca)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "native\n");
+    let out = run_with_env(
+        &["connect", "--once", &url],
+        "x\n",
+        &[("SSL_CERT_FILE", &ca)],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "without --native-roots: {}",
+        stderr(&out)
+    );
+
     // -k skips verification.
     let out = run(&["connect", "--once", "-k", &url], "unverified\n");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
