@@ -24,6 +24,13 @@
 //! Automatic: Pong replies, the reply to a peer's Close, keepalive Pings (with
 //! [`Config`]'s ping interval), backpressure (sending waits above the write-buffer high-water
 //! mark, and reading pauses too), and a close that flushes what was sent first.
+//!
+//! `wss://` runs over rustls: [`TlsConfig`] says what a client trusts (the Mozilla roots by
+//! default) and [`TlsAcceptor`] what a server presents. [`Proxy`] reaches servers through HTTP
+//! CONNECT or SOCKS5, or as the environment says. On the server, [`OriginPolicy`] refuses pages
+//! of other sites (403) and [`ServerBuilder::max_concurrent_handshakes`] bounds handshakes in
+//! progress (503). Every failure to connect has its own [`Kind`]: DNS, refused, TLS (with the
+//! reason), proxy (with its status), or an HTTP status instead of 101.
 
 mod client;
 mod config;

@@ -228,69 +228,15 @@ impl Proxy {
         tcp.write_all(&request).await.map_err(ProxyError::Io)?;
 
         let mut buf = BytesMut::with_capacity(1024);
-        let mut read = 0;
+        let mut answer = ConnectAnswer::default();
         loop {
-            if (buf.is_empty() || read == buf.len())
-                && tcp.read_buf(&mut buf).await.map_err(ProxyError::Io)? == 0
-            {
+            if tcp.read_buf(&mut buf).await.map_err(ProxyError::Io)? == 0 {
                 return Err(ProxyError::Malformed(
                     "the proxy closed the connection before answering CONNECT",
                 ));
             }
-            read = buf.len();
-            let mut headers = [httparse::EMPTY_HEADER; MAX_CONNECT_HEADERS];
-            let mut response = httparse::Response::new(&mut headers);
-            match response.parse(&buf) {
-                Ok(httparse::Status::Complete(head_len)) => {
-                    let status = response
-                        .code
-                        .and_then(|c| StatusCode::from_u16(c).ok())
-                        .ok_or(ProxyError::Malformed("invalid status"))?;
-                    // RFC 9110 section 15.2: interim answers come before the final one.
-                    if status.is_informational() {
-                        let _ = buf.split_to(head_len);
-                        read = 0;
-                        continue;
-                    }
-                    if !status.is_success() {
-                        let mut map = HeaderMap::new();
-                        for h in response.headers.iter() {
-                            if let (Ok(name), Ok(value)) = (
-                                HeaderName::from_bytes(h.name.as_bytes()),
-                                HeaderValue::from_bytes(h.value),
-                            ) {
-                                map.append(name, value);
-                            }
-                        }
-                        return Err(ProxyError::Refused {
-                            status,
-                            headers: map,
-                        });
-                    }
-                    // The server speaks only after we do, so nothing may follow the head yet.
-                    if buf.len() > head_len {
-                        return Err(ProxyError::Malformed(
-                            "the proxy sent data after its CONNECT answer",
-                        ));
-                    }
-                    return Ok(tcp);
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_CONNECT_RESPONSE => {}
-                Ok(httparse::Status::Partial) => {
-                    return Err(ProxyError::Malformed(
-                        "the proxy's CONNECT answer is too large",
-                    ));
-                }
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(ProxyError::Malformed(
-                        "the proxy's CONNECT answer has too many headers",
-                    ));
-                }
-                Err(_) => {
-                    return Err(ProxyError::Malformed(
-                        "the proxy's CONNECT answer is not HTTP",
-                    ));
-                }
+            if answer.parse(&mut buf)? {
+                return Ok(tcp);
             }
         }
     }
@@ -342,6 +288,83 @@ impl Proxy {
             }
         };
         Err(ProxyError::SocksRefused(reply))
+    }
+}
+
+/// Reads an HTTP proxy's answer to CONNECT as it arrives, bounded in size (interim answers
+/// included) and in header count.
+#[derive(Debug, Default)]
+struct ConnectAnswer {
+    /// Bytes of interim (1xx) answers already consumed.
+    interim: usize,
+}
+
+impl ConnectAnswer {
+    /// `Ok(true)` once a 2xx answer is complete (the tunnel is open), `Ok(false)` when more
+    /// bytes are needed.
+    fn parse(&mut self, buf: &mut BytesMut) -> Result<bool, ProxyError> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_CONNECT_HEADERS];
+            let mut response = httparse::Response::new(&mut headers);
+            let head_len = match response.parse(buf) {
+                Ok(httparse::Status::Complete(head_len)) => head_len,
+                Ok(httparse::Status::Partial) => {
+                    if self.interim.saturating_add(buf.len()) >= MAX_CONNECT_RESPONSE {
+                        return Err(ProxyError::Malformed(
+                            "the proxy's CONNECT answer is too large",
+                        ));
+                    }
+                    return Ok(false);
+                }
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(ProxyError::Malformed(
+                        "the proxy's CONNECT answer has too many headers",
+                    ));
+                }
+                Err(_) => {
+                    return Err(ProxyError::Malformed(
+                        "the proxy's CONNECT answer is not HTTP",
+                    ));
+                }
+            };
+            let status = response
+                .code
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .ok_or(ProxyError::Malformed("invalid status"))?;
+            // RFC 9110 section 15.2: interim answers come before the final one.
+            if status.is_informational() {
+                self.interim = self.interim.saturating_add(head_len);
+                if self.interim >= MAX_CONNECT_RESPONSE {
+                    return Err(ProxyError::Malformed(
+                        "the proxy's CONNECT answer is too large",
+                    ));
+                }
+                let _ = buf.split_to(head_len);
+                continue;
+            }
+            if !status.is_success() {
+                let mut map = HeaderMap::new();
+                for h in response.headers.iter() {
+                    if let (Ok(name), Ok(value)) = (
+                        HeaderName::from_bytes(h.name.as_bytes()),
+                        HeaderValue::from_bytes(h.value),
+                    ) {
+                        map.append(name, value);
+                    }
+                }
+                return Err(ProxyError::Refused {
+                    status,
+                    headers: map,
+                });
+            }
+            // The server speaks only after we do, so nothing may follow the head yet.
+            if buf.len() > head_len {
+                return Err(ProxyError::Malformed(
+                    "the proxy sent data after its CONNECT answer",
+                ));
+            }
+            return Ok(true);
+        }
     }
 }
 
@@ -713,6 +736,56 @@ mod tests {
         assert!(no_proxy_matches("[::1]:80", "::1", 80));
         assert!(!no_proxy_matches("[::1]:80", "::1", 81));
         assert!(no_proxy_matches("EXAMPLE.com", "www.example.COM", 1));
+    }
+
+    /// The outcome of feeding `input` in pieces of `chunk` bytes: `Some(Ok(()))` open,
+    /// `Some(Err(text))` refused or malformed, `None` still waiting.
+    fn feed(input: &[u8], chunk: usize) -> Option<Result<(), String>> {
+        let mut answer = ConnectAnswer::default();
+        let mut buf = BytesMut::new();
+        for piece in input.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            match answer.parse(&mut buf) {
+                Ok(true) => return Some(Ok(())),
+                Ok(false) => {}
+                Err(e) => return Some(Err(e.to_string())),
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn connect_answers() {
+        let ok = b"HTTP/1.1 200 Connection established\r\n\r\n";
+        for chunk in [1, 3, 1000] {
+            assert_eq!(feed(ok, chunk), Some(Ok(())));
+        }
+        let interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nVia: x\r\n\r\n";
+        assert_eq!(feed(interim, 1), Some(Ok(())));
+        assert_eq!(feed(interim, 7), Some(Ok(())));
+        let refused = feed(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", 5);
+        assert!(refused.unwrap().unwrap_err().contains("407"));
+        assert_eq!(feed(b"HTTP/1.1 200 OK\r\n", 4), None);
+        // Endless interim answers stop at the bound.
+        let endless = b"HTTP/1.1 102 Processing\r\n\r\n".repeat(1000);
+        let e = feed(&endless, 100).unwrap().unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_connect_answer_is_parsed_without_panic_and_alike_in_any_chunking(
+            input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            chunk in 1_usize..40,
+        ) {
+            let whole = feed(&input, input.len().max(1));
+            let pieces = feed(&input, chunk);
+            // An answer complete in the whole input is the same however it arrived; one cut
+            // short may have been judged earlier in pieces only if it was already wrong.
+            if let Some(Ok(())) = whole {
+                proptest::prop_assert_eq!(pieces, whole);
+            }
+        }
     }
 
     #[test]
