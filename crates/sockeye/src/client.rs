@@ -145,24 +145,30 @@ impl ClientBuilder {
             ProxyChoice::FromEnv => Proxy::from_env(uri.is_secure(), uri.host(), uri.port())
                 .map_err(|e| Error::new(Kind::ProxyUrl(e)))?,
         };
+        // One budget for the whole opening, and the error says which stage ran out of it.
         let timeout = self.config.handshake_timeout;
-        let work = async {
-            let tcp = match &proxy {
-                Some(proxy) => proxy.connect(uri.host(), uri.port()).await?,
-                None => open_tcp(uri.host(), uri.port(), Some(timeout)).await?,
-            };
-            set_nodelay(&tcp, self.config.nodelay);
-            let stream = if uri.is_secure() {
-                let tls = self.tls.connect(uri.host(), tcp).await?;
-                MaybeTlsStream::ClientTls(Box::new(tls))
-            } else {
-                MaybeTlsStream::Plain(tcp)
-            };
-            self.handshake(uri, stream).await
+        let deadline = tokio::time::Instant::now() + timeout;
+        let expired = |stage| move |_| Error::new(Kind::Timeout(stage));
+        let tcp = tokio::time::timeout_at(deadline, async {
+            match &proxy {
+                Some(proxy) => proxy.connect(uri.host(), uri.port()).await,
+                None => open_tcp(uri.host(), uri.port(), Some(timeout)).await,
+            }
+        })
+        .await
+        .map_err(expired(Timeout::Connect))??;
+        set_nodelay(&tcp, self.config.nodelay);
+        let stream = if uri.is_secure() {
+            let tls = tokio::time::timeout_at(deadline, self.tls.connect(uri.host(), tcp))
+                .await
+                .map_err(expired(Timeout::Tls))??;
+            MaybeTlsStream::ClientTls(Box::new(tls))
+        } else {
+            MaybeTlsStream::Plain(tcp)
         };
-        tokio::time::timeout(timeout, work)
+        tokio::time::timeout_at(deadline, self.handshake(uri, stream))
             .await
-            .map_err(|_| Error::new(Kind::Timeout(Timeout::Handshake)))?
+            .map_err(expired(Timeout::Handshake))?
     }
 
     /// Performs the handshake over a stream the caller opened (a tunnel, a Unix socket, TLS of

@@ -104,14 +104,16 @@ pub enum Kind {
     Negotiation(NegotiationError),
 }
 
-/// Which operation timed out.
+/// Which stage of opening a connection ran out of the handshake timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Timeout {
-    /// The opening handshake.
+    /// The WebSocket upgrade (the HTTP request and its 101).
     Handshake,
-    /// Connecting the transport.
+    /// Connecting: name resolution, TCP, and the proxy's tunnel when there is one.
     Connect,
+    /// The TLS handshake.
+    Tls,
 }
 
 impl Error {
@@ -299,6 +301,7 @@ impl fmt::Display for Error {
             }
             Kind::Timeout(Timeout::Handshake) => f.write_str("opening handshake timed out"),
             Kind::Timeout(Timeout::Connect) => f.write_str("connecting timed out"),
+            Kind::Timeout(Timeout::Tls) => f.write_str("TLS handshake timed out"),
             Kind::Misuse(e) => write!(f, "API misuse: {e}"),
             Kind::HandshakeMisuse(e) => write!(f, "invalid handshake options: {e}"),
             Kind::AlreadyClosed => f.write_str("the connection is closed"),

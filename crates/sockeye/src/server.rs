@@ -507,14 +507,17 @@ impl ServerBuilder {
             return Err(Error::new(Kind::Busy));
         };
         set_nodelay(&tcp, self.config.nodelay);
-        let work = async {
-            let stream = match &self.tls {
-                Some(tls) => MaybeTlsStream::ServerTls(Box::new(tls.accept(tcp).await?)),
-                None => MaybeTlsStream::Plain(tcp),
-            };
-            self.handshake(stream).await
+        let deadline = tokio::time::Instant::now() + self.config.handshake_timeout;
+        let stream = match &self.tls {
+            Some(tls) => {
+                let tls = tokio::time::timeout_at(deadline, tls.accept(tcp))
+                    .await
+                    .map_err(|_| Error::new(Kind::Timeout(Timeout::Tls)))??;
+                MaybeTlsStream::ServerTls(Box::new(tls))
+            }
+            None => MaybeTlsStream::Plain(tcp),
         };
-        tokio::time::timeout(self.config.handshake_timeout, work)
+        tokio::time::timeout_at(deadline, self.handshake(stream))
             .await
             .map_err(|_| Error::new(Kind::Timeout(Timeout::Handshake)))?
     }

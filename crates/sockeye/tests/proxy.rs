@@ -387,7 +387,7 @@ async fn a_connect_answer_that_is_too_large_or_followed_by_data_is_refused() {
 }
 
 #[tokio::test]
-async fn a_silent_proxy_or_tls_server_is_bounded_by_the_handshake_timeout() {
+async fn a_silent_proxy_tls_server_or_server_is_bounded_by_the_handshake_timeout() {
     bounded(async {
         let config = WebSocketConfig::builder()
             .handshake_timeout(std::time::Duration::from_millis(300))
@@ -409,12 +409,18 @@ async fn a_silent_proxy_or_tls_server_is_bounded_by_the_handshake_timeout() {
             .await
             .map(|_| ())
             .unwrap_err();
-        assert!(
-            matches!(e.kind(), Kind::Timeout(Timeout::Handshake)),
-            "{e:?}"
-        );
+        // The stage that ran out is named: the tunnel is part of connecting.
+        assert!(matches!(e.kind(), Kind::Timeout(Timeout::Connect)), "{e:?}");
         // A "TLS server" that accepts and never answers the ClientHello.
         let e = ClientBuilder::new(format!("wss://127.0.0.1:{port}/"))
+            .config(config.clone())
+            .connect()
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(e.kind(), Kind::Timeout(Timeout::Tls)), "{e:?}");
+        // A server that takes TCP but never answers the upgrade request.
+        let e = ClientBuilder::new(format!("ws://127.0.0.1:{port}/"))
             .config(config)
             .connect()
             .await
