@@ -1,5 +1,7 @@
 //! The client: [`connect`] and [`ClientBuilder`].
 
+use std::net::SocketAddr;
+
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use sockeye_proto::extension::DeflateConfig;
@@ -8,8 +10,6 @@ use sockeye_proto::handshake::{ClientHandshake, HandshakeError, WsUri};
 use sockeye_proto::{Connection, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-use std::net::SocketAddr;
 
 use crate::config::WebSocketConfig;
 use crate::driver::now;

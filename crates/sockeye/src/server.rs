@@ -554,21 +554,14 @@ impl ServerBuilder {
                 }
             }
         };
-        if !self.origin.allows_over(&request, self.secure) {
-            let body = "origin not allowed\n";
-            let mut out = Vec::new();
-            reject_response(StatusCode::FORBIDDEN, &HeaderMap::new(), body, &mut out)?;
-            stream.write_all(&out).await?;
-            let _ = stream.shutdown().await;
-            return Err(Error::new(Kind::Refused {
-                status: StatusCode::FORBIDDEN,
-                headers: HeaderMap::new(),
-                body: body.into(),
-            }));
-        }
-        let decision = match &self.decide {
-            Some(decide) => decide(&request),
-            None => Ok(Accept::new()),
+        // The Origin policy first, then the caller's decision; a refusal by either is answered
+        // the same way.
+        let decision = if !self.origin.allows_over(&request, self.secure) {
+            Err(Reject::new(StatusCode::FORBIDDEN, "origin not allowed\n"))
+        } else if let Some(decide) = &self.decide {
+            decide(&request)
+        } else {
+            Ok(Accept::new())
         };
         let accept = match decision {
             Ok(accept) => accept,

@@ -178,14 +178,13 @@ impl Settings {
         config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
         Ok(Arc::new(config))
     }
+}
 
-    fn is_default(&self) -> bool {
-        self.webpki_roots
-            && !self.native_roots
-            && self.extra_roots.is_empty()
-            && self.identity.is_none()
-            && self.verify
-    }
+/// Where the default settings' rustls config is kept: one per process, since every
+/// `TlsConfig::new()` would build the same (parsing the Mozilla roots each time).
+fn default_cache() -> Arc<OnceLock<Arc<ClientConfig>>> {
+    static CACHE: OnceLock<Arc<OnceLock<Arc<ClientConfig>>>> = OnceLock::new();
+    CACHE.get_or_init(Arc::default).clone()
 }
 
 impl Default for TlsConfig {
@@ -204,7 +203,7 @@ impl TlsConfig {
                 extra_roots: Vec::new(),
                 identity: None,
                 verify: true,
-                built: Arc::default(),
+                built: default_cache(),
             }),
         }
     }
@@ -301,18 +300,11 @@ impl TlsConfig {
         }
     }
 
-    /// The rustls configuration. The default one is built once per process.
+    /// The rustls configuration, built once per settings (and once per process for the
+    /// default ones).
     pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>, TlsSetupError> {
         match &self.source {
             Source::Rustls(config) => Ok(config.clone()),
-            Source::Build(settings) if settings.is_default() => {
-                static DEFAULT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
-                if let Some(config) = DEFAULT.get() {
-                    return Ok(config.clone());
-                }
-                let config = settings.build()?;
-                Ok(DEFAULT.get_or_init(|| config).clone())
-            }
             Source::Build(settings) => {
                 if let Some(config) = settings.built.get() {
                     return Ok(config.clone());
