@@ -141,7 +141,8 @@ pub struct OriginPolicy {
 #[derive(Clone)]
 enum OriginRule {
     Any,
-    SameHost,
+    /// The request's own host, and these origins besides (normalised).
+    SameHost(Vec<String>),
     List(Vec<String>),
     Custom(Arc<CheckOrigin>),
 }
@@ -167,7 +168,21 @@ impl OriginPolicy {
     /// known not to be.
     pub fn same_host() -> Self {
         Self {
-            rule: OriginRule::SameHost,
+            rule: OriginRule::SameHost(Vec::new()),
+            allow_missing: true,
+        }
+    }
+
+    /// [`same_host`](Self::same_host), and these origins besides (compared as
+    /// [`allow`](Self::allow) compares them): for a server whose pages are also served from
+    /// elsewhere.
+    pub fn same_host_or<I, O>(origins: I) -> Self
+    where
+        I: IntoIterator<Item = O>,
+        O: Into<String>,
+    {
+        Self {
+            rule: OriginRule::SameHost(normalized(origins)),
             allow_missing: true,
         }
     }
@@ -179,15 +194,8 @@ impl OriginPolicy {
         I: IntoIterator<Item = O>,
         O: Into<String>,
     {
-        let list = origins
-            .into_iter()
-            .map(|o| {
-                let o = o.into();
-                normalize_origin(&o).unwrap_or_else(|| o.to_ascii_lowercase())
-            })
-            .collect();
         Self {
-            rule: OriginRule::List(list),
+            rule: OriginRule::List(normalized(origins)),
             allow_missing: true,
         }
     }
@@ -225,18 +233,18 @@ impl OriginPolicy {
             return matches!(self.rule, OriginRule::Any);
         };
         let origin = origin.trim();
+        let listed = |list: &[String]| list.contains(&normalized_one(origin));
         match &self.rule {
             OriginRule::Any => true,
-            OriginRule::SameHost => request
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .is_some_and(|host| same_host(origin, host, secure)),
-            OriginRule::List(list) => {
-                let origin =
-                    normalize_origin(origin).unwrap_or_else(|| origin.to_ascii_lowercase());
-                list.contains(&origin)
+            OriginRule::SameHost(also) => {
+                request
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .is_some_and(|host| same_host(origin, host, secure))
+                    || (!also.is_empty() && listed(also))
             }
+            OriginRule::List(list) => listed(list),
             OriginRule::Custom(check) => check(origin, request),
         }
     }
@@ -246,7 +254,8 @@ impl fmt::Debug for OriginPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rule = match &self.rule {
             OriginRule::Any => "any".to_owned(),
-            OriginRule::SameHost => "same host".to_owned(),
+            OriginRule::SameHost(also) if also.is_empty() => "same host".to_owned(),
+            OriginRule::SameHost(also) => format!("same host or {also:?}"),
             OriginRule::List(list) => format!("{list:?}"),
             OriginRule::Custom(_) => "custom".to_owned(),
         };
@@ -255,6 +264,23 @@ impl fmt::Debug for OriginPolicy {
             .field("allow_missing", &self.allow_missing)
             .finish()
     }
+}
+
+fn normalized<I, O>(origins: I) -> Vec<String>
+where
+    I: IntoIterator<Item = O>,
+    O: Into<String>,
+{
+    origins
+        .into_iter()
+        .map(|o| normalized_one(&o.into()))
+        .collect()
+}
+
+/// An origin as the lists keep it: normalised when it is an http(s) or ws(s) origin, else
+/// lower-cased as it is.
+fn normalized_one(origin: &str) -> String {
+    normalize_origin(origin).unwrap_or_else(|| origin.to_ascii_lowercase())
 }
 
 /// `scheme://host[:port]` in lower case, without a default port or a trailing `/`; `None` for

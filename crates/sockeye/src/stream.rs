@@ -39,11 +39,7 @@ impl MaybeTlsStream {
     /// The application protocol TLS negotiated (ALPN): `http/1.1`, or `None` when the peer
     /// offered or chose none, or without TLS.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        match self {
-            Self::Plain(_) => None,
-            Self::ClientTls(tls) => tls.get_ref().1.alpn_protocol(),
-            Self::ServerTls(tls) => tls.get_ref().1.alpn_protocol(),
-        }
+        self.tls_state()?.alpn_protocol()
     }
 
     /// On a server, the host name the client asked for (SNI); clients connecting to an IP
@@ -58,10 +54,15 @@ impl MaybeTlsStream {
     /// The certificate chain the peer presented over TLS (a client certificate, on a server),
     /// leaf first.
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        self.tls_state()?.peer_certificates()
+    }
+
+    /// What both TLS sides share (the negotiated protocol, the peer's certificates).
+    fn tls_state(&self) -> Option<&rustls::CommonState> {
         match self {
             Self::Plain(_) => None,
-            Self::ClientTls(tls) => tls.get_ref().1.peer_certificates(),
-            Self::ServerTls(tls) => tls.get_ref().1.peer_certificates(),
+            Self::ClientTls(tls) => Some(tls.get_ref().1),
+            Self::ServerTls(tls) => Some(tls.get_ref().1),
         }
     }
 }

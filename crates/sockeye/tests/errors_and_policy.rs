@@ -229,3 +229,21 @@ async fn a_plain_http_server_gives_its_status_and_body() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn same_host_or_a_list() {
+    bounded(async {
+        let policy = OriginPolicy::same_host_or(["https://app.example"]);
+        let (addr, _o) = echo_server(ServerBuilder::new().origin_policy(policy)).await;
+        let url = format!("ws://{addr}/");
+        connect_with_origin(&url, Some(&format!("http://{addr}")))
+            .await
+            .unwrap();
+        connect_with_origin(&url, Some("HTTPS://app.example:443/"))
+            .await
+            .unwrap();
+        connect_with_origin(&url, None).await.unwrap();
+        assert_refused_403(connect_with_origin(&url, Some("https://evil.example")).await);
+    })
+    .await;
+}

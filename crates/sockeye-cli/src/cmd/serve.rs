@@ -78,21 +78,18 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     let config = WebSocketConfig::builder().proto(proto).build()?;
     let origin = if args.allow_origins.iter().any(|o| o == "*") {
         OriginPolicy::any()
-    } else if args.allow_origins.is_empty() {
-        OriginPolicy::same_host()
     } else {
-        OriginPolicy::custom({
-            let allowed = args.allow_origins.clone();
-            move |origin, request| {
-                allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
-                    || OriginPolicy::same_host().allows(request)
-            }
-        })
+        OriginPolicy::same_host_or(args.allow_origins.iter().cloned())
     };
     let mut server = ServerBuilder::new()
         .config(config)
         .origin_policy(origin)
         .on_request(route(args.echo, addr.ip().is_loopback()));
+    // This loop runs TLS itself (to tell page requests from upgrades first), so the builder is
+    // told that pages come over https: the same-host Origin must then be https too.
+    if tls.is_some() {
+        server = server.served_over_tls(true);
+    }
     if !args.no_compress {
         server = server.deflate(DeflateConfig::new());
     }
