@@ -172,22 +172,26 @@ impl Connection {
     }
 
     /// Whether messages can still be sent (no Close frame queued yet).
+    #[inline]
     pub fn is_open(&self) -> bool {
         self.state == State::Open
     }
 
     /// Whether the WebSocket is closed ([`Event::Closed`] has been queued).
+    #[inline]
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
     }
 
     /// How the connection ended, once it has (the same report as [`Event::Closed`]).
+    #[inline]
     pub fn close_status(&self) -> Option<&Closed> {
         self.closed.as_ref()
     }
 
     /// Bytes queued for sending and not yet taken by [`poll_transmit`](Self::poll_transmit); the
     /// I/O layer compares this with its write-buffer high-water mark.
+    #[inline]
     pub fn buffered_amount(&self) -> usize {
         self.queued
     }
@@ -195,6 +199,7 @@ impl Connection {
     /// How many more bytes the read buffer must hold before the frame in progress is complete,
     /// or at least the 2 bytes of the next header. An I/O layer can reserve this much (bounded by
     /// the frame size limit) so the frame and the next header arrive in one read.
+    #[inline]
     pub fn read_hint(&self, buf: &[u8]) -> usize {
         match &self.pending {
             Some(p) => p
@@ -228,6 +233,16 @@ impl Connection {
             if !self.reads_frames() {
                 buf.clear();
                 return false;
+            }
+            if let Some(done) = self.read_whole_message(buf) {
+                match done {
+                    Ok(()) if !buf.is_empty() => return true,
+                    Ok(()) => return false,
+                    Err(error) => {
+                        self.fail(error);
+                        continue;
+                    }
+                }
             }
             match self.read_frame(buf) {
                 Ok(Some(frame)) => {
@@ -297,6 +312,7 @@ impl Connection {
     /// # Errors
     /// [`ApiMisuse`] when the connection is closing, a control payload is over 125 bytes, or a
     /// fragmented message is being sent.
+    #[inline]
     pub fn send(&mut self, message: Message) -> Result<(), ApiMisuse> {
         match message {
             Message::Text(text) => self.send_text(text),
@@ -388,6 +404,7 @@ impl Connection {
     /// chunk of its own, sharing the caller's buffer. Take every chunk and write them in order,
     /// vectored if you like.
     #[must_use]
+    #[inline]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.flush_pong();
         let chunk = match self.out_chunks.pop_front() {
@@ -401,22 +418,22 @@ impl Connection {
 
     /// The next event for the application.
     #[must_use]
+    #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
     #[must_use]
+    #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let keepalive = if self.state == State::Open {
             self.next_ping
         } else {
             None
         };
-        [self.close_deadline, self.pong_deadline, keepalive]
-            .into_iter()
-            .flatten()
-            .min()
+        // Written out rather than as an iterator: this runs on every send and flush.
+        earliest(earliest(self.close_deadline, self.pong_deadline), keepalive)
     }
 
     /// Whether this end should close the transport now, once every chunk from
@@ -425,6 +442,7 @@ impl Connection {
     /// Section 7.1.1: the server closes the TCP connection right after the close handshake; the
     /// client waits for the server to do so (until the close timeout), so that the server, not
     /// the client, holds the `TIME_WAIT` state. After a failure or timeout, either end closes.
+    #[inline]
     pub fn should_close_transport(&self) -> bool {
         self.close_transport && self.queued == 0 && self.pending_pong.is_none()
     }
@@ -441,6 +459,70 @@ impl Connection {
             extension_rsv: self.extension.as_deref().map_or(Rsv::NONE, Extension::rsv),
             max_frame_size: self.config.max_frame_size(),
         }
+    }
+
+    /// The common case, taken without the general machinery: an unfragmented, unextended text
+    /// or binary message that is in `buf` entirely, with no other message in progress. `None`
+    /// when the next frame is anything else (including anything invalid), and nothing was
+    /// consumed: [`read_frame`](Self::read_frame) then reads it and names what is wrong. Every
+    /// rule of that path holds here, because only frames that pass them all are taken.
+    #[inline]
+    fn read_whole_message(&mut self, buf: &mut BytesMut) -> Option<Result<(), ProtocolError>> {
+        if self.pending.is_some() || self.incoming.is_some() || self.config.streaming() {
+            return None;
+        }
+        let (&[b0, b1], rest) = buf.split_first_chunk::<2>()?;
+        // FIN set, no RSV bits, and opcode text (0x1) or binary (0x2).
+        let text = match b0 {
+            0x81 => true,
+            0x82 => false,
+            _ => return None,
+        };
+        if (b1 & 0x80 != 0) != self.role.expects_masked() {
+            return None;
+        }
+        let (payload_len, rest) = match b1 & 0x7f {
+            126 => {
+                let (len, rest) = rest.split_first_chunk::<2>()?;
+                (usize::from(u16::from_be_bytes(*len)), rest)
+            }
+            127 => return None,
+            len => (usize::from(len), rest),
+        };
+        let key = if b1 & 0x80 != 0 {
+            Some(*rest.first_chunk::<4>()?)
+        } else {
+            None
+        };
+        let head_len = buf.len() - rest.len() + if key.is_some() { 4 } else { 0 };
+        if payload_len > self.config.max_frame_size()
+            || payload_len > self.config.max_message_size()
+            || buf.len() - head_len < payload_len
+        {
+            return None;
+        }
+        buf.advance(head_len);
+        let mut payload = buf.split_to(payload_len);
+        if let Some(key) = key {
+            apply_mask(&mut payload, key, 0);
+        }
+        let payload = payload.freeze();
+        let message = if text {
+            match Utf8Bytes::try_from(payload) {
+                Ok(text) => Message::Text(text),
+                Err(e) => {
+                    return Some(Err(ProtocolError::InvalidUtf8 {
+                        valid_up_to: e.valid_up_to(),
+                    }));
+                }
+            }
+        } else {
+            Message::Binary(payload)
+        };
+        // Any frame shows the peer is alive.
+        self.pong_deadline = None;
+        self.events.push_back(Event::Message(message));
+        Some(Ok(()))
     }
 
     /// Reads the next frame; `Ok(None)` when the rest of it has not arrived.
@@ -837,6 +919,16 @@ impl std::fmt::Debug for Connection {
             .field("queued", &self.queued)
             .field("events", &self.events.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// The earlier of two optional deadlines.
+#[inline]
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
     }
 }
 

@@ -309,12 +309,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Ready when the backlog is under the high-water mark.
     pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        // A sender that never reads still drives keepalive and the close timeout.
-        while self.poll_timer(cx) {}
         if !self.conn.is_open() {
             return Poll::Ready(Err(Self::already_closed()));
         }
         if self.backlog() > self.high_water {
+            // A sender that never reads still drives keepalive and the close timeout: the timer
+            // is armed before waiting here, and run by every flush (`poll_flush`).
+            while self.poll_timer(cx) {}
+            if !self.conn.is_open() {
+                return Poll::Ready(Err(Self::already_closed()));
+            }
             if let Err(e) = ready!(self.poll_output(cx)) {
                 self.transport_failed(e);
                 return Poll::Ready(Err(Self::already_closed()));

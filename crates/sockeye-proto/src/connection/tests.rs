@@ -1253,3 +1253,158 @@ mod pair {
         }
     }
 }
+
+/// The whole-message path (`read_whole_message`) takes only frames that pass every rule; the
+/// rest goes the general way. These pin the cases where the two could disagree.
+mod whole_message_path {
+    use super::*;
+
+    /// Feeds `bytes` whole and byte by byte; both must give the same events and wire output.
+    fn same_whole_and_bytewise(role: Role, config: &Config, bytes: &[u8]) -> (Vec<Event>, Vec<u8>) {
+        let mut whole = with_config(role, config.clone());
+        let _ = feed(&mut whole, bytes);
+        let mut piecewise = with_config(role, config.clone());
+        let mut buf = BytesMut::new();
+        for &b in bytes {
+            buf.extend_from_slice(&[b]);
+            while piecewise.handle_bytes(&mut buf, t0()) {}
+        }
+        let out = (events(&mut whole), wire(&mut whole));
+        assert_eq!(out, (events(&mut piecewise), wire(&mut piecewise)));
+        out
+    }
+
+    #[test]
+    fn several_messages_in_one_read_come_one_call_at_a_time() {
+        let mut bytes = frame_to(Role::Server, true, 0, 1, b"one");
+        bytes.extend(frame_to(Role::Server, true, 0, 2, &[7; 300]));
+        bytes.extend(frame_to(Role::Server, true, 0, 1, b""));
+        let mut conn = server();
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert!(conn.handle_bytes(&mut buf, t0()));
+        assert_eq!(events(&mut conn), [Event::Message(Message::text("one"))]);
+        assert!(conn.handle_bytes(&mut buf, t0()));
+        assert_eq!(
+            events(&mut conn),
+            [Event::Message(Message::Binary(Bytes::from(vec![7; 300])))]
+        );
+        assert!(!conn.handle_bytes(&mut buf, t0()));
+        assert_eq!(events(&mut conn), [Event::Message(Message::text(""))]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn invalid_text_fails_with_1007_and_nothing_after_it_is_read() {
+        let mut bytes = frame_to(Role::Server, true, 0, 1, b"ok\xff\xfe");
+        bytes.extend(frame_to(Role::Server, true, 0, 1, b"later"));
+        let (events, wire) = same_whole_and_bytewise(Role::Server, &Config::default(), &bytes);
+        assert!(
+            matches!(&events[..], [Event::Closed(c)] if c.error == Some(ConnectionError::Protocol(ProtocolError::InvalidUtf8 { valid_up_to: 2 })))
+        );
+        assert_eq!(&wire[..4], [0x88, wire[1], 0x03, 0xef]);
+    }
+
+    #[test]
+    fn a_whole_message_over_the_limits_fails_with_1009() {
+        for config in [
+            Config::builder().max_message_size(10).build().unwrap(),
+            Config::builder().max_frame_size(10).build().unwrap(),
+        ] {
+            let bytes = frame_to(Role::Server, true, 0, 2, &[1; 11]);
+            let (events, _) = same_whole_and_bytewise(Role::Server, &config, &bytes);
+            let [Event::Closed(closed)] = &events[..] else {
+                panic!("expected a failure, got {events:?}");
+            };
+            assert_eq!(
+                closed.local.as_ref().map(|f| f.code),
+                Some(CloseCode::MESSAGE_TOO_BIG)
+            );
+            // At the limit it is a message.
+            let at_limit = frame_to(Role::Server, true, 0, 2, &[1; 10]);
+            let (events, _) = same_whole_and_bytewise(Role::Server, &config, &at_limit);
+            assert_eq!(
+                events,
+                [Event::Message(Message::Binary(Bytes::from(vec![1; 10])))]
+            );
+        }
+    }
+
+    #[test]
+    fn other_frames_go_the_general_way_with_the_same_outcome() {
+        let cases: Vec<Vec<u8>> = vec![
+            // Unmasked to a server; RSV1 without an extension; a reserved opcode.
+            raw_frame(true, 0, 2, None, b"x"),
+            frame_to(Role::Server, true, 0x40, 2, b"x"),
+            frame_to(Role::Server, true, 0, 3, b"x"),
+            // A 16-bit and a 64-bit length, and a continuation with no message.
+            frame_to(Role::Server, true, 0, 2, &[5; 200]),
+            frame_to(Role::Server, true, 0, 2, &[5; 70_000]),
+            frame_to(Role::Server, true, 0, 0, b"x"),
+            // A fragmented message, then a whole one.
+            [
+                frame_to(Role::Server, false, 0, 1, b"a"),
+                frame_to(Role::Server, true, 0, 0, b"b"),
+                frame_to(Role::Server, true, 0, 1, b"c"),
+            ]
+            .concat(),
+            // A whole message inside a fragmented one.
+            [
+                frame_to(Role::Server, false, 0, 1, b"a"),
+                frame_to(Role::Server, true, 0, 1, b"c"),
+            ]
+            .concat(),
+        ];
+        let mut seen = Vec::new();
+        for bytes in &cases {
+            let (events, _) = same_whole_and_bytewise(Role::Server, &Config::default(), bytes);
+            seen.push(events);
+        }
+        assert!(
+            matches!(&seen[0][..], [Event::Closed(c)] if c.error == Some(ConnectionError::Protocol(ProtocolError::UnmaskedFrameFromClient)))
+        );
+        assert!(
+            matches!(&seen[1][..], [Event::Closed(c)] if c.error == Some(ConnectionError::Protocol(ProtocolError::ReservedBitsSet { bits: 0x40 })))
+        );
+        assert!(matches!(&seen[2][..], [Event::Closed(_)]));
+        assert_eq!(
+            seen[3],
+            [Event::Message(Message::Binary(Bytes::from(vec![5; 200])))]
+        );
+        assert_eq!(
+            seen[4],
+            [Event::Message(Message::Binary(Bytes::from(vec![
+                5;
+                70_000
+            ])))]
+        );
+        assert!(
+            matches!(&seen[5][..], [Event::Closed(c)] if c.error == Some(ConnectionError::Protocol(ProtocolError::UnexpectedContinuation)))
+        );
+        assert_eq!(
+            seen[6],
+            [
+                Event::Message(Message::text("ab")),
+                Event::Message(Message::text("c"))
+            ]
+        );
+        assert!(
+            matches!(&seen[7][..], [Event::Closed(c)] if c.error == Some(ConnectionError::Protocol(ProtocolError::ExpectedContinuation)))
+        );
+    }
+
+    #[test]
+    fn a_client_takes_unmasked_messages_and_refuses_masked_ones() {
+        let config = Config::default();
+        let (events, _) =
+            same_whole_and_bytewise(Role::Client, &config, &raw_frame(true, 0, 1, None, b"hi"));
+        assert_eq!(events, [Event::Message(Message::text("hi"))]);
+        let (events, _) = same_whole_and_bytewise(
+            Role::Client,
+            &config,
+            &raw_frame(true, 0, 1, Some(KEY), b"hi"),
+        );
+        assert!(
+            matches!(&events[..], [Event::Closed(c)] if c.error == Some(ConnectionError::Protocol(ProtocolError::MaskedFrameFromServer)))
+        );
+    }
+}

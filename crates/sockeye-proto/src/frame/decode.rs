@@ -15,6 +15,7 @@ impl FrameHead {
     ///
     /// # Errors
     /// The broken rule, each with its close code.
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<Option<(Self, usize)>, ProtocolError> {
         let Some(&[b0, b1]) = buf.first_chunk::<2>() else {
             return Ok(None);

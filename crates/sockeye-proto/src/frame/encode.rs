@@ -7,6 +7,7 @@ use super::{FrameHead, MAX_HEAD_LEN};
 impl FrameHead {
     /// Writes this header into `out` and returns its length, using the shortest length form
     /// (section 5.2: the minimal number of bytes must be used).
+    #[inline]
     pub fn encode(&self, out: &mut [u8; MAX_HEAD_LEN]) -> usize {
         let mut b0 = self.opcode.bits() | self.rsv.bits();
         if self.fin {

@@ -186,6 +186,7 @@ impl FrameHead {
     ///
     /// # Errors
     /// The broken rule, each with its close code.
+    #[inline]
     pub fn check(&self, rules: &HeadRules) -> Result<(), ProtocolError> {
         // Section 5.1: a server must close on an unmasked frame, a client on a masked one.
         match (rules.role, self.mask.is_some()) {
