@@ -806,7 +806,7 @@ impl Connection {
             error,
         };
         self.closed = Some(closed.clone());
-        self.events.push_back(Event::Closed(closed));
+        self.events.push_back(Event::Closed(Box::new(closed)));
     }
 
     // ---- Internals: output ----

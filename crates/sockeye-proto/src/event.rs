@@ -200,6 +200,7 @@ pub enum Event {
     Message(Message),
     /// One frame of a data message, in streaming mode.
     Frame(DataFrame),
-    /// The connection is closed; the last event.
-    Closed(Closed),
+    /// The connection is closed; the last event. Boxed, so that the events that come by the
+    /// million, messages, are moved at their own size.
+    Closed(Box<Closed>),
 }
