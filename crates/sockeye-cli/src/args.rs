@@ -157,6 +157,21 @@ pub(crate) struct ServeArgs {
     /// TLS private key (PEM); needs --tls-cert.
     #[arg(long, requires = "tls_cert", value_name = "FILE")]
     pub(crate) tls_key: Option<std::path::PathBuf>,
+    /// Share rooms with every other `sockeye serve` on this Redis (pub/sub), so members on
+    /// different servers talk to each other: redis://[:PASSWORD@]HOST[:PORT][/DB].
+    #[arg(long, value_name = "URL")]
+    pub(crate) redis: Option<String>,
+    /// Messages waiting to go to Redis before senders are closed with 1013 (try again later).
+    #[arg(
+        long,
+        default_value_t = 16_384,
+        value_name = "MESSAGES",
+        requires = "redis"
+    )]
+    pub(crate) redis_queue: usize,
+    /// Bytes waiting to go to Redis before senders are closed with 1013 (try again later).
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES", requires = "redis")]
+    pub(crate) redis_queue_bytes: usize,
 }
 
 #[derive(Debug, Args)]

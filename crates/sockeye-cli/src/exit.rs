@@ -22,6 +22,12 @@ pub(crate) fn code_for(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<crate::cmd::Usage>().is_some() {
         return USAGE;
     }
+    if error
+        .downcast_ref::<crate::cmd::backplane::Unreachable>()
+        .is_some()
+    {
+        return CONNECT;
+    }
     let Some(ws) = error.downcast_ref::<sockeye::Error>() else {
         if let Some(io) = error.downcast_ref::<std::io::Error>() {
             return io_code(io);

@@ -579,3 +579,194 @@ async fn connect_through_proxies_from_flags_and_from_the_environment() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+// ---- Rooms across servers over Redis ----
+
+/// A `redis-server` of its own on loopback, with no persistence, on `port`.
+async fn redis_server(port: u16) -> Option<support::Daemon> {
+    let exe = support::program("redis-server")?;
+    let dir = support::TempDir::new("redis");
+    let mut command = Command::new(exe);
+    command
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(&dir.0);
+    Some(support::Daemon::start(command, port, Some(dir)).await)
+}
+
+/// Runs one Redis command over RESP and returns the raw reply (one line, or an array of
+/// lines, as the commands used here answer).
+async fn redis_command(port: u16, args: &[&str]) -> String {
+    use std::fmt::Write as _;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        let _ = write!(request, "${}\r\n{arg}\r\n", arg.len());
+    }
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0; 1024];
+    // Every reply here ends in a line that is not an array or bulk header.
+    loop {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "redis closed before replying");
+        reply.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        let last = text
+            .trim_end_matches("\r\n")
+            .rsplit("\r\n")
+            .next()
+            .unwrap_or("");
+        if text.ends_with("\r\n") && !last.starts_with(['*', '$']) {
+            return text.into_owned();
+        }
+    }
+}
+
+/// Waits until `servers` servers are subscribed to `room`'s channel: only then does a message
+/// published anywhere reach every server.
+async fn until_subscribed(port: u16, room: &str, servers: usize) {
+    let channel = format!("sockeye:room:{room}");
+    let want = format!(":{servers}\r\n");
+    while !redis_command(port, &["PUBSUB", "NUMSUB", &channel])
+        .await
+        .ends_with(&want)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn rooms_span_servers_over_redis() {
+    let port = support::free_port();
+    let Some(redis) = redis_server(port).await else {
+        return;
+    };
+    support::bounded(async move {
+        let url = format!("redis://127.0.0.1:{port}");
+        let (_one, one) = start(&["serve", "--redis", &url, "127.0.0.1:0"]);
+        let (_two, two) = start(&["serve", "--redis", &url, "127.0.0.1:0"]);
+        let room = |addr: SocketAddr, name: &str| format!("ws://{addr}/rooms/{name}");
+        let (mut a, _) = sockeye::connect(&room(one, "r")).await.unwrap();
+        let (mut a2, _) = sockeye::connect(&room(one, "r")).await.unwrap();
+        let (mut b, _) = sockeye::connect(&room(two, "r")).await.unwrap();
+        let (mut elsewhere, _) = sockeye::connect(&room(two, "other")).await.unwrap();
+        until_subscribed(port, "r", 2).await;
+        until_subscribed(port, "other", 1).await;
+
+        // In order, from one sender, to members on both servers; each exactly once, so a
+        // server does not deliver its own messages again when Redis hands them back.
+        for i in 0..200 {
+            a.send(Message::text(format!("m{i}"))).await.unwrap();
+        }
+        a.send(Message::binary(vec![0u8, 1, 255])).await.unwrap();
+        for member in [&mut a2, &mut b] {
+            for i in 0..200 {
+                assert_eq!(
+                    member.next().await.unwrap().unwrap(),
+                    Message::text(format!("m{i}"))
+                );
+            }
+            assert_eq!(
+                member.next().await.unwrap().unwrap(),
+                Message::binary(vec![0u8, 1, 255])
+            );
+        }
+        b.send(Message::text("from two")).await.unwrap();
+        assert_eq!(a.next().await.unwrap().unwrap(), Message::text("from two"));
+        assert_eq!(a2.next().await.unwrap().unwrap(), Message::text("from two"));
+        // A marker after everything else: a2 got nothing twice, and the other room nothing.
+        b.send(Message::text("end")).await.unwrap();
+        assert_eq!(a2.next().await.unwrap().unwrap(), Message::text("end"));
+        elsewhere.send(Message::text("alone")).await.unwrap();
+        elsewhere.close(CloseCode::NORMAL, "").await.unwrap();
+        assert!(elsewhere.next().await.is_none());
+
+        // When the room empties on a server, that server unsubscribes.
+        b.close(CloseCode::NORMAL, "").await.unwrap();
+        until_subscribed(port, "r", 1).await;
+
+        // Redis restarts: the servers reconnect and subscribe again to the rooms in use.
+        drop(redis);
+        let _redis = redis_server(port).await.expect("redis-server ran before");
+        let (mut b, _) = sockeye::connect(&room(two, "r")).await.unwrap();
+        until_subscribed(port, "r", 2).await;
+        a.send(Message::text("after the restart")).await.unwrap();
+        assert_eq!(
+            b.next().await.unwrap().unwrap(),
+            Message::text("after the restart")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stalled_backplane_closes_senders_with_1013() {
+    let port = support::free_port();
+    let Some(_redis) = redis_server(port).await else {
+        return;
+    };
+    support::bounded(async move {
+        let url = format!("redis://127.0.0.1:{port}");
+        let (_one, one) = start(&[
+            "serve",
+            "--redis",
+            &url,
+            "--redis-queue",
+            "4",
+            "127.0.0.1:0",
+        ]);
+        let (a, _) = sockeye::connect(&format!("ws://{one}/rooms/r"))
+            .await
+            .unwrap();
+        until_subscribed(port, "r", 1).await;
+        // Redis stops answering writes (PUBLISH among them) for a while.
+        assert_eq!(
+            redis_command(port, &["CLIENT", "PAUSE", "3000", "WRITE"]).await,
+            "+OK\r\n"
+        );
+        let (mut reader, writer) = a.split();
+        let mut sent = 0;
+        let close = loop {
+            tokio::select! {
+                message = reader.next() => break message,
+                result = writer.send(Message::text("x")) => {
+                    result.unwrap();
+                    sent += 1;
+                    assert!(sent < 100_000, "never told to back off");
+                }
+            }
+        };
+        match close {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(frame.code, CloseCode::TRY_AGAIN_LATER);
+            }
+            other => panic!("expected 1013, got {other:?}"),
+        }
+        assert!(sent > 4, "the queue held {sent} messages");
+    })
+    .await;
+}
+
+#[test]
+fn an_unreachable_redis_is_exit_code_3() {
+    let port = support::free_port();
+    let out = run(
+        &[
+            "serve",
+            "--redis",
+            &format!("redis://:pw@127.0.0.1:{port}"),
+            "127.0.0.1:0",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach Redis"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("pw@"), "{}", stderr(&out));
+}

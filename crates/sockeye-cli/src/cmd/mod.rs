@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub(crate) mod backplane;
 pub(crate) mod bench;
 pub(crate) mod connect;
 pub(crate) mod forward;

@@ -1,5 +1,5 @@
-//! Rooms: every message a member sends reaches every other member. Behind a small trait so a
-//! backplane (Redis) can replace the in-process one.
+//! Rooms: every message a member sends reaches every other member. Behind a small trait, so
+//! that the Redis backplane ([`super::backplane`]) can stand in for the in-process rooms.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -65,6 +65,11 @@ impl Inbox {
     }
 }
 
+/// The message could not be taken: the way to the other nodes is full (or gone). The sender is
+/// told to try again later (1013) rather than have the room wait for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Overloaded;
+
 /// Where room membership and fan-out live.
 pub(crate) trait Rooms: Send + Sync + 'static {
     /// Adds a member. Dropping its queue (when the member is too slow to keep up) is how a
@@ -74,7 +79,10 @@ pub(crate) trait Rooms: Send + Sync + 'static {
     fn leave(&self, room: &str, member: MemberId);
     /// Sends `message` to every member of `room` but `from`, never waiting: a member whose
     /// queue is full is dropped from the room.
-    fn publish(&self, room: &str, from: MemberId, message: &Message);
+    ///
+    /// # Errors
+    /// [`Overloaded`] when the message cannot be passed on to the other nodes.
+    fn publish(&self, room: &str, from: MemberId, message: &Message) -> Result<(), Overloaded>;
 }
 
 type Members = HashMap<MemberId, MemberQueue>;
@@ -94,39 +102,70 @@ impl MemoryRooms {
     }
 }
 
-impl Rooms for MemoryRooms {
-    fn join(&self, room: &str, queue: MemberQueue) -> MemberId {
+impl MemoryRooms {
+    /// Adds a member; `first` runs, under the lock, when the room is new in this process.
+    pub(crate) fn join_then(
+        &self,
+        room: &str,
+        queue: MemberQueue,
+        first: impl FnOnce(&str),
+    ) -> MemberId {
         let id = MemberId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        self.lock()
-            .entry(room.to_owned())
-            .or_default()
-            .insert(id, queue);
+        let mut rooms = self.lock();
+        let members = rooms.entry(room.to_owned()).or_insert_with(|| {
+            first(room);
+            Members::default()
+        });
+        members.insert(id, queue);
         id
     }
 
-    fn leave(&self, room: &str, member: MemberId) {
+    /// Removes a member; `last` runs, under the lock, when that empties the room.
+    pub(crate) fn leave_then(&self, room: &str, member: MemberId, last: impl FnOnce(&str)) {
         let mut rooms = self.lock();
         if let Some(members) = rooms.get_mut(room) {
             members.remove(&member);
             if members.is_empty() {
                 rooms.remove(room);
+                last(room);
             }
         }
     }
 
-    fn publish(&self, room: &str, from: MemberId, message: &Message) {
+    /// Hands `message` to every member of `room` but `except`, never waiting.
+    pub(crate) fn deliver(&self, room: &str, except: Option<MemberId>, message: &Message) {
         let mut rooms = self.lock();
         let Some(members) = rooms.get_mut(room) else {
             return;
         };
         // Messages carry `Bytes`: each member's copy shares the one payload.
         members.retain(|id, queue| {
-            let keep = *id == from || queue.offer(message);
+            let keep = Some(*id) == except || queue.offer(message);
             if !keep {
                 tracing::info!(room, member = id.0, "member too slow, dropping it");
             }
             keep
         });
+    }
+
+    /// The rooms that have members here.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+}
+
+impl Rooms for MemoryRooms {
+    fn join(&self, room: &str, queue: MemberQueue) -> MemberId {
+        self.join_then(room, queue, |_| {})
+    }
+
+    fn leave(&self, room: &str, member: MemberId) {
+        self.leave_then(room, member, |_| {});
+    }
+
+    fn publish(&self, room: &str, from: MemberId, message: &Message) -> Result<(), Overloaded> {
+        self.deliver(room, Some(from), message);
+        Ok(())
     }
 }
 
@@ -143,10 +182,10 @@ mod tests {
         let a = rooms.join("r", a_queue);
         let _b = rooms.join("r", b_queue);
         let _c = rooms.join("other", c_queue);
-        rooms.publish("r", a, &Message::text("one"));
+        rooms.deliver("r", Some(a), &Message::text("one"));
         assert_eq!(b_inbox.recv().await, Some(Message::text("one")));
-        rooms.publish("r", a, &Message::text("two"));
-        rooms.publish("r", a, &Message::text("three"));
+        rooms.deliver("r", Some(a), &Message::text("two"));
+        rooms.deliver("r", Some(a), &Message::text("three"));
         // b's queue held one message; the second overflowed it and b was dropped.
         assert_eq!(b_inbox.recv().await, Some(Message::text("two")));
         assert_eq!(b_inbox.recv().await, None);
@@ -165,11 +204,11 @@ mod tests {
         let (b_queue, mut b_inbox) = member_queue(100, 10);
         let a = rooms.join("r", a_queue);
         rooms.join("r", b_queue);
-        rooms.publish("r", a, &Message::binary(vec![0u8; 6]));
+        rooms.deliver("r", Some(a), &Message::binary(vec![0u8; 6]));
         // Taking a message gives its bytes back.
         assert_eq!(b_inbox.recv().await.map(|m| m.len()), Some(6));
-        rooms.publish("r", a, &Message::binary(vec![0u8; 6]));
-        rooms.publish("r", a, &Message::binary(vec![0u8; 6]));
+        rooms.deliver("r", Some(a), &Message::binary(vec![0u8; 6]));
+        rooms.deliver("r", Some(a), &Message::binary(vec![0u8; 6]));
         assert_eq!(b_inbox.recv().await.map(|m| m.len()), Some(6));
         assert_eq!(
             b_inbox.recv().await,

@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::Usage;
+use super::backplane::{BackplaneLimits, RedisRooms};
 use super::rooms::{MemoryRooms, Rooms, member_queue};
 use crate::args::ServeArgs;
 use crate::exit;
@@ -58,6 +59,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         ),
         _ => None,
     };
+    let rooms = rooms(&args).await?;
     let (http, ws) = if tls.is_some() {
         ("https", "wss")
     } else {
@@ -66,8 +68,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     if args.echo {
         eprintln!("sockeye serve: echo server on {ws}://{addr}/ (Ctrl-C to stop)");
     } else {
+        let shared_over = if args.redis.is_some() {
+            ", shared over Redis"
+        } else {
+            ""
+        };
         eprintln!(
-            "sockeye serve: demo chat on {http}://{addr}/, rooms at {ws}://{addr}/rooms/NAME (Ctrl-C to stop)"
+            "sockeye serve: demo chat on {http}://{addr}/, rooms at {ws}://{addr}/rooms/NAME{shared_over} (Ctrl-C to stop)"
         );
     }
     // A relay holds messages for every member: keep them small by default.
@@ -98,7 +105,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         server,
         tls,
         opening: Arc::new(Semaphore::new(sockeye::DEFAULT_MAX_CONCURRENT_HANDSHAKES)),
-        rooms: Arc::new(MemoryRooms::default()),
+        rooms,
         echo: args.echo,
         queue: args.client_queue,
         queue_bytes: args.client_queue_bytes,
@@ -135,6 +142,21 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     })
     .await;
     Ok(exit::OK)
+}
+
+/// The rooms: in this process, or shared with other servers over Redis.
+async fn rooms(args: &ServeArgs) -> anyhow::Result<Arc<dyn Rooms>> {
+    Ok(match &args.redis {
+        Some(url) => {
+            let limits = BackplaneLimits {
+                queue: args.redis_queue,
+                queue_bytes: args.redis_queue_bytes,
+                max_message: args.max_message,
+            };
+            RedisRooms::connect(url, limits).await?
+        }
+        None => Arc::new(MemoryRooms::default()),
+    })
 }
 
 /// Which upgrade requests are accepted: every path for `--echo`, `/rooms/NAME` otherwise. On a
@@ -358,7 +380,11 @@ async fn member(mut ws: Ws, shared: &Shared, room: &str) -> Result<(), sockeye::
     let result = loop {
         tokio::select! {
             message = ws.next() => match message {
-                Some(Ok(message)) if message.is_data() => shared.rooms.publish(room, id, &message),
+                Some(Ok(message)) if message.is_data() => {
+                    if shared.rooms.publish(room, id, &message).is_err() {
+                        break ws.close(CloseCode::TRY_AGAIN_LATER, "server overloaded: try again later").await;
+                    }
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => break Err(e),
                 None => break Ok(()),
