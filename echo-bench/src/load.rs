@@ -69,6 +69,8 @@ pub struct Spec {
     pub warmup: Duration,
     /// Measured.
     pub duration: Duration,
+    /// A server process whose CPU time (user + system) over the measured window is reported.
+    pub server_pid: Option<u32>,
 }
 
 /// What one load run measured.
@@ -88,9 +90,17 @@ pub struct Outcome {
     pub first_error: Option<String>,
     /// Connections whose first echoed message was checked byte for byte and matched.
     pub verified: u64,
+    /// The server's CPU seconds (user + system, all threads) in the measured window.
+    pub server_cpu_secs: Option<f64>,
 }
 
 impl Outcome {
+    /// The server's CPU time per echoed message, in microseconds: what it costs, however the
+    /// machine's cores happen to be shared with the load generator.
+    pub fn server_cpu_us_per_msg(&self) -> f64 {
+        self.server_cpu_secs
+            .map_or(f64::NAN, |secs| secs * 1e6 / self.msgs as f64)
+    }
     /// Messages per second.
     pub fn msgs_per_sec(&self) -> f64 {
         self.msgs as f64 / self.secs
@@ -273,6 +283,16 @@ async fn run_async(target: &Target, spec: &Spec) -> Outcome {
     let start = Instant::now() + Duration::from_millis(20);
     let measure_from = start + spec.warmup;
     let deadline = measure_from + spec.duration;
+    // The server's CPU clock read at the window's two ends (sleeping to a time, not waiting
+    // for an event: the window is defined by the clock).
+    let cpu = spec.server_pid.map(|pid| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            let before = cpu_secs(pid)?;
+            tokio::time::sleep_until(deadline.into()).await;
+            Some(cpu_secs(pid)? - before)
+        })
+    });
     let mut set = JoinSet::new();
     for (stream, leftover) in conns {
         let shared = Arc::clone(&shared);
@@ -303,7 +323,24 @@ async fn run_async(target: &Target, spec: &Spec) -> Outcome {
         }
     }
     out.lat_ns.sort_unstable();
+    if let Some(cpu) = cpu {
+        out.server_cpu_secs = cpu.await.ok().flatten();
+    }
     out
+}
+
+/// A process's CPU time so far (user + system), from `/proc/PID/stat`.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14 and
+    // stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
 }
 
 enum Rx {

@@ -89,6 +89,7 @@ fn cmd_load(args: &[String]) -> Res {
         depth: 1,
         warmup: Duration::from_millis(200),
         duration: Duration::from_secs(2),
+        server_pid: None,
     };
     let mut i = 0;
     while i < args.len() {

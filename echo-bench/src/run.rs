@@ -101,6 +101,7 @@ struct Sample {
     mb_per_sec: f64,
     p50: f64,
     p99: f64,
+    cpu_us_per_msg: f64,
     errors: u64,
     verified: u64,
     expected: u64,
@@ -124,6 +125,7 @@ fn combine(samples: &[Sample]) -> Sample {
         mb_per_sec: median(samples.iter().map(|s| s.mb_per_sec).collect()),
         p50: median(samples.iter().map(|s| s.p50).collect()),
         p99: median(samples.iter().map(|s| s.p99).collect()),
+        cpu_us_per_msg: median(samples.iter().map(|s| s.cpu_us_per_msg).collect()),
         errors: samples.iter().map(|s| s.errors).sum(),
         verified: samples.iter().map(|s| s.verified).sum(),
         expected: samples.iter().map(|s| s.expected).sum(),
@@ -280,9 +282,14 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                     depth: wl.depth,
                     warmup: Duration::from_secs_f64(opts.warmup),
                     duration: Duration::from_secs_f64(opts.secs),
+                    server_pid: None,
                 };
                 let sample = match Server::spawn(kind) {
                     Ok(server) => {
+                        let spec = Spec {
+                            server_pid: Some(server.child.id()),
+                            ..spec
+                        };
                         let o: Outcome = load::run(&server.target(kind), &spec);
                         drop(server);
                         Sample {
@@ -290,6 +297,7 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                             mb_per_sec: o.mb_per_sec(),
                             p50: o.pct_us(0.50),
                             p99: o.pct_us(0.99),
+                            cpu_us_per_msg: o.server_cpu_us_per_msg(),
                             errors: o.errors,
                             verified: o.verified,
                             expected: wl.conns as u64,
@@ -301,6 +309,7 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                         mb_per_sec: f64::NAN,
                         p50: f64::NAN,
                         p99: f64::NAN,
+                        cpu_us_per_msg: f64::NAN,
                         errors: wl.conns as u64,
                         expected: wl.conns as u64,
                         first_error: Some(e),
@@ -308,7 +317,7 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                     },
                 };
                 eprintln!(
-                    "  round {}/{} ({}) {:<22} {:>12.0} msg/s  p50 {:>9.1} us  p99 {:>9.1} us  errors {}",
+                    "  round {}/{} ({}) {:<22} {:>12.0} msg/s  p50 {:>9.1} us  p99 {:>9.1} us  server CPU {:>7.3} us/msg  errors {}",
                     round + 1,
                     opts.rounds,
                     wl.id,
@@ -316,6 +325,7 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                     sample.msgs_per_sec,
                     sample.p50,
                     sample.p99,
+                    sample.cpu_us_per_msg,
                     sample.errors
                 );
                 samples[w][k].push(sample);
@@ -372,8 +382,8 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             for (k, kind) in kinds.iter().enumerate() {
                 let s = &results[w][k];
                 rows.push(format!(
-                    "      {{\"server\": {}, \"msgs_per_sec\": {}, \"mb_per_sec\": {}, \"p50_us\": {}, \"p99_us\": {}, \"errors\": {}, \"verified\": {}, \"expected\": {}}}",
-                    json_str(kind.name()), json_num(s.msgs_per_sec), json_num(s.mb_per_sec), json_num(s.p50), json_num(s.p99), s.errors, s.verified, s.expected
+                    "      {{\"server\": {}, \"msgs_per_sec\": {}, \"mb_per_sec\": {}, \"p50_us\": {}, \"p99_us\": {}, \"server_cpu_us_per_msg\": {}, \"errors\": {}, \"verified\": {}, \"expected\": {}}}",
+                    json_str(kind.name()), json_num(s.msgs_per_sec), json_num(s.mb_per_sec), json_num(s.p50), json_num(s.p99), json_num(s.cpu_us_per_msg), s.errors, s.verified, s.expected
                 ));
             }
             wls.push(format!(
@@ -405,6 +415,8 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let _ = writeln!(out, "MB/s = payload MB (10^6 B) echoed per second, one way. Latency = round trip per message.");
     let _ = writeln!(out, "vs tungstenite = msg/s over the best of tungstenite and tungstenite-batched; vs tcp = msg/s over bare TCP echo.");
     let _ = writeln!(out, "checked = connections whose first echoed message matched byte for byte / connections run.");
+    let _ = writeln!(out, "CPU us/msg = the server process's CPU time (user + system) in the window per echoed message; CPU vs tcp = that over bare TCP's (lower is better).");
+    let _ = writeln!(out, "The CPU figures do not depend on how the 2 cores are shared with the load generator, so they are steadier than msg/s.");
     let _ = write!(out, "echo check (fragmented text, binary, ping):");
     for (k, r) in &checks {
         let _ = write!(out, " {} {};", k.name(), if r.is_ok() { "ok" } else { "FAILED" });
@@ -427,14 +439,15 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         );
         let _ = writeln!(
             out,
-            "{:<22} {:>12} {:>10} {:>10} {:>10} {:>15} {:>8} {:>9} {:>7}",
-            "server", "msg/s", "MB/s", "p50 us", "p99 us", "vs tungstenite", "vs tcp", "checked", "errors"
+            "{:<22} {:>12} {:>10} {:>10} {:>10} {:>15} {:>8} {:>11} {:>11} {:>9} {:>7}",
+            "server", "msg/s", "MB/s", "p50 us", "p99 us", "vs tungstenite", "vs tcp", "CPU us/msg", "CPU vs tcp", "checked", "errors"
         );
+        let tcp_cpu = idx(Kind::Tcp).map_or(f64::NAN, |i| results[w][i].cpu_us_per_msg);
         for (k, kind) in kinds.iter().enumerate() {
             let s = &results[w][k];
             let _ = writeln!(
                 out,
-                "{:<22} {:>12.0} {:>10.2} {:>10.1} {:>10.1} {:>15} {:>8} {:>9} {:>7}",
+                "{:<22} {:>12.0} {:>10.2} {:>10.1} {:>10.1} {:>15} {:>8} {:>11.3} {:>11} {:>9} {:>7}",
                 kind.name(),
                 s.msgs_per_sec,
                 s.mb_per_sec,
@@ -442,6 +455,8 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                 s.p99,
                 fmt_ratio(s.msgs_per_sec / best_tung),
                 fmt_ratio(s.msgs_per_sec / tcp),
+                s.cpu_us_per_msg,
+                fmt_ratio(s.cpu_us_per_msg / tcp_cpu),
                 format!("{}/{}", s.verified, s.expected),
                 s.errors
             );
