@@ -640,11 +640,12 @@ async fn until_subscribed(port: u16, room: &str, servers: usize) {
 
 #[tokio::test]
 async fn rooms_span_servers_over_redis() {
-    let port = support::free_port();
-    let Some(redis) = redis_server(port).await else {
+    if support::program("redis-server").is_none() {
         return;
-    };
+    }
     support::bounded(async move {
+        let port = support::free_port();
+        let redis = redis_server(port).await.expect("redis-server is installed");
         let url = format!("redis://127.0.0.1:{port}");
         let (_one, one) = start(&["serve", "--redis", &url, "127.0.0.1:0"]);
         let (_two, two) = start(&["serve", "--redis", &url, "127.0.0.1:0"]);
@@ -677,12 +678,14 @@ async fn rooms_span_servers_over_redis() {
         b.send(Message::text("from two")).await.unwrap();
         assert_eq!(a.next().await.unwrap().unwrap(), Message::text("from two"));
         assert_eq!(a2.next().await.unwrap().unwrap(), Message::text("from two"));
-        // A marker after everything else: a2 got nothing twice, and the other room nothing.
-        b.send(Message::text("end")).await.unwrap();
-        assert_eq!(a2.next().await.unwrap().unwrap(), Message::text("end"));
+        // Another room's message, published by server two before b's marker (its close
+        // handshake ends after the server took the message), reaches no member of r.
         elsewhere.send(Message::text("alone")).await.unwrap();
         elsewhere.close(CloseCode::NORMAL, "").await.unwrap();
         assert!(elsewhere.next().await.is_none());
+        b.send(Message::text("end")).await.unwrap();
+        assert_eq!(a.next().await.unwrap().unwrap(), Message::text("end"));
+        assert_eq!(a2.next().await.unwrap().unwrap(), Message::text("end"));
 
         // When the room empties on a server, that server unsubscribes.
         b.close(CloseCode::NORMAL, "").await.unwrap();
@@ -698,33 +701,45 @@ async fn rooms_span_servers_over_redis() {
             b.next().await.unwrap().unwrap(),
             Message::text("after the restart")
         );
+        b.send(Message::text("and back")).await.unwrap();
+        assert_eq!(a.next().await.unwrap().unwrap(), Message::text("and back"));
     })
     .await;
 }
 
 #[tokio::test]
-async fn a_stalled_backplane_closes_senders_with_1013() {
-    let port = support::free_port();
-    let Some(_redis) = redis_server(port).await else {
+async fn a_stalled_backplane_closes_senders_with_1013_then_recovers() {
+    if support::program("redis-server").is_none() {
         return;
-    };
+    }
     support::bounded(async move {
+        let port = support::free_port();
+        let _redis = redis_server(port).await.expect("redis-server is installed");
         let url = format!("redis://127.0.0.1:{port}");
-        let (_one, one) = start(&[
-            "serve",
-            "--redis",
-            &url,
+        // The byte bound (2,000) is what fills first: a byte that is never given back would
+        // refuse the messages after the stall too.
+        let limits = [
             "--redis-queue",
-            "4",
-            "127.0.0.1:0",
-        ]);
+            "1000",
+            "--redis-queue-bytes",
+            "2000",
+            "--max-message",
+            "1000",
+        ];
+        let (_one, one) =
+            start(&[&["serve", "--redis", &url][..], &limits, &["127.0.0.1:0"]].concat());
+        let (_two, two) = start(&["serve", "--redis", &url, "127.0.0.1:0"]);
         let (a, _) = sockeye::connect(&format!("ws://{one}/rooms/r"))
             .await
             .unwrap();
-        until_subscribed(port, "r", 1).await;
-        // Redis stops answering writes (PUBLISH among them) for a while.
+        let (mut b, _) = sockeye::connect(&format!("ws://{two}/rooms/r"))
+            .await
+            .unwrap();
+        until_subscribed(port, "r", 2).await;
+        // Redis stops answering writes (PUBLISH among them) for a while: shorter than the
+        // command timeout, so the link stays and its queue fills.
         assert_eq!(
-            redis_command(port, &["CLIENT", "PAUSE", "3000", "WRITE"]).await,
+            redis_command(port, &["CLIENT", "PAUSE", "4000", "WRITE"]).await,
             "+OK\r\n"
         );
         let (mut reader, writer) = a.split();
@@ -746,6 +761,21 @@ async fn a_stalled_backplane_closes_senders_with_1013() {
             other => panic!("expected 1013, got {other:?}"),
         }
         assert!(sent > 4, "the queue held {sent} messages");
+        assert_eq!(redis_command(port, &["CLIENT", "UNPAUSE"]).await, "+OK\r\n");
+        // What was queued reaches the other server, in order, and the queue is free again.
+        for _ in 0..sent.min(100) {
+            assert_eq!(b.next().await.unwrap().unwrap(), Message::text("x"));
+        }
+        let (mut c, _) = sockeye::connect(&format!("ws://{one}/rooms/r"))
+            .await
+            .unwrap();
+        c.send(Message::text("after the stall")).await.unwrap();
+        loop {
+            match b.next().await.unwrap().unwrap() {
+                Message::Text(t) if t == "x" => {}
+                other => break assert_eq!(other, Message::text("after the stall")),
+            }
+        }
     })
     .await;
 }

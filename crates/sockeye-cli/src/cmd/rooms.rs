@@ -148,6 +148,11 @@ impl MemoryRooms {
         });
     }
 
+    /// Whether `room` has members here.
+    pub(crate) fn has(&self, room: &str) -> bool {
+        self.lock().contains_key(room)
+    }
+
     /// The rooms that have members here.
     pub(crate) fn names(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()

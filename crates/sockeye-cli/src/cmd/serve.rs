@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::Usage;
-use super::backplane::{BackplaneLimits, RedisRooms};
+use super::backplane::{BackplaneLimits, HEADER_LEN, MAX_QUEUE, RedisRooms};
 use super::rooms::{MemoryRooms, Rooms, member_queue};
 use crate::args::ServeArgs;
 use crate::exit;
@@ -148,6 +148,16 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
 async fn rooms(args: &ServeArgs) -> anyhow::Result<Arc<dyn Rooms>> {
     Ok(match &args.redis {
         Some(url) => {
+            if !(1..=MAX_QUEUE).contains(&args.redis_queue) {
+                return Err(Usage(format!("--redis-queue must be 1 to {MAX_QUEUE}")).into());
+            }
+            if args.redis_queue_bytes < args.max_message + HEADER_LEN {
+                return Err(Usage(format!(
+                    "--redis-queue-bytes must hold the largest message: at least {} (--max-message + {HEADER_LEN})",
+                    args.max_message + HEADER_LEN
+                ))
+                .into());
+            }
             let limits = BackplaneLimits {
                 queue: args.redis_queue,
                 queue_bytes: args.redis_queue_bytes,
