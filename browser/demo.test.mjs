@@ -2,12 +2,14 @@
 // and binary messages with permessage-deflate negotiated, and see the server's close code and
 // reason when it shuts down. A screenshot of the demo page goes to target/browser/demo.png.
 // Then the same over TLS: `serve --tls-cert/--tls-key` with a certificate made by `openssl` for
-// this run, which Chromium trusts by its public key hash only.
+// this run, which Chromium trusts by its public key hash only. Then two pages on two servers
+// that share their rooms through a real redis-server.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -149,6 +151,75 @@ test("the demo page over https: rooms over wss://", { timeout: 60_000 }, async (
   } finally {
     await browser.close();
     child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A free TCP port on 127.0.0.1. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves once the Redis at `port` answers PING (redis-cli fails while nothing listens). */
+async function untilAnswers(port) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      const reply = execFileSync("redis-cli", ["-p", String(port), "PING"], { stdio: ["ignore", "pipe", "ignore"] });
+      if (reply.toString().trim() === "PONG") return;
+    } catch {
+      // Not listening yet.
+    }
+    assert.ok(Date.now() < deadline, "redis-server did not start");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** Resolves once `count` servers are subscribed to the room's channel on the Redis at `port`. */
+async function untilSubscribed(port, room, count) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const reply = execFileSync("redis-cli", ["-p", String(port), "PUBSUB", "NUMSUB", `sockeye:room:${room}`]);
+    if (reply.toString().trim().split("\n").pop() === String(count)) return;
+    assert.ok(Date.now() < deadline, `${count} servers never subscribed to ${room}: ${reply}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+test("pages on two servers share a room over Redis", { timeout: 60_000 }, async () => {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "sockeye-browser-redis-"));
+  const redis = spawn("redis-server", ["--bind", "127.0.0.1", "--port", String(port), "--save", "", "--appendonly", "no", "--dir", dir], { stdio: "ignore" });
+  const servers = [];
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs });
+  try {
+    await untilAnswers(port);
+    for (let i = 0; i < 2; i++) servers.push(await startServer(["--redis", `redis://127.0.0.1:${port}`]));
+    const [alice, bob] = [await browser.newPage(), await browser.newPage()];
+    await alice.goto(`http://${servers[0].addr}/?room=scaletest`);
+    await bob.goto(`http://${servers[1].addr}/?room=scaletest`);
+    for (const page of [alice, bob]) {
+      await page.locator("#status", { hasText: "in room scaletest" }).waitFor({ timeout: 10_000 });
+    }
+    await untilSubscribed(port, "scaletest", 2);
+
+    await alice.fill("#text", "from server one");
+    await alice.click("#send");
+    await bob.locator("#log li", { hasText: "from server one" }).waitFor({ timeout: 10_000 });
+    await bob.fill("#text", "bin");
+    await bob.click("#send-binary");
+    await alice.locator("#log li.binary", { hasText: "binary 3 bytes: 62 69 6e" }).waitFor({ timeout: 10_000 });
+  } finally {
+    await browser.close();
+    for (const { child } of servers) child.kill("SIGKILL");
+    redis.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
   }
 });
