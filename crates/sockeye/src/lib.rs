@@ -36,6 +36,8 @@ mod client;
 mod config;
 mod driver;
 mod error;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod proxy;
 mod server;
 mod socket;

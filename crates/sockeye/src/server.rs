@@ -580,17 +580,8 @@ impl ServerBuilder {
                 }
             }
         };
-        // The Origin policy first, then the caller's decision; a refusal by either is answered
-        // the same way.
-        let decision = if !self.origin.allows_over(&request, self.secure) {
-            Err(Reject::new(StatusCode::FORBIDDEN, "origin not allowed\n"))
-        } else if let Some(decide) = &self.decide {
-            decide(&request)
-        } else {
-            Ok(Accept::new())
-        };
-        let accept = match decision {
-            Ok(accept) => accept,
+        let agreement = match self.agree(&request) {
+            Ok(agreement) => agreement,
             Err(Reject(reject)) => {
                 let mut out = Vec::new();
                 reject_response(reject.status, &reject.headers, &reject.body, &mut out)?;
@@ -603,30 +594,97 @@ impl ServerBuilder {
                 }));
             }
         };
+        let mut out = Vec::with_capacity(256);
+        request.accept(
+            agreement.protocol.as_deref(),
+            &agreement.answers,
+            &agreement.headers,
+            &mut out,
+        )?;
+        stream.write_all(&out).await?;
+        stream.flush().await?;
+        let ws = self.open(stream, agreement, buf);
+        Ok((ws, request.into_request()))
+    }
+
+    /// Decides on a valid request: the Origin policy first, then the caller's decision (a
+    /// refusal by either is answered the same way); then the subprotocol and the extension.
+    pub(crate) fn agree(&self, request: &UpgradeRequest) -> Result<Agreement, Reject> {
+        let accept = if !self.origin.allows_over(request, self.secure) {
+            return Err(Reject::new(StatusCode::FORBIDDEN, "origin not allowed\n"));
+        } else if let Some(decide) = &self.decide {
+            decide(request)?
+        } else {
+            Accept::new()
+        };
         let protocol = accept.protocol.or_else(|| {
             self.protocols
                 .iter()
                 .find(|ours| request.protocols().iter().any(|offered| offered == *ours))
                 .cloned()
         });
-        let negotiated = self
+        let (answers, extension) = match self
             .deflate
             .as_ref()
-            .and_then(|deflate| deflate.accept_offers(request.extensions()));
-        let answers: Vec<_> = negotiated
-            .iter()
-            .map(|(answer, _)| answer.clone())
-            .collect();
-        let mut out = Vec::with_capacity(256);
-        request.accept(protocol.as_deref(), &answers, &accept.headers, &mut out)?;
-        stream.write_all(&out).await?;
-        stream.flush().await?;
-        let mut conn = Connection::new(Role::Server, self.config.proto.clone(), now());
-        if let Some((_, extension)) = negotiated {
-            conn = conn.with_extension(Box::new(extension));
-        }
-        let ws = WebSocket::from_connection(stream, conn, &self.config, buf, protocol);
-        Ok((ws, request.into_request()))
+            .and_then(|deflate| deflate.accept_offers(request.extensions()))
+        {
+            Some((answer, extension)) => (vec![answer], Some(extension)),
+            None => (Vec::new(), None),
+        };
+        Ok(Agreement {
+            protocol,
+            answers,
+            extension,
+            headers: accept.headers,
+        })
+    }
+
+    /// The WebSocket over `stream`, once the 101 is sent; `buf` holds what arrived after the
+    /// request.
+    pub(crate) fn open<S>(&self, stream: S, agreement: Agreement, buf: BytesMut) -> WebSocket<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        open(&self.config, stream, agreement, buf)
+    }
+
+    /// The settings of the connections it opens.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn websocket_config(&self) -> &WebSocketConfig {
+        &self.config
+    }
+}
+
+/// The WebSocket over `stream` with `config`, once the 101 is sent.
+pub(crate) fn open<S>(
+    config: &WebSocketConfig,
+    stream: S,
+    agreement: Agreement,
+    buf: BytesMut,
+) -> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = Connection::new(Role::Server, config.proto.clone(), now());
+    if let Some(extension) = agreement.extension {
+        conn = conn.with_extension(Box::new(extension));
+    }
+    WebSocket::from_connection(stream, conn, config, buf, agreement.protocol)
+}
+
+/// What the server agreed to for one request.
+pub(crate) struct Agreement {
+    pub(crate) protocol: Option<String>,
+    pub(crate) answers: Vec<sockeye_proto::extension::ExtensionParams>,
+    extension: Option<sockeye_proto::extension::Deflate>,
+    pub(crate) headers: HeaderMap,
+}
+
+#[cfg(feature = "hyper")]
+impl Reject {
+    /// The status, headers and body of this refusal.
+    pub(crate) fn parts(&self) -> (StatusCode, &HeaderMap, &str) {
+        (self.0.status, &self.0.headers, &self.0.body)
     }
 }
 

@@ -285,6 +285,15 @@ impl HandshakeError {
     /// [`status`](Self::status), the headers that status requires, and a short plain-text body.
     /// Returns the status written, or `None` (writing nothing) for a response error.
     pub fn write_response(&self, out: &mut impl BufMut) -> Option<StatusCode> {
+        let (status, extra, body) = self.response_parts()?;
+        write_plain_response(status, &extra, &body, out);
+        Some(status)
+    }
+
+    /// What [`write_response`](Self::write_response) sends, for a server whose HTTP layer
+    /// writes responses itself (hyper, say): the status, the headers that status requires, and
+    /// a short plain-text body. `None` for a response error.
+    pub fn response_parts(&self) -> Option<(StatusCode, HeaderMap, String)> {
         let status = self.status()?;
         let mut extra = HeaderMap::new();
         match self {
@@ -312,9 +321,7 @@ impl HandshakeError {
             }
             _ => {}
         }
-        let body = format!("{self}\n");
-        write_plain_response(status, &extra, &body, out);
-        Some(status)
+        Some((status, extra, format!("{self}\n")))
     }
 }
 

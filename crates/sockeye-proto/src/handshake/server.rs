@@ -15,7 +15,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{BufMut, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 
 use super::http::{HeadScanner, parse_request_head};
 use super::{
@@ -211,6 +211,53 @@ impl UpgradeRequest {
         self.request.uri().query()
     }
 
+    /// Checks a request an HTTP server already parsed (hyper, say) against section 4.2.1, as
+    /// [`RequestParser`] checks one it parsed itself. The size limits are the HTTP server's.
+    ///
+    /// # Errors
+    /// A [`Side::Request`] [`HandshakeError`]: answer it with
+    /// [`HandshakeError::response_parts`].
+    pub fn from_request(request: Request<()>) -> Result<Self, HandshakeError> {
+        validate(request)
+    }
+
+    /// The 101 response that accepts the upgrade, for an HTTP layer that writes responses
+    /// itself: the same headers as [`accept`](Self::accept) writes.
+    ///
+    /// # Errors
+    /// As [`accept`](Self::accept).
+    pub fn accept_response(
+        &self,
+        protocol: Option<&str>,
+        extensions: &[ExtensionParams],
+        extra: &HeaderMap,
+    ) -> Result<Response<()>, HandshakeMisuse> {
+        self.check_accept(protocol, extensions, extra)?;
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        let accept = accept_key(self.key.as_bytes());
+        // The accept key is base64, and the protocol and extensions were checked as tokens:
+        // every one is a valid header value.
+        if let Ok(value) = HeaderValue::from_str(&accept) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+        }
+        if let Some(value) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        if !extensions.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&format_extensions(extensions))
+        {
+            headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+        }
+        for (name, value) in extra {
+            headers.append(name, value.clone());
+        }
+        Ok(response)
+    }
+
     /// Writes the 101 response that accepts the upgrade (section 4.2.2): `Upgrade`,
     /// `Connection`, `Sec-WebSocket-Accept`, the selected subprotocol and extensions, then
     /// `extra`. Nothing is written on error.
@@ -224,6 +271,37 @@ impl UpgradeRequest {
         extensions: &[ExtensionParams],
         extra: &HeaderMap,
         out: &mut impl BufMut,
+    ) -> Result<(), HandshakeMisuse> {
+        self.check_accept(protocol, extensions, extra)?;
+        put_status_line(out, StatusCode::SWITCHING_PROTOCOLS);
+        put_header(out, b"Upgrade", b"websocket");
+        put_header(out, b"Connection", b"Upgrade");
+        put_header(
+            out,
+            b"Sec-WebSocket-Accept",
+            accept_key(self.key.as_bytes()).as_bytes(),
+        );
+        if let Some(p) = protocol {
+            put_header(out, b"Sec-WebSocket-Protocol", p.as_bytes());
+        }
+        if !extensions.is_empty() {
+            put_header(
+                out,
+                b"Sec-WebSocket-Extensions",
+                format_extensions(extensions).as_bytes(),
+            );
+        }
+        put_headers(out, extra);
+        out.put_slice(b"\r\n");
+        Ok(())
+    }
+
+    /// What [`accept`](Self::accept) and [`accept_response`](Self::accept_response) check.
+    fn check_accept(
+        &self,
+        protocol: Option<&str>,
+        extensions: &[ExtensionParams],
+        extra: &HeaderMap,
     ) -> Result<(), HandshakeMisuse> {
         // Section 4.2.2 step 5.4: the selected subprotocol must be one the client offered.
         if let Some(p) = protocol
@@ -249,26 +327,6 @@ impl UpgradeRequest {
                 header::SEC_WEBSOCKET_EXTENSIONS,
             ],
         )?;
-        put_status_line(out, StatusCode::SWITCHING_PROTOCOLS);
-        put_header(out, b"Upgrade", b"websocket");
-        put_header(out, b"Connection", b"Upgrade");
-        put_header(
-            out,
-            b"Sec-WebSocket-Accept",
-            accept_key(self.key.as_bytes()).as_bytes(),
-        );
-        if let Some(p) = protocol {
-            put_header(out, b"Sec-WebSocket-Protocol", p.as_bytes());
-        }
-        if !extensions.is_empty() {
-            put_header(
-                out,
-                b"Sec-WebSocket-Extensions",
-                format_extensions(extensions).as_bytes(),
-            );
-        }
-        put_headers(out, extra);
-        out.put_slice(b"\r\n");
         Ok(())
     }
 }
@@ -909,5 +967,86 @@ mod tests {
                 proptest::prop_assert_eq!(e.write_response(&mut out), e.status());
             }
         }
+    }
+
+    /// A request as an HTTP server (hyper, say) would hand it over, parsed from `input`.
+    fn as_parsed_elsewhere(input: &str) -> Request<()> {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut req = httparse::Request::new(&mut headers);
+        req.parse(input.as_bytes()).unwrap();
+        let mut builder = Request::builder()
+            .method(req.method.unwrap())
+            .uri(req.path.unwrap())
+            .version(if req.version == Some(1) {
+                Version::HTTP_11
+            } else {
+                Version::HTTP_10
+            });
+        for h in req.headers.iter() {
+            builder = builder.header(h.name, h.value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn a_request_parsed_elsewhere_gets_the_same_checks_and_answer() {
+        let req = UpgradeRequest::from_request(as_parsed_elsewhere(SAMPLE)).unwrap();
+        assert_eq!(req.key(), "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(req.protocols(), ["chat", "superchat"]);
+        let mut extra = HeaderMap::new();
+        extra.insert("x-served-by", HeaderValue::from_static("test"));
+        let response = req.accept_response(Some("chat"), &[], &extra).unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        // The same headers as the bytes `accept` writes.
+        let mut out = Vec::new();
+        req.accept(Some("chat"), &[], &extra, &mut out).unwrap();
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut written = httparse::Response::new(&mut headers);
+        written.parse(&out).unwrap();
+        let written: Vec<(String, Vec<u8>)> = written
+            .headers
+            .iter()
+            .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+            .collect();
+        let built: Vec<(String, Vec<u8>)> = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(written, built);
+        assert_eq!(
+            response.headers()[header::SEC_WEBSOCKET_ACCEPT],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        // Misuse is refused the same way.
+        assert_eq!(
+            req.accept_response(Some("other"), &[], &HeaderMap::new())
+                .unwrap_err(),
+            HandshakeMisuse::ProtocolNotOffered
+        );
+        let mut reserved = HeaderMap::new();
+        reserved.insert(header::UPGRADE, HeaderValue::from_static("x"));
+        assert!(matches!(
+            req.accept_response(None, &[], &reserved),
+            Err(HandshakeMisuse::ReservedHeader { .. })
+        ));
+    }
+
+    #[test]
+    fn a_bad_request_parsed_elsewhere_gets_the_status_and_headers_to_send() {
+        let post = SAMPLE.replacen("GET", "POST", 1);
+        let error = UpgradeRequest::from_request(as_parsed_elsewhere(&post)).unwrap_err();
+        assert_eq!(error, HandshakeError::MethodNotGet);
+        let (status, headers, body) = error.response_parts().unwrap();
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers[header::ALLOW], "GET");
+        assert!(body.contains("GET"), "{body}");
+        let old = sample_with("Sec-WebSocket-Version", "Sec-WebSocket-Version: 8\r\n");
+        let error = UpgradeRequest::from_request(as_parsed_elsewhere(&old)).unwrap_err();
+        let (status, headers, _) = error.response_parts().unwrap();
+        assert_eq!(status, StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(headers[header::SEC_WEBSOCKET_VERSION], "13");
+        // A response error has no response to send.
+        assert!(HandshakeError::AcceptMismatch.response_parts().is_none());
     }
 }

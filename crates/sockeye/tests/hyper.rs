@@ -1,0 +1,202 @@
+//! `sockeye::hyper`: WebSocket connections served by a real hyper 1 server, over loopback sockets.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sockeye::{ClientBuilder, DeflateConfig, Message, OriginPolicy, Reject, ServerBuilder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A hyper server: WebSocket echo at `/ws`, a plain page everywhere else.
+async fn hyper_server(server: ServerBuilder) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    std::future::ready(Ok::<_, Infallible>(handle(&server, request)))
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn handle(server: &ServerBuilder, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.uri().path() != "/ws" {
+        return Response::new(Full::from("a plain page\n"));
+    }
+    match server.upgrade(&mut request) {
+        Ok((response, websocket)) => {
+            tokio::spawn(async move {
+                let Ok(mut ws) = websocket.await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_data() && ws.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            response
+        }
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Sends `request` raw and returns the response head.
+async fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before a response: {out:?}");
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn echo_with_deflate_and_a_subprotocol_over_hyper() {
+    support::bounded(async {
+        let server = ServerBuilder::new()
+            .protocols(["chat"])
+            .deflate(DeflateConfig::new());
+        let addr = hyper_server(server).await;
+        let (mut ws, response) = ClientBuilder::new(format!("ws://{addr}/ws"))
+            .protocol("chat")
+            .deflate(DeflateConfig::new())
+            .connect()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(ws.protocol(), Some("chat"));
+        assert_eq!(ws.extension(), Some("permessage-deflate"));
+        ws.send(Message::text("hello hyper")).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("hello hyper")
+        );
+        // A message larger than any buffer on the way, in pieces both ways.
+        let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+        ws.send(Message::binary(big.clone())).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+        ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+        // The same hyper server still serves plain requests.
+        let page = raw(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_rfc_status_through_hyper() {
+    support::bounded(async {
+        let addr = hyper_server(ServerBuilder::new()).await;
+        // No Upgrade at all: 426, naming websocket.
+        let head = raw(addr, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 426"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("upgrade: websocket"),
+            "{head}"
+        );
+        // A version we do not speak: 426 with the one we do (section 4.4).
+        let head = raw(
+            addr,
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 426"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("sec-websocket-version: 13"),
+            "{head}"
+        );
+        // A key that is not 16 bytes of base64: 400.
+        let head = raw(
+            addr,
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn origin_policy_and_callback_refusals_through_hyper() {
+    support::bounded(async {
+        let server = ServerBuilder::new()
+            .origin_policy(OriginPolicy::allow(["https://app.example"]))
+            .on_request(|request| {
+                if request.query() == Some("token=ok") {
+                    Ok(sockeye::Accept::new())
+                } else {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    Err(Reject::new(StatusCode::UNAUTHORIZED, "token needed\n").headers(headers))
+                }
+            });
+        let addr = hyper_server(server).await;
+        let connect = |query: &str, origin: &'static str| {
+            ClientBuilder::new(format!("ws://{addr}/ws{query}"))
+                .origin(HeaderValue::from_static(origin))
+                .connect()
+        };
+        let error = connect("?token=ok", "https://evil.example")
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), Some(StatusCode::FORBIDDEN), "{error}");
+        let error = connect("", "https://app.example").await.unwrap_err();
+        assert_eq!(error.status(), Some(StatusCode::UNAUTHORIZED), "{error}");
+        let sockeye::Kind::Refused { headers, .. } = error.kind() else {
+            panic!("expected a refusal, got {error:?}");
+        };
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+        let (mut ws, _) = connect("?token=ok", "https://app.example").await.unwrap();
+        ws.send(Message::text("in")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("in"));
+    })
+    .await;
+}
+
+#[test]
+fn upgrade_requests_are_told_from_plain_ones() {
+    let request = |headers: &[(&str, &str)]| {
+        let mut builder = Request::builder().uri("/ws");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    };
+    assert!(sockeye::hyper::is_upgrade_request(&request(&[
+        ("Upgrade", "WebSocket"),
+        ("Connection", "keep-alive, Upgrade"),
+    ])));
+    assert!(!sockeye::hyper::is_upgrade_request(&request(&[(
+        "Upgrade",
+        "websocket"
+    )])));
+    assert!(!sockeye::hyper::is_upgrade_request(&request(&[
+        ("Upgrade", "h2c"),
+        ("Connection", "upgrade"),
+    ])));
+}
