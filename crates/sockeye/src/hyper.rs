@@ -45,6 +45,7 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
 use http::{HeaderMap, Request, Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use sockeye_proto::handshake::UpgradeRequest;
 
@@ -147,6 +148,20 @@ impl ServerBuilder {
         *head.uri_mut() = request.uri().clone();
         *head.version_mut() = request.version();
         *head.headers_mut() = request.headers().clone();
+        let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
+        self.upgrade_head(head, on_upgrade)
+    }
+
+    /// [`upgrade`](Self::upgrade) on a request head and the connection hyper left in its
+    /// extensions (`None`: one that cannot be upgraded).
+    pub(crate) fn upgrade_head<R>(
+        &self,
+        head: Request<()>,
+        on_upgrade: Option<OnUpgrade>,
+    ) -> Result<(Response<R>, PendingUpgrade), Refused<R>>
+    where
+        R: From<String>,
+    {
         let checked = UpgradeRequest::from_request(head).map_err(|e| {
             let (status, headers, body) = e
                 .response_parts()
@@ -178,9 +193,13 @@ impl ServerBuilder {
                     error,
                 )
             })?;
-        let on_upgrade = hyper::upgrade::on(request);
         let config: WebSocketConfig = self.websocket_config().clone();
         let inner = Box::pin(async move {
+            let on_upgrade = on_upgrade.ok_or_else(|| {
+                Error::from(std::io::Error::other(
+                    "this connection cannot be upgraded: serve it with hyper's with_upgrades()",
+                ))
+            })?;
             let upgraded = on_upgrade.await.map_err(|e| {
                 Error::from(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, e))
             })?;

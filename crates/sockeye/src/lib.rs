@@ -32,6 +32,8 @@
 //! progress (503). Every failure to connect has its own [`Kind`]: DNS, refused, TLS (with the
 //! reason), proxy (with its status), or an HTTP status instead of 101.
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod client;
 mod config;
 mod driver;

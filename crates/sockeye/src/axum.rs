@@ -1,0 +1,123 @@
+//! WebSocket connections in an axum app (feature `axum`): the [`WebSocketUpgrade`] extractor.
+//!
+//! ```no_run
+//! use axum::Router;
+//! use axum::extract::State;
+//! use axum::response::Response;
+//! use axum::routing::get;
+//! use sockeye::axum::WebSocketUpgrade;
+//! use sockeye::{DeflateConfig, ServerBuilder};
+//!
+//! async fn chat(State(server): State<ServerBuilder>, upgrade: WebSocketUpgrade) -> Response {
+//!     upgrade.accept(&server, |mut ws| async move {
+//!         while let Some(Ok(message)) = ws.next().await {
+//!             if message.is_data() && ws.send(message).await.is_err() {
+//!                 break;
+//!             }
+//!         }
+//!     })
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let server = ServerBuilder::new().deflate(DeflateConfig::new());
+//! let app = Router::new().route("/chat", get(chat)).with_state(server);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+
+use axum_core::body::Body;
+use axum_core::extract::FromRequestParts;
+use axum_core::response::{IntoResponse, Response};
+use http::Request;
+use http::request::Parts;
+use hyper::upgrade::OnUpgrade;
+
+use crate::hyper::Upgraded;
+use crate::server::ServerBuilder;
+use crate::socket::WebSocket;
+
+/// An extractor for a WebSocket upgrade: the request head and the connection to take over.
+/// It never rejects; a request that is not a valid upgrade is answered (400, 426...) by
+/// [`accept`](Self::accept).
+pub struct WebSocketUpgrade {
+    head: Request<()>,
+    on_upgrade: Option<OnUpgrade>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        let mut head = Request::new(());
+        *head.method_mut() = parts.method.clone();
+        *head.uri_mut() = parts.uri.clone();
+        *head.version_mut() = parts.version;
+        *head.headers_mut() = parts.headers.clone();
+        Ok(Self {
+            head,
+            on_upgrade: parts.extensions.remove::<OnUpgrade>(),
+        })
+    }
+}
+
+impl WebSocketUpgrade {
+    /// The request (method, URI, headers), to decide on before accepting.
+    pub fn request(&self) -> &Request<()> {
+        &self.head
+    }
+
+    /// Accepts with `server`'s settings (Origin policy, `on_request` callback, subprotocols,
+    /// deflate, limits) and runs `callback` on the WebSocket once the 101 is sent. Returns the
+    /// response: 101, or the refusal (400, 403, 426, the callback's status).
+    pub fn accept<F, Fut>(self, server: &ServerBuilder, callback: F) -> Response
+    where
+        F: FnOnce(WebSocket<Upgraded>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        match server.upgrade_head::<Body>(self.head, self.on_upgrade) {
+            Ok((response, websocket)) => {
+                tokio::spawn(async move {
+                    match websocket.await {
+                        Ok(ws) => callback(ws).await,
+                        Err(e) => tracing::debug!(error = %e, "the upgrade did not complete"),
+                    }
+                });
+                response
+            }
+            Err(refused) => {
+                tracing::debug!(error = %refused.error(), "upgrade refused");
+                refused.into_response()
+            }
+        }
+    }
+
+    /// [`accept`](Self::accept) with the default settings ([`ServerBuilder::new`]).
+    pub fn on_upgrade<F, Fut>(self, callback: F) -> Response
+    where
+        F: FnOnce(WebSocket<Upgraded>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.accept(&ServerBuilder::new(), callback)
+    }
+}
+
+impl fmt::Debug for WebSocketUpgrade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocketUpgrade")
+            .field("uri", self.head.uri())
+            .field("upgradable", &self.on_upgrade.is_some())
+            .finish()
+    }
+}
+
+/// A refusal is a response an axum handler can return as it is.
+impl IntoResponse for crate::hyper::Refused<Body> {
+    fn into_response(self) -> Response {
+        self.into_parts().0
+    }
+}

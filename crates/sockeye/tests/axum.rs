@@ -1,0 +1,112 @@
+//! `sockeye::axum`: the `WebSocketUpgrade` extractor in a real axum app, over loopback sockets.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use http::{HeaderValue, StatusCode};
+use sockeye::axum::WebSocketUpgrade;
+use sockeye::hyper::Upgraded;
+use sockeye::{ClientBuilder, DeflateConfig, Message, OriginPolicy, ServerBuilder, WebSocket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn echo(mut ws: WebSocket<Upgraded>) {
+    while let Some(Ok(message)) = ws.next().await {
+        if message.is_data() && ws.send(message).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn with_settings(State(server): State<ServerBuilder>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.accept(&server, echo)
+}
+
+async fn with_defaults(upgrade: WebSocketUpgrade) -> Response {
+    assert_eq!(upgrade.request().uri().path(), "/default");
+    upgrade.on_upgrade(echo)
+}
+
+async fn app() -> SocketAddr {
+    let server = ServerBuilder::new()
+        .origin_policy(OriginPolicy::allow(["https://app.example"]))
+        .protocols(["chat"])
+        .deflate(DeflateConfig::new());
+    let app = Router::new()
+        .route("/ws", get(with_settings))
+        .route("/default", get(with_defaults))
+        .route("/", get(|| async { "a plain page" }))
+        .with_state(server);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn an_axum_route_echoes_with_the_server_settings() {
+    support::bounded(async {
+        let addr = app().await;
+        let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/ws"))
+            .origin(HeaderValue::from_static("https://app.example"))
+            .protocol("chat")
+            .deflate(DeflateConfig::new())
+            .connect()
+            .await
+            .unwrap();
+        assert_eq!(ws.protocol(), Some("chat"));
+        assert_eq!(ws.extension(), Some("permessage-deflate"));
+        ws.send(Message::text("through axum")).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("through axum")
+        );
+        let big = vec![7u8; 2 << 20];
+        ws.send(Message::binary(big.clone())).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+
+        // The server's Origin policy applies: another site's page gets 403.
+        let error = ClientBuilder::new(format!("ws://{addr}/ws"))
+            .origin(HeaderValue::from_static("https://evil.example"))
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), Some(StatusCode::FORBIDDEN), "{error}");
+
+        // The default settings: no subprotocol, no deflate.
+        let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/default"))
+            .protocol("chat")
+            .deflate(DeflateConfig::new())
+            .connect()
+            .await
+            .unwrap();
+        assert_eq!(ws.protocol(), None);
+        assert_eq!(ws.extension(), None);
+        ws.send(Message::text("defaults")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("defaults"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_plain_request_to_a_websocket_route_gets_426() {
+    support::bounded(async {
+        let addr = app().await;
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        tcp.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 426"), "{response}");
+        assert!(
+            response.to_ascii_lowercase().contains("upgrade: websocket"),
+            "{response}"
+        );
+    })
+    .await;
+}
