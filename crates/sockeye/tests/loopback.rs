@@ -855,3 +855,39 @@ fn streaming_config_is_refused_by_the_tokio_layer() {
         .expect("proto config");
     assert!(WebSocketConfig::builder().proto(proto).build().is_err());
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn over_a_unix_socket() {
+    bounded(async {
+        let dir = std::env::temp_dir().join(format!("sockeye-unix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ws.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let served = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut ws = server().accept(stream).await.unwrap();
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_data() {
+                    ws.send(message).await.unwrap();
+                }
+            }
+        });
+        let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let (mut ws, response) = ClientBuilder::new("ws://localhost/over-unix")
+            .connect_on(stream)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        ws.send(Message::text("over a unix socket")).await.unwrap();
+        assert_eq!(
+            expect_message(ws.next().await),
+            Message::text("over a unix socket")
+        );
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        served.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
