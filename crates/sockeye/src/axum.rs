@@ -31,7 +31,7 @@ use std::fmt;
 use std::future::Future;
 
 use axum_core::body::Body;
-use axum_core::extract::FromRequestParts;
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::Request;
 use http::request::Parts;
@@ -62,6 +62,21 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             head,
             on_upgrade: parts.extensions.remove::<OnUpgrade>(),
         })
+    }
+}
+
+/// `Option<WebSocketUpgrade>`: `None` for a request that does not ask for a WebSocket, so one
+/// route can serve a page and a WebSocket.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for WebSocketUpgrade {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Infallible> {
+        if !crate::hyper::asks_for_websocket(&parts.headers) {
+            return Ok(None);
+        }
+        <Self as FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
     }
 }
 

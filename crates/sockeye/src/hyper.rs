@@ -33,9 +33,16 @@
 //! }
 //! ```
 //!
-//! Serve the connection with `with_upgrades()` (hyper's `http1::Builder::serve_connection`),
-//! or hyper never hands the connection over. The size and time limits of the request head are
-//! hyper's; [`ServerBuilder::max_concurrent_handshakes`] does not apply here.
+//! Serve the connection with upgrades on (`with_upgrades()` after hyper's
+//! `http1::Builder::serve_connection`, or hyper-util's
+//! `auto::Builder::serve_connection_with_upgrades`), or hyper never hands the connection over.
+//! The size and time limits of the request head are hyper's;
+//! [`ServerBuilder::max_concurrent_handshakes`] does not apply here. Where TLS ends in front of
+//! hyper, tell the builder ([`ServerBuilder::served_over_tls`]), so that a same-host Origin is
+//! held to `https`.
+//!
+//! HTTP/2 requests are answered 505: a WebSocket over HTTP/2 is RFC 8441's extended CONNECT,
+//! which is not spoken here.
 
 use std::fmt;
 use std::future::Future;
@@ -47,7 +54,7 @@ use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use sockeye_proto::handshake::UpgradeRequest;
+use sockeye_proto::handshake::{UpgradeRequest, check_reject};
 
 use crate::config::WebSocketConfig;
 use crate::error::{Error, Kind};
@@ -60,8 +67,13 @@ pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
 /// Whether `request` asks for a WebSocket (`Upgrade: websocket` and `Connection: upgrade`):
 /// a cheap test to route on. [`ServerBuilder::upgrade`] checks the rest.
 pub fn is_upgrade_request<B>(request: &Request<B>) -> bool {
+    asks_for_websocket(request.headers())
+}
+
+/// `Upgrade: websocket` and `Connection: upgrade` among `headers`.
+pub(crate) fn asks_for_websocket(headers: &HeaderMap) -> bool {
     let has = |name, token: &str| {
-        request.headers().get_all(name).iter().any(|value| {
+        headers.get_all(name).iter().any(|value| {
             value.to_str().is_ok_and(|value| {
                 value
                     .split(',')
@@ -134,8 +146,12 @@ impl ServerBuilder {
     /// `R` is the response body type (`Full<Bytes>`, `String`, axum's `Body`...); a refusal's
     /// body is plain text.
     ///
+    /// The connection to take over is taken out of `request`'s extensions whether or not the
+    /// upgrade is accepted.
+    ///
     /// # Errors
-    /// [`Refused`] with 400, 403, 405, 426 or the callback's status.
+    /// [`Refused`] with 400, 403, 405, 426 or 505, or the callback's status; 500 when hyper
+    /// offers no connection to take over, or the callback's refusal is not a valid response.
     pub fn upgrade<B, R>(
         &self,
         request: &mut Request<B>,
@@ -170,6 +186,11 @@ impl ServerBuilder {
         })?;
         let agreement = self.agree(&checked).map_err(|reject| {
             let (status, headers, body) = reject.parts();
+            // The checks `reject_response` makes on the other path: a status with a body, and
+            // none of the headers the refusal sets.
+            if let Err(misuse) = check_reject(status, headers) {
+                return internal_error(Error::from(misuse));
+            }
             let error = Error::new(Kind::Refused {
                 status,
                 headers: headers.clone(),
@@ -177,32 +198,24 @@ impl ServerBuilder {
             });
             refused(status, headers, body.to_owned(), error)
         })?;
+        // Without a connection to take over, a 101 would leave the client with nobody.
+        let Some(on_upgrade) = on_upgrade else {
+            return Err(internal_error(Error::from(std::io::Error::other(
+                "hyper offers no connection to upgrade (HTTP/1.1 with upgrades on is needed)",
+            ))));
+        };
         let response = checked
             .accept_response(
                 agreement.protocol.as_deref(),
                 &agreement.answers,
                 &agreement.headers,
             )
-            .map_err(|e| {
-                let error = Error::from(e);
-                let body = format!("{error}\n");
-                refused(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &HeaderMap::new(),
-                    body,
-                    error,
-                )
-            })?;
+            .map_err(|e| internal_error(Error::from(e)))?;
         let config: WebSocketConfig = self.websocket_config().clone();
         let inner = Box::pin(async move {
-            let on_upgrade = on_upgrade.ok_or_else(|| {
-                Error::from(std::io::Error::other(
-                    "this connection cannot be upgraded: serve it with hyper's with_upgrades()",
-                ))
-            })?;
-            let upgraded = on_upgrade.await.map_err(|e| {
-                Error::from(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, e))
-            })?;
+            let upgraded = on_upgrade
+                .await
+                .map_err(|e| Error::from(std::io::Error::other(e)))?;
             Ok(open(
                 &config,
                 TokioIo::new(upgraded),
@@ -218,6 +231,18 @@ impl ServerBuilder {
     }
 }
 
+/// A 500 for a misuse on the server's side.
+fn internal_error<R: From<String>>(error: Error) -> Refused<R> {
+    let body = format!("{error}\n");
+    refused(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &HeaderMap::new(),
+        body,
+        error,
+    )
+}
+
+/// A plain-text refusal; the connection closes after it, as on the other path.
 fn refused<R: From<String>>(
     status: StatusCode,
     headers: &HeaderMap,
@@ -231,6 +256,7 @@ fn refused<R: From<String>>(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    out.insert(CONNECTION, HeaderValue::from_static("close"));
     for (name, value) in headers {
         out.append(name, value.clone());
     }

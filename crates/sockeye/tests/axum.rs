@@ -31,6 +31,14 @@ async fn with_defaults(upgrade: WebSocketUpgrade) -> Response {
     upgrade.on_upgrade(echo)
 }
 
+/// One route for a page and a WebSocket: `Option<WebSocketUpgrade>`.
+async fn page_or_websocket(upgrade: Option<WebSocketUpgrade>) -> Response {
+    match upgrade {
+        Some(upgrade) => upgrade.on_upgrade(echo),
+        None => axum::response::IntoResponse::into_response("the page"),
+    }
+}
+
 async fn app() -> SocketAddr {
     let server = ServerBuilder::new()
         .origin_policy(OriginPolicy::allow(["https://app.example"]))
@@ -39,6 +47,7 @@ async fn app() -> SocketAddr {
     let app = Router::new()
         .route("/ws", get(with_settings))
         .route("/default", get(with_defaults))
+        .route("/both", get(page_or_websocket))
         .route("/", get(|| async { "a plain page" }))
         .with_state(server);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -107,6 +116,28 @@ async fn a_plain_request_to_a_websocket_route_gets_426() {
             response.to_ascii_lowercase().contains("upgrade: websocket"),
             "{response}"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_route_serves_a_page_and_a_websocket() {
+    support::bounded(async {
+        let addr = app().await;
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /both HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        tcp.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with("the page"), "{response}");
+        let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/both"))
+            .connect()
+            .await
+            .unwrap();
+        ws.send(Message::text("both")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("both"));
     })
     .await;
 }

@@ -200,3 +200,94 @@ fn upgrade_requests_are_told_from_plain_ones() {
         ("Connection", "upgrade"),
     ])));
 }
+
+/// A valid upgrade request as hyper would hand it over, but built here: hyper put no
+/// connection to take over in its extensions.
+fn handmade(version: http::Version) -> Request<()> {
+    Request::builder()
+        .uri("/ws")
+        .version(version)
+        .header("Host", "x")
+        .header("Upgrade", "websocket")
+        .header("Connection", "Upgrade")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("Sec-WebSocket-Version", "13")
+        .body(())
+        .unwrap()
+}
+
+#[test]
+fn no_101_without_a_connection_to_take_over_nor_for_http2() {
+    let server = ServerBuilder::new();
+    let refused = server
+        .upgrade::<_, String>(&mut handmade(http::Version::HTTP_11))
+        .unwrap_err();
+    let response = refused.into_response();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.headers()[header::CONNECTION], "close");
+    assert!(
+        response.body().contains("no connection to upgrade"),
+        "{}",
+        response.body()
+    );
+    // RFC 8441 is not spoken: HTTP/2 is 505, whatever the method.
+    let refused = server
+        .upgrade::<_, String>(&mut handmade(http::Version::HTTP_2))
+        .unwrap_err();
+    assert_eq!(
+        refused.error().status(),
+        Some(StatusCode::HTTP_VERSION_NOT_SUPPORTED)
+    );
+    assert_eq!(
+        refused.into_response().status(),
+        StatusCode::HTTP_VERSION_NOT_SUPPORTED
+    );
+}
+
+#[test]
+fn a_refusal_that_is_no_valid_response_is_a_500() {
+    for (status, header) in [
+        (StatusCode::SWITCHING_PROTOCOLS, None),
+        (StatusCode::NO_CONTENT, None),
+        (StatusCode::FORBIDDEN, Some(header::CONTENT_TYPE)),
+        (StatusCode::FORBIDDEN, Some(header::CONNECTION)),
+    ] {
+        let server = ServerBuilder::new().on_request(move |_| {
+            let mut headers = HeaderMap::new();
+            if let Some(name) = &header {
+                headers.insert(name.clone(), HeaderValue::from_static("x"));
+            }
+            Err(Reject::new(status, "no").headers(headers))
+        });
+        let refused = server
+            .upgrade::<_, String>(&mut handmade(http::Version::HTTP_11))
+            .unwrap_err();
+        assert!(refused.error().is_misuse(), "{:?}", refused.error());
+        assert_eq!(
+            refused.into_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    // A valid refusal keeps its status, headers and body, and closes the connection.
+    let server = ServerBuilder::new().on_request(|_| {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Err(Reject::new(StatusCode::UNAUTHORIZED, "token needed\n").headers(headers))
+    });
+    let response = server
+        .upgrade::<_, String>(&mut handmade(http::Version::HTTP_11))
+        .unwrap_err()
+        .into_response();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    assert_eq!(
+        response
+            .headers()
+            .get_all(header::CONTENT_TYPE)
+            .iter()
+            .count(),
+        1
+    );
+    assert_eq!(response.headers()[header::CONNECTION], "close");
+    assert_eq!(response.body(), "token needed\n");
+}

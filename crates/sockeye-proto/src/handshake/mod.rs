@@ -35,7 +35,7 @@ use sha1::{Digest as _, Sha1};
 use crate::extension::header::{ExtensionHeaderError, parse_token_list};
 
 pub use client::{ClientAccepted, ClientHandshake};
-pub use server::{RequestParser, UpgradeRequest, parse_request, reject_response};
+pub use server::{RequestParser, UpgradeRequest, check_reject, parse_request, reject_response};
 pub use uri::{UriError, WsUri};
 
 /// The GUID appended to `Sec-WebSocket-Key` to derive `Sec-WebSocket-Accept` (section 1.3).

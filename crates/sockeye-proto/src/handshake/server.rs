@@ -80,6 +80,11 @@ impl RequestParser {
 /// The section 4.2.1 checks, in the RFC's order.
 fn validate(request: Request<()>) -> Result<UpgradeRequest, HandshakeError> {
     let side = Side::Request;
+    // A WebSocket over HTTP/2 or later is RFC 8441's extended CONNECT, which this crate does
+    // not speak: 505, before the method (whose 405 would name GET as the way).
+    if request.version() > Version::HTTP_11 {
+        return Err(HandshakeError::HttpVersionNotSupported);
+    }
     // Item 1: an HTTP/1.1 or later GET.
     if request.method() != Method::GET {
         return Err(HandshakeError::MethodNotGet);
@@ -345,6 +350,18 @@ pub fn reject_response(
     body: &str,
     out: &mut impl BufMut,
 ) -> Result<(), HandshakeMisuse> {
+    check_reject(status, extra)?;
+    write_plain_response(status, extra, body, out);
+    Ok(())
+}
+
+/// What [`reject_response`] checks, for an HTTP layer that writes the refusal itself: a status
+/// that can carry a body, and no header the refusal sets (`Content-Type`, `Content-Length`,
+/// `Transfer-Encoding`, `Connection`).
+///
+/// # Errors
+/// As [`reject_response`].
+pub fn check_reject(status: StatusCode, extra: &HeaderMap) -> Result<(), HandshakeMisuse> {
     if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -359,9 +376,7 @@ pub fn reject_response(
             header::TRANSFER_ENCODING,
             header::CONNECTION,
         ],
-    )?;
-    write_plain_response(status, extra, body, out);
-    Ok(())
+    )
 }
 
 #[cfg(test)]
@@ -1048,5 +1063,17 @@ mod tests {
         assert_eq!(headers[header::SEC_WEBSOCKET_VERSION], "13");
         // A response error has no response to send.
         assert!(HandshakeError::AcceptMismatch.response_parts().is_none());
+        // HTTP/2 (RFC 8441's extended CONNECT, or a GET) is not spoken: 505.
+        for method in [Method::CONNECT, Method::GET] {
+            let mut h2 = as_parsed_elsewhere(SAMPLE);
+            *h2.version_mut() = Version::HTTP_2;
+            *h2.method_mut() = method;
+            let error = UpgradeRequest::from_request(h2).unwrap_err();
+            assert_eq!(error, HandshakeError::HttpVersionNotSupported);
+            assert_eq!(
+                error.response_parts().unwrap().0,
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED
+            );
+        }
     }
 }
