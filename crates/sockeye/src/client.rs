@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use sockeye_proto::extension::DeflateConfig;
 use sockeye_proto::extension::deflate::NAME as DEFLATE;
-use sockeye_proto::handshake::{ClientHandshake, HandshakeError, WsUri};
+use sockeye_proto::handshake::{ClientAccepted, ClientHandshake, HandshakeError, WsUri};
 use sockeye_proto::{Connection, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -196,41 +196,59 @@ impl ClientBuilder {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut handshake = ClientHandshake::new(uri)
-            .map_err(|e| Error::from(std::io::Error::other(e.to_string())))?
-            .origin(self.origin)
-            .protocols(self.protocols)
-            .extensions(self.deflate.iter().map(DeflateConfig::offer).collect())
-            .headers(self.headers);
-        let mut request = Vec::with_capacity(256);
-        handshake.encode_request(&mut request)?;
+        let (mut handshake, request) = self.begin(uri)?;
         stream.write_all(&request).await?;
         stream.flush().await?;
-
         let mut buf = BytesMut::with_capacity(1024);
         let accepted = loop {
-            match handshake.handle_response(&mut buf, &self.config.proto) {
-                Ok(Some(accepted)) => break accepted,
-                Ok(None) => {}
-                Err(HandshakeError::UnexpectedStatus { status, headers }) => {
-                    // What of the body has arrived helps to tell why (a 401's reason, say).
-                    let body = buf.split_to(buf.len().min(REFUSAL_BODY_PREFIX)).freeze();
-                    return Err(Error::new(Kind::Refused {
-                        status,
-                        headers: *headers,
-                        body,
-                    }));
-                }
-                Err(e) => return Err(e.into()),
+            if let Some(accepted) = self.answer(&mut handshake, &mut buf)? {
+                break accepted;
             }
             if stream.read_buf(&mut buf).await? == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "connection closed during the opening handshake",
-                )
-                .into());
+                return Err(eof_in_handshake());
             }
         };
+        let conn = self.establish(&accepted)?;
+        let ws = WebSocket::from_connection(stream, conn, &self.config, buf, accepted.protocol);
+        Ok((ws, accepted.response))
+    }
+
+    /// The handshake's first half, without I/O: the request to send.
+    pub(crate) fn begin(&self, uri: WsUri) -> Result<(ClientHandshake, Vec<u8>), Error> {
+        let handshake = ClientHandshake::new(uri)
+            .map_err(|e| Error::from(std::io::Error::other(e.to_string())))?
+            .origin(self.origin.clone())
+            .protocols(self.protocols.clone())
+            .extensions(self.deflate.iter().map(DeflateConfig::offer).collect())
+            .headers(self.headers.clone());
+        let mut request = Vec::with_capacity(256);
+        handshake.encode_request(&mut request)?;
+        Ok((handshake, request))
+    }
+
+    /// Reads the server's answer from `buf`: `None` until it is whole.
+    pub(crate) fn answer(
+        &self,
+        handshake: &mut ClientHandshake,
+        buf: &mut BytesMut,
+    ) -> Result<Option<ClientAccepted>, Error> {
+        match handshake.handle_response(buf, &self.config.proto) {
+            Ok(accepted) => Ok(accepted),
+            Err(HandshakeError::UnexpectedStatus { status, headers }) => {
+                // What of the body has arrived helps to tell why (a 401's reason, say).
+                let body = buf.split_to(buf.len().min(REFUSAL_BODY_PREFIX)).freeze();
+                Err(Error::new(Kind::Refused {
+                    status,
+                    headers: *headers,
+                    body,
+                }))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The handshake's second half, without I/O: the connection the answer agreed to.
+    pub(crate) fn establish(&self, accepted: &ClientAccepted) -> Result<Connection, Error> {
         let mut conn = Connection::new(Role::Client, self.config.proto.clone(), now());
         // The handshake checked that every extension in the answer was offered; ours is the
         // only one we offer.
@@ -244,9 +262,37 @@ impl ClientBuilder {
                 .map_err(|e| Error::new(Kind::Negotiation(e)))?;
             conn = conn.with_extension(Box::new(extension));
         }
-        let ws = WebSocket::from_connection(stream, conn, &self.config, buf, accepted.protocol);
-        Ok((ws, accepted.response))
+        Ok(conn)
     }
+
+    /// Whether a proxy is set (or to be taken from the environment).
+    pub(crate) fn has_proxy(&self) -> bool {
+        !matches!(self.proxy, ProxyChoice::Direct)
+    }
+
+    /// The settings of the connection.
+    pub(crate) fn websocket_config(&self) -> &WebSocketConfig {
+        &self.config
+    }
+
+    /// The URL to connect to.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The TLS settings.
+    pub(crate) fn tls_config(&self) -> &TlsConfig {
+        &self.tls
+    }
+}
+
+/// The error for a connection that ended before the handshake did.
+pub(crate) fn eof_in_handshake() -> Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "connection closed during the opening handshake",
+    )
+    .into()
 }
 
 /// Resolves `host:port`, as [`Kind::Dns`] on failure.

@@ -424,7 +424,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 }
 
 /// The error for a closing report that was not a clean close handshake.
-fn closed_error(closed: &Closed) -> Option<Error> {
+pub(crate) fn closed_error(closed: &Closed) -> Option<Error> {
     let error = closed.error.clone()?;
     Some(Error::new(Kind::Closed {
         error,

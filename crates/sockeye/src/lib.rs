@@ -34,6 +34,7 @@
 
 #[cfg(feature = "axum")]
 pub mod axum;
+pub mod blocking;
 mod client;
 mod config;
 mod driver;

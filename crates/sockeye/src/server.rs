@@ -649,7 +649,6 @@ impl ServerBuilder {
     }
 
     /// The settings of the connections it opens.
-    #[cfg(feature = "hyper")]
     pub(crate) fn websocket_config(&self) -> &WebSocketConfig {
         &self.config
     }
@@ -665,11 +664,20 @@ pub(crate) fn open<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let (conn, protocol) = server_connection(config, agreement);
+    WebSocket::from_connection(stream, conn, config, buf, protocol)
+}
+
+/// The protocol state (and subprotocol) of a connection accepted with `agreement`.
+pub(crate) fn server_connection(
+    config: &WebSocketConfig,
+    agreement: Agreement,
+) -> (Connection, Option<String>) {
     let mut conn = Connection::new(Role::Server, config.proto.clone(), now());
     if let Some(extension) = agreement.extension {
         conn = conn.with_extension(Box::new(extension));
     }
-    WebSocket::from_connection(stream, conn, config, buf, agreement.protocol)
+    (conn, agreement.protocol)
 }
 
 /// What the server agreed to for one request.
@@ -680,7 +688,6 @@ pub(crate) struct Agreement {
     pub(crate) headers: HeaderMap,
 }
 
-#[cfg(feature = "hyper")]
 impl Reject {
     /// The status, headers and body of this refusal.
     pub(crate) fn parts(&self) -> (StatusCode, &HeaderMap, &str) {

@@ -327,27 +327,35 @@ impl TlsConfig {
         let config = self
             .client_config()
             .map_err(|e| crate::Error::new(crate::Kind::TlsSetup(e)))?;
-        let name = ServerName::try_from(host.to_owned()).map_err(|_| {
-            crate::Error::new(crate::Kind::TlsSetup(TlsSetupError::Rustls(
-                rustls::Error::General(format!("{host:?} is not a valid TLS server name")),
-            )))
-        })?;
+        let name = Self::server_name(host)?;
         let stream = tokio_rustls::TlsConnector::from(config)
             .connect(name, stream)
             .await?;
-        // RFC 6455 runs over HTTP/1.1: a server that chose another protocol (h2, with a rustls
-        // config of the caller's that offered it) cannot take the upgrade.
-        if let Some(alpn) = stream.get_ref().1.alpn_protocol()
-            && alpn != ALPN_HTTP11
-        {
-            return Err(crate::Error::new(crate::Kind::TlsSetup(
+        Self::check_alpn(stream.get_ref().1.alpn_protocol())?;
+        Ok(stream)
+    }
+
+    /// `host` as the TLS server name (SNI is sent for names, not for addresses).
+    pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, crate::Error> {
+        ServerName::try_from(host.to_owned()).map_err(|_| {
+            crate::Error::new(crate::Kind::TlsSetup(TlsSetupError::Rustls(
+                rustls::Error::General(format!("{host:?} is not a valid TLS server name")),
+            )))
+        })
+    }
+
+    /// RFC 6455 runs over HTTP/1.1: a server that chose another protocol (h2, with a rustls
+    /// config of the caller's that offered it) cannot take the upgrade.
+    pub(crate) fn check_alpn(alpn: Option<&[u8]>) -> Result<(), crate::Error> {
+        match alpn {
+            Some(alpn) if alpn != ALPN_HTTP11 => Err(crate::Error::new(crate::Kind::TlsSetup(
                 TlsSetupError::Rustls(rustls::Error::General(format!(
                     "the server chose ALPN protocol {:?}, not http/1.1",
                     String::from_utf8_lossy(alpn)
                 ))),
-            )));
+            ))),
+            _ => Ok(()),
         }
-        Ok(stream)
     }
 }
 

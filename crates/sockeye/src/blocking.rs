@@ -1,0 +1,492 @@
+//! A blocking client and server on the same protocol core, for programs without an async
+//! runtime: std's `Read + Write` streams, one call at a time.
+//!
+//! ```no_run
+//! # fn run() -> Result<(), sockeye::Error> {
+//! use sockeye::Message;
+//!
+//! let (mut ws, _response) = sockeye::blocking::connect("ws://127.0.0.1:9001/chat")?;
+//! ws.send(Message::text("hello"))?;
+//! while let Some(message) = ws.read() {
+//!     println!("{:?}", message?);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! What is automatic is as in the async API (Pong replies, the close reply, masking,
+//! permessage-deflate), done while reading or sending. What needs a clock is not: no keepalive
+//! pings, no close timeout, no handshake timeout on a stream of the caller's. On a
+//! `TcpStream`, set read and write timeouts ([`TcpStream::set_read_timeout`]): a read that
+//! times out returns the I/O error and leaves the connection usable. [`connect`] bounds its
+//! own opening by the configured handshake timeout. The blocking client does not go through
+//! proxies.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use http::Response;
+use sockeye_proto::handshake::{RequestParser, WsUri, reject_response};
+use sockeye_proto::{CloseCode, CloseFrame, Connection, Event, Message};
+
+use crate::client::{ClientBuilder, eof_in_handshake};
+use crate::driver::{closed_error, now};
+use crate::error::{Error, Kind, Timeout};
+use crate::server::{Reject, ServerBuilder, server_connection};
+
+/// The least a read asks for.
+const READ_CHUNK: usize = 16 << 10;
+/// The most a read asks for at once (a large frame arrives in several reads).
+const MAX_READ: usize = 1 << 20;
+
+/// Connects to a `ws://` or `wss://` URL with the default settings.
+///
+/// # Errors
+/// As [`crate::connect`].
+pub fn connect(url: &str) -> Result<(WebSocket<Stream>, Response<()>), Error> {
+    ClientBuilder::new(url).connect_blocking()
+}
+
+/// Accepts a WebSocket connection on `stream` with the default settings.
+///
+/// # Errors
+/// As [`crate::accept`].
+pub fn accept<S: Read + Write>(stream: S) -> Result<WebSocket<S>, Error> {
+    ServerBuilder::new().accept_blocking(stream)
+}
+
+/// The stream of a blocking client: TCP, or TLS over TCP.
+#[derive(Debug)]
+pub enum Stream {
+    /// `ws://`.
+    Plain(TcpStream),
+    /// `wss://`.
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// The TCP connection, to set timeouts on, say.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(tcp) => tcp,
+            Self::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(tcp) => tcp.read(buf),
+            Self::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(tcp) => tcp.write(buf),
+            Self::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(tcp) => tcp.flush(),
+            Self::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
+/// A WebSocket over a blocking stream.
+#[derive(Debug)]
+pub struct WebSocket<S> {
+    stream: S,
+    conn: Connection,
+    buf: BytesMut,
+    /// `buf` may hold whole frames the core has not looked at yet.
+    pending: bool,
+    /// The stream's read side ended (or failed).
+    read_done: bool,
+    /// The final item was handed out.
+    finished: bool,
+    io_error: Option<io::Error>,
+    protocol: Option<String>,
+}
+
+impl<S: Read + Write> WebSocket<S> {
+    fn new(stream: S, conn: Connection, buf: BytesMut, protocol: Option<String>) -> Self {
+        let mut ws = Self {
+            stream,
+            conn,
+            buf,
+            pending: false,
+            read_done: false,
+            finished: false,
+            io_error: None,
+            protocol,
+        };
+        // The bytes that came with the handshake.
+        ws.pending = ws.conn.handle_bytes(&mut ws.buf, now());
+        ws
+    }
+
+    /// The next message, blocking until one arrives; `None` after a clean close. A read that
+    /// times out (a timeout set on the stream) is returned as its I/O error, and the
+    /// connection stays usable.
+    pub fn read(&mut self) -> Option<Result<Message, Error>> {
+        loop {
+            while let Some(event) = self.conn.poll_event() {
+                if let Event::Message(message) = event {
+                    // Answer what the core owes (a Pong, the close reply) before handing out.
+                    if let Err(e) = self.write_out() {
+                        self.transport_failed(e);
+                    }
+                    return Some(Ok(message));
+                }
+            }
+            if self.finished {
+                return None;
+            }
+            if self.pending {
+                self.pending = self.conn.handle_bytes(&mut self.buf, now());
+                continue;
+            }
+            if let Err(e) = self.write_out() {
+                self.transport_failed(e);
+                continue;
+            }
+            if self.conn.is_closed() && self.conn.should_close_transport() {
+                self.finished = true;
+                return self.final_error().map(Err);
+            }
+            if self.read_done {
+                // The core waits for a transport that will not say more.
+                self.finished = true;
+                return self.final_error().map(Err);
+            }
+            let want = self.conn.read_hint(&self.buf).clamp(READ_CHUNK, MAX_READ);
+            match read_into(&mut self.stream, &mut self.buf, want) {
+                Ok(0) => {
+                    self.read_done = true;
+                    self.conn.handle_eof();
+                }
+                Ok(_) => self.pending = self.conn.handle_bytes(&mut self.buf, now()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Some(Err(e.into()));
+                }
+                Err(e) => self.transport_failed(e),
+            }
+        }
+    }
+
+    /// Sends a message and writes it out.
+    ///
+    /// # Errors
+    /// As [`crate::WebSocket::send`].
+    pub fn send(&mut self, message: impl Into<Message>) -> Result<(), Error> {
+        self.feed(message)?;
+        self.flush()
+    }
+
+    /// Queues a message without writing it; [`flush`](Self::flush) writes what was queued.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn feed(&mut self, message: impl Into<Message>) -> Result<(), Error> {
+        let result = match message.into() {
+            Message::Close(frame) => self.conn.close(now(), frame),
+            message => self.conn.send(message),
+        };
+        result.map_err(|e| {
+            if self.conn.is_open() {
+                Error::from(e)
+            } else {
+                Error::new(Kind::AlreadyClosed)
+            }
+        })
+    }
+
+    /// Writes everything queued.
+    ///
+    /// # Errors
+    /// When the transport fails.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.write_out().map_err(|e| {
+            self.transport_failed(io::Error::new(e.kind(), e.to_string()));
+            Error::from(e)
+        })
+    }
+
+    /// Sends a Close frame with `code` and `reason`, then reads (dropping messages) until the
+    /// close handshake ends: the peer's Close, and for a client the server's end of the
+    /// transport. Drop the WebSocket afterwards to close the stream.
+    ///
+    /// # Errors
+    /// A code that may not be sent or a reason over 123 bytes; a transport failure.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        if self.conn.is_open() {
+            self.feed(Message::Close(Some(CloseFrame::new(code, reason)?)))?;
+        }
+        self.flush()?;
+        while let Some(item) = self.read() {
+            item?;
+        }
+        Ok(())
+    }
+
+    /// The subprotocol the handshake agreed on.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// The negotiated extension's name (`permessage-deflate`), if any.
+    pub fn extension(&self) -> Option<&str> {
+        self.conn.extension_name()
+    }
+
+    /// The stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// The stream, to set timeouts on, say (reading or writing through it would break the
+    /// framing).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        let mut wrote = false;
+        while let Some(chunk) = self.conn.poll_transmit() {
+            self.stream.write_all(&chunk)?;
+            wrote = true;
+        }
+        if wrote {
+            self.stream.flush()?;
+        }
+        Ok(())
+    }
+
+    fn transport_failed(&mut self, e: io::Error) {
+        if self.io_error.is_none() && !self.conn.is_closed() {
+            self.io_error = Some(e);
+        }
+        self.read_done = true;
+        self.conn.handle_eof();
+        while self.conn.poll_transmit().is_some() {}
+    }
+
+    fn final_error(&mut self) -> Option<Error> {
+        if let Some(e) = self.io_error.take() {
+            return Some(Error::from(e));
+        }
+        closed_error(self.conn.close_status()?)
+    }
+}
+
+/// Reads once into the end of `buf`, asking for `want` bytes.
+fn read_into(stream: &mut impl Read, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+    let len = buf.len();
+    buf.resize(len + want, 0);
+    let result = stream.read(&mut buf[len..]);
+    buf.truncate(len + *result.as_ref().unwrap_or(&0));
+    result
+}
+
+/// A timeout of the opening, as its stage.
+fn stage_timeout(stage: Timeout) -> impl Fn(io::Error) -> Error {
+    move |e| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::new(Kind::Timeout(stage)),
+        _ => Error::from(e),
+    }
+}
+
+impl ClientBuilder {
+    /// Connects without an async runtime: the blocking [`WebSocket`]. DNS, TCP, TLS and the
+    /// handshake share the handshake timeout. Proxies are not supported here.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); a proxy set on the builder is refused.
+    pub fn connect_blocking(self) -> Result<(WebSocket<Stream>, Response<()>), Error> {
+        if self.has_proxy() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the blocking client does not go through proxies",
+            )
+            .into());
+        }
+        let uri: WsUri = self.url().parse()?;
+        let config = self.websocket_config();
+        let deadline = Instant::now() + config.handshake_timeout;
+        let tcp = open_tcp(uri.host(), uri.port(), deadline)?;
+        let _ = tcp.set_nodelay(config.nodelay);
+        let left = || {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        };
+        tcp.set_read_timeout(Some(left()))?;
+        tcp.set_write_timeout(Some(left()))?;
+        let mut stream = if uri.is_secure() {
+            Stream::Tls(Box::new(
+                self.tls_config().connect_blocking(uri.host(), tcp)?,
+            ))
+        } else {
+            Stream::Plain(tcp)
+        };
+        let (mut handshake, request) = self.begin(uri)?;
+        let timed_out = stage_timeout(Timeout::Handshake);
+        stream.write_all(&request).map_err(&timed_out)?;
+        stream.flush().map_err(&timed_out)?;
+        let mut buf = BytesMut::with_capacity(1024);
+        let accepted = loop {
+            if let Some(accepted) = self.answer(&mut handshake, &mut buf)? {
+                break accepted;
+            }
+            stream.tcp().set_read_timeout(Some(left()))?;
+            if read_into(&mut stream, &mut buf, 4096).map_err(&timed_out)? == 0 {
+                return Err(eof_in_handshake());
+            }
+        };
+        let conn = self.establish(&accepted)?;
+        stream.tcp().set_read_timeout(None)?;
+        stream.tcp().set_write_timeout(None)?;
+        Ok((
+            WebSocket::new(stream, conn, buf, accepted.protocol),
+            accepted.response,
+        ))
+    }
+}
+
+/// Resolves and connects, each address getting a share of the time left.
+fn open_tcp(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, Error> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|source| {
+            Error::new(Kind::Dns {
+                host: host.to_owned(),
+                source,
+            })
+        })?
+        .collect();
+    let mut last = None;
+    for (i, addr) in addrs.iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let share = left / u32::try_from(addrs.len() - i).unwrap_or(u32::MAX).max(1);
+        if share.is_zero() {
+            return Err(Error::new(Kind::Timeout(Timeout::Connect)));
+        }
+        match TcpStream::connect_timeout(addr, share) {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = Some((*addr, e)),
+        }
+    }
+    Err(match last {
+        Some((addr, e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            Error::new(Kind::ConnectionRefused { addr })
+        }
+        Some((_, e))
+            if matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) =>
+        {
+            Error::new(Kind::Timeout(Timeout::Connect))
+        }
+        Some((addr, source)) => Error::new(Kind::Connect { addr, source }),
+        None => Error::new(Kind::Dns {
+            host: host.to_owned(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no address"),
+        }),
+    })
+}
+
+impl ServerBuilder {
+    /// Accepts a WebSocket connection on a blocking stream, as [`accept`](Self::accept) does
+    /// on an async one. There is no handshake timeout here: set one on the stream.
+    ///
+    /// # Errors
+    /// As [`accept`](Self::accept).
+    pub fn accept_blocking<S: Read + Write>(&self, mut stream: S) -> Result<WebSocket<S>, Error> {
+        let config = self.websocket_config();
+        let mut parser = RequestParser::new();
+        let mut buf = BytesMut::with_capacity(1024);
+        let request = loop {
+            if read_into(&mut stream, &mut buf, 4096)? == 0 {
+                return Err(eof_in_handshake());
+            }
+            match parser.parse(&mut buf, &config.proto) {
+                Ok(Some(request)) => break request,
+                Ok(None) => {}
+                Err(e) => {
+                    let mut out = Vec::new();
+                    e.write_response(&mut out);
+                    let _ = stream.write_all(&out).and_then(|()| stream.flush());
+                    return Err(e.into());
+                }
+            }
+        };
+        let agreement = match self.agree(&request) {
+            Ok(agreement) => agreement,
+            Err(reject) => return Err(refuse(&mut stream, &reject)),
+        };
+        let mut out = Vec::with_capacity(256);
+        request.accept(
+            agreement.protocol.as_deref(),
+            &agreement.answers,
+            &agreement.headers,
+            &mut out,
+        )?;
+        stream.write_all(&out)?;
+        stream.flush()?;
+        let (conn, protocol) = server_connection(config, agreement);
+        Ok(WebSocket::new(stream, conn, buf, protocol))
+    }
+}
+
+/// Sends a refusal and returns its error.
+fn refuse(stream: &mut impl Write, reject: &Reject) -> Error {
+    let (status, headers, body) = reject.parts();
+    let mut out = Vec::new();
+    if let Err(misuse) = reject_response(status, headers, body, &mut out) {
+        return Error::from(misuse);
+    }
+    let _ = stream.write_all(&out).and_then(|()| stream.flush());
+    Error::new(Kind::Refused {
+        status,
+        headers: headers.clone(),
+        body: body.to_owned().into(),
+    })
+}
+
+impl crate::tls::TlsConfig {
+    /// TLS over a blocking TCP connection, the handshake done before returning.
+    pub(crate) fn connect_blocking(
+        &self,
+        host: &str,
+        mut tcp: TcpStream,
+    ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, Error> {
+        let config: Arc<rustls::ClientConfig> = self
+            .client_config()
+            .map_err(|e| Error::new(Kind::TlsSetup(e)))?;
+        let name = Self::server_name(host)?;
+        let mut conn = rustls::ClientConnection::new(config, name)
+            .map_err(|e| Error::from(io::Error::other(e)))?;
+        let timed_out = stage_timeout(Timeout::Tls);
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp).map_err(&timed_out)?;
+        }
+        Self::check_alpn(conn.alpn_protocol())?;
+        Ok(rustls::StreamOwned::new(conn, tcp))
+    }
+}
