@@ -28,13 +28,13 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http::Response;
-use sockeye_proto::handshake::{RequestParser, WsUri, reject_response};
+use sockeye_proto::handshake::{RequestParser, WsUri};
 use sockeye_proto::{CloseCode, CloseFrame, Connection, Event, Message};
 
 use crate::client::{ClientBuilder, eof_in_handshake};
-use crate::driver::{closed_error, now};
+use crate::driver::{closed_error, now, queue};
 use crate::error::{Error, Kind, Timeout};
-use crate::server::{Reject, ServerBuilder, server_connection};
+use crate::server::{ServerBuilder, server_connection};
 
 /// The least a read asks for.
 const READ_CHUNK: usize = 16 << 10;
@@ -203,17 +203,7 @@ impl<S: Read + Write> WebSocket<S> {
     /// # Errors
     /// As [`send`](Self::send).
     pub fn feed(&mut self, message: impl Into<Message>) -> Result<(), Error> {
-        let result = match message.into() {
-            Message::Close(frame) => self.conn.close(now(), frame),
-            message => self.conn.send(message),
-        };
-        result.map_err(|e| {
-            if self.conn.is_open() {
-                Error::from(e)
-            } else {
-                Error::new(Kind::AlreadyClosed)
-            }
-        })
+        queue(&mut self.conn, message.into())
     }
 
     /// Writes everything queued.
@@ -438,35 +428,17 @@ impl ServerBuilder {
         };
         let agreement = match self.agree(&request) {
             Ok(agreement) => agreement,
-            Err(reject) => return Err(refuse(&mut stream, &reject)),
+            Err(reject) => {
+                let (out, error) = reject.response()?;
+                let _ = stream.write_all(&out).and_then(|()| stream.flush());
+                return Err(error);
+            }
         };
-        let mut out = Vec::with_capacity(256);
-        request.accept(
-            agreement.protocol.as_deref(),
-            &agreement.answers,
-            &agreement.headers,
-            &mut out,
-        )?;
-        stream.write_all(&out)?;
+        stream.write_all(&agreement.response(&request)?)?;
         stream.flush()?;
         let (conn, protocol) = server_connection(config, agreement);
         Ok(WebSocket::new(stream, conn, buf, protocol))
     }
-}
-
-/// Sends a refusal and returns its error.
-fn refuse(stream: &mut impl Write, reject: &Reject) -> Error {
-    let (status, headers, body) = reject.parts();
-    let mut out = Vec::new();
-    if let Err(misuse) = reject_response(status, headers, body, &mut out) {
-        return Error::from(misuse);
-    }
-    let _ = stream.write_all(&out).and_then(|()| stream.flush());
-    Error::new(Kind::Refused {
-        status,
-        headers: headers.clone(),
-        body: body.to_owned().into(),
-    })
 }
 
 impl crate::tls::TlsConfig {

@@ -331,17 +331,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     pub(crate) fn start_send(&mut self, message: Message) -> Result<(), Error> {
-        let result = match message {
-            Message::Close(frame) => self.conn.close(now(), frame),
-            message => self.conn.send(message),
-        };
-        result.map_err(|e| {
-            if self.conn.is_open() {
-                Error::from(e)
-            } else {
-                Self::already_closed()
-            }
-        })
+        queue(&mut self.conn, message)
     }
 
     /// Like [`poll_flush`](Self::poll_flush), but leaves the write to the next
@@ -421,6 +411,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn already_closed() -> Error {
         Error::new(Kind::AlreadyClosed)
     }
+}
+
+/// Queues `message` in the core (a Close starts the close handshake); a message the protocol
+/// refuses is a misuse, and one sent after the close began is `AlreadyClosed`.
+pub(crate) fn queue(conn: &mut Connection, message: Message) -> Result<(), Error> {
+    let result = match message {
+        Message::Close(frame) => conn.close(now(), frame),
+        message => conn.send(message),
+    };
+    result.map_err(|e| {
+        if conn.is_open() {
+            Error::from(e)
+        } else {
+            Error::new(Kind::AlreadyClosed)
+        }
+    })
 }
 
 /// The error for a closing report that was not a clean close handshake.

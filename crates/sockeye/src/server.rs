@@ -582,26 +582,14 @@ impl ServerBuilder {
         };
         let agreement = match self.agree(&request) {
             Ok(agreement) => agreement,
-            Err(Reject(reject)) => {
-                let mut out = Vec::new();
-                reject_response(reject.status, &reject.headers, &reject.body, &mut out)?;
+            Err(reject) => {
+                let (out, error) = reject.response()?;
                 stream.write_all(&out).await?;
                 let _ = stream.shutdown().await;
-                return Err(Error::new(Kind::Refused {
-                    status: reject.status,
-                    headers: reject.headers,
-                    body: reject.body.into(),
-                }));
+                return Err(error);
             }
         };
-        let mut out = Vec::with_capacity(256);
-        request.accept(
-            agreement.protocol.as_deref(),
-            &agreement.answers,
-            &agreement.headers,
-            &mut out,
-        )?;
-        stream.write_all(&out).await?;
+        stream.write_all(&agreement.response(&request)?).await?;
         stream.flush().await?;
         let ws = self.open(stream, agreement, buf);
         Ok((ws, request.into_request()))
@@ -688,7 +676,36 @@ pub(crate) struct Agreement {
     pub(crate) headers: HeaderMap,
 }
 
+impl Agreement {
+    /// The 101 response that accepts `request` on these terms.
+    pub(crate) fn response(&self, request: &UpgradeRequest) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::with_capacity(256);
+        request.accept(
+            self.protocol.as_deref(),
+            &self.answers,
+            &self.headers,
+            &mut out,
+        )?;
+        Ok(out)
+    }
+}
+
 impl Reject {
+    /// The response of this refusal, and the error that reports it.
+    ///
+    /// # Errors
+    /// A status or header the refusal may not have.
+    pub(crate) fn response(&self) -> Result<(Vec<u8>, Error), Error> {
+        let mut out = Vec::new();
+        reject_response(self.0.status, &self.0.headers, &self.0.body, &mut out)?;
+        let error = Error::new(Kind::Refused {
+            status: self.0.status,
+            headers: self.0.headers.clone(),
+            body: self.0.body.clone().into(),
+        });
+        Ok((out, error))
+    }
+
     /// The status, headers and body of this refusal.
     pub(crate) fn parts(&self) -> (StatusCode, &HeaderMap, &str) {
         (self.0.status, &self.0.headers, &self.0.body)

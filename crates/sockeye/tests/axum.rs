@@ -101,16 +101,21 @@ async fn an_axum_route_echoes_with_the_server_settings() {
     .await;
 }
 
+/// A plain GET of `path`, and the whole response.
+async fn plain_get(addr: SocketAddr, path: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    response
+}
+
 #[tokio::test]
 async fn a_plain_request_to_a_websocket_route_gets_426() {
     support::bounded(async {
         let addr = app().await;
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut response = String::new();
-        tcp.read_to_string(&mut response).await.unwrap();
+        let response = plain_get(addr, "/ws").await;
         assert!(response.starts_with("HTTP/1.1 426"), "{response}");
         assert!(
             response.to_ascii_lowercase().contains("upgrade: websocket"),
@@ -124,12 +129,7 @@ async fn a_plain_request_to_a_websocket_route_gets_426() {
 async fn one_route_serves_a_page_and_a_websocket() {
     support::bounded(async {
         let addr = app().await;
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(b"GET /both HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut response = String::new();
-        tcp.read_to_string(&mut response).await.unwrap();
+        let response = plain_get(addr, "/both").await;
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(response.ends_with("the page"), "{response}");
         let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/both"))
