@@ -14,12 +14,14 @@
 //! ```
 //!
 //! What is automatic is as in the async API (Pong replies, the close reply, masking,
-//! permessage-deflate), done while reading or sending. What needs a clock is not: no keepalive
-//! pings, no close timeout, no handshake timeout on a stream of the caller's. On a
-//! `TcpStream`, set read and write timeouts ([`TcpStream::set_read_timeout`]): a read that
-//! times out returns the I/O error and leaves the connection usable. [`connect`] bounds its
-//! own opening by the configured handshake timeout. The blocking client does not go through
-//! proxies.
+//! permessage-deflate), done while reading or sending. What needs a clock runs only when a
+//! call returns: there are no keepalive pings, and on a stream of the caller's no handshake
+//! timeout. Set read and write timeouts on it ([`TcpStream::set_read_timeout`]): a read that
+//! times out returns the I/O error and leaves the connection usable, and lets the close timeout
+//! end a close handshake the peer does not finish. The client of [`connect`] holds TCP, TLS
+//! and the handshake to the configured handshake timeout (the name lookup is the system
+//! resolver's), and its [`close`](WebSocket::close) to the close timeout. The blocking client
+//! does not go through proxies. A write that would block is a failure of the transport.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -36,10 +38,10 @@ use crate::driver::{closed_error, now, queue};
 use crate::error::{Error, Kind, Timeout};
 use crate::server::{ServerBuilder, server_connection};
 
-/// The least a read asks for.
-const READ_CHUNK: usize = 16 << 10;
-/// The most a read asks for at once (a large frame arrives in several reads).
-const MAX_READ: usize = 1 << 20;
+/// What one read takes at most: the size of the reusable read scratch.
+const READ_CHUNK: usize = 32 << 10;
+/// The most the read buffer grows by at once (room for a large frame as it arrives).
+const MAX_RESERVE: usize = 1 << 20;
 
 /// Connects to a `ws://` or `wss://` URL with the default settings.
 ///
@@ -101,12 +103,17 @@ impl Write for Stream {
     }
 }
 
+/// Sets a stream's read timeout, where the stream has one.
+type SetReadTimeout<S> = fn(&S, Option<Duration>) -> io::Result<()>;
+
 /// A WebSocket over a blocking stream.
-#[derive(Debug)]
 pub struct WebSocket<S> {
     stream: S,
     conn: Connection,
     buf: BytesMut,
+    /// Reads land here first (zeroed once), then are appended to `buf`.
+    scratch: Box<[u8]>,
+    set_read_timeout: Option<SetReadTimeout<S>>,
     /// `buf` may hold whole frames the core has not looked at yet.
     pending: bool,
     /// The stream's read side ended (or failed).
@@ -123,6 +130,8 @@ impl<S: Read + Write> WebSocket<S> {
             stream,
             conn,
             buf,
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            set_read_timeout: None,
             pending: false,
             read_done: false,
             finished: false,
@@ -168,13 +177,20 @@ impl<S: Read + Write> WebSocket<S> {
                 self.finished = true;
                 return self.final_error().map(Err);
             }
-            let want = self.conn.read_hint(&self.buf).clamp(READ_CHUNK, MAX_READ);
-            match read_into(&mut self.stream, &mut self.buf, want) {
+            // Room for the frame in progress (bounded: a large frame commits memory as it
+            // arrives), then one read through the scratch.
+            self.buf
+                .reserve(self.conn.read_hint(&self.buf).min(MAX_RESERVE));
+            match self.stream.read(&mut self.scratch) {
                 Ok(0) => {
                     self.read_done = true;
                     self.conn.handle_eof();
                 }
-                Ok(_) => self.pending = self.conn.handle_bytes(&mut self.buf, now()),
+                Ok(n) => {
+                    self.buf
+                        .extend_from_slice(&self.scratch[..n.min(READ_CHUNK)]);
+                    self.pending = self.conn.handle_bytes(&mut self.buf, now());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
@@ -182,7 +198,11 @@ impl<S: Read + Write> WebSocket<S> {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Some(Err(e.into()));
+                    // The clock's turn: the close timeout may have ended the handshake.
+                    self.conn.handle_timeout(now());
+                    if !self.conn.is_closed() || !self.conn.should_close_transport() {
+                        return Some(Err(e.into()));
+                    }
                 }
                 Err(e) => self.transport_failed(e),
             }
@@ -209,11 +229,12 @@ impl<S: Read + Write> WebSocket<S> {
     /// Writes everything queued.
     ///
     /// # Errors
-    /// When the transport fails.
+    /// When the transport fails: the connection is closed then, and the next
+    /// [`read`](Self::read) reports the transport's error, as in the async API.
     pub fn flush(&mut self) -> Result<(), Error> {
         self.write_out().map_err(|e| {
-            self.transport_failed(io::Error::new(e.kind(), e.to_string()));
-            Error::from(e)
+            self.transport_failed(e);
+            Error::new(Kind::AlreadyClosed)
         })
     }
 
@@ -228,10 +249,21 @@ impl<S: Read + Write> WebSocket<S> {
             self.feed(Message::Close(Some(CloseFrame::new(code, reason)?)))?;
         }
         self.flush()?;
-        while let Some(item) = self.read() {
-            item?;
+        // Where the stream has a read timeout to set, the close timeout bounds the wait.
+        if let Some(set) = self.set_read_timeout {
+            set(&self.stream, Some(self.conn.config().close_timeout()))?;
         }
-        Ok(())
+        let mut result = Ok(());
+        while let Some(item) = self.read() {
+            if let Err(e) = item {
+                result = Err(e);
+                break;
+            }
+        }
+        if let Some(set) = self.set_read_timeout {
+            let _ = set(&self.stream, None);
+        }
+        result
     }
 
     /// The subprotocol the handshake agreed on.
@@ -284,13 +316,21 @@ impl<S: Read + Write> WebSocket<S> {
     }
 }
 
-/// Reads once into the end of `buf`, asking for `want` bytes.
-fn read_into(stream: &mut impl Read, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
-    let len = buf.len();
-    buf.resize(len + want, 0);
-    let result = stream.read(&mut buf[len..]);
-    buf.truncate(len + *result.as_ref().unwrap_or(&0));
-    result
+impl<S> std::fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("conn", &self.conn)
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads once during a handshake into the end of `buf` (a few KiB at a time).
+fn read_into(stream: &mut impl Read, buf: &mut BytesMut) -> io::Result<usize> {
+    let mut chunk = [0; 4096];
+    let n = stream.read(&mut chunk)?;
+    buf.extend_from_slice(&chunk[..n.min(chunk.len())]);
+    Ok(n)
 }
 
 /// A timeout of the opening, as its stage.
@@ -308,7 +348,7 @@ impl ClientBuilder {
     /// # Errors
     /// As [`connect`](Self::connect); a proxy set on the builder is refused.
     pub fn connect_blocking(self) -> Result<(WebSocket<Stream>, Response<()>), Error> {
-        if self.has_proxy() {
+        if self.proxy_for_blocking()? {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "the blocking client does not go through proxies",
@@ -320,22 +360,17 @@ impl ClientBuilder {
         let deadline = Instant::now() + config.handshake_timeout;
         let tcp = open_tcp(uri.host(), uri.port(), deadline)?;
         let _ = tcp.set_nodelay(config.nodelay);
-        let left = || {
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1))
-        };
-        tcp.set_read_timeout(Some(left()))?;
-        tcp.set_write_timeout(Some(left()))?;
         let mut stream = if uri.is_secure() {
-            Stream::Tls(Box::new(
-                self.tls_config().connect_blocking(uri.host(), tcp)?,
-            ))
+            let tls = self
+                .tls_config()
+                .connect_blocking(uri.host(), tcp, deadline)?;
+            Stream::Tls(Box::new(tls))
         } else {
             Stream::Plain(tcp)
         };
         let (mut handshake, request) = self.begin(uri)?;
         let timed_out = stage_timeout(Timeout::Handshake);
+        until(stream.tcp(), deadline, Timeout::Handshake)?;
         stream.write_all(&request).map_err(&timed_out)?;
         stream.flush().map_err(&timed_out)?;
         let mut buf = BytesMut::with_capacity(1024);
@@ -343,19 +378,30 @@ impl ClientBuilder {
             if let Some(accepted) = self.answer(&mut handshake, &mut buf)? {
                 break accepted;
             }
-            stream.tcp().set_read_timeout(Some(left()))?;
-            if read_into(&mut stream, &mut buf, 4096).map_err(&timed_out)? == 0 {
+            until(stream.tcp(), deadline, Timeout::Handshake)?;
+            if read_into(&mut stream, &mut buf).map_err(&timed_out)? == 0 {
                 return Err(eof_in_handshake());
             }
         };
         let conn = self.establish(&accepted)?;
         stream.tcp().set_read_timeout(None)?;
         stream.tcp().set_write_timeout(None)?;
-        Ok((
-            WebSocket::new(stream, conn, buf, accepted.protocol),
-            accepted.response,
-        ))
+        let mut ws = WebSocket::new(stream, conn, buf, accepted.protocol);
+        ws.set_read_timeout = Some(|stream, timeout| stream.tcp().set_read_timeout(timeout));
+        Ok((ws, accepted.response))
     }
+}
+
+/// Sets `tcp`'s timeouts to the time left before `deadline`, or fails with `stage`'s timeout
+/// when none is left.
+fn until(tcp: &TcpStream, deadline: Instant, stage: Timeout) -> Result<(), Error> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Error::new(Kind::Timeout(stage)));
+    }
+    tcp.set_read_timeout(Some(left))?;
+    tcp.set_write_timeout(Some(left))?;
+    Ok(())
 }
 
 /// Resolves and connects, each address getting a share of the time left.
@@ -412,7 +458,7 @@ impl ServerBuilder {
         let mut parser = RequestParser::new();
         let mut buf = BytesMut::with_capacity(1024);
         let request = loop {
-            if read_into(&mut stream, &mut buf, 4096)? == 0 {
+            if read_into(&mut stream, &mut buf)? == 0 {
                 return Err(eof_in_handshake());
             }
             match parser.parse(&mut buf, &config.proto) {
@@ -447,6 +493,7 @@ impl crate::tls::TlsConfig {
         &self,
         host: &str,
         mut tcp: TcpStream,
+        deadline: Instant,
     ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, Error> {
         let config: Arc<rustls::ClientConfig> = self
             .client_config()
@@ -456,6 +503,7 @@ impl crate::tls::TlsConfig {
             .map_err(|e| Error::from(io::Error::other(e)))?;
         let timed_out = stage_timeout(Timeout::Tls);
         while conn.is_handshaking() {
+            until(&tcp, deadline, Timeout::Tls)?;
             conn.complete_io(&mut tcp).map_err(&timed_out)?;
         }
         Self::check_alpn(conn.alpn_protocol())?;

@@ -265,9 +265,18 @@ impl ClientBuilder {
         Ok(conn)
     }
 
-    /// Whether a proxy is set (or to be taken from the environment).
-    pub(crate) fn has_proxy(&self) -> bool {
-        !matches!(self.proxy, ProxyChoice::Direct)
+    /// Whether a proxy applies to this URL (set, or from the environment).
+    pub(crate) fn proxy_for_blocking(&self) -> Result<bool, Error> {
+        Ok(match &self.proxy {
+            ProxyChoice::Direct => false,
+            ProxyChoice::Fixed(_) => true,
+            ProxyChoice::FromEnv => {
+                let uri: WsUri = self.url.parse()?;
+                Proxy::from_env(uri.is_secure(), uri.host(), uri.port())
+                    .map_err(|e| Error::new(Kind::ProxyUrl(e)))?
+                    .is_some()
+            }
+        })
     }
 
     /// The settings of the connection.

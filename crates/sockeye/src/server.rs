@@ -707,6 +707,7 @@ impl Reject {
     }
 
     /// The status, headers and body of this refusal.
+    #[cfg(feature = "hyper")]
     pub(crate) fn parts(&self) -> (StatusCode, &HeaderMap, &str) {
         (self.0.status, &self.0.headers, &self.0.body)
     }

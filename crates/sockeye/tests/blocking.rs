@@ -3,7 +3,9 @@
 
 mod support;
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -94,6 +96,12 @@ async fn the_async_client_against_the_blocking_server() {
             .unwrap();
         assert_eq!(ws.protocol(), Some("chat"));
         assert_eq!(ws.extension(), Some("permessage-deflate"));
+        // The blocking server answers a Ping as it reads.
+        ws.send(Message::Ping("ping".into())).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::Pong("ping".into())
+        );
         for i in 0..50 {
             ws.send(Message::text(format!("m{i}"))).await.unwrap();
         }
@@ -132,7 +140,9 @@ async fn blocking_to_blocking_and_a_refusal() {
         assert_eq!(refused.status(), Some(StatusCode::UNAUTHORIZED));
         let (tcp, _) = listener.accept().unwrap();
         let mut ws = builder.accept_blocking(tcp).unwrap();
-        while let Some(Ok(message)) = ws.read() {
+        // Every item is checked: a clean close must not end in an error.
+        while let Some(message) = ws.read() {
+            let message = message.unwrap();
             if message.is_data() {
                 ws.send(message).unwrap();
             }
@@ -227,4 +237,114 @@ async fn opening_errors_of_the_blocking_client() {
     })
     .await;
     assert!(error.to_string().contains("proxies"), "{error}");
+}
+
+/// A blocking server on its own thread that accepts one connection and hands it to `then`.
+fn one_blocking_server<T: Send + 'static>(
+    then: impl FnOnce(sockeye::blocking::WebSocket<std::net::TcpStream>) -> T + Send + 'static,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let thread = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(support::LIMIT)).unwrap();
+        then(sockeye::blocking::accept(tcp).unwrap())
+    });
+    (addr, thread)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_times_out_mid_frame_can_be_resumed() {
+    let (go_on, wait) = mpsc::channel::<()>();
+    let (addr, server) = one_blocking_server(move |mut ws| {
+        // A binary frame of 100 bytes, sent by hand in two pieces.
+        let mut frame = vec![0x82, 100];
+        frame.extend((0..100u8).collect::<Vec<_>>());
+        ws.get_mut().write_all(&frame[..40]).unwrap();
+        wait.recv().unwrap();
+        ws.get_mut().write_all(&frame[40..]).unwrap();
+        ws
+    });
+    blocking(move || {
+        let (mut ws, _) = sockeye::blocking::connect(&format!("ws://{addr}/")).unwrap();
+        ws.get_ref()
+            .tcp()
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let timed_out = ws.read().unwrap().unwrap_err();
+        assert!(
+            matches!(timed_out.kind(), sockeye::Kind::Io(_)),
+            "{timed_out:?}"
+        );
+        go_on.send(()).unwrap();
+        ws.get_ref().tcp().set_read_timeout(None).unwrap();
+        assert_eq!(
+            ws.read().unwrap().unwrap(),
+            Message::binary((0..100u8).collect::<Vec<_>>())
+        );
+        drop(server.join().unwrap());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_gives_up_after_the_close_timeout_when_the_server_never_answers() {
+    let (done, wait) = mpsc::channel::<()>();
+    let (addr, server) = one_blocking_server(move |mut ws| {
+        // Read the client's Close by hand, and answer nothing until the test is over.
+        let mut byte = [0; 1];
+        ws.get_mut().read_exact(&mut byte).unwrap();
+        assert_eq!(byte[0], 0x88, "a Close frame");
+        let _ = wait.recv();
+    });
+    let config = sockeye::WebSocketConfig::builder()
+        .proto(
+            sockeye::Config::builder()
+                .close_timeout(Duration::from_millis(300))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let error = blocking(move || {
+        let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/"))
+            .config(config)
+            .connect_blocking()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let error = ws.close(CloseCode::NORMAL, "bye").unwrap_err();
+        assert!(
+            started.elapsed() < support::LIMIT / 2,
+            "{:?}",
+            started.elapsed()
+        );
+        done.send(()).unwrap();
+        server.join().unwrap();
+        error
+    })
+    .await;
+    let sockeye::Kind::Closed { error, .. } = error.kind() else {
+        panic!("expected the close timeout, got {error:?}");
+    };
+    assert_eq!(*error, sockeye::proto::ConnectionError::CloseTimeout);
+}
+
+#[test]
+fn a_bad_request_to_the_blocking_server_gets_its_status() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        sockeye::blocking::accept(tcp).unwrap_err()
+    });
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(support::LIMIT)).unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let _ = tcp.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 426"), "{response}");
+    assert_eq!(
+        server.join().unwrap().status(),
+        Some(StatusCode::UPGRADE_REQUIRED)
+    );
 }
