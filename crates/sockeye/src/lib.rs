@@ -31,6 +31,11 @@
 //! of other sites (403) and [`ServerBuilder::max_concurrent_handshakes`] bounds handshakes in
 //! progress (503). Every failure to connect has its own [`Kind`]: DNS, refused, TLS (with the
 //! reason), proxy (with its status), or an HTTP status instead of 101.
+//!
+//! Without an async runtime, [`blocking`] has a client and server over std's `Read + Write`.
+//! In a hyper 1 server (feature `hyper`), `ServerBuilder::upgrade` answers an upgrade request
+//! hyper parsed; in axum 0.8 (feature `axum`), `sockeye::axum::WebSocketUpgrade` is the
+//! extractor.
 
 #[cfg(feature = "axum")]
 pub mod axum;
