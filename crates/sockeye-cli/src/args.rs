@@ -158,9 +158,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, requires = "tls_cert", value_name = "FILE")]
     pub(crate) tls_key: Option<std::path::PathBuf>,
     /// Share rooms with every other `sockeye serve` on this Redis (pub/sub), so members on
-    /// different servers talk to each other: redis://[:PASSWORD@]HOST[:PORT][/DB].
+    /// different servers talk to each other: redis://[:PASSWORD@]HOST[:PORT][/DB], or
+    /// rediss:// for TLS (verified against the system's roots, or --redis-cacert).
     #[arg(long, value_name = "URL")]
     pub(crate) redis: Option<String>,
+    /// The CA (PEM) to verify a rediss:// server against, instead of the system's roots.
+    #[arg(long, value_name = "FILE", requires = "redis")]
+    pub(crate) redis_cacert: Option<std::path::PathBuf>,
     /// Messages waiting to go to Redis before senders are closed with 1013 (try again later).
     #[arg(
         long,

@@ -800,3 +800,80 @@ fn an_unreachable_redis_is_exit_code_3() {
     );
     assert!(!stderr(&out).contains("pw@"), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn rooms_over_a_redis_that_speaks_tls() {
+    let Some(exe) = support::program("redis-server") else {
+        return;
+    };
+    support::bounded(async move {
+        let dir = support::TempDir::new("redis-tls");
+        let ca = support::Ca::new("redis test CA");
+        let leaf = ca.server(&["localhost"]);
+        let (cert, key, ca_pem) = (
+            dir.0.join("cert.pem"),
+            dir.0.join("key.pem"),
+            dir.0.join("ca.pem"),
+        );
+        std::fs::write(&cert, &leaf.chain_pem).unwrap();
+        std::fs::write(&key, &leaf.key_pem).unwrap();
+        std::fs::write(&ca_pem, ca.pem()).unwrap();
+        // A plain port for the test's own PUBSUB queries, a TLS port for the servers.
+        let (port, tls_port) = (support::free_port(), support::free_port());
+        let mut command = Command::new(exe);
+        command
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--tls-port",
+                &tls_port.to_string(),
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&dir.0);
+        let _redis = support::Daemon::start(command, tls_port, None).await;
+        let url = format!("rediss://localhost:{tls_port}");
+        let ca_arg = ca_pem.to_str().unwrap();
+        let (_one, one) = start(&[
+            "serve",
+            "--redis",
+            &url,
+            "--redis-cacert",
+            ca_arg,
+            "127.0.0.1:0",
+        ]);
+        let (_two, two) = start(&[
+            "serve",
+            "--redis",
+            &url,
+            "--redis-cacert",
+            ca_arg,
+            "127.0.0.1:0",
+        ]);
+        let (mut a, _) = sockeye::connect(&format!("ws://{one}/rooms/t"))
+            .await
+            .unwrap();
+        let (mut b, _) = sockeye::connect(&format!("ws://{two}/rooms/t"))
+            .await
+            .unwrap();
+        until_subscribed(port, "t", 2).await;
+        a.send(Message::text("over rediss")).await.unwrap();
+        assert_eq!(
+            b.next().await.unwrap().unwrap(),
+            Message::text("over rediss")
+        );
+        // Without our CA, the certificate is not trusted: exit 3.
+        let out = run(&["serve", "--redis", &url, "127.0.0.1:0"], "");
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cannot reach Redis"),
+            "{}",
+            stderr(&out)
+        );
+    })
+    .await;
+}

@@ -143,14 +143,29 @@ async fn connect(client: &redis::Client) -> redis::RedisResult<Link> {
 }
 
 impl RedisRooms {
-    /// Connects to Redis at `url` (`redis://[:PASSWORD@]HOST[:PORT][/DB]`) and starts the link.
-    /// Fails when Redis cannot be reached now; later outages are ridden out.
-    pub(crate) async fn connect(url: &str, limits: BackplaneLimits) -> anyhow::Result<Arc<Self>> {
+    /// Connects to Redis at `url` (`redis://[:PASSWORD@]HOST[:PORT][/DB]`, or `rediss://` for
+    /// TLS, verified against `ca` (PEM) or else the system's roots) and starts the link. Fails
+    /// when Redis cannot be reached now; later outages are ridden out.
+    pub(crate) async fn connect(
+        url: &str,
+        ca: Option<Vec<u8>>,
+        limits: BackplaneLimits,
+    ) -> anyhow::Result<Arc<Self>> {
         let info = redis::IntoConnectionInfo::into_connection_info(url)
             .map_err(|e| super::Usage(format!("--redis: {e}")))?;
         let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
-        let client = redis::Client::open(info.set_tcp_settings(tcp))
-            .map_err(|e| super::Usage(format!("--redis: {e}")))?;
+        let info = info.set_tcp_settings(tcp);
+        let client = match ca {
+            Some(root_cert) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| super::Usage(format!("--redis: {e}")))?;
         let link = connect(&client)
             .await
             .map_err(|e| Unreachable(format!("cannot reach Redis at {}: {e}", redacted(url))))?;

@@ -163,7 +163,14 @@ async fn rooms(args: &ServeArgs) -> anyhow::Result<Arc<dyn Rooms>> {
                 queue_bytes: args.redis_queue_bytes,
                 max_message: args.max_message,
             };
-            RedisRooms::connect(url, limits).await?
+            let ca = match &args.redis_cacert {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|e| Usage(format!("--redis-cacert {}: {e}", path.display())))?,
+                ),
+                None => None,
+            };
+            RedisRooms::connect(url, ca, limits).await?
         }
         None => Arc::new(MemoryRooms::default()),
     })
