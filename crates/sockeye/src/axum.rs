@@ -71,7 +71,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for WebSocketUpgrade {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Infallible> {
-        if !crate::hyper::asks_for_websocket(&parts.headers) {
+        if !sockeye_proto::handshake::asks_for_websocket(&parts.headers) {
             return Ok(None);
         }
         <Self as FromRequestParts<S>>::from_request_parts(parts, state)

@@ -33,7 +33,7 @@ use http::Response;
 use sockeye_proto::handshake::{RequestParser, WsUri};
 use sockeye_proto::{CloseCode, CloseFrame, Connection, Event, Message};
 
-use crate::client::{ClientBuilder, eof_in_handshake};
+use crate::client::{ClientBuilder, connect_failed, eof_in_handshake};
 use crate::driver::{closed_error, now, queue};
 use crate::error::{Error, Kind, Timeout};
 use crate::server::{ServerBuilder, server_connection};
@@ -428,9 +428,7 @@ fn open_tcp(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, Error
         }
     }
     Err(match last {
-        Some((addr, e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            Error::new(Kind::ConnectionRefused { addr })
-        }
+        // A connect that ran out of its share of the deadline is the opening's timeout.
         Some((_, e))
             if matches!(
                 e.kind(),
@@ -439,11 +437,7 @@ fn open_tcp(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, Error
         {
             Error::new(Kind::Timeout(Timeout::Connect))
         }
-        Some((addr, source)) => Error::new(Kind::Connect { addr, source }),
-        None => Error::new(Kind::Dns {
-            host: host.to_owned(),
-            source: io::Error::new(io::ErrorKind::NotFound, "no address"),
-        }),
+        last => connect_failed(host, last),
     })
 }
 

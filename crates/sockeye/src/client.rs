@@ -355,7 +355,13 @@ pub(crate) async fn open_tcp(
             Err(e) => last = Some((addr, e)),
         }
     }
-    Err(match last {
+    Err(connect_failed(host, last))
+}
+
+/// The error for a name none of whose addresses took the connection: refused, another
+/// failure (with the last address tried), or a name without addresses.
+pub(crate) fn connect_failed(host: &str, last: Option<(SocketAddr, std::io::Error)>) -> Error {
+    match last {
         Some((addr, e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             Error::new(Kind::ConnectionRefused { addr })
         }
@@ -364,5 +370,5 @@ pub(crate) async fn open_tcp(
             host: host.to_owned(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no addresses"),
         }),
-    })
+    }
 }

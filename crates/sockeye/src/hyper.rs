@@ -50,11 +50,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
+use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use sockeye_proto::handshake::{UpgradeRequest, check_reject};
+use sockeye_proto::handshake::{UpgradeRequest, asks_for_websocket, check_reject};
 
 use crate::config::WebSocketConfig;
 use crate::error::{Error, Kind};
@@ -68,20 +68,6 @@ pub type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
 /// a cheap test to route on. [`ServerBuilder::upgrade`] checks the rest.
 pub fn is_upgrade_request<B>(request: &Request<B>) -> bool {
     asks_for_websocket(request.headers())
-}
-
-/// `Upgrade: websocket` and `Connection: upgrade` among `headers`.
-pub(crate) fn asks_for_websocket(headers: &HeaderMap) -> bool {
-    let has = |name, token: &str| {
-        headers.get_all(name).iter().any(|value| {
-            value.to_str().is_ok_and(|value| {
-                value
-                    .split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case(token))
-            })
-        })
-    };
-    has(UPGRADE, "websocket") && has(CONNECTION, "upgrade")
 }
 
 /// The WebSocket of an accepted upgrade, once hyper has sent the 101 and handed the connection

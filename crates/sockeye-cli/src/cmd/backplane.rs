@@ -119,21 +119,13 @@ struct Link {
 }
 
 async fn connect(client: &redis::Client) -> redis::RedisResult<Link> {
-    let timed_out = || redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
     // The crate's own response timeout (500 ms by default) would drop the link on any short
     // stall of Redis; ours is the one timeout for every command.
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(COMMAND_TIMEOUT))
         .set_response_timeout(Some(COMMAND_TIMEOUT));
-    let publisher = tokio::time::timeout(
-        COMMAND_TIMEOUT,
-        client.get_multiplexed_async_connection_with_config(&config),
-    )
-    .await
-    .map_err(|_| timed_out())??;
-    let pubsub = tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub())
-        .await
-        .map_err(|_| timed_out())??;
+    let publisher = timed(client.get_multiplexed_async_connection_with_config(&config)).await?;
+    let pubsub = timed(client.get_async_pubsub()).await?;
     let (sink, stream) = pubsub.split();
     Ok(Link {
         publisher,

@@ -372,6 +372,14 @@ pub enum HandshakeMisuse {
 
 /// Whether any comma-separated element of any `name` header equals `token`, ignoring ASCII case
 /// (the way `Upgrade` and `Connection` are checked, RFC 7230 section 6.1 and 6.7).
+/// Whether `headers` ask for a WebSocket (`Upgrade: websocket` and `Connection: upgrade`):
+/// a cheap test for an HTTP server to route on; the rest of section 4.2.1 is checked by
+/// [`UpgradeRequest::from_request`].
+pub fn asks_for_websocket(headers: &HeaderMap) -> bool {
+    has_token(headers, &header::UPGRADE, "websocket")
+        && has_token(headers, &header::CONNECTION, "upgrade")
+}
+
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
