@@ -117,28 +117,35 @@ pub fn mask(data: &[u8]) {
     assert_eq!(fast, slow);
 }
 
-/// The server's request parser, fed in chunks: a request, `Ok(None)`, or a documented error
-/// with an HTTP status; never more buffered than the limit allows.
+/// The server's handshake, fed in chunks: an acceptance, `None` (more bytes needed), or a
+/// refusal with a status; never more buffered than the limit allows. Both answers encode.
 pub fn handshake_request(data: &[u8]) {
     let Some((&chunk, rest)) = data.split_first() else {
         return;
     };
-    let config = Config::default();
+    let server = crate::handshake::ServerHandshake::new()
+        .origin_policy(crate::handshake::OriginPolicy::any())
+        .protocols(["chat"])
+        .deflate(crate::extension::DeflateConfig::new());
+    let max = Config::default().max_handshake_bytes();
+    let now = Instant::now();
     let mut parser = crate::handshake::RequestParser::new();
     let mut buf = BytesMut::new();
     for piece in rest.chunks(usize::from(chunk).max(1)) {
         buf.extend_from_slice(piece);
-        match parser.parse(&mut buf, &config) {
-            Ok(None) => assert!(buf.len() <= config.max_handshake_bytes() + piece.len()),
-            Ok(Some(request)) => {
-                let mut out = Vec::new();
-                let _ = request.accept(None, &[], &http::HeaderMap::new(), &mut out);
+        let mut out = Vec::new();
+        match server.handle_bytes(&mut parser, &mut buf, now) {
+            None => assert!(buf.len() <= max + piece.len()),
+            Some(Ok(accepted)) => {
+                accepted.encode(&mut out);
                 return;
             }
-            Err(error) => {
-                assert!(error.status().is_some());
-                let mut out = Vec::new();
-                assert!(error.write_response(&mut out).is_some());
+            Some(Err(refusal)) => {
+                assert!(matches!(
+                    refusal.reason(),
+                    crate::handshake::RefusalReason::Invalid(_)
+                ));
+                refusal.encode(&mut out);
                 return;
             }
         }
