@@ -30,13 +30,13 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http::Response;
-use sockeye_proto::handshake::{RequestParser, WsUri};
+use sockeye_proto::handshake::{RequestParser, ServerHandshake, WsUri};
 use sockeye_proto::{CloseCode, CloseFrame, Connection, Event, Message};
 
 use crate::client::{ClientBuilder, connect_failed, eof_in_handshake};
 use crate::driver::{closed_error, now, queue};
 use crate::error::{Error, Kind, Timeout};
-use crate::server::{ServerBuilder, server_connection};
+use crate::server::{ServerBuilder, refused};
 
 /// What one read takes at most: the size of the reusable read scratch.
 const READ_CHUNK: usize = 32 << 10;
@@ -441,43 +441,40 @@ fn open_tcp(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, Error
     })
 }
 
-impl ServerBuilder {
-    /// Accepts a WebSocket connection on a blocking stream, as [`accept`](Self::accept) does
-    /// on an async one. There is no handshake timeout here: set one on the stream.
-    ///
-    /// # Errors
-    /// As [`accept`](Self::accept).
-    pub fn accept_blocking<S: Read + Write>(&self, mut stream: S) -> Result<WebSocket<S>, Error> {
-        let config = self.websocket_config();
-        let mut parser = RequestParser::new();
-        let mut buf = BytesMut::with_capacity(1024);
-        let request = loop {
-            if read_into(&mut stream, &mut buf)? == 0 {
-                return Err(eof_in_handshake());
-            }
-            match parser.parse(&mut buf, &config.proto) {
-                Ok(Some(request)) => break request,
-                Ok(None) => {}
-                Err(e) => {
-                    let mut out = Vec::new();
-                    e.write_response(&mut out);
-                    let _ = stream.write_all(&out).and_then(|()| stream.flush());
-                    return Err(e.into());
-                }
-            }
-        };
-        let agreement = match self.agree(&request) {
-            Ok(agreement) => agreement,
-            Err(reject) => {
-                let (out, error) = reject.response()?;
-                let _ = stream.write_all(&out).and_then(|()| stream.flush());
-                return Err(error);
-            }
-        };
-        stream.write_all(&agreement.response(&request)?)?;
-        stream.flush()?;
-        let (conn, protocol) = server_connection(config, agreement);
-        Ok(WebSocket::new(stream, conn, buf, protocol))
+/// [`ServerBuilder::accept_blocking`]: reads the request, lets `handshake` decide, writes its
+/// answer.
+pub(crate) fn accept_with<S: Read + Write>(
+    handshake: &ServerHandshake,
+    mut stream: S,
+) -> Result<WebSocket<S>, Error> {
+    let mut parser = RequestParser::new();
+    let mut buf = BytesMut::with_capacity(1024);
+    let outcome = loop {
+        if read_into(&mut stream, &mut buf)? == 0 {
+            return Err(eof_in_handshake());
+        }
+        if let Some(outcome) = handshake.handle_bytes(&mut parser, &mut buf, now()) {
+            break outcome;
+        }
+    };
+    let mut out = Vec::with_capacity(256);
+    match outcome {
+        Ok(accepted) => {
+            accepted.encode(&mut out);
+            stream.write_all(&out)?;
+            stream.flush()?;
+            Ok(WebSocket::new(
+                stream,
+                accepted.connection,
+                buf,
+                accepted.protocol,
+            ))
+        }
+        Err(refusal) => {
+            refusal.encode(&mut out);
+            let _ = stream.write_all(&out).and_then(|()| stream.flush());
+            Err(refused(refusal))
+        }
     }
 }
 
