@@ -324,4 +324,52 @@ mod tests {
         assert_eq!(n("http://a.example/path"), None);
         assert_eq!(n("ftp://a.example"), None);
     }
+
+    /// A request from `origin` (none if empty) to `host`, as an HTTP server hands it over.
+    fn request(origin: &str, host: &str) -> UpgradeRequest {
+        let mut request = http::Request::builder()
+            .uri("/chat")
+            .header("host", host)
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-version", "13");
+        if !origin.is_empty() {
+            request = request.header("origin", origin);
+        }
+        UpgradeRequest::from_request(request.body(()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn policies_on_requests() {
+        let host = "app.example:8443";
+        let same = OriginPolicy::same_host();
+        assert!(same.allows(&request("https://app.example:8443", host)));
+        assert!(same.allows(&request("", host)));
+        assert!(!same.allows(&request("https://other.example", host)));
+        assert!(!same.allows_over(&request("http://app.example:8443", host), Some(true)));
+
+        let also = OriginPolicy::same_host_or(["HTTPS://Pages.Example:443/"]);
+        assert!(also.allows(&request("https://pages.example", host)));
+        assert!(!also.allows(&request("https://evil.example", host)));
+
+        let list = OriginPolicy::allow(["http://localhost:3000"]).allow_missing(false);
+        assert!(list.allows(&request("http://LOCALHOST:3000/", host)));
+        assert!(!list.allows(&request("http://localhost:3001", host)));
+        assert!(!list.allows(&request("", host)));
+        assert!(!list.allows(&request("null", host)));
+
+        let any = OriginPolicy::any();
+        assert!(any.allows(&request("null", host)));
+
+        let custom = OriginPolicy::custom(|origin, request| {
+            origin.ends_with(".trusted") && request.path() == "/chat"
+        });
+        assert!(custom.allows(&request("https://a.trusted", host)));
+        assert!(!custom.allows(&request("https://a.untrusted", host)));
+        assert_eq!(
+            format!("{also:?}"),
+            "OriginPolicy { rule: \"same host or [\\\"https://pages.example\\\"]\", allow_missing: true }"
+        );
+    }
 }
