@@ -132,6 +132,7 @@ impl ServerHandshake {
     /// calls), within the head limits of [`config`](Self::config). `None`: the head is not
     /// complete, read more. Otherwise the outcome: on acceptance the head has been removed
     /// from `buf` and what remains there is the first WebSocket data.
+    #[must_use = "the outcome holds the response to send"]
     pub fn handle_bytes(
         &self,
         parser: &mut RequestParser,
@@ -305,7 +306,8 @@ pub struct ServerAccepted {
 }
 
 impl ServerAccepted {
-    /// Writes [`response`](Self::response) as HTTP/1.1 bytes.
+    /// Writes [`response`](Self::response) as HTTP/1.1 bytes (for an extended CONNECT, hand
+    /// `response` to the HTTP/2 server instead).
     pub fn encode(&self, out: &mut impl BufMut) {
         encode_response(self.response.status(), self.response.headers(), b"", out);
     }
@@ -365,7 +367,8 @@ impl Refusal {
         (response, reason)
     }
 
-    /// Writes [`response`](Self::response) as HTTP/1.1 bytes, body included.
+    /// Writes [`response`](Self::response) as HTTP/1.1 bytes, body included (for an extended
+    /// CONNECT, hand `response` to the HTTP/2 server instead).
     pub fn encode(&self, out: &mut impl BufMut) {
         let response = &self.0.response;
         encode_response(
