@@ -16,8 +16,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::WebSocketConfig;
 use crate::driver::now;
 use crate::error::{Error, Kind, Timeout};
+use crate::net::set_nodelay;
 use crate::socket::WebSocket;
-use crate::stream::{MaybeTlsStream, set_nodelay};
+use crate::stream::MaybeTlsStream;
+#[cfg(feature = "rustls")]
 use crate::tls::TlsAcceptor;
 
 /// The default bound on opening handshakes in progress at once, per [`ServerBuilder`].
@@ -374,6 +376,7 @@ pub struct ServerBuilder {
     deflate: Option<DeflateConfig>,
     decide: Option<Arc<Decide>>,
     origin: OriginPolicy,
+    #[cfg(feature = "rustls")]
     tls: Option<TlsAcceptor>,
     secure: Option<bool>,
     handshakes: Arc<Semaphore>,
@@ -388,6 +391,7 @@ impl Default for ServerBuilder {
             deflate: None,
             decide: None,
             origin: OriginPolicy::default(),
+            #[cfg(feature = "rustls")]
             tls: None,
             secure: None,
             handshakes: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_HANDSHAKES)),
@@ -410,6 +414,7 @@ impl ServerBuilder {
     }
 
     /// TLS for [`accept_tcp`](Self::accept_tcp): connections are `wss://`.
+    #[cfg(feature = "rustls")]
     pub fn tls(mut self, tls: TlsAcceptor) -> Self {
         self.tls = Some(tls);
         self.secure = Some(true);
@@ -527,13 +532,20 @@ impl ServerBuilder {
         mut tcp: TcpStream,
     ) -> Result<(WebSocket<MaybeTlsStream>, Request<()>), Error> {
         let Some(_permit) = self.permit() else {
-            if self.tls.is_none() {
+            #[cfg(feature = "rustls")]
+            let plain = self.tls.is_none();
+            #[cfg(not(feature = "rustls"))]
+            let plain = true;
+            if plain {
                 turn_away(&mut tcp).await;
             }
             return Err(Error::new(Kind::Busy));
         };
         set_nodelay(&tcp, self.config.nodelay);
         let deadline = tokio::time::Instant::now() + self.config.handshake_timeout;
+        #[cfg(not(feature = "rustls"))]
+        let stream = MaybeTlsStream::Plain(tcp);
+        #[cfg(feature = "rustls")]
         let stream = match &self.tls {
             Some(tls) => {
                 let tls = tokio::time::timeout_at(deadline, tls.accept(tcp))
@@ -637,6 +649,7 @@ impl ServerBuilder {
     }
 
     /// The settings of the connections it opens.
+    #[cfg(any(feature = "blocking", feature = "hyper"))]
     pub(crate) fn websocket_config(&self) -> &WebSocketConfig {
         &self.config
     }
@@ -715,14 +728,15 @@ impl Reject {
 
 impl fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerBuilder")
-            .field("config", &self.config)
+        let mut d = f.debug_struct("ServerBuilder");
+        d.field("config", &self.config)
             .field("protocols", &self.protocols)
             .field("deflate", &self.deflate)
             .field("on_request", &self.decide.is_some())
-            .field("origin", &self.origin)
-            .field("tls", &self.tls.is_some())
-            .field("max_concurrent_handshakes", &self.max_handshakes)
+            .field("origin", &self.origin);
+        #[cfg(feature = "rustls")]
+        d.field("tls", &self.tls.is_some());
+        d.field("max_concurrent_handshakes", &self.max_handshakes)
             .field("handshakes_in_progress", &self.handshakes_in_progress())
             .finish_non_exhaustive()
     }

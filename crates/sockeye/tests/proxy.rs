@@ -9,8 +9,8 @@ use std::process::Command;
 
 use http::StatusCode;
 use sockeye::{
-    ClientBuilder, Kind, Message, Proxy, ProxyError, ServerBuilder, SocksReply, Timeout,
-    TlsAcceptor, TlsConfig, WebSocketConfig,
+    ClientBuilder, ConnectError, Kind, Message, Proxy, ProxyError, ServerBuilder, SocksReply,
+    Timeout, TlsAcceptor, TlsConfig, WebSocketConfig,
 };
 use support::{Ca, Daemon, TempDir, bounded, echo_server, free_port, program};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -279,10 +279,7 @@ async fn an_unreachable_proxy_is_a_proxy_error() {
             panic!("{e:?}")
         };
         assert_eq!(proxy, &format!("http://127.0.0.1:{port}"));
-        assert!(
-            matches!(inner.kind(), Kind::ConnectionRefused { .. }),
-            "{inner:?}"
-        );
+        assert!(matches!(inner, ConnectError::Refused { .. }), "{inner:?}");
     })
     .await;
 }
