@@ -393,8 +393,17 @@ impl From<ProxyUrlError> for Error {
 }
 
 impl From<io::Error> for Error {
-    /// An I/O error that carries a rustls error becomes [`Kind::Tls`].
+    /// An I/O error that carries a rustls error becomes [`Kind::Tls`]; one made from an
+    /// [`Error`] (by `From<Error> for io::Error`) is that error again.
     fn from(e: io::Error) -> Self {
+        if e.get_ref().is_some_and(|inner| inner.is::<Self>()) {
+            let kind = e.kind();
+            if let Some(Ok(ours)) = e.into_inner().map(|inner| inner.downcast::<Self>()) {
+                return *ours;
+            }
+            // Not reached: the check above saw an `Error` inside.
+            return Self::new(Kind::Io(kind.into()));
+        }
         #[cfg(feature = "rustls")]
         if let Some(tls) = TlsError::from_io(&e) {
             return Self::new(Kind::Tls(tls));
@@ -499,5 +508,62 @@ mod tests {
         assert!(e.is_misuse());
         let io: io::Error = Error::new(Kind::Timeout(Timeout::Handshake)).into();
         assert_eq!(io.kind(), io::ErrorKind::TimedOut);
+    }
+
+    /// Every text of `e`'s chain, the error's own first.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        std::iter::successors(Some(e), |e| e.source())
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn each_cause_is_told_once() {
+        let addr = "127.0.0.1:9".parse().unwrap();
+        let reset = || io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer");
+        let mut errors = vec![
+            Error::from(reset()),
+            Error::from(io::Error::other(Error::from(reset()))),
+            Error::from(ConnectError::Failed {
+                addr,
+                source: reset(),
+            }),
+            Error::from(ConnectError::Refused { addr }),
+            Error::new(Kind::Closed {
+                error: ConnectionError::Protocol(ProtocolError::InvalidUtf8 { valid_up_to: 3 }),
+                initiator: Initiator::Library,
+                local: Some(CloseFrame::new(CloseCode::INVALID_PAYLOAD, "").unwrap()),
+                remote: None,
+            }),
+        ];
+        #[cfg(feature = "proxy")]
+        errors.push(Error::new(Kind::Proxy {
+            proxy: "http://p:1".into(),
+            error: ProxyError::Unreachable(ConnectError::Refused { addr }),
+        }));
+        #[cfg(feature = "rustls")]
+        errors.push(Error::from(TlsSetupError::Read {
+            path: "/x.pem".into(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
+        }));
+        for e in &errors {
+            let texts = chain(e);
+            let whole = texts.join(": ");
+            for text in &texts[1..] {
+                assert_eq!(
+                    whole.matches(text.as_str()).count(),
+                    1,
+                    "{text:?} twice in {whole:?}"
+                );
+            }
+            // The message alone names the cause.
+            assert!(texts[0].contains("reset by peer") || !whole.contains("reset by peer"));
+        }
+        assert_eq!(errors[1].to_string(), "I/O error: reset by peer");
+        assert_eq!(
+            errors[3].to_string(),
+            "connection refused by 127.0.0.1:9",
+            "the message of a kind is kept"
+        );
     }
 }
