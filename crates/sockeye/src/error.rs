@@ -109,6 +109,10 @@ pub enum Kind {
     AlreadyClosed,
     /// The server's permessage-deflate answer could not be accepted (RFC 7692 section 7).
     Negotiation(NegotiationError),
+    /// In streaming mode, a frame of a text or binary message arrived while whole messages
+    /// were being read (`next`, `read`): read with `next_frame` (`read_frame`), which hands
+    /// that frame out next.
+    StreamingFrame,
 }
 
 /// Which stage of opening a connection ran out of the handshake timeout.
@@ -226,7 +230,11 @@ impl Error {
     /// Whether the caller misused the API.
     pub fn is_misuse(&self) -> bool {
         match self.inner.kind {
-            Kind::Misuse(_) | Kind::HandshakeMisuse(_) | Kind::AlreadyClosed | Kind::Url(_) => true,
+            Kind::Misuse(_)
+            | Kind::HandshakeMisuse(_)
+            | Kind::AlreadyClosed
+            | Kind::Url(_)
+            | Kind::StreamingFrame => true,
             #[cfg(feature = "proxy")]
             Kind::ProxyUrl(_) => true,
             #[cfg(feature = "rustls")]
@@ -320,6 +328,9 @@ impl fmt::Display for Error {
             Kind::HandshakeMisuse(e) => write!(f, "invalid handshake options: {e}"),
             Kind::AlreadyClosed => f.write_str("the connection is closed"),
             Kind::Negotiation(e) => write!(f, "extension negotiation failed: {e}"),
+            Kind::StreamingFrame => f.write_str(
+                "a frame of a streamed message came to a read of whole messages (read frames)",
+            ),
         }
     }
 }
@@ -351,7 +362,8 @@ impl std::error::Error for Error {
             | Kind::Timeout(_)
             | Kind::AlreadyClosed
             | Kind::ConnectionRefused { .. }
-            | Kind::Busy => None,
+            | Kind::Busy
+            | Kind::StreamingFrame => None,
         }
     }
 }
@@ -396,9 +408,10 @@ impl From<io::Error> for Error {
     /// An I/O error that carries a rustls error becomes [`Kind::Tls`]; one made from an
     /// [`Error`] (by `From<Error> for io::Error`) is that error again.
     fn from(e: io::Error) -> Self {
-        if e.get_ref().is_some_and(|inner| inner.is::<Self>()) {
+        type Custom = dyn std::error::Error + Send + Sync;
+        if e.get_ref().is_some_and(<Custom>::is::<Self>) {
             let kind = e.kind();
-            if let Some(Ok(ours)) = e.into_inner().map(|inner| inner.downcast::<Self>()) {
+            if let Some(Ok(ours)) = e.into_inner().map(<Custom>::downcast::<Self>) {
                 return *ours;
             }
             // Not reached: the check above saw an `Error` inside.
@@ -469,7 +482,7 @@ impl From<Error> for io::Error {
             Kind::Handshake(_) | Kind::Refused { .. } | Kind::Negotiation(_) => {
                 io::ErrorKind::ConnectionRefused
             }
-            Kind::Url(_) | Kind::Misuse(_) | Kind::HandshakeMisuse(_) => {
+            Kind::Url(_) | Kind::Misuse(_) | Kind::HandshakeMisuse(_) | Kind::StreamingFrame => {
                 io::ErrorKind::InvalidInput
             }
             #[cfg(feature = "proxy")]
@@ -521,6 +534,7 @@ mod tests {
     fn each_cause_is_told_once() {
         let addr = "127.0.0.1:9".parse().unwrap();
         let reset = || io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer");
+        #[cfg_attr(not(any(feature = "proxy", feature = "rustls")), allow(unused_mut))]
         let mut errors = vec![
             Error::from(reset()),
             Error::from(io::Error::other(Error::from(reset()))),

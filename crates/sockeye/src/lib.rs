@@ -60,6 +60,12 @@
 //! under the connection (`driver`, `socket`, `split`) and the front doors (`client`,
 //! `server`, `blocking`, `hyper`, `axum`).
 
+// The docs link the items of every feature; built with fewer, those links have no target.
+#![cfg_attr(
+    not(all(feature = "rustls", feature = "proxy", feature = "blocking")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
+
 #[cfg(feature = "axum")]
 pub mod axum;
 #[cfg(feature = "blocking")]
@@ -84,6 +90,7 @@ pub use sockeye_proto::{self as proto, CloseCode, CloseFrame, Config, Message, R
 
 pub use crate::client::{ClientBuilder, connect};
 pub use crate::config::{WebSocketConfig, WebSocketConfigBuilder};
+pub use crate::driver::Incoming;
 pub use crate::error::{Error, Kind, Timeout};
 pub use crate::net::ConnectError;
 #[cfg(feature = "proxy")]
@@ -104,3 +111,4 @@ pub use crate::tls::{
 pub use rustls;
 pub use sockeye_proto::extension::DeflateConfig;
 pub use sockeye_proto::handshake::UpgradeRequest;
+pub use sockeye_proto::{DataFrame, DataKind};

@@ -6,9 +6,9 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use sockeye_proto::{CloseCode, CloseFrame, Connection, Event, Message};
+use sockeye_proto::{CloseCode, CloseFrame, Connection, DataFrame, Event, Message};
 
-use crate::driver::{closed_error, now, queue};
+use crate::driver::{Incoming, closed_error, now, queue};
 use crate::error::{Error, Kind};
 
 /// What one read takes at most: the size of the reusable read scratch.
@@ -84,6 +84,8 @@ pub struct WebSocket<S> {
     finished: bool,
     io_error: Option<io::Error>,
     protocol: Option<String>,
+    /// A streamed frame that a read of whole messages came upon, for the next `read_frame`.
+    stashed: Option<DataFrame>,
 }
 
 impl<S: Read + Write> WebSocket<S> {
@@ -105,6 +107,7 @@ impl<S: Read + Write> WebSocket<S> {
             finished: false,
             io_error: None,
             protocol,
+            stashed: None,
         };
         // The bytes that came with the handshake.
         ws.pending = ws.conn.handle_bytes(&mut ws.buf, now());
@@ -114,16 +117,41 @@ impl<S: Read + Write> WebSocket<S> {
     /// The next message, blocking until one arrives; `None` after a clean close. A read that
     /// times out (a timeout set on the stream) is returned as its I/O error, and the
     /// connection stays usable.
+    ///
+    /// In streaming mode a frame of a text or binary message is not a message: it is an
+    /// [`Error::is_misuse`] ([`Kind::StreamingFrame`]), and [`read_frame`](Self::read_frame)
+    /// hands that frame out next.
     pub fn read(&mut self) -> Option<Result<Message, Error>> {
+        match self.read_frame()? {
+            Ok(Incoming::Message(message)) => Some(Ok(message)),
+            Ok(Incoming::Frame(frame)) => {
+                self.stashed = Some(frame);
+                Some(Err(Error::new(Kind::StreamingFrame)))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The next message or, in streaming mode ([`Config`](crate::Config)'s `streaming`), the
+    /// next frame of a text or binary message as it arrives, blocking until one does; `None`
+    /// after a clean close. See [`Incoming`]. Without streaming mode it yields what
+    /// [`read`](Self::read) does, as [`Incoming::Message`].
+    pub fn read_frame(&mut self) -> Option<Result<Incoming, Error>> {
+        if let Some(frame) = self.stashed.take() {
+            return Some(Ok(Incoming::Frame(frame)));
+        }
         loop {
             while let Some(event) = self.conn.poll_event() {
-                if let Event::Message(message) = event {
-                    // Answer what the core owes (a Pong, the close reply) before handing out.
-                    if let Err(e) = self.write_out() {
-                        self.transport_failed(e);
-                    }
-                    return Some(Ok(message));
+                let incoming = match event {
+                    Event::Message(message) => Incoming::Message(message),
+                    Event::Frame(frame) => Incoming::Frame(frame),
+                    Event::Closed(_) => continue,
+                };
+                // Answer what the core owes (a Pong, the close reply) before handing out.
+                if let Err(e) = self.write_out() {
+                    self.transport_failed(e);
                 }
+                return Some(Ok(incoming));
             }
             if self.finished {
                 return None;
@@ -222,7 +250,7 @@ impl<S: Read + Write> WebSocket<S> {
             set(&self.stream, Some(self.conn.config().close_timeout()))?;
         }
         let mut result = Ok(());
-        while let Some(item) = self.read() {
+        while let Some(item) = self.read_frame() {
             if let Err(e) = item {
                 result = Err(e);
                 break;
