@@ -22,6 +22,10 @@
 //! and the handshake to the configured handshake timeout (the name lookup is the system
 //! resolver's), and its [`close`](WebSocket::close) to the close timeout. The blocking client
 //! does not go through proxies. A write that would block is a failure of the transport.
+//!
+//! In streaming mode ([`Config`](crate::Config)'s `streaming`), read with
+//! [`read_frame`](WebSocket::read_frame): text and binary messages come frame by frame as
+//! [`Incoming::Frame`](crate::Incoming::Frame), as in the async API.
 
 use std::io::{Read, Write};
 

@@ -161,12 +161,7 @@ impl ClientBuilder {
                 return proxy
                     .connect(uri.host(), uri.port())
                     .await
-                    .map_err(|error| {
-                        Error::new(Kind::Proxy {
-                            proxy: proxy.to_string(),
-                            error,
-                        })
-                    });
+                    .map_err(|error| Error::proxy(proxy, error));
             }
             Ok::<_, Error>(net::connect(uri.host(), uri.port(), Some(timeout)).await?)
         })

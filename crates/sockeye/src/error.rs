@@ -12,7 +12,7 @@ use sockeye_proto::{ApiMisuse, CloseCode, CloseFrame, ConnectionError, Initiator
 
 use crate::net::ConnectError;
 #[cfg(feature = "proxy")]
-use crate::proxy::{ProxyError, ProxyUrlError};
+use crate::proxy::{Proxy, ProxyError, ProxyUrlError};
 #[cfg(feature = "rustls")]
 use crate::tls::{TlsError, TlsFailure, TlsHandshakeError, TlsSetupError};
 
@@ -394,6 +394,22 @@ impl From<TlsHandshakeError> for Error {
 impl From<TlsSetupError> for Error {
     fn from(e: TlsSetupError) -> Self {
         Self::new(Kind::TlsSetup(e))
+    }
+}
+
+#[cfg(feature = "proxy")]
+impl Error {
+    /// The error for a connection through `proxy` that failed with `error`: [`Kind::Proxy`],
+    /// but [`Kind::Dns`] for the server's name that `socks5://` resolves here, as for a direct
+    /// connection.
+    pub(crate) fn proxy(proxy: &Proxy, error: ProxyError) -> Self {
+        match error {
+            ProxyError::Resolve(e) => e.into(),
+            error => Self::new(Kind::Proxy {
+                proxy: proxy.to_string(),
+                error,
+            }),
+        }
     }
 }
 

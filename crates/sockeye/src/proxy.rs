@@ -398,7 +398,8 @@ pub enum ProxyError {
     /// The proxy itself could not be reached.
     Unreachable(ConnectError),
     /// The server's name could not be resolved (`socks5://` resolves it here, not at the
-    /// proxy).
+    /// proxy). The crate's [`Error`](crate::Error) reports it as
+    /// [`Kind::Dns`](crate::Kind::Dns), as for a direct connection.
     Resolve(ConnectError),
     /// The connection to the proxy failed while it was opening the tunnel.
     Io(std::io::Error),
