@@ -16,9 +16,10 @@
 //! What is automatic is as in the async API (Pong replies, the close reply, masking,
 //! permessage-deflate), done while reading or sending. What needs a clock runs only when a
 //! call returns: there are no keepalive pings, and on a stream of the caller's no handshake
-//! timeout. Set read and write timeouts on it ([`std::net::TcpStream::set_read_timeout`]): a read that
-//! times out returns the I/O error and leaves the connection usable, and lets the close timeout
-//! end a close handshake the peer does not finish. The client of [`connect`] holds TCP, TLS
+//! timeout. Set read and write timeouts on it
+//! ([`TcpStream::set_read_timeout`](std::net::TcpStream::set_read_timeout)): a read that times
+//! out returns the I/O error and leaves the connection usable, and lets the close timeout end a
+//! close handshake the peer does not finish. The client of [`connect`] holds TCP, TLS
 //! and the handshake to the configured handshake timeout (the name lookup is the system
 //! resolver's), and its [`close`](WebSocket::close) to the close timeout. The blocking client
 //! does not go through proxies. A write that would block is a failure of the transport.

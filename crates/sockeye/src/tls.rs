@@ -392,8 +392,7 @@ impl TlsConfig {
         host: &str,
         mut tcp: std::net::TcpStream,
         deadline: std::time::Instant,
-    ) -> Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>, TlsHandshakeError>
-    {
+    ) -> Result<BlockingTlsStream, TlsHandshakeError> {
         let config = self.client_config()?;
         let name = server_name(host)?;
         let mut conn = rustls::ClientConnection::new(config, name).map_err(TlsSetupError::from)?;
@@ -406,6 +405,11 @@ impl TlsConfig {
         Ok(rustls::StreamOwned::new(conn, tcp))
     }
 }
+
+/// A client's TLS over a blocking TCP connection.
+#[cfg(feature = "blocking")]
+pub(crate) type BlockingTlsStream =
+    rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
 
 /// `host` as the TLS server name (SNI is sent for names, not for addresses).
 fn server_name(host: &str) -> Result<ServerName<'static>, TlsSetupError> {
