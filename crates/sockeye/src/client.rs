@@ -19,7 +19,7 @@ use crate::proxy::Proxy;
 use crate::socket::WebSocket;
 use crate::stream::MaybeTlsStream;
 #[cfg(feature = "rustls")]
-use crate::tls::TlsConfig;
+use crate::tls::{TlsConfig, TlsHandshakeError};
 
 /// How much of a refusal's body is kept in the error.
 const REFUSAL_BODY_PREFIX: usize = 1024;
@@ -149,6 +149,10 @@ impl ClientBuilder {
     /// As [`connect`].
     pub async fn connect(self) -> Result<(WebSocket<MaybeTlsStream>, Response<()>), Error> {
         let uri: WsUri = self.url.parse()?;
+        #[cfg(not(feature = "rustls"))]
+        if uri.is_secure() {
+            return Err(no_tls());
+        }
         #[cfg(feature = "proxy")]
         let proxy = self.proxy_for(&uri)?;
         // One budget for the whole opening, and the error says which stage ran out of it.
@@ -168,19 +172,17 @@ impl ClientBuilder {
         .await
         .map_err(expired(Timeout::Connect))??;
         set_nodelay(&tcp, self.config.nodelay);
+        #[cfg(feature = "rustls")]
         let stream = if uri.is_secure() {
-            #[cfg(feature = "rustls")]
-            {
-                let tls = tokio::time::timeout_at(deadline, self.tls.connect(uri.host(), tcp))
-                    .await
-                    .map_err(expired(Timeout::Tls))??;
-                MaybeTlsStream::ClientTls(Box::new(tls))
-            }
-            #[cfg(not(feature = "rustls"))]
-            return Err(no_tls());
+            let tls = tokio::time::timeout_at(deadline, self.tls.connect(uri.host(), tcp))
+                .await
+                .map_err(expired(Timeout::Tls))??;
+            MaybeTlsStream::ClientTls(Box::new(tls))
         } else {
             MaybeTlsStream::Plain(tcp)
         };
+        #[cfg(not(feature = "rustls"))]
+        let stream = MaybeTlsStream::Plain(tcp);
         tokio::time::timeout_at(deadline, self.handshake(uri, stream))
             .await
             .map_err(expired(Timeout::Handshake))?
@@ -200,6 +202,10 @@ impl ClientBuilder {
         use std::io::Write as _;
 
         let uri: WsUri = self.url.parse()?;
+        #[cfg(not(feature = "rustls"))]
+        if uri.is_secure() {
+            return Err(no_tls());
+        }
         #[cfg(feature = "proxy")]
         if self.proxy_for(&uri)?.is_some() {
             return Err(std::io::Error::new(
@@ -221,23 +227,21 @@ impl ClientBuilder {
         };
         let tcp = net::connect_blocking(uri.host(), uri.port(), deadline)?;
         let _ = tcp.set_nodelay(self.config.nodelay);
+        #[cfg(feature = "rustls")]
         let mut stream = if uri.is_secure() {
-            #[cfg(feature = "rustls")]
-            {
-                let tls = self
-                    .tls
-                    .connect_blocking(uri.host(), tcp, deadline)
-                    .map_err(|e| match e {
-                        crate::tls::TlsHandshakeError::Io(e) => expired(Timeout::Tls)(e),
-                        e => Error::from(e),
-                    })?;
-                blocking::Stream::Tls(Box::new(tls))
-            }
-            #[cfg(not(feature = "rustls"))]
-            return Err(no_tls());
+            let tls = self
+                .tls
+                .connect_blocking(uri.host(), tcp, deadline)
+                .map_err(|e| match e {
+                    TlsHandshakeError::Io(e) => expired(Timeout::Tls)(e),
+                    e => Error::from(e),
+                })?;
+            blocking::Stream::Tls(Box::new(tls))
         } else {
             blocking::Stream::Plain(tcp)
         };
+        #[cfg(not(feature = "rustls"))]
+        let mut stream = blocking::Stream::Plain(tcp);
         let (mut handshake, request) = self.begin(uri)?;
         let timed_out = expired(Timeout::Handshake);
         net::until(stream.tcp(), deadline).map_err(&timed_out)?;
