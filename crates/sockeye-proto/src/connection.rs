@@ -621,7 +621,13 @@ impl Connection {
                         max: self.config.max_fragments(),
                     });
                 }
-                let total = (incoming.size as u64).saturating_add(head.payload_len);
+                // Streaming mode holds nothing of the message: the limit is per frame there.
+                let kept = if self.config.streaming() {
+                    0
+                } else {
+                    incoming.size as u64
+                };
+                let total = kept.saturating_add(head.payload_len);
                 if !incoming.encoded && total > max as u64 {
                     return Err(ProtocolError::MessageTooBig { max });
                 }
@@ -707,7 +713,11 @@ impl Connection {
         incoming.frames = incoming.frames.saturating_add(1);
         let max = self.config.max_message_size();
         let payload = if incoming.encoded {
-            let budget = max.saturating_sub(incoming.size);
+            let budget = if self.config.streaming() {
+                max
+            } else {
+                max.saturating_sub(incoming.size)
+            };
             let extension =
                 self.extension
                     .as_deref_mut()

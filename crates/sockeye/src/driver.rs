@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use sockeye_proto::{CloseFrame, Closed, Connection, Event, Message};
+use sockeye_proto::{CloseFrame, Closed, Connection, DataFrame, Event, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
@@ -22,6 +22,27 @@ const MAX_IOV: usize = 64;
 const MAX_RESERVE: usize = 1 << 20;
 /// The largest read size the adaptive read chunk grows to.
 const MAX_READ_CHUNK: usize = 64 << 10;
+
+/// What [`WebSocket::next_frame`](crate::WebSocket::next_frame) (and the blocking API's
+/// `read_frame`) yields: whole messages and, in streaming mode, the frames of data messages
+/// as they arrive.
+///
+/// With [`Config`](crate::Config)'s `streaming` on, a text or binary message is not assembled:
+/// each of its frames comes as [`Incoming::Frame`], in order, `first` on the first and `fin`
+/// on the last, so a message larger than memory allows (larger than `max_message_size`, which
+/// then bounds each frame) can be consumed piece by piece. Text is still checked for UTF-8
+/// across frames (invalid text fails the connection with 1007), but a frame may end inside a
+/// code point, so its payload is bytes. Control messages (Ping, Pong, the peer's Close) come
+/// whole, as [`Incoming::Message`], also between the frames of a message. Without streaming,
+/// every item is an `Incoming::Message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// A whole message: a control message or, without streaming mode, a text or binary one.
+    Message(Message),
+    /// One frame of a text or binary message, in streaming mode.
+    Frame(DataFrame),
+}
 
 /// The current time, from tokio's clock so that tests may pause it.
 pub(crate) fn now() -> Instant {
@@ -56,6 +77,9 @@ pub(crate) struct Driver<S> {
     /// doubles (up to `MAX_READ_CHUNK`) after each read that filled what it was given.
     read_chunk: usize,
     protocol: Option<String>,
+    /// A streamed frame that a read of whole messages came upon: the next read of frames
+    /// hands it out.
+    stashed: Option<DataFrame>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -83,6 +107,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             high_water: config.write_buffer_high_water,
             read_chunk: config.read_buffer_size,
             protocol,
+            stashed: None,
         }
     }
 
@@ -113,14 +138,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.out_len + self.conn.buffered_amount()
     }
 
-    /// The next message. Cancel-safe: a message is taken from the core only when it is returned.
+    /// The next message. In streaming mode a data frame is not a message: it is kept for
+    /// [`poll_next_incoming`](Self::poll_next_incoming), and this fails as a misuse.
     pub(crate) fn poll_next_message(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, Error>>> {
+        Poll::Ready(match ready!(self.poll_next_incoming(cx)) {
+            Some(Ok(Incoming::Message(message))) => Some(Ok(message)),
+            Some(Ok(Incoming::Frame(frame))) => {
+                self.stashed = Some(frame);
+                Some(Err(Error::new(Kind::StreamingFrame)))
+            }
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
+        })
+    }
+
+    /// The next message or streamed frame. Cancel-safe: an item is taken from the core only
+    /// when it is returned.
+    pub(crate) fn poll_next_incoming(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Incoming, Error>>> {
+        if let Some(frame) = self.stashed.take() {
+            return Poll::Ready(Some(Ok(Incoming::Frame(frame))));
+        }
         loop {
-            if let Some(message) = self.take_event() {
-                return Poll::Ready(Some(Ok(message)));
+            if let Some(incoming) = self.take_event() {
+                return Poll::Ready(Some(Ok(incoming)));
             }
             if self.finished {
                 return Poll::Ready(None);
@@ -204,17 +250,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         while self.conn.poll_transmit().is_some() {}
     }
 
-    /// Takes the next message event, passing over the closing report.
-    fn take_event(&mut self) -> Option<Message> {
+    /// Takes the next message or streamed frame, passing over the closing report.
+    fn take_event(&mut self) -> Option<Incoming> {
         while let Some(event) = self.conn.poll_event() {
             match event {
-                Event::Message(message) => return Some(message),
+                Event::Message(message) => return Some(Incoming::Message(message)),
+                Event::Frame(frame) => return Some(Incoming::Frame(frame)),
                 Event::Closed(closed) => {
                     // The core keeps the report too (`close_status`); it is read from there.
                     tracing::debug!(code = %closed.code(), initiator = ?closed.initiator, "closed");
                 }
-                // Streaming mode is not offered by this API; `Config::streaming` is ignored.
-                Event::Frame(_) => {}
             }
         }
         None
@@ -374,7 +419,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     ) -> Poll<Result<(), Error>> {
         if consume {
             loop {
-                match ready!(self.poll_next_message(cx)) {
+                match ready!(self.poll_next_incoming(cx)) {
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Poll::Ready(Err(e)),
                     None => return Poll::Ready(Ok(())),

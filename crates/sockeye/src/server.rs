@@ -15,12 +15,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::client::eof_in_handshake;
 use crate::config::WebSocketConfig;
 use crate::driver::now;
-use crate::error::{Error, Kind, Timeout};
+use crate::error::{Error, Kind, Timeout, eof_in_handshake};
+use crate::net::set_nodelay;
 use crate::socket::WebSocket;
-use crate::stream::{MaybeTlsStream, set_nodelay};
+use crate::stream::MaybeTlsStream;
+#[cfg(feature = "rustls")]
 use crate::tls::TlsAcceptor;
 
 /// The default bound on opening handshakes in progress at once, per [`ServerBuilder`].
@@ -70,6 +71,7 @@ where
 pub struct ServerBuilder {
     config: WebSocketConfig,
     handshake: ServerHandshake,
+    #[cfg(feature = "rustls")]
     tls: Option<TlsAcceptor>,
     handshakes: Arc<Semaphore>,
     max_handshakes: usize,
@@ -81,6 +83,7 @@ impl Default for ServerBuilder {
         Self {
             handshake: ServerHandshake::new().config(config.proto.clone()),
             config,
+            #[cfg(feature = "rustls")]
             tls: None,
             handshakes: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_HANDSHAKES)),
             max_handshakes: DEFAULT_MAX_CONCURRENT_HANDSHAKES,
@@ -102,6 +105,7 @@ impl ServerBuilder {
     }
 
     /// TLS for [`accept_tcp`](Self::accept_tcp): connections are `wss://`.
+    #[cfg(feature = "rustls")]
     pub fn tls(mut self, tls: TlsAcceptor) -> Self {
         self.tls = Some(tls);
         self.served_over_tls(true)
@@ -219,13 +223,20 @@ impl ServerBuilder {
         mut tcp: TcpStream,
     ) -> Result<(WebSocket<MaybeTlsStream>, Request<()>), Error> {
         let Some(_permit) = self.permit() else {
-            if self.tls.is_none() {
+            #[cfg(feature = "rustls")]
+            let plain = self.tls.is_none();
+            #[cfg(not(feature = "rustls"))]
+            let plain = true;
+            if plain {
                 turn_away(&mut tcp).await;
             }
             return Err(Error::new(Kind::Busy));
         };
         set_nodelay(&tcp, self.config.nodelay);
         let deadline = tokio::time::Instant::now() + self.config.handshake_timeout;
+        #[cfg(not(feature = "rustls"))]
+        let stream = MaybeTlsStream::Plain(tcp);
+        #[cfg(feature = "rustls")]
         let stream = match &self.tls {
             Some(tls) => {
                 let tls = tokio::time::timeout_at(deadline, tls.accept(tcp))
@@ -240,6 +251,7 @@ impl ServerBuilder {
             .map_err(|_| Error::new(Kind::Timeout(Timeout::Handshake)))?
     }
 
+    #[cfg(feature = "blocking")]
     /// Accepts a WebSocket connection on a blocking stream, as [`accept`](Self::accept) does
     /// on an async one. There is no handshake timeout here: set one on the stream.
     ///
@@ -368,11 +380,12 @@ pub(crate) fn refused(refusal: Refusal) -> Error {
 
 impl fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerBuilder")
-            .field("config", &self.config)
-            .field("handshake", &self.handshake)
-            .field("tls", &self.tls.is_some())
-            .field("max_concurrent_handshakes", &self.max_handshakes)
+        let mut d = f.debug_struct("ServerBuilder");
+        d.field("config", &self.config)
+            .field("handshake", &self.handshake);
+        #[cfg(feature = "rustls")]
+        d.field("tls", &self.tls.is_some());
+        d.field("max_concurrent_handshakes", &self.max_handshakes)
             .field("handshakes_in_progress", &self.handshakes_in_progress())
             .finish_non_exhaustive()
     }

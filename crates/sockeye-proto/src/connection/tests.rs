@@ -478,6 +478,33 @@ mod rfc6455_5_4_fragmentation {
     }
 
     #[test]
+    fn streaming_mode_bounds_frames_not_messages() {
+        let config = Config::builder()
+            .streaming(true)
+            .max_message_size(4)
+            .build()
+            .unwrap();
+        let mut conn = with_config(Role::Client, config);
+        // Twelve bytes in frames of four: three times the message limit, delivered.
+        let mut bytes = frame_to(Role::Client, false, 0, 2, b"abcd");
+        bytes.extend(frame_to(Role::Client, false, 0, 0, b"efgh"));
+        bytes.extend(frame_to(Role::Client, true, 0, 0, b"ijkl"));
+        feed(&mut conn, &bytes);
+        let payloads: Vec<Bytes> = events(&mut conn)
+            .into_iter()
+            .map(|event| match event {
+                Event::Frame(frame) => frame.payload,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(payloads.concat(), b"abcdefghijkl");
+        // A frame over the limit still fails the connection.
+        feed(&mut conn, &frame_to(Role::Client, true, 0, 2, b"abcde"));
+        let error = assert_failed(&mut conn, CloseCode::MESSAGE_TOO_BIG);
+        assert_eq!(error, ProtocolError::MessageTooBig { max: 4 });
+    }
+
+    #[test]
     fn streaming_mode_checks_a_whole_text_frame() {
         let config = Config::builder().streaming(true).build().unwrap();
         let mut conn = with_config(Role::Client, config);
