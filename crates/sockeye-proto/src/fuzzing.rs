@@ -62,7 +62,7 @@ pub fn connection(data: &[u8]) {
     let mut buf = BytesMut::new();
     for piece in rest.chunks(chunk) {
         buf.extend_from_slice(piece);
-        while conn.handle_bytes(&mut buf, now) {}
+        while conn.handle_bytes(&mut buf, now).is_paused() {}
         while conn.poll_transmit().is_some() {}
         while let Some(event) = conn.poll_event() {
             if let Event::Message(message) = event {
@@ -227,7 +227,7 @@ pub fn deflate(data: &[u8]) {
         wire.extend_from_slice(bytes.get(..len).unwrap_or_default());
         wire.extend_from_slice(piece);
     }
-    while conn.handle_bytes(&mut wire, now) {}
+    while conn.handle_bytes(&mut wire, now).is_paused() {}
     while let Some(event) = conn.poll_event() {
         match event {
             Event::Message(message) => assert!(message.len() <= max),

@@ -1,22 +1,9 @@
 //! UTF-8 for text messages: a streaming validator that carries a partial code point across frames
 //! and fails as soon as the bytes can no longer become valid, and [`Utf8Bytes`] (from the
-//! `sockeye-utf8` crate), a shared buffer known to hold UTF-8.
+//! `sockeye-utf8` crate), a shared buffer known to hold UTF-8. Both report a [`Utf8Error`], the
+//! `sockeye-utf8` crate's.
 
-pub use sockeye_utf8::Utf8Bytes;
-
-/// The bytes were not valid UTF-8.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("invalid UTF-8 after {valid_up_to} valid bytes")]
-pub struct Utf8Error {
-    valid_up_to: usize,
-}
-
-impl Utf8Error {
-    /// How many bytes from the start are valid UTF-8.
-    pub fn valid_up_to(&self) -> usize {
-        self.valid_up_to
-    }
-}
+pub use sockeye_utf8::{Utf8Bytes, Utf8Error};
 
 /// Incremental UTF-8 validation of a message that arrives in pieces.
 ///
@@ -127,9 +114,7 @@ impl Utf8Validator {
     }
 
     fn error_at(&self, offset: usize) -> Utf8Error {
-        Utf8Error {
-            valid_up_to: self.consumed.saturating_add(offset),
-        }
+        Utf8Error::new(self.consumed.saturating_add(offset))
     }
 }
 
@@ -164,7 +149,7 @@ mod tests {
     fn fails_fast_inside_a_piece() {
         let mut v = Utf8Validator::new();
         // 0xF4 0x90 starts a code point above U+10FFFF: invalid before the piece ends.
-        assert_eq!(v.feed(b"ab\xf4\x90"), Err(Utf8Error { valid_up_to: 2 }));
+        assert_eq!(v.feed(b"ab\xf4\x90"), Err(Utf8Error::new(2)));
     }
 
     #[test]
@@ -172,7 +157,7 @@ mod tests {
         let mut v = Utf8Validator::new();
         assert_eq!(v.feed(b"xy\xed"), Ok(()));
         // 0xED 0xA0 would be a UTF-16 surrogate.
-        assert_eq!(v.feed(b"\xa0\x80"), Err(Utf8Error { valid_up_to: 2 }));
+        assert_eq!(v.feed(b"\xa0\x80"), Err(Utf8Error::new(2)));
     }
 
     #[test]
@@ -181,7 +166,7 @@ mod tests {
         v.feed(b"hello").unwrap();
         v.feed(&"\u{e9}".as_bytes()[..1]).unwrap();
         v.feed(&"\u{e9}".as_bytes()[1..]).unwrap();
-        assert_eq!(v.feed(b"ok\xff"), Err(Utf8Error { valid_up_to: 9 }));
+        assert_eq!(v.feed(b"ok\xff"), Err(Utf8Error::new(9)));
     }
 
     #[test]
@@ -189,7 +174,7 @@ mod tests {
         let mut v = Utf8Validator::new();
         v.feed(b"a\xe2\x82").unwrap();
         assert!(!v.is_at_boundary());
-        assert_eq!(v.finish(), Err(Utf8Error { valid_up_to: 1 }));
+        assert_eq!(v.finish(), Err(Utf8Error::new(1)));
         // finish resets for the next message
         assert!(v.is_at_boundary());
         assert_eq!(v.feed(b"ok"), Ok(()));
@@ -237,7 +222,7 @@ mod tests {
             let ours = feed_all(&pieces);
             match std::str::from_utf8(&bytes) {
                 Ok(_) => prop_assert_eq!(ours, Ok(())),
-                Err(e) => prop_assert_eq!(ours, Err(Utf8Error { valid_up_to: e.valid_up_to() })),
+                Err(e) => prop_assert_eq!(ours, Err(Utf8Error::new(e.valid_up_to()))),
             }
         }
 

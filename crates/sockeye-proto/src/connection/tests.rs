@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
 use super::*;
+use crate::event::DataFrame;
 use crate::frame::{FrameDecoder, HeadRules, MAX_HEAD_LEN};
 use crate::mask::FixedMask;
 
@@ -60,7 +61,7 @@ fn raw_frame(fin: bool, rsv: u8, opcode: u8, mask: Option<[u8; 4]>, payload: &[u
 /// Feeds `bytes` as one read; the events stay queued.
 fn feed(conn: &mut Connection, bytes: &[u8]) -> BytesMut {
     let mut buf = BytesMut::from(bytes);
-    while conn.handle_bytes(&mut buf, t0()) {}
+    while conn.handle_bytes(&mut buf, t0()).is_paused() {}
     buf
 }
 
@@ -199,9 +200,9 @@ mod rfc6455_5_7_examples {
             for cut in (0..=bytes.len()).step_by(step) {
                 let mut conn = with_config(role, Config::default());
                 let mut buf = BytesMut::from(&bytes[..cut]);
-                while conn.handle_bytes(&mut buf, t0()) {}
+                while conn.handle_bytes(&mut buf, t0()).is_paused() {}
                 buf.extend_from_slice(&bytes[cut..]);
-                while conn.handle_bytes(&mut buf, t0()) {}
+                while conn.handle_bytes(&mut buf, t0()).is_paused() {}
                 assert!(buf.is_empty());
                 assert_eq!(events(&mut conn), expected, "cut {cut}");
             }
@@ -215,7 +216,7 @@ mod rfc6455_5_7_examples {
             let mut buf = BytesMut::new();
             for &b in &bytes {
                 buf.extend_from_slice(&[b]);
-                conn.handle_bytes(&mut buf, t0());
+                let _ = conn.handle_bytes(&mut buf, t0());
             }
             assert!(buf.is_empty());
             assert_eq!(events(&mut conn), expected);
@@ -282,7 +283,7 @@ mod rfc6455_5_7_examples {
         let bytes = raw_frame(true, 0, 2, None, &[9; 1000]);
         let mut buf = BytesMut::from(&bytes[..]);
         let start = buf.as_ptr() as usize;
-        conn.handle_bytes(&mut buf, t0());
+        let _ = conn.handle_bytes(&mut buf, t0());
         let Some(Event::Message(Message::Binary(data))) = conn.poll_event() else {
             panic!("expected binary");
         };
@@ -358,7 +359,7 @@ mod rfc6455_5_2_base_framing {
         let mut buf = BytesMut::with_capacity(16);
         buf.extend_from_slice(&[0x82, 0x7f, 0x40, 0, 0, 0, 0, 0, 0, 0]);
         let capacity = buf.capacity();
-        conn.handle_bytes(&mut buf, t0());
+        let _ = conn.handle_bytes(&mut buf, t0());
         assert!(buf.capacity() <= capacity);
         let error = assert_failed(&mut conn, CloseCode::MESSAGE_TOO_BIG);
         assert_eq!(
@@ -383,7 +384,7 @@ mod rfc6455_5_2_base_framing {
         let mut conn = client();
         let bytes = raw_frame(true, 0, 2, None, &[0; 300]);
         let mut buf = BytesMut::from(&bytes[..50]);
-        conn.handle_bytes(&mut buf, t0());
+        let _ = conn.handle_bytes(&mut buf, t0());
         assert_eq!(conn.read_hint(&buf), bytes.len() - 50 + 2);
     }
 }
@@ -677,7 +678,7 @@ mod rfc6455_5_5_1_close {
         let mut conn = client();
         let now = Instant::now();
         let mut buf = BytesMut::from(&frame_to(Role::Client, true, 0, 8, b"")[..]);
-        conn.handle_bytes(&mut buf, now);
+        let _ = conn.handle_bytes(&mut buf, now);
         conn.handle_timeout(now + Duration::from_secs(1));
         assert!(!conn.should_close_transport());
         wire(&mut conn);
@@ -789,9 +790,9 @@ mod rfc6455_5_5_1_close {
         let mut conn = client();
         let later = t0() + Duration::from_secs(2);
         let mut buf = BytesMut::new();
-        conn.handle_bytes(&mut buf, later);
+        let _ = conn.handle_bytes(&mut buf, later);
         let mut buf = BytesMut::from(&frame_to(Role::Client, true, 0, 1, b"x")[..]);
-        conn.handle_bytes(&mut buf, later);
+        let _ = conn.handle_bytes(&mut buf, later);
         conn.send(Message::Close(None)).unwrap();
         assert_eq!(conn.poll_timeout(), Some(later + Duration::from_secs(5)));
         let status = conn.close_status();
@@ -853,10 +854,10 @@ mod message_before_violation {
         let mut bytes = frame_to(Role::Server, true, 0, 1, b"hello");
         bytes.extend(frame_to(Role::Server, true, 0x20, 1, b"bad"));
         let mut buf = BytesMut::from(&bytes[..]);
-        assert!(conn.handle_bytes(&mut buf, t0()));
+        assert_eq!(conn.handle_bytes(&mut buf, t0()), Progress::Paused);
         assert_eq!(events(&mut conn), [text_event("hello")]);
         conn.send_text("hello").unwrap();
-        assert!(!conn.handle_bytes(&mut buf, t0()));
+        assert_eq!(conn.handle_bytes(&mut buf, t0()), Progress::NeedBytes);
         let frames = sent_frames(&mut conn);
         assert_eq!(frames[0], Frame::new(OpCode::Text, "hello"));
         assert_eq!(frames[1].opcode, OpCode::Close);
@@ -869,7 +870,7 @@ mod message_before_violation {
         let mut bytes = frame_to(Role::Server, true, 0, 9, b"");
         bytes.extend(frame_to(Role::Server, true, 0, 1, b"x"));
         let mut buf = BytesMut::from(&bytes[..]);
-        assert!(!conn.handle_bytes(&mut buf, t0()));
+        assert_eq!(conn.handle_bytes(&mut buf, t0()), Progress::NeedBytes);
         assert!(buf.is_empty());
     }
 }
@@ -897,10 +898,10 @@ mod rfc6455_8_1_utf8 {
         let mut conn = server();
         let head_len = 6;
         let mut buf = BytesMut::from(&bytes[..head_len + 11]);
-        conn.handle_bytes(&mut buf, t0());
+        let _ = conn.handle_bytes(&mut buf, t0());
         assert!(!conn.is_closed());
         buf.extend_from_slice(&bytes[head_len + 11..head_len + 15]);
-        conn.handle_bytes(&mut buf, t0());
+        let _ = conn.handle_bytes(&mut buf, t0());
         assert_failed(&mut conn, CloseCode::INVALID_PAYLOAD);
     }
 
@@ -965,7 +966,7 @@ mod keepalive {
         );
         assert_eq!(conn.poll_timeout(), Some(now + Duration::from_secs(13)));
         let mut buf = BytesMut::from(&frame_to(Role::Server, true, 0, 0xa, b"")[..]);
-        conn.handle_bytes(&mut buf, now + Duration::from_secs(11));
+        let _ = conn.handle_bytes(&mut buf, now + Duration::from_secs(11));
         assert_eq!(conn.poll_timeout(), Some(now + Duration::from_secs(20)));
     }
 
@@ -1154,7 +1155,7 @@ mod pair {
             let n = (*sizes.next().unwrap()).clamp(1, rest.len());
             buf.extend_from_slice(&rest[..n]);
             rest = &rest[n..];
-            while to.handle_bytes(&mut buf, t0()) {}
+            while to.handle_bytes(&mut buf, t0()).is_paused() {}
         }
         assert!(buf.is_empty());
     }
@@ -1241,7 +1242,7 @@ mod pair {
             let mut buf = BytesMut::new();
             for piece in data.chunks(chunk) {
                 buf.extend_from_slice(piece);
-                while conn.handle_bytes(&mut buf, t0()) {}
+                while conn.handle_bytes(&mut buf, t0()).is_paused() {}
                 prop_assert!(buf.len() <= 256 + 14 + chunk);
             }
             let _ = wire(&mut conn);
@@ -1267,7 +1268,7 @@ mod whole_message_path {
         let mut buf = BytesMut::new();
         for &b in bytes {
             buf.extend_from_slice(&[b]);
-            while piecewise.handle_bytes(&mut buf, t0()) {}
+            while piecewise.handle_bytes(&mut buf, t0()).is_paused() {}
         }
         let out = (events(&mut whole), wire(&mut whole));
         assert_eq!(out, (events(&mut piecewise), wire(&mut piecewise)));
@@ -1281,14 +1282,14 @@ mod whole_message_path {
         bytes.extend(frame_to(Role::Server, true, 0, 1, b""));
         let mut conn = server();
         let mut buf = BytesMut::from(&bytes[..]);
-        assert!(conn.handle_bytes(&mut buf, t0()));
+        assert_eq!(conn.handle_bytes(&mut buf, t0()), Progress::Paused);
         assert_eq!(events(&mut conn), [Event::Message(Message::text("one"))]);
-        assert!(conn.handle_bytes(&mut buf, t0()));
+        assert_eq!(conn.handle_bytes(&mut buf, t0()), Progress::Paused);
         assert_eq!(
             events(&mut conn),
             [Event::Message(Message::Binary(Bytes::from(vec![7; 300])))]
         );
-        assert!(!conn.handle_bytes(&mut buf, t0()));
+        assert_eq!(conn.handle_bytes(&mut buf, t0()), Progress::NeedBytes);
         assert_eq!(events(&mut conn), [Event::Message(Message::text(""))]);
         assert!(buf.is_empty());
     }

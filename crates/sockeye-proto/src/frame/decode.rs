@@ -1,4 +1,6 @@
-//! Incremental header decoding: `Ok(None)` means more bytes are needed and nothing was consumed.
+//! Header decoding, the one reader of frame headers: `Ok(None)` means more bytes are needed and
+//! nothing was consumed. [`FrameDecoder`] splits whole frames off a buffer; its
+//! [`decode_whole_message`](FrameDecoder::decode_whole_message) is the connection's fast path.
 
 use bytes::{Buf, BytesMut};
 
@@ -25,9 +27,9 @@ impl FrameHead {
         let opcode = OpCode::from_bits(b0)?;
         let masked = b1 & 0x80 != 0;
         let rest = buf.get(2..).unwrap_or_default();
-        let (payload_len, rest, len_bytes) = match b1 & 0x7f {
+        let (payload_len, rest) = match b1 & 0x7f {
             126 => match rest.split_first_chunk::<2>() {
-                Some((len, rest)) => (u64::from(u16::from_be_bytes(*len)), rest, 2),
+                Some((len, rest)) => (u64::from(u16::from_be_bytes(*len)), rest),
                 None => return Ok(None),
             },
             127 => match rest.split_first_chunk::<8>() {
@@ -37,11 +39,11 @@ impl FrameHead {
                     if len >> 63 != 0 {
                         return Err(ProtocolError::InvalidPayloadLength);
                     }
-                    (len, rest, 8)
+                    (len, rest)
                 }
                 None => return Ok(None),
             },
-            len => (u64::from(len), rest, 0),
+            len => (u64::from(len), rest),
         };
         if opcode.is_control() {
             // Section 5.5: control frames carry at most 125 bytes and are never fragmented.
@@ -52,17 +54,16 @@ impl FrameHead {
                 return Err(ProtocolError::FragmentedControlFrame);
             }
         }
-        let mask = if masked {
-            match rest.first_chunk::<4>() {
-                Some(key) => Some(*key),
+        let (mask, rest) = if masked {
+            match rest.split_first_chunk::<4>() {
+                Some((key, rest)) => (Some(*key), rest),
                 None => return Ok(None),
             }
         } else {
-            None
+            (None, rest)
         };
-        let head_len = 2usize
-            .saturating_add(len_bytes)
-            .saturating_add(if masked { 4 } else { 0 });
+        // `rest` is what follows the header in `buf`.
+        let head_len = buf.len().wrapping_sub(rest.len());
         let head = Self {
             fin,
             rsv,
@@ -126,6 +127,57 @@ impl FrameDecoder {
             opcode: head.opcode,
             payload: payload.freeze(),
         }))
+    }
+
+    /// The rules frames are checked against.
+    pub fn rules(&self) -> &HeadRules {
+        &self.rules
+    }
+
+    /// Takes a whole message in one frame off the front of `buf`, unmasked: the common case, which
+    /// [`Connection`](crate::Connection) reads this way when no fragmented message is in progress.
+    ///
+    /// `Some` only for a final text or binary frame with no RSV bits, masked as the rules' role
+    /// expects, at most `max_message_size` and the frame size limit long, and entirely in `buf`.
+    /// Such a frame is one [`decode`](Self::decode) would return the same way, and one that
+    /// passes every rule of message assembly. Anything else, including anything invalid or
+    /// incomplete, is `None` with nothing consumed: the general path then reads it and names
+    /// what is wrong. Text is not checked for UTF-8 here.
+    #[inline]
+    pub fn decode_whole_message(
+        &self,
+        buf: &mut BytesMut,
+        max_message_size: usize,
+    ) -> Option<Frame> {
+        // Only the first byte of a final text (0x81) or binary (0x82) frame without RSV bits;
+        // knowing it lets the compiler drop the parts of `parse` that cannot apply.
+        if !matches!(buf.first(), Some(0x81 | 0x82)) {
+            return None;
+        }
+        let Ok(Some((head, head_len))) = FrameHead::parse(buf) else {
+            return None;
+        };
+        if head.mask.is_some() != self.rules.role.expects_masked() {
+            return None;
+        }
+        let payload_len = usize::try_from(head.payload_len).ok()?;
+        if payload_len > self.rules.max_frame_size
+            || payload_len > max_message_size
+            || buf.len().saturating_sub(head_len) < payload_len
+        {
+            return None;
+        }
+        buf.advance(head_len);
+        let mut payload = buf.split_to(payload_len);
+        if let Some(key) = head.mask {
+            apply_mask(&mut payload, key, 0);
+        }
+        Some(Frame {
+            fin: true,
+            rsv: Rsv::NONE,
+            opcode: head.opcode,
+            payload: payload.freeze(),
+        })
     }
 
     /// How many more bytes `buf` needs before [`decode`](Self::decode) can return a frame:
