@@ -7,6 +7,7 @@ use bytes::{Buf, BytesMut};
 use super::{Frame, FrameHead, HeadRules, MAX_CONTROL_PAYLOAD, OpCode, Rsv};
 use crate::error::ProtocolError;
 use crate::mask::apply_mask;
+use crate::role::Role;
 
 impl FrameHead {
     /// Reads a header from the start of `buf`; `Ok(None)` when `buf` is too short to hold it.
@@ -157,19 +158,23 @@ impl FrameDecoder {
         let Ok(Some((head, head_len))) = FrameHead::parse(buf) else {
             return None;
         };
-        if head.mask.is_some() != self.rules.role.expects_masked() {
-            return None;
-        }
+        // Section 5.1: masked exactly when a client sent it.
+        let key = match (self.rules.role, head.mask) {
+            (Role::Server, Some(key)) => Some(key),
+            (Role::Client, None) => None,
+            (Role::Server, None) | (Role::Client, Some(_)) => return None,
+        };
         let payload_len = usize::try_from(head.payload_len).ok()?;
         if payload_len > self.rules.max_frame_size
             || payload_len > max_message_size
-            || buf.len().saturating_sub(head_len) < payload_len
+            // `parse` read `head_len` bytes of `buf`: no wrap.
+            || buf.len().wrapping_sub(head_len) < payload_len
         {
             return None;
         }
         buf.advance(head_len);
         let mut payload = buf.split_to(payload_len);
-        if let Some(key) = head.mask {
+        if let Some(key) = key {
             apply_mask(&mut payload, key, 0);
         }
         Some(Frame {
