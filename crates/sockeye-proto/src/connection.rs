@@ -522,13 +522,11 @@ impl Connection {
         } else {
             return Ok(None);
         };
-        let arrived = buf
-            .len()
-            .saturating_sub(pending.head_len)
-            .min(pending.payload_len);
-        if arrived > pending.done {
-            let start = pending.head_len + pending.done;
-            let new = &mut buf[start..pending.head_len + arrived];
+        let body = buf.get_mut(pending.head_len..).unwrap_or_default();
+        let arrived = body.len().min(pending.payload_len);
+        if let Some(new) = body.get_mut(pending.done..arrived)
+            && !new.is_empty()
+        {
             if let Some(key) = pending.head.mask {
                 apply_mask(new, key, pending.done);
             }
@@ -769,17 +767,24 @@ impl Connection {
             let key = self.mask.next_key();
             head.mask = Some(key);
             let head_len = head.encode(&mut head_bytes);
-            self.out_buf.reserve(head_len + payload.len());
-            self.out_buf.extend_from_slice(&head_bytes[..head_len]);
+            let head_bytes = head_bytes.get(..head_len).unwrap_or_default();
+            let len = head_bytes.len().saturating_add(payload.len());
+            self.out_buf.reserve(len);
+            self.out_buf.extend_from_slice(head_bytes);
             let start = self.out_buf.len();
             self.out_buf.extend_from_slice(&payload);
-            apply_mask(&mut self.out_buf[start..], key, 0);
-            self.queued += head_len + payload.len();
+            if let Some(masked) = self.out_buf.get_mut(start..) {
+                apply_mask(masked, key, 0);
+            }
+            self.queued = self.queued.saturating_add(len);
             return;
         }
         let head_len = head.encode(&mut head_bytes);
-        self.out_buf.extend_from_slice(&head_bytes[..head_len]);
-        self.queued += head_len + payload.len();
+        let head_bytes = head_bytes.get(..head_len).unwrap_or_default();
+        self.out_buf.extend_from_slice(head_bytes);
+        self.queued = self
+            .queued
+            .saturating_add(head_bytes.len().saturating_add(payload.len()));
         if payload.len() <= COPY_LIMIT {
             self.out_buf.extend_from_slice(&payload);
         } else {
@@ -827,7 +832,7 @@ fn truncate_reason(mut text: String, code: CloseCode) -> Utf8Bytes {
     if text.len() > MAX_REASON_LEN {
         let mut end = MAX_REASON_LEN;
         while !text.is_char_boundary(end) {
-            end -= 1;
+            end = end.saturating_sub(1);
         }
         text.truncate(end);
     }

@@ -63,6 +63,19 @@
 //! the extension seam, [`handshake`] the opening handshake for both roles.
 
 #![forbid(unsafe_code)]
+// Everything here may read what a peer sent: no indexing, unwrapping, panicking or overflowing
+// arithmetic outside the tests, for the whole crate (an exception is allowed where it is
+// written, with its reason).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 pub mod close;
 mod config;

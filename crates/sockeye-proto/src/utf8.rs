@@ -81,11 +81,13 @@ impl Utf8Validator {
     /// Adds bytes from `input` to the held partial code point; returns what is left of `input`.
     fn complete_partial<'a>(&mut self, input: &'a [u8]) -> Result<&'a [u8], Utf8Error> {
         let held = usize::from(self.partial_len);
+        // The held bytes, then as many of `input` as fit beside them in four.
         let mut joined = self.partial;
-        let take = (4 - held).min(input.len());
-        let (new_bytes, _) = input.split_at(take);
-        joined[held..held + take].copy_from_slice(new_bytes);
-        let candidate = &joined[..held + take];
+        let take = input.len().min(joined.len().saturating_sub(held));
+        for (slot, byte) in joined.iter_mut().skip(held).zip(input) {
+            *slot = *byte;
+        }
+        let candidate = joined.get(..held.saturating_add(take)).unwrap_or_default();
         match simdutf8::compat::from_utf8(candidate) {
             // Four bytes or fewer that are all valid: the held code point is complete, and the
             // bytes after it belong to the bulk validation below.
@@ -104,12 +106,15 @@ impl Utf8Validator {
     fn accept_partial<'a>(&mut self, held: usize, end: usize, input: &'a [u8]) -> &'a [u8] {
         self.consumed = self.consumed.saturating_add(end);
         self.partial_len = 0;
-        input.get(end - held..).unwrap_or_default()
+        // `end` is past the held bytes: the completed code point is longer than they are.
+        input.get(end.saturating_sub(held)..).unwrap_or_default()
     }
 
     fn stash(&mut self, tail: &[u8]) {
-        let len = tail.len().min(4);
-        self.partial[..len].copy_from_slice(&tail[..len]);
+        let len = tail.len().min(self.partial.len());
+        for (slot, byte) in self.partial.iter_mut().zip(tail) {
+            *slot = *byte;
+        }
         self.partial_len = u8::try_from(len).unwrap_or(4);
     }
 

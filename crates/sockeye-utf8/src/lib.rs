@@ -8,6 +8,18 @@
 //! so [`Utf8Bytes::as_str`] can skip the check.
 
 #![deny(unsafe_code)]
+// `try_from` reads what a peer sent: no indexing, unwrapping, panicking or overflowing arithmetic
+// outside the tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::borrow::Borrow;
 use std::fmt;

@@ -4,17 +4,6 @@
 //! the rules that depend on role, extensions and limits, and [`FrameHead::encode`] writes a header
 //! into at most [`MAX_HEAD_LEN`] bytes, leaving the payload to be written separately (vectored).
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
-
 mod decode;
 mod encode;
 
@@ -23,6 +12,8 @@ use std::fmt;
 use bytes::Bytes;
 
 pub use self::decode::FrameDecoder;
+#[cfg(fuzzing)]
+pub(crate) use self::decode::assert_whole_message_agrees;
 use crate::error::ProtocolError;
 use crate::role::Role;
 

@@ -1,17 +1,6 @@
 //! The server side: parse and validate the client's upgrade request (RFC 6455 section 4.2.1),
 //! then accept it (section 4.2.2) or reject it with an HTTP error.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{BufMut, BytesMut};
