@@ -193,7 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn utf8_bytes_round_trip() {
+    fn utf8_bytes_validates_when_wrapping() {
         let text = Utf8Bytes::try_from(Bytes::from_static("h\u{e9}".as_bytes())).unwrap();
         assert_eq!(text.as_str(), "h\u{e9}");
         assert_eq!(&*text, "h\u{e9}");

@@ -247,6 +247,13 @@ mod rfc6455_5_7_examples {
             ]
         );
     }
+}
+
+mod buffers {
+    //! How bytes move through the connection: payloads shared with the read buffer or the
+    //! caller's, small frames gathered into one chunk, and how much to read next.
+
+    use super::*;
 
     #[test]
     fn large_server_payload_leaves_without_copy() {
@@ -289,6 +296,15 @@ mod rfc6455_5_7_examples {
         };
         assert_eq!(data.as_ptr() as usize, start + 4);
     }
+
+    #[test]
+    fn read_hint_asks_for_the_rest_of_the_frame_and_next_header() {
+        let mut conn = client();
+        let bytes = raw_frame(true, 0, 2, None, &[0; 300]);
+        let mut buf = BytesMut::from(&bytes[..50]);
+        let _ = conn.handle_bytes(&mut buf, t0());
+        assert_eq!(conn.read_hint(&buf), bytes.len() - 50 + 2);
+    }
 }
 
 mod rfc6455_5_1_masking {
@@ -311,7 +327,7 @@ mod rfc6455_5_1_masking {
     }
 
     #[test]
-    fn client_masks_every_frame_with_a_fresh_key() {
+    fn client_masks_every_frame() {
         let mut conn = Connection::new(Role::Client, Config::default(), t0());
         conn.send_text("a").unwrap();
         conn.send_ping(Bytes::new()).unwrap();
@@ -377,15 +393,6 @@ mod rfc6455_5_2_base_framing {
         let mut conn = with_config(Role::Client, config);
         feed(&mut conn, &[0x82, 0x65]);
         assert_failed(&mut conn, CloseCode::MESSAGE_TOO_BIG);
-    }
-
-    #[test]
-    fn read_hint_asks_for_the_rest_of_the_frame_and_next_header() {
-        let mut conn = client();
-        let bytes = raw_frame(true, 0, 2, None, &[0; 300]);
-        let mut buf = BytesMut::from(&bytes[..50]);
-        let _ = conn.handle_bytes(&mut buf, t0());
-        assert_eq!(conn.read_hint(&buf), bytes.len() - 50 + 2);
     }
 }
 
@@ -1229,8 +1236,8 @@ mod pair {
             run(&steps, &[1], client_sends)?;
         }
 
-        /// Whatever bytes arrive, the connection never panics, and either keeps going or ends
-        /// with a Closed event and a Close frame already queued for a protocol error.
+        /// Whatever bytes arrive, in any chunking, the connection never panics, holds at most a
+        /// frame's worth of them, and a Closed event it reports carries the error that ended it.
         #[test]
         fn arbitrary_input_never_panics(
             data in prop::collection::vec(any::<u8>(), 0..512),
@@ -1255,8 +1262,9 @@ mod pair {
     }
 }
 
-/// The whole-message path (`read_whole_message`) takes only frames that pass every rule; the
-/// rest goes the general way. These pin the cases where the two could disagree.
+/// The whole-message path (`read_whole_message`, on `FrameDecoder::decode_whole_message`) takes
+/// only frames that pass every rule; the rest goes the general way. These pin the cases where the
+/// two could disagree, through `handle_bytes`.
 mod whole_message_path {
     use super::*;
 

@@ -115,12 +115,6 @@ impl Rsv {
     pub fn outside(self, allowed: Self) -> Self {
         Self(self.0 & !allowed.0)
     }
-
-    /// Both sets of bits.
-    #[must_use]
-    pub fn union(self, other: Self) -> Self {
-        Self(self.0 | other.0)
-    }
 }
 
 impl fmt::Debug for Rsv {
