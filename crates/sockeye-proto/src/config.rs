@@ -243,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn zero_limits_are_errors() {
+    fn zero_or_out_of_range_limits_are_errors() {
         assert_eq!(
             Config::builder().max_frame_size(0).build(),
             Err(ConfigError::Zero {

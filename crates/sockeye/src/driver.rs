@@ -114,7 +114,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Hands the core what is in the read buffer (at first: the bytes that came with the
     /// handshake).
     pub(crate) fn feed_core(&mut self) {
-        self.input_pending = self.conn.handle_bytes(&mut self.read_buf, self.read_at);
+        self.input_pending = self
+            .conn
+            .handle_bytes(&mut self.read_buf, self.read_at)
+            .is_paused();
     }
 
     pub(crate) fn io(&self) -> &S {

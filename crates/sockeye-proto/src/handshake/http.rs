@@ -4,17 +4,6 @@
 //! The scan touches each byte once however the head is split across reads, and fails as soon as
 //! the configured byte or header limit is passed, so a peer cannot make us buffer more.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
-
 use bytes::BufMut;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,

@@ -17,17 +17,6 @@
 //! Both sides remove exactly the HTTP head from the caller's buffer: the bytes after it are the
 //! first WebSocket frames. Head size and header count are bounded by [`Config`](crate::config::Config).
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
-
 mod client;
 mod http;
 mod origin;

@@ -1,16 +1,5 @@
 //! Which `Origin` a server accepts (RFC 6455 section 10.2), and how origins compare.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
-
 use std::fmt;
 use std::sync::Arc;
 

@@ -3,17 +3,6 @@
 //! response (101 on HTTP/1.1, 200 for an RFC 8441 extended CONNECT) and a ready connection,
 //! or the refusal.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
-
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;

@@ -110,7 +110,7 @@ impl<S: Read + Write> WebSocket<S> {
             stashed: None,
         };
         // The bytes that came with the handshake.
-        ws.pending = ws.conn.handle_bytes(&mut ws.buf, now());
+        ws.pending = ws.conn.handle_bytes(&mut ws.buf, now()).is_paused();
         ws
     }
 
@@ -157,7 +157,7 @@ impl<S: Read + Write> WebSocket<S> {
                 return None;
             }
             if self.pending {
-                self.pending = self.conn.handle_bytes(&mut self.buf, now());
+                self.pending = self.conn.handle_bytes(&mut self.buf, now()).is_paused();
                 continue;
             }
             if let Err(e) = self.write_out() {
@@ -185,7 +185,7 @@ impl<S: Read + Write> WebSocket<S> {
                 Ok(n) => {
                     self.buf
                         .extend_from_slice(&self.scratch[..n.min(READ_CHUNK)]);
-                    self.pending = self.conn.handle_bytes(&mut self.buf, now());
+                    self.pending = self.conn.handle_bytes(&mut self.buf, now()).is_paused();
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
