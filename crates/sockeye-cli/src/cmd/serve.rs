@@ -35,6 +35,11 @@ const MAX_HEAD: usize = 16 << 10;
 /// How long a TLS handshake may take, and then each request head, the first one or the next on
 /// a kept-alive connection (hyper's header read timeout, which also closes idle connections).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may go on serving HTTP requests (kept alive) before it is closed after
+/// its current response, which then gets `HEAD_TIMEOUT` more: a client that sends requests and
+/// never reads the answers cannot hold a connection for ever. Upgraded connections are not held
+/// to it.
+const HTTP_LIFETIME: Duration = Duration::from_secs(60);
 /// How many connections may be opening at once (in TLS or before their first request head).
 const MAX_OPENING: usize = sockeye::DEFAULT_MAX_CONCURRENT_HANDSHAKES;
 /// How long one send to a room member may wait for the member to read.
@@ -171,6 +176,7 @@ async fn accept_until_ctrl_c(listener: &TcpListener, shared: &Arc<Shared>) -> Jo
         // Reap finished connections so the set does not grow.
         while tasks.try_join_next().is_some() {}
     }
+    while tasks.try_join_next().is_some() {}
     tasks
 }
 
@@ -310,6 +316,15 @@ async fn handle(
             connection.as_mut().graceful_shutdown();
             connection.await
         }
+        () = tokio::time::sleep(HTTP_LIFETIME) => {
+            connection.as_mut().graceful_shutdown();
+            if let Ok(served) = tokio::time::timeout(HEAD_TIMEOUT, connection.as_mut()).await {
+                served
+            } else {
+                tracing::info!(%peer, "response not read in time");
+                return;
+            }
+        }
     };
     if let Err(e) = served {
         if e.is_timeout() {
@@ -365,6 +380,7 @@ enum Resource {
     WebSocket,
     /// A page asked for with a method other than GET or HEAD.
     MethodNotAllowed,
+    /// Anything else.
     NotFound,
 }
 
