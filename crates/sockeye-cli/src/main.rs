@@ -20,7 +20,6 @@ mod args;
 mod cmd;
 mod display;
 mod exit;
-mod rewind;
 
 use std::process::ExitCode;
 

@@ -175,6 +175,125 @@ fn serve_shows_the_demo_page() {
     assert!(page.contains("new WebSocket("));
 }
 
+/// One HTTP/1.1 response read off `tcp`, no further: its status, its head, and its body (by
+/// `content-length`, or none).
+async fn response(tcp: &mut tokio::net::TcpStream) -> (u16, String, Vec<u8>) {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        assert!(head.len() < 64 << 10, "no end of head");
+        head.push(tcp.read_u8().await.expect("a response head"));
+    }
+    let head = String::from_utf8(head).expect("a text head");
+    let status = head[9..12].parse().expect("a status");
+    let length = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().expect("a length"))
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    tcp.read_exact(&mut body).await.expect("the body");
+    (status, head, body)
+}
+
+#[tokio::test]
+async fn serve_keeps_a_page_connection_alive_for_the_websocket() {
+    // The echo server serves the page too, and answers without the race of joining a room.
+    let (_server, addr) = start(&["serve", "--echo", "127.0.0.1:0"]);
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let host = format!("Host: {addr}\r\n");
+    tcp.write_all(format!("GET / HTTP/1.1\r\n{host}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (status, head, page) = response(&mut tcp).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(String::from_utf8_lossy(&page).contains("new WebSocket("));
+
+    // The same connection answers again: HEAD gives the page's head and no body.
+    tcp.write_all(format!("HEAD /index.html HTTP/1.1\r\n{host}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {}", page.len())),
+        "{head}"
+    );
+
+    // And then upgrades: the page's WebSocket over the page's connection.
+    let (mut ws, _) = sockeye::ClientBuilder::new(format!("ws://{addr}/echo"))
+        .connect_on(tcp)
+        .await
+        .unwrap();
+    ws.send(Message::text("over the page's connection"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("over the page's connection")
+    );
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    assert!(ws.next().await.is_none());
+}
+
+#[tokio::test]
+async fn serve_answers_plain_requests_by_route() {
+    let (_server, addr) = start(&["serve", "127.0.0.1:0"]);
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let host = format!("Host: {addr}\r\n");
+    // On one kept-alive connection: an unknown path, a bad room name, a method the page does
+    // not take, the icon, and then a room without an upgrade: the library's 426, which closes.
+    for (request, status) in [
+        ("GET /nope", 404),
+        ("GET /rooms/a/b", 404),
+        ("POST /", 405),
+        ("GET /favicon.ico", 204),
+        ("GET /rooms/lobby", 426),
+    ] {
+        tcp.write_all(format!("{request} HTTP/1.1\r\n{host}content-length: 0\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (got, head, _) = response(&mut tcp).await;
+        assert_eq!(got, status, "{request}: {head}");
+        if status == 405 {
+            assert!(
+                head.to_ascii_lowercase().contains("allow: get, head"),
+                "{head}"
+            );
+        }
+        if status == 426 {
+            assert!(
+                head.to_ascii_lowercase().contains("upgrade: websocket"),
+                "{head}"
+            );
+        }
+    }
+    let mut rest = Vec::new();
+    tcp.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+
+    // A request head larger than the server takes: 431, not a read without end.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let filler = "x".repeat(32 << 10);
+    tcp.write_all(format!("GET / HTTP/1.1\r\n{host}x-filler: {filler}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (status, head, _) = response(&mut tcp).await;
+    assert_eq!(status, 431, "{head}");
+}
+
 #[tokio::test]
 async fn two_clients_in_one_room() {
     let (_server, addr) = start(&["serve", "127.0.0.1:0"]);
