@@ -126,7 +126,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
                 };
                 tasks.spawn(handle(Arc::clone(&shared), tcp, peer));
             }
-            _ = tokio::signal::ctrl_c() => break,
+            () = crate::signal::terminate() => break,
         }
         // Reap finished connections so the set does not grow.
         while tasks.try_join_next().is_some() {}
