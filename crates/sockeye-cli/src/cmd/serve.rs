@@ -130,7 +130,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         queue_bytes: args.client_queue_bytes,
         shutdown,
     });
-    let mut tasks = accept_until_ctrl_c(&listener, &shared).await;
+    let mut tasks = accept_until_stopped(&listener, &shared).await;
     eprintln!(
         "sockeye serve: shutting down, closing {} connections with 1001",
         tasks.len()
@@ -145,7 +145,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
 }
 
 /// Serves every connection in a task of its own until Ctrl-C; returns the tasks still running.
-async fn accept_until_ctrl_c(listener: &TcpListener, shared: &Arc<Shared>) -> JoinSet<()> {
+async fn accept_until_stopped(listener: &TcpListener, shared: &Arc<Shared>) -> JoinSet<()> {
     // The one bound on connections still opening (TLS, then their first request head) lives
     // here, in the accept loop: hyper reads the heads, and the library's
     // `max_concurrent_handshakes` bounds only its own accept, not `ServerBuilder::upgrade`. A
@@ -171,7 +171,7 @@ async fn accept_until_ctrl_c(listener: &TcpListener, shared: &Arc<Shared>) -> Jo
                     tracing::info!(%peer, "too many connections opening at once; closed");
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
+            () = crate::signal::terminate() => break,
         }
         // Reap finished connections so the set does not grow.
         while tasks.try_join_next().is_some() {}
