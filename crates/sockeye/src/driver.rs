@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use sockeye_proto::{CloseFrame, Closed, Connection, DataFrame, Event, Message};
+use std::future::Future as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
@@ -22,6 +23,10 @@ const MAX_IOV: usize = 64;
 const MAX_RESERVE: usize = 1 << 20;
 /// The largest read size the adaptive read chunk grows to.
 const MAX_READ_CHUNK: usize = 64 << 10;
+/// What one read of a lingering close takes at most (the bytes are dropped).
+const DRAIN_CHUNK: usize = 16 << 10;
+/// Reads of a lingering close before it yields to other tasks (and checks its deadline).
+const DRAIN_READS: usize = 16;
 
 /// What [`WebSocket::next_frame`](crate::WebSocket::next_frame) (and the blocking API's
 /// `read_frame`) yields: whole messages and, in streaming mode, the frames of data messages
@@ -72,6 +77,11 @@ pub(crate) struct Driver<S> {
     io_error: Option<io::Error>,
     /// The transport was shut down and the final item handed out.
     finished: bool,
+    /// Our side of the transport was shut down (the close handshake is over for us).
+    shut_down: bool,
+    /// While the peer may still be sending after our side was shut down, how long what it
+    /// sends is read and dropped (a lingering close).
+    linger: Option<Pin<Box<Sleep>>>,
     high_water: usize,
     /// How much the next read asks for at least: starts at the configured read buffer size and
     /// doubles (up to `MAX_READ_CHUNK`) after each read that filled what it was given.
@@ -104,6 +114,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             read_done: false,
             io_error: None,
             finished: false,
+            shut_down: false,
+            linger: None,
             high_water: config.write_buffer_high_water,
             read_chunk: config.read_buffer_size,
             protocol,
@@ -190,7 +202,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if self.conn.is_closed() && self.out.is_empty() && self.conn.should_close_transport() {
                 // Section 7.1.1: the server closes first; a client gets here after the server's
                 // EOF or after the close timeout.
-                let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+                if !self.shut_down {
+                    let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+                    self.shut_down = true;
+                }
+                ready!(self.poll_linger(cx));
                 self.finished = true;
                 return Poll::Ready(self.final_error().map(Err));
             }
@@ -205,6 +221,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             ready!(self.poll_read(cx));
         }
+    }
+
+    /// A lingering close: after our side is shut down, reads and drops what the peer still
+    /// sends until it ends its side, for at most the close timeout. Closing with unread input
+    /// would reset the connection, and a peer still busy sending (a message over our limit,
+    /// say) would lose our Close frame, and with it the reason, in the reset. The bytes are
+    /// dropped as they come: memory stays what the read buffer holds.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.read_done {
+            return Poll::Ready(());
+        }
+        let timeout = self.conn.config().close_timeout();
+        let linger = self
+            .linger
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if linger.as_mut().poll(cx).is_ready() {
+            self.read_done = true;
+            return Poll::Ready(());
+        }
+        for _ in 0..DRAIN_READS {
+            self.read_buf.clear();
+            self.read_buf.reserve(DRAIN_CHUNK);
+            match ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.io),
+                cx,
+                &mut self.read_buf
+            )) {
+                Ok(0) | Err(_) => {
+                    self.read_buf.clear();
+                    self.read_done = true;
+                    return Poll::Ready(());
+                }
+                Ok(_) => {}
+            }
+        }
+        // A peer that keeps sending: let other tasks run, then go on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// Reads once and feeds the core. Pending when nothing could be read.

@@ -689,6 +689,9 @@ pub enum TlsFailure {
     NoClientCertificate,
     /// The peer refused the handshake with this alert (it did not trust our certificate, say).
     PeerAlert(AlertDescription),
+    /// The peer does not speak TLS on this port: what came back is not a TLS record (a plain
+    /// HTTP answer, say).
+    NotTls,
     /// Another TLS failure: no common protocol version or cipher suite, a corrupt record.
     Other,
 }
@@ -720,6 +723,12 @@ impl TlsError {
             },
             rustls::Error::NoCertificatesPresented => TlsFailure::NoClientCertificate,
             rustls::Error::AlertReceived(alert) => TlsFailure::PeerAlert(*alert),
+            // The first bytes back are not a TLS record: an HTTP server's answer to what it
+            // took for a request, typically.
+            rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType
+                | rustls::InvalidMessage::UnknownProtocolVersion,
+            ) => TlsFailure::NotTls,
             _ => TlsFailure::Other,
         };
         Some(Self { failure, source })
@@ -747,6 +756,7 @@ impl fmt::Display for TlsError {
             TlsFailure::BadCertificate => "invalid certificate",
             TlsFailure::NoClientCertificate => "no client certificate presented",
             TlsFailure::PeerAlert(_) => "the peer refused the TLS handshake",
+            TlsFailure::NotTls => "the peer does not speak TLS",
             // rustls says it best.
             TlsFailure::Other => return fmt::Display::fmt(&self.source, f),
         };

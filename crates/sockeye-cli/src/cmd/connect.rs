@@ -353,15 +353,9 @@ async fn session(
                     idle.as_mut().reset(tokio::time::Instant::now() + args.wait);
                 }
                 None if args.no_close => input_open = false,
-                None => {
-                    close(&mut ws, CloseCode::NORMAL, "").await?;
-                    return Ok(End::InputDone);
-                }
+                None => return close_at_end(&mut ws).await,
             },
-            () = &mut idle, if waiting => {
-                close(&mut ws, CloseCode::NORMAL, "").await?;
-                return Ok(End::InputDone);
-            }
+            () = &mut idle, if waiting => return close_at_end(&mut ws).await,
             () = crate::signal::terminate() => {
                 close(&mut ws, CloseCode::NORMAL, "").await?;
                 return Ok(End::Interrupted);
@@ -458,6 +452,18 @@ async fn close(
         Ok(result) => Ok(result?),
         Err(_) => Ok(()),
     }
+}
+
+/// Closes at the end of the input; when the server had closed first (a message over its
+/// limit, say), reports its Close instead.
+async fn close_at_end(ws: &mut WebSocket<MaybeTlsStream>) -> anyhow::Result<End> {
+    let result = close(ws, CloseCode::NORMAL, "").await;
+    if let Some(closed) = ws.close_status()
+        && closed.initiator == sockeye::proto::Initiator::Remote
+    {
+        return server_closed(ws);
+    }
+    result.map(|()| End::InputDone)
 }
 
 /// Reports how the server closed the connection.
