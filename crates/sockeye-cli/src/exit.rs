@@ -96,7 +96,9 @@ pub(crate) fn describe(error: &anyhow::Error) -> String {
                     | AlertDescription::UnknownCA
                     | AlertDescription::CertificateUnknown,
                 ) => " (the server wants a client certificate it trusts: --cert and --key)",
-                TlsFailure::NotTls => " (this port does not serve TLS: use ws:// instead of wss://)",
+                TlsFailure::NotTls => {
+                    " (this port does not serve TLS: use ws:// instead of wss://)"
+                }
                 _ => "",
             };
             format!("{ws}{hint}")

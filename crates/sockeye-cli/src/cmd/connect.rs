@@ -458,8 +458,14 @@ async fn close(
 /// limit, say), reports its Close instead.
 async fn close_at_end(ws: &mut WebSocket<MaybeTlsStream>) -> anyhow::Result<End> {
     let result = close(ws, CloseCode::NORMAL, "").await;
+    // The server closed first, or answered with a code of its own (1009 for a message it
+    // had already refused while we were still sending it, say).
     if let Some(closed) = ws.close_status()
-        && closed.initiator == sockeye::proto::Initiator::Remote
+        && (closed.initiator == sockeye::proto::Initiator::Remote
+            || closed
+                .remote
+                .as_ref()
+                .is_some_and(|frame| !display::is_normal(frame.code)))
     {
         return server_closed(ws);
     }
