@@ -106,6 +106,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     let mut server = ServerBuilder::new()
         .config(config)
         .origin_policy(origin)
+        .protocols(args.subprotocols.iter().cloned())
         .on_request(route(args.echo, addr.ip().is_loopback()));
     // TLS ends here, in front of hyper, so the builder is told that pages come over https: the
     // same-host Origin must then be https too.
