@@ -30,6 +30,8 @@ use crate::args::ServeArgs;
 use crate::exit;
 
 const PAGE: &str = include_str!("../../assets/index.html");
+/// The page of `--echo`: a message box and the echoes, with their round-trip times.
+const ECHO_PAGE: &str = include_str!("../../assets/echo.html");
 /// The most a request head may take (hyper's read buffer; a larger head is answered 431).
 const MAX_HEAD: usize = 16 << 10;
 /// How long a TLS handshake may take, and then each request head, the first one or the next on
@@ -416,7 +418,11 @@ fn answer(
     drop(lock(&handover.opening).take());
     let upgrade = is_upgrade_request(&request);
     match resource(shared.echo, request.method(), request.uri().path(), upgrade) {
-        Resource::Page => text(StatusCode::OK, "text/html; charset=utf-8", PAGE),
+        Resource::Page => text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            if shared.echo { ECHO_PAGE } else { PAGE },
+        ),
         Resource::Favicon => text(StatusCode::NO_CONTENT, "text/plain", ""),
         Resource::NotFound => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         Resource::MethodNotAllowed => {
