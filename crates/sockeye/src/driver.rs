@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use sockeye_proto::{CloseFrame, Closed, Connection, DataFrame, Event, Message};
+use sockeye_proto::{CloseFrame, Closed, Connection, ConnectionError, DataFrame, Event, Message};
 use std::future::Future as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
@@ -229,7 +229,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// say) would lose our Close frame, and with it the reason, in the reset. The bytes are
     /// dropped as they come: memory stays what the read buffer holds.
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.read_done {
+        // Only after we failed the connection: a peer that completed the close handshake has
+        // nothing more to send, and one that did not answer in time is not waited for twice.
+        let failed = matches!(
+            self.conn
+                .close_status()
+                .and_then(|closed| closed.error.as_ref()),
+            Some(ConnectionError::Protocol(_))
+        );
+        if self.read_done || !failed {
             return Poll::Ready(());
         }
         let timeout = self.conn.config().close_timeout();

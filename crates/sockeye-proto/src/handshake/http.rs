@@ -121,13 +121,13 @@ pub(crate) fn parse_request_head(
     Ok(request)
 }
 
-/// Parses a complete response head found by [`HeadScanner`].
 /// The reason phrase of a response's status line as the server wrote it (`Switching
 /// Protocols`, or its own words), kept in the parsed response's extensions: `http` has no
 /// field for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReasonPhrase(pub String);
 
+/// Parses a complete response head found by [`HeadScanner`].
 pub(crate) fn parse_response_head(
     head: &[u8],
     end: HeadEnd,
