@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use sockeye_proto::{CloseFrame, Closed, Connection, Event, Message};
+use sockeye_proto::{CloseFrame, Closed, Connection, Event, Message, PreparedMessage};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
@@ -332,6 +332,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     pub(crate) fn start_send(&mut self, message: Message) -> Result<(), Error> {
         queue(&mut self.conn, message)
+    }
+
+    pub(crate) fn start_send_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
+        let conn = &mut self.conn;
+        conn.send_prepared(message).map_err(|e| {
+            if conn.is_open() {
+                Error::from(e)
+            } else {
+                Error::new(Kind::AlreadyClosed)
+            }
+        })
     }
 
     /// Like [`poll_flush`](Self::poll_flush), but leaves the write to the next
