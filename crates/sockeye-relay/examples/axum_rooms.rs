@@ -2,7 +2,7 @@
 use axum::extract::{Path, State};
 use axum::{Router, response::Response, routing::get};
 use sockeye::{DeflateConfig, ServerBuilder, axum::WebSocketUpgrade};
-use sockeye_relay::{RedisBackplane, RedisError, RedisLimits, Relay};
+use sockeye_relay::{RedisBackplane, RedisLimits, Relay};
 
 async fn room(
     Path(name): Path<String>,
@@ -14,25 +14,26 @@ async fn room(
     })
 }
 
-/// The app: rooms at `/rooms/{name}`, shared over Redis when `redis` names one.
-pub async fn app(redis: Option<&str>) -> Result<Router, RedisError> {
-    let relay = match redis {
-        Some(url) => Relay::builder()
-            .backplane(RedisBackplane::connect(url, None, RedisLimits::new()).await?)
-            .build(),
-        None => Relay::new(),
-    };
-    // Without server context takeover, members share one compressed frame per message.
+/// Members of `relay`'s rooms at `/rooms/{name}`. Without server context takeover, members that
+/// compress share one compressed frame per message.
+pub fn app(relay: Relay) -> Router {
     let deflate = DeflateConfig::new().server_no_context_takeover(true);
     let state = (ServerBuilder::new().deflate(deflate), relay);
-    Ok(Router::new()
+    Router::new()
         .route("/rooms/{name}", get(room))
-        .with_state(state))
+        .with_state(state)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let app = app(std::env::args().nth(1).as_deref()).await?;
+    // Shared with every other process on that Redis, or in this process only.
+    let relay = match std::env::args().nth(1) {
+        Some(url) => {
+            let redis = RedisBackplane::connect(&url, None, RedisLimits::new()).await?;
+            Relay::builder().backplane(redis).build()
+        }
+        None => Relay::new(),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-    Ok(axum::serve(listener, app).await?)
+    Ok(axum::serve(listener, app(relay)).await?)
 }
