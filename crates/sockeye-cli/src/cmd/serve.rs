@@ -11,13 +11,12 @@ use sockeye::{
     Accept, CloseCode, Config, DeflateConfig, MaybeTlsStream, OriginPolicy, Reject, ServerBuilder,
     TlsAcceptor, WebSocket, WebSocketConfig,
 };
+use sockeye_relay::backplane::wire::HEADER_LEN;
+use sockeye_relay::{QueueLimits, RedisBackplane, RedisError, RedisLimits, Relay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-
-use sockeye_relay::backplane::wire::HEADER_LEN;
-use sockeye_relay::{QueueLimits, RedisBackplane, RedisError, RedisLimits, Relay};
 
 use super::Usage;
 use crate::args::ServeArgs;
@@ -30,7 +29,6 @@ const MAX_HEAD: usize = 16 << 10;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one send to a room member may wait for the member to read.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_QUEUE: usize = RedisLimits::MAX_QUEUE;
 /// How long connections get to finish their close handshakes at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
 
@@ -150,8 +148,9 @@ async fn rooms(args: &ServeArgs) -> anyhow::Result<Relay> {
     let Some(url) = &args.redis else {
         return Ok(relay.build());
     };
-    if !(1..=MAX_QUEUE).contains(&args.redis_queue) {
-        return Err(Usage(format!("--redis-queue must be 1 to {MAX_QUEUE}")).into());
+    let max_queue = RedisLimits::MAX_QUEUE;
+    if !(1..=max_queue).contains(&args.redis_queue) {
+        return Err(Usage(format!("--redis-queue must be 1 to {max_queue}")).into());
     }
     if args.redis_queue_bytes < args.max_message + HEADER_LEN {
         return Err(Usage(format!(
