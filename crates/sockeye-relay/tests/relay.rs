@@ -167,6 +167,87 @@ async fn one_room_message_to_many_members_is_framed_once_and_compressed_once() {
     .await;
 }
 
+/// A backplane whose queue is always full.
+struct Full;
+
+impl sockeye_relay::Backplane for Full {
+    fn attach(&self, _inbound: sockeye_relay::Inbound) {}
+    fn subscribe(&self, _room: &str) {}
+    fn unsubscribe(&self, _room: &str) {}
+    fn publish(&self, _room: &str, _message: &Message) -> Result<(), sockeye_relay::Overloaded> {
+        Err(sockeye_relay::Overloaded)
+    }
+}
+
+#[tokio::test]
+async fn a_sender_the_backplane_cannot_take_is_closed_with_1013() {
+    support::bounded(async {
+        let relay = Relay::builder().backplane(Full).build();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        accept_into(listener, ServerBuilder::new(), relay.clone());
+        let mut a = member(&url, false).await;
+        let mut b = member(&url, false).await;
+        until_members(&relay, "x", 2).await;
+        a.send(Message::text("refused")).await.unwrap();
+        match a.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(frame.code, sockeye::CloseCode::TRY_AGAIN_LATER);
+            }
+            other => panic!("expected 1013, got {other:?}"),
+        }
+        assert!(a.next().await.is_none());
+        until_members(&relay, "x", 1).await;
+        assert_eq!(relay.stats().closed_overloaded, 1);
+        assert_eq!(
+            relay.stats().deliveries,
+            0,
+            "nobody got the refused message"
+        );
+        b.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_member_that_does_not_read_is_shed_and_the_others_keep_going() {
+    support::bounded(async {
+        let relay = Relay::builder()
+            .queue_limits(sockeye_relay::QueueLimits::new(2, 1 << 20))
+            .send_timeout(Duration::from_millis(200))
+            .build();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        accept_into(listener, ServerBuilder::new(), relay.clone());
+        // A member that never reads: once the socket buffers are full its writer waits, its
+        // queue fills, and the room sheds it.
+        let (stalled, _) = ClientBuilder::new(url.as_str()).connect().await.unwrap();
+        let mut reader = member(&url, false).await;
+        until_members(&relay, "x", 2).await;
+        let big = PreparedMessage::binary(vec![1u8; 256 << 10]);
+        let big = Arc::new(big);
+        let mut sent = 0;
+        while relay.stats().closed_slow == 0 {
+            relay.publish("x", Arc::clone(&big)).unwrap();
+            sent += 1;
+            assert_eq!(
+                reader.next().await.unwrap().unwrap().len(),
+                256 << 10,
+                "the reading member keeps up"
+            );
+            assert!(sent < 10_000, "the stalled member was never shed");
+        }
+        until_members(&relay, "x", 1).await;
+        relay.publish("x", PreparedMessage::text("after")).unwrap();
+        assert_eq!(
+            reader.next().await.unwrap().unwrap(),
+            Message::text("after")
+        );
+        drop(stalled);
+    })
+    .await;
+}
+
 /// A `redis-server` of its own on loopback, with no persistence.
 async fn redis_server(port: u16) -> Option<support::Daemon> {
     let exe = support::program("redis-server")?;
