@@ -27,6 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 
+/// Frames received with RSV1 (compressed).
+static COMPRESSED: AtomicU64 = AtomicU64::new(0);
 /// How many messages a sender may be ahead of the slowest member.
 const WINDOW: u64 = 64;
 /// The most the whole run may take.
@@ -190,7 +192,7 @@ async fn run(args: Args) -> std::io::Result<()> {
     let cpu = cpu_secs(args.pid).unwrap_or(cpu_before) - cpu_before;
     let deliveries: u64 = (0..args.members).map(expected).sum();
     println!(
-        "members {} senders {} messages {} size {} deflate {}: {} deliveries in {:.3} s, {:.0} deliveries/s, server CPU {:.3} s, {:.2} us/delivery",
+        "members {} senders {} messages {} size {} deflate {}: {} deliveries in {:.3} s, {:.0} deliveries/s, server CPU {:.3} s, {:.2} us/delivery, {} compressed",
         args.members,
         args.senders,
         args.messages,
@@ -200,7 +202,8 @@ async fn run(args: Args) -> std::io::Result<()> {
         elapsed,
         deliveries as f64 / elapsed,
         cpu,
-        cpu * 1e6 / deliveries as f64
+        cpu * 1e6 / deliveries as f64,
+        COMPRESSED.load(Ordering::Relaxed)
     );
     for task in sending {
         let _ = task.await;
@@ -256,7 +259,10 @@ async fn read_frames(
             if buf.len() - at < len {
                 break;
             }
-            match opcode {
+            if opcode & 0x40 != 0 {
+                COMPRESSED.fetch_add(1, Ordering::Relaxed);
+            }
+            match opcode & 0x0f {
                 0x2 => counts[member].fetch_add(1, Ordering::Relaxed),
                 0x1 => probed[member].fetch_add(1, Ordering::Relaxed),
                 // A Close: the member was shed.
@@ -274,8 +280,8 @@ async fn read_frames(
     }
 }
 
-/// The opcode and whole length (header and payload) of the unmasked frame at the start of
-/// `b`, once its header is there.
+/// The RSV bits and opcode, and the whole length (header and payload) of the unmasked frame at
+/// the start of `b`, once its header is there.
 fn header(b: &[u8]) -> Option<(u8, usize)> {
     let (first, second) = (*b.first()?, *b.get(1)?);
     let (len, head) = match second & 0x7f {
@@ -286,7 +292,7 @@ fn header(b: &[u8]) -> Option<(u8, usize)> {
         ),
         n => (usize::from(n), 2),
     };
-    Some((first & 0x0f, head + len))
+    Some((first & 0x7f, head + len))
 }
 
 /// A masked client frame (mask key 0: the payload as it is).
