@@ -28,7 +28,8 @@
 //! # }
 //! ```
 //!
-//! For rooms shared by several processes, build the relay with a [`RedisBackplane`]:
+//! For rooms shared by several processes, build the relay with a `RedisBackplane` (feature
+//! `redis`, on by default):
 //! `Relay::builder().backplane(RedisBackplane::connect(url, None, RedisLimits::new()).await?)`
 //! (the `axum_rooms` example does).
 //!
@@ -41,15 +42,15 @@
 //!   framed once ([`PreparedMessage`](sockeye::PreparedMessage)) and the same bytes are written
 //!   to every member; members that negotiated permessage-deflate without server context
 //!   takeover share one compressed frame, the others compress their own.
-//! - [`backplane`]: the [`Backplane`] trait, the in-process [`Local`] and [`RedisBackplane`],
+//! - [`backplane`]: the [`Backplane`] trait, the in-process [`Local`] and `RedisBackplane`,
 //!   and the [wire format](backplane::wire) on Redis.
 
 pub mod backplane;
 pub mod core;
 mod relay;
 
-pub use crate::backplane::{
-    Backplane, Inbound, Local, Overloaded, RedisBackplane, RedisError, RedisLimits,
-};
+pub use crate::backplane::{Backplane, Inbound, Local, Overloaded};
+#[cfg(feature = "redis")]
+pub use crate::backplane::{RedisBackplane, RedisError, RedisLimits};
 pub use crate::core::{MemberId, QueueLimits};
 pub use crate::relay::{Relay, RelayBuilder, RelayStats};

@@ -5,11 +5,13 @@
 //! brings theirs back through the [`Inbound`] handle it is given. [`Local`] is the in-process
 //! backplane (no other nodes); [`RedisBackplane`] shares rooms over Redis pub/sub.
 
+#[cfg(feature = "redis")]
 mod redis;
 pub mod wire;
 
 use sockeye::Message;
 
+#[cfg(feature = "redis")]
 pub use self::redis::{RedisBackplane, RedisError, RedisLimits};
 pub use crate::relay::Inbound;
 
