@@ -3,7 +3,8 @@
 //! A [`Relay`](crate::Relay) delivers what its members send to its other members itself; a
 //! [`Backplane`] carries the same messages to the other processes (nodes) sharing the rooms, and
 //! brings theirs back through the [`Inbound`] handle it is given. [`Local`] is the in-process
-//! backplane (no other nodes); [`RedisBackplane`] shares rooms over Redis pub/sub.
+//! backplane (no other nodes); `RedisBackplane` (feature `redis`, on by default) shares rooms
+//! over Redis pub/sub.
 
 #[cfg(feature = "redis")]
 mod redis;
