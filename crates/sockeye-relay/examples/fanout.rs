@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p sockeye-relay --example fanout -- ADDR PID [--members 100]
-//!     [--senders 1] [--messages 2000] [--size 64] [--deflate] [--room x]
+//!     [--senders 1] [--messages 2000] [--size 64] [--deflate | --deflate-takeover] [--room x]
 //! ```
 //!
 //! `ADDR` is a loopback `IP:PORT` serving rooms at `/rooms/NAME` (`sockeye serve`), `PID` that
@@ -11,9 +11,10 @@
 //! (the senders among them) join the room; each sender sends `--messages` binary messages of
 //! `--size` bytes, keeping at most 64 ahead of the slowest member so that nobody is shed as
 //! too slow. Every member reads every message but its own. `--deflate` offers permessage-deflate
-//! with `server_no_context_takeover`. Reports deliveries per second and the server's CPU time
-//! per delivery. The members are raw sockets that parse frame headers only, so the load costs
-//! little next to the server.
+//! with `server_no_context_takeover` (members can share one compressed frame),
+//! `--deflate-takeover` without it (each member's compressor keeps its context). Reports
+//! deliveries per second and the server's CPU time per delivery. The members are raw sockets
+//! that parse frame headers only, so the load costs little next to the server.
 
 // Counts and rates are printed as floats; frame lengths are bounded by their match arms.
 #![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
@@ -41,7 +42,8 @@ struct Args {
     senders: usize,
     messages: u64,
     size: usize,
-    deflate: bool,
+    /// permessage-deflate offered: `Some(true)` with `server_no_context_takeover`.
+    deflate: Option<bool>,
     room: String,
 }
 
@@ -67,7 +69,7 @@ fn parse() -> Result<Args, String> {
         senders: 1,
         messages: 2000,
         size: 64,
-        deflate: false,
+        deflate: None,
         room: "x".into(),
     };
     while let Some(flag) = args.next() {
@@ -78,7 +80,8 @@ fn parse() -> Result<Args, String> {
             "--messages" => parsed.messages = value()?.parse().map_err(|e| format!("{e}"))?,
             "--size" => parsed.size = value()?.parse().map_err(|e| format!("{e}"))?,
             "--room" => parsed.room = value()?,
-            "--deflate" => parsed.deflate = true,
+            "--deflate" => parsed.deflate = Some(true),
+            "--deflate-takeover" => parsed.deflate = Some(false),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -192,7 +195,7 @@ async fn run(args: Args) -> std::io::Result<()> {
     let cpu = cpu_secs(args.pid).unwrap_or(cpu_before) - cpu_before;
     let deliveries: u64 = (0..args.members).map(expected).sum();
     println!(
-        "members {} senders {} messages {} size {} deflate {}: {} deliveries in {:.3} s, {:.0} deliveries/s, server CPU {:.3} s, {:.2} us/delivery, {} compressed",
+        "members {} senders {} messages {} size {} deflate {:?}: {} deliveries in {:.3} s, {:.0} deliveries/s, server CPU {:.3} s, {:.2} us/delivery, {} compressed",
         args.members,
         args.senders,
         args.messages,
@@ -215,10 +218,12 @@ async fn run(args: Args) -> std::io::Result<()> {
 async fn connect(args: &Args) -> std::io::Result<(TcpStream, Vec<u8>)> {
     let mut stream = TcpStream::connect(args.addr).await?;
     stream.set_nodelay(true)?;
-    let extensions = if args.deflate {
-        "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
-    } else {
-        ""
+    let extensions = match args.deflate {
+        Some(true) => {
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
+        }
+        Some(false) => "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+        None => "",
     };
     let request = format!(
         "GET /rooms/{} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
