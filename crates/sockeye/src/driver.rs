@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use sockeye_proto::{CloseFrame, Closed, Connection, Event, Message, PreparedMessage};
+use sockeye_proto::{CloseFrame, Closed, Connection, Event, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
@@ -334,7 +334,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         queue(&mut self.conn, message)
     }
 
-    pub(crate) fn start_send_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
+    pub(crate) fn start_send_prepared(
+        &mut self,
+        message: &sockeye_proto::PreparedMessage,
+    ) -> Result<(), Error> {
         let conn = &mut self.conn;
         conn.send_prepared(message).map_err(|e| {
             if conn.is_open() {
