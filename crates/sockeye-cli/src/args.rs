@@ -54,11 +54,34 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
-    /// The server, ws://HOST[:PORT][/PATH][?QUERY] or wss://...
+    /// The server, ws://HOST[:PORT][/PATH][?QUERY] or wss://...; without a scheme, ws:// (wss://
+    /// for port 443).
     pub(crate) url: String,
     /// Send stdin in binary messages (chunks as read) and write binary messages raw to stdout.
     #[arg(long)]
     pub(crate) binary: bool,
+    /// Keep the connection open after stdin ends, until the server closes it (or Ctrl-C).
+    #[arg(short = 'n', long)]
+    pub(crate) no_close: bool,
+    /// Only receive: do not read stdin at all; stay until the server closes (or Ctrl-C).
+    #[arg(short = 'u', long, conflicts_with_all = ["once", "no_close"])]
+    pub(crate) receive_only: bool,
+    /// Interactive mode: a prompt, > and < markers, and the commands /ping [TEXT],
+    /// /close [CODE [REASON]] and /binary HEX. On by default when stdin and stdout are terminals.
+    #[arg(short = 'i', long, conflicts_with_all = ["once", "receive_only", "binary"])]
+    pub(crate) interactive: bool,
+    /// Basic authentication, USER:PASSWORD (an Authorization header).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub(crate) auth: Option<String>,
+    /// Show the Pings and Pongs received (and sent by /ping) on stderr.
+    #[arg(long)]
+    pub(crate) show_ping_pong: bool,
+    /// Largest message accepted from the server, in bytes; a larger one closes with 1009.
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) max_message_size: Option<usize>,
+    /// Time allowed to connect: DNS, TCP, proxy, TLS and the WebSocket handshake.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub(crate) connect_timeout: Duration,
     /// An extra request header, "Name: value" (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub(crate) headers: Vec<String>,
@@ -82,7 +105,7 @@ pub(crate) struct ConnectArgs {
     /// How long --once waits for replies after the last message was sent.
     #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION")]
     pub(crate) wait: Duration,
-    /// Print the handshake request and response headers to stderr.
+    /// Print the handshake to stderr: the request and the response (a refusal's too).
     #[arg(long)]
     pub(crate) show_headers: bool,
     /// Reconnect when the connection drops, with backoff.
@@ -127,8 +150,8 @@ pub(crate) struct NetArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on.
-    #[arg(default_value = "127.0.0.1:9001")]
+    /// Address to listen on: PORT (on 127.0.0.1), :PORT (every interface), HOST:PORT.
+    #[arg(default_value = "127.0.0.1:9001", value_parser = crate::addr::listen_addr)]
     pub(crate) addr: SocketAddr,
     /// Echo every message back instead of relaying it to a room.
     #[arg(long)]
@@ -180,18 +203,27 @@ pub(crate) struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ForwardArgs {
-    /// Where to listen: tcp:HOST:PORT (to a WebSocket URL) or ws://HOST:PORT (to a TCP address).
-    #[arg(long, value_name = "tcp:ADDR | ws://ADDR")]
+    /// Where to listen: tcp:ADDR or unix:PATH (clients bridged to a WebSocket URL), or
+    /// ws://ADDR or wss://ADDR (WebSocket clients bridged to a TCP address or unix:PATH). ADDR is
+    /// PORT, :PORT or HOST:PORT.
+    #[arg(long, value_name = "tcp:ADDR | unix:PATH | ws://ADDR | wss://ADDR")]
     pub(crate) listen: String,
-    /// Where to go: a ws:// or wss:// URL (for --listen tcp:) or HOST:PORT (for --listen ws://).
+    /// Where to go: a ws:// or wss:// URL (for --listen tcp: or unix:), or HOST:PORT or
+    /// unix:PATH (for --listen ws:// or wss://).
     pub(crate) target: String,
+    /// TLS certificate chain (PEM) for a wss:// listener. Needs --tls-key.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+    /// TLS private key (PEM) for a wss:// listener. Needs --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub(crate) net: NetArgs,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// An echo endpoint, ws://HOST[:PORT][/PATH] or wss://...
+    /// An echo endpoint, ws://HOST[:PORT][/PATH] or wss://... (without a scheme, ws://).
     pub(crate) url: String,
     #[command(flatten)]
     pub(crate) net: NetArgs,

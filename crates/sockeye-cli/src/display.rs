@@ -26,6 +26,22 @@ pub(crate) fn text_line(text: &str, pretty: bool) -> String {
     text.to_owned()
 }
 
+/// The first `max` bytes of `data` in hexadecimal, `...` when there are more.
+pub(crate) fn hex_preview(data: &[u8], max: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(max.min(data.len()) * 3 + 3);
+    for (i, byte) in data.iter().take(max).enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let _ = write!(out, "{byte:02x}");
+    }
+    if data.len() > max {
+        out.push_str(" ...");
+    }
+    out
+}
+
 /// A control message as a note for stderr, if worth showing.
 pub(crate) fn control_note(message: &Message) -> Option<String> {
     match message {
@@ -70,6 +86,13 @@ mod tests {
     fn elides_long_text() {
         assert_eq!(elide("short", 10), "short");
         assert_eq!(elide("abcdefghijklmnop", 6), "abc...(10 more)...nop");
+    }
+
+    #[test]
+    fn hex_previews() {
+        assert_eq!(hex_preview(&[0, 0xab, 16], 8), "00 ab 10");
+        assert_eq!(hex_preview(&[1, 2, 3], 2), "01 02 ...");
+        assert_eq!(hex_preview(&[], 2), "");
     }
 
     #[test]

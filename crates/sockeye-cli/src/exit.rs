@@ -36,6 +36,9 @@ pub(crate) fn code_for(error: &anyhow::Error) -> u8 {
     };
     match ws.kind() {
         Kind::Url(_) | Kind::HandshakeMisuse(_) | Kind::ProxyUrl(_) | Kind::TlsSetup(_) => USAGE,
+        // The connection ended before the handshake did: it was never made (a TLS port
+        // spoken to in plain text, a server that dropped the request).
+        Kind::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => CONNECT,
         Kind::Io(io) => io_code(io),
         Kind::Timeout(_)
         | Kind::Dns { .. }
@@ -93,6 +96,9 @@ pub(crate) fn describe(error: &anyhow::Error) -> String {
                     | AlertDescription::UnknownCA
                     | AlertDescription::CertificateUnknown,
                 ) => " (the server wants a client certificate it trusts: --cert and --key)",
+                TlsFailure::NotTls => {
+                    " (this port does not serve TLS: use ws:// instead of wss://)"
+                }
                 _ => "",
             };
             format!("{ws}{hint}")
@@ -118,6 +124,9 @@ pub(crate) fn describe(error: &anyhow::Error) -> String {
                     crate::display::elide(body, 200)
                 )
             }
+        }
+        Kind::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            format!("{ws} (if the port serves TLS, use wss:// instead of ws://)")
         }
         Kind::Io(io) if io_code(io) == CONNECT => {
             format!("cannot connect: {io} (is the server running, and is the address right?)")

@@ -16,11 +16,12 @@
     clippy::cast_sign_loss
 )]
 
+mod addr;
 mod args;
 mod cmd;
 mod display;
 mod exit;
-mod rewind;
+mod signal;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        signal::install();
         match cli.command {
             Command::Connect(args) => cmd::connect::run(args).await,
             Command::Serve(args) => cmd::serve::run(args).await,
@@ -49,6 +51,9 @@ fn main() -> ExitCode {
             Command::Bench(args) => cmd::bench::run(args).await,
         }
     });
+    // Not waiting for tasks still parked in a blocking read (stdin, which cannot be
+    // cancelled): the command is over, and it must not hang until the next line of input.
+    runtime.shutdown_background();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -175,6 +175,125 @@ fn serve_shows_the_demo_page() {
     assert!(page.contains("new WebSocket("));
 }
 
+/// One HTTP/1.1 response read off `tcp`, no further: its status, its head, and its body (by
+/// `content-length`, or none).
+async fn response(tcp: &mut tokio::net::TcpStream) -> (u16, String, Vec<u8>) {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        assert!(head.len() < 64 << 10, "no end of head");
+        head.push(tcp.read_u8().await.expect("a response head"));
+    }
+    let head = String::from_utf8(head).expect("a text head");
+    let status = head[9..12].parse().expect("a status");
+    let length = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().expect("a length"))
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    tcp.read_exact(&mut body).await.expect("the body");
+    (status, head, body)
+}
+
+#[tokio::test]
+async fn serve_keeps_a_page_connection_alive_for_the_websocket() {
+    // The echo server serves the page too, and answers without the race of joining a room.
+    let (_server, addr) = start(&["serve", "--echo", "127.0.0.1:0"]);
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let host = format!("Host: {addr}\r\n");
+    tcp.write_all(format!("GET / HTTP/1.1\r\n{host}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (status, head, page) = response(&mut tcp).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(String::from_utf8_lossy(&page).contains("new WebSocket("));
+
+    // The same connection answers again: HEAD gives the page's head and no body.
+    tcp.write_all(format!("HEAD /index.html HTTP/1.1\r\n{host}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {}", page.len())),
+        "{head}"
+    );
+
+    // And then upgrades: the page's WebSocket over the page's connection.
+    let (mut ws, _) = sockeye::ClientBuilder::new(format!("ws://{addr}/echo"))
+        .connect_on(tcp)
+        .await
+        .unwrap();
+    ws.send(Message::text("over the page's connection"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("over the page's connection")
+    );
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    assert!(ws.next().await.is_none());
+}
+
+#[tokio::test]
+async fn serve_answers_plain_requests_by_route() {
+    let (_server, addr) = start(&["serve", "127.0.0.1:0"]);
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let host = format!("Host: {addr}\r\n");
+    // On one kept-alive connection: an unknown path, a bad room name, a method the page does
+    // not take, the icon, and then a room without an upgrade: the library's 426, which closes.
+    for (request, status) in [
+        ("GET /nope", 404),
+        ("GET /rooms/a/b", 404),
+        ("POST /", 405),
+        ("GET /favicon.ico", 204),
+        ("GET /rooms/lobby", 426),
+    ] {
+        tcp.write_all(format!("{request} HTTP/1.1\r\n{host}content-length: 0\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (got, head, _) = response(&mut tcp).await;
+        assert_eq!(got, status, "{request}: {head}");
+        if status == 405 {
+            assert!(
+                head.to_ascii_lowercase().contains("allow: get, head"),
+                "{head}"
+            );
+        }
+        if status == 426 {
+            assert!(
+                head.to_ascii_lowercase().contains("upgrade: websocket"),
+                "{head}"
+            );
+        }
+    }
+    let mut rest = Vec::new();
+    tcp.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+
+    // A request head larger than the server takes: 431, not a read without end.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let filler = "x".repeat(32 << 10);
+    tcp.write_all(format!("GET / HTTP/1.1\r\n{host}x-filler: {filler}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (status, head, _) = response(&mut tcp).await;
+    assert_eq!(status, 431, "{head}");
+}
+
 #[tokio::test]
 async fn two_clients_in_one_room() {
     let (_server, addr) = start(&["serve", "127.0.0.1:0"]);
@@ -876,4 +995,388 @@ async fn rooms_over_a_redis_that_speaks_tls() {
         );
     })
     .await;
+}
+
+// ---- The command as websocat and wscat users expect it ----
+
+/// Starts `sockeye ARGS` with stdin, stdout and stderr piped, stdin left open.
+fn spawn_piped(args: &[&str]) -> Running {
+    Running(
+        sockeye()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary runs"),
+    )
+}
+
+/// Waits (bounded) for a child to exit, and returns its exit code and output.
+fn finish(mut running: Running, within: Duration) -> (Option<i32>, String, String) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = running.0.try_wait().expect("wait") {
+            let mut stdout = String::new();
+            let mut stderr = String::new();
+            if let Some(mut out) = running.0.stdout.take() {
+                std::io::Read::read_to_string(&mut out, &mut stdout).unwrap();
+            }
+            if let Some(mut err) = running.0.stderr.take() {
+                std::io::Read::read_to_string(&mut err, &mut stderr).unwrap();
+            }
+            return (status.code(), stdout, stderr);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(running: &Running, name: &str) {
+    let status = Command::new("kill")
+        .args([name, &running.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// One WebSocket server for a test: hands each accepted connection to `serve`, and reports
+/// the request it came with.
+async fn test_server<F, Fut>(
+    serve: F,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<http::Request<()>>,
+)
+where
+    F: Fn(sockeye::WebSocket<sockeye::MaybeTlsStream>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let serve = std::sync::Arc::new(serve);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let server = sockeye::ServerBuilder::new();
+            if let Ok((ws, request)) = server.accept_tcp_with_request(tcp).await {
+                let _ = tx.send(request);
+                tokio::spawn(serve(ws));
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn connect_exits_when_the_server_closes_though_stdin_is_open() {
+    // Before: the command waited for the next line of input after the server's close.
+    let (server, addr) = start(&["serve", "--echo", "127.0.0.1:0"]);
+    let mut client = spawn_piped(&["connect", &format!("ws://{addr}/")]);
+    let mut stdin = client.0.stdin.take().unwrap();
+    stdin.write_all(b"hello\n").unwrap();
+    stdin.flush().unwrap();
+    let mut stdout = BufReader::new(client.0.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "hello\n");
+    // serve handles SIGTERM as Ctrl-C: every connection gets 1001.
+    signal(&server, "-TERM");
+    let (code, _, stderr) = finish(client, Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("1001"), "{stderr}");
+    drop(stdin);
+}
+
+#[tokio::test]
+async fn connect_closes_with_1000_on_sigterm_and_on_ctrl_c() {
+    let (tx, mut closes) = tokio::sync::mpsc::unbounded_channel();
+    let (addr, mut requests) = test_server(move |mut ws| {
+        let tx = tx.clone();
+        async move {
+            while let Some(Ok(message)) = ws.next().await {
+                if let Message::Close(frame) = message {
+                    let _ = tx.send(frame.map(|f| f.code));
+                }
+            }
+        }
+    })
+    .await;
+    for name in ["-TERM", "-INT"] {
+        let client = spawn_piped(&["connect", &format!("ws://{addr}/")]);
+        support::bounded(requests.recv()).await.unwrap();
+        signal(&client, name);
+        let code = support::bounded(closes.recv()).await.unwrap();
+        assert_eq!(code, Some(CloseCode::NORMAL), "{name}");
+        let (status, _, stderr) = finish(client, Duration::from_secs(10));
+        assert_eq!(status, Some(0), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn addresses_and_urls_as_people_type_them() {
+    // A bare port listens on loopback, :PORT on every interface.
+    let (_server, addr) = start(&["serve", "--echo", "0"]);
+    assert!(addr.ip().is_loopback(), "{addr}");
+    let (_any, any) = start(&["serve", "--echo", ":0"]);
+    assert!(any.ip().is_unspecified(), "{any}");
+    let (_named, named) = start(&["serve", "--echo", "localhost:0"]);
+    assert!(named.ip().is_loopback(), "{named}");
+    // A URL without a scheme is ws://.
+    let out = run(
+        &["connect", "--once", &format!("127.0.0.1:{}/x", any.port())],
+        "no scheme\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no scheme\n");
+    let out = run(&["serve", "not-an-address"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_messages_are_raw_with_binary_and_a_note_otherwise() {
+    let (addr, _requests) = test_server(|mut ws| async move {
+        let _ = ws.send(Message::binary(vec![0_u8, 1, 2, 255])).await;
+        let _ = ws.close(CloseCode::NORMAL, "").await;
+    })
+    .await;
+    let url = format!("ws://{addr}/");
+    let out = run(&["connect", "-u", &url], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "{:?}", out.stdout);
+    assert!(
+        stderr(&out).contains("binary message of 4 bytes") && stderr(&out).contains("00 01 02 ff"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["connect", "--binary", "-u", &url], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.stdout, [0, 1, 2, 255]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_commands_and_basic_auth() {
+    let (tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    let (addr, mut requests) = test_server(move |mut ws| {
+        let tx = tx.clone();
+        async move {
+            while let Some(Ok(message)) = ws.next().await {
+                let _ = tx.send(message);
+            }
+        }
+    })
+    .await;
+    let out = run(
+        &[
+            "connect",
+            "-i",
+            "--auth",
+            "ann:s3cret",
+            &format!("ws://{addr}/"),
+        ],
+        "/ping hi\n/binary 01 02\nhello\n//slash\n/nope\n/close 4000 bye now\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let request = requests.recv().await.unwrap();
+    // "ann:s3cret" in base64.
+    assert_eq!(request.headers()["authorization"], "Basic YW5uOnMzY3JldA==");
+    let mut messages = Vec::new();
+    while let Some(message) = support::bounded(got.recv()).await {
+        let last = matches!(message, Message::Close(_));
+        messages.push(message);
+        if last {
+            break;
+        }
+    }
+    assert_eq!(
+        messages,
+        [
+            Message::Ping(bytes::Bytes::from_static(b"hi")),
+            Message::binary(vec![1_u8, 2]),
+            Message::text("hello"),
+            Message::text("/slash"),
+            Message::Close(Some(
+                sockeye::CloseFrame::new(CloseCode::from(4000), "bye now").unwrap()
+            )),
+        ]
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("connected to ws://"), "{stdout}");
+    assert!(stdout.contains("unknown command /nope"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_close_stays_for_the_server_after_stdin_ends() {
+    let (addr, _requests) = test_server(|mut ws| async move {
+        // Answers only after the client's input has long ended.
+        if let Some(Ok(message)) = ws.next().await {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let _ = ws.send(message).await;
+        }
+        let _ = ws.close(CloseCode::NORMAL, "done").await;
+    })
+    .await;
+    let out = run(&["connect", "-n", &format!("ws://{addr}/")], "late\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "late\n");
+}
+
+#[test]
+fn subprotocols_headers_and_message_limits_are_reported() {
+    let (_server, addr) = start(&["serve", "127.0.0.1:0"]);
+    // The server selects no subprotocol: said, not silent.
+    let out = run(
+        &[
+            "connect",
+            "--once",
+            "--subprotocol",
+            "chat",
+            &format!("ws://{addr}/rooms/a"),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("selected none of the subprotocols offered (chat)"),
+        "{}",
+        stderr(&out)
+    );
+    // --show-headers shows a refusal's response.
+    let out = run(
+        &["connect", "--show-headers", &format!("ws://{addr}/nope")],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("< HTTP/1.1 404 Not Found"),
+        "{}",
+        stderr(&out)
+    );
+    // A line over the server's limit: its 1009, whatever the size (before: a 5 MB line ended
+    // in a reset and "the connection is closed").
+    let (_echo, echo) = start(&["serve", "--echo", "127.0.0.1:0"]);
+    for size in [2_000_000, 5_000_000] {
+        let out = run(
+            &["connect", &format!("ws://{echo}/")],
+            &format!("{}\n", "x".repeat(size)),
+        );
+        assert_eq!(out.status.code(), Some(5), "{size}: {}", stderr(&out));
+        assert!(stderr(&out).contains("1009"), "{size}: {}", stderr(&out));
+    }
+}
+
+#[tokio::test]
+async fn bench_names_its_errors_and_checks_for_an_echo() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = run(
+        &["bench", "-c", "2", "-d", "1s", &format!("ws://{free}/")],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing listens"), "{}", stderr(&out));
+
+    let (_server, addr) = start(&["serve", "127.0.0.1:0"]);
+    let out = run(
+        &["bench", "-c", "2", "-d", "1s", &format!("ws://{addr}/nope")],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+
+    // A room relays the others' messages: reported, not measured as echoes, and the run
+    // keeps to its duration.
+    let started = std::time::Instant::now();
+    let out = run(
+        &[
+            "bench",
+            "-c",
+            "3",
+            "-d",
+            "2s",
+            &format!("ws://{addr}/rooms/bench"),
+        ],
+        "",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not an echo endpoint"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn forward_checks_its_target_before_it_listens() {
+    for args in [
+        [
+            "forward",
+            "--listen",
+            "tcp:127.0.0.1:0",
+            "http://example.com/",
+        ],
+        [
+            "forward",
+            "--listen",
+            "ws://127.0.0.1:0",
+            "ws://example.com/",
+        ],
+        ["forward", "--listen", "ws://127.0.0.1:0", "127.0.0.1"],
+        ["forward", "--listen", "wss://127.0.0.1:0", "127.0.0.1:7"],
+        [
+            "forward",
+            "--listen",
+            "udp:127.0.0.1:0",
+            "ws://example.com/",
+        ],
+    ] {
+        let out = run(&args, "");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn forward_to_and_from_unix_sockets() {
+    let (_echo, echo) = start(&["serve", "--echo", "127.0.0.1:0"]);
+    let dir = support::TempDir::new("forward-unix");
+    // unix:PATH -> ws://: a Unix client's bytes go through the echo server and back.
+    let path = dir.0.join("in.sock");
+    let path_arg = format!("unix:{}", path.display());
+    let _forward = start(&["forward", "--listen", &path_arg, &format!("ws://{echo}/")]);
+    let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+    stream.write_all(b"through a unix socket").await.unwrap();
+    let mut buf = vec![0_u8; 21];
+    support::bounded(stream.read_exact(&mut buf)).await.unwrap();
+    assert_eq!(buf, b"through a unix socket");
+
+    // ws:// -> unix:PATH: a WebSocket client reaches a Unix socket server.
+    let upstream = dir.0.join("up.sock");
+    let listener = tokio::net::UnixListener::bind(&upstream).unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = [0_u8; 5];
+        stream.read_exact(&mut buf).await.unwrap();
+        stream.write_all(&buf).await.unwrap();
+    });
+    let (_back, back) = start(&[
+        "forward",
+        "--listen",
+        "ws://127.0.0.1:0",
+        &format!("unix:{}", upstream.display()),
+    ]);
+    let (mut ws, _) = sockeye::connect(&format!("ws://{back}/")).await.unwrap();
+    ws.send(Message::binary(&b"hello"[..])).await.unwrap();
+    let echoed = support::bounded(ws.next()).await.unwrap().unwrap();
+    assert_eq!(echoed, Message::binary(&b"hello"[..]));
 }

@@ -64,7 +64,7 @@ fn receive(c: &mut Criterion, name: &str, opcode: OpCode) {
             b.iter_batched_ref(
                 || BytesMut::from(&frame[..]),
                 |buf| {
-                    conn.handle_bytes(buf, now);
+                    let _ = conn.handle_bytes(buf, now);
                     match conn.poll_event() {
                         Some(Event::Message(m)) => black_box(m),
                         other => panic!("unexpected {other:?}"),
@@ -218,7 +218,7 @@ fn deflate(c: &mut Criterion) {
                     (c, BytesMut::from(&wire[next][..]))
                 },
                 |(conn, buf)| {
-                    conn.handle_bytes(buf, Instant::now());
+                    let _ = conn.handle_bytes(buf, Instant::now());
                     black_box(conn.poll_event())
                 },
                 BatchSize::SmallInput,

@@ -139,7 +139,7 @@ impl CloseFrame {
     /// A one-byte payload and a code that may not be sent are protocol errors (1002); a reason
     /// that is not UTF-8 is invalid payload data (1007).
     pub fn parse(payload: &Bytes) -> Result<Option<Self>, ProtocolError> {
-        let Some((code, reason)) = payload.split_first_chunk::<2>() else {
+        let Some((code, _)) = payload.split_first_chunk::<2>() else {
             if payload.is_empty() {
                 return Ok(None);
             }
@@ -150,12 +150,10 @@ impl CloseFrame {
             return Err(ProtocolError::InvalidCloseCode { code: code.0 });
         }
         // Section 5.5.1: the body after the code is UTF-8 encoded data.
-        let reason_len = reason.len();
-        let reason = Utf8Bytes::try_from(payload.slice(2..2 + reason_len)).map_err(|e| {
-            ProtocolError::InvalidUtf8 {
+        let reason =
+            Utf8Bytes::try_from(payload.slice(2..)).map_err(|e| ProtocolError::InvalidUtf8 {
                 valid_up_to: e.valid_up_to(),
-            }
-        })?;
+            })?;
         Ok(Some(Self { code, reason }))
     }
 
@@ -167,7 +165,7 @@ impl CloseFrame {
 
     /// Length of the wire form.
     pub fn encoded_len(&self) -> usize {
-        2 + self.reason.len()
+        2usize.saturating_add(self.reason.len())
     }
 }
 

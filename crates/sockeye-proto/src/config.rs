@@ -115,7 +115,9 @@ impl ConfigBuilder {
     /// Largest received message, in bytes, counted after any decompression. Default 64 MiB.
     ///
     /// Exceeding it fails the connection with 1009 as soon as the excess is announced (or
-    /// inflated), so a message never holds more than this in memory.
+    /// inflated), so a message never holds more than this in memory. In
+    /// [streaming](Self::streaming) mode, where nothing of a message is held, it bounds each
+    /// frame's payload (after decompression) instead.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.0.max_message_size = bytes;
         self
@@ -181,7 +183,9 @@ impl ConfigBuilder {
 
     /// Deliver each received data frame as [`Event::Frame`](crate::Event::Frame) instead of
     /// assembling whole messages, so large messages need not be buffered. Text is still checked
-    /// for UTF-8 across frames. Default: off.
+    /// for UTF-8 across frames. A message may then be larger than
+    /// [`max_message_size`](Self::max_message_size), which bounds each frame instead;
+    /// [`max_fragments`](Self::max_fragments) still bounds its frame count. Default: off.
     pub fn streaming(mut self, on: bool) -> Self {
         self.0.streaming = on;
         self
@@ -239,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn zero_limits_are_errors() {
+    fn zero_or_out_of_range_limits_are_errors() {
         assert_eq!(
             Config::builder().max_frame_size(0).build(),
             Err(ConfigError::Zero {

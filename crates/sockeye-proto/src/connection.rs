@@ -1,20 +1,27 @@
 //! The connection state machine: data frames, control frames, the close handshake, keepalive.
+//! Frames are read by [`crate::frame`]'s decoder; their messages are assembled by
+//! [`assembler`].
+
+mod assembler;
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use self::assembler::Assembler;
 use crate::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 use crate::config::Config;
 use crate::error::{ApiMisuse, ConnectionError, ProtocolError};
-use crate::event::{Closed, DataFrame, DataKind, Event, Initiator, Message};
+use crate::event::{Closed, DataKind, Event, Initiator, Message};
 use crate::extension::Extension;
-use crate::frame::{Frame, FrameHead, HeadRules, MAX_CONTROL_PAYLOAD, MAX_HEAD_LEN, OpCode, Rsv};
+use crate::frame::{
+    Frame, FrameDecoder, FrameHead, HeadRules, MAX_CONTROL_PAYLOAD, MAX_HEAD_LEN, OpCode, Rsv,
+};
 use crate::mask::{MaskSource, OsMaskSource, apply_mask};
 use crate::prepared::PreparedMessage;
 use crate::role::Role;
-use crate::utf8::{Utf8Bytes, Utf8Validator};
+use crate::utf8::Utf8Bytes;
 
 /// Payloads up to this size are copied into the shared output buffer, so that many small frames
 /// leave in one write; larger ones (from a server, which does not mask) are handed out as their
@@ -25,17 +32,24 @@ const COPY_LIMIT: usize = 8 << 10;
 ///
 /// # Contract
 /// - **Input**: [`handle_bytes`](Self::handle_bytes) with the read buffer (whole frames are split
-///   off it; a partial frame stays, already unmasked and checked as far as it goes; when it
-///   returns `true`, take the events and call it again),
+///   off it; a partial frame stays, already unmasked and checked as far as it goes),
 ///   [`handle_eof`](Self::handle_eof) when the transport's read side ends, and
 ///   [`handle_timeout`](Self::handle_timeout) when the deadline from
 ///   [`poll_timeout`](Self::poll_timeout) passes.
 /// - **Commands**: [`send`](Self::send) and its shorthands, [`send_fragment`](Self::send_fragment),
 ///   [`close`](Self::close). They fail only for [`ApiMisuse`], never because of the peer.
-/// - **Output**, after any input or command, in this order: [`poll_transmit`](Self::poll_transmit)
-///   until `None`, writing each chunk in order; [`poll_event`](Self::poll_event) until `None`;
-///   [`poll_timeout`](Self::poll_timeout) to re-arm the one timer; and when
-///   [`should_close_transport`](Self::should_close_transport) is true, close the transport.
+/// - **Output**, after any input or command, in this order:
+///   1. [`poll_event`](Self::poll_event) until `None`, answering events with commands as you go;
+///   2. when `handle_bytes` returned [`Progress::Paused`], call it again and go back to 1, before
+///      writing or reading more, so that the answers to everything one read brought leave
+///      together;
+///   3. [`poll_transmit`](Self::poll_transmit) until `None`, writing each chunk in order;
+///   4. once all of it is written, close the transport if
+///      [`should_close_transport`](Self::should_close_transport) says so;
+///   5. [`poll_timeout`](Self::poll_timeout) to re-arm the one timer.
+///
+///   After a command alone, steps 3 to 5. The async and blocking drivers of the `sockeye` crate
+///   follow this order.
 ///
 /// A peer's protocol violation never comes back as an `Err`: the connection queues the Close
 /// frame with the code RFC 6455 names (1002, 1007, 1009), stops reading, and reports
@@ -48,9 +62,10 @@ pub struct Connection {
     extension: Option<Box<dyn Extension>>,
 
     // Input.
+    /// The header rules of this role, extension and frame size limit.
+    decoder: FrameDecoder,
     pending: Option<PendingFrame>,
-    incoming: Option<Incoming>,
-    utf8: Utf8Validator,
+    assembler: Assembler,
 
     // Output.
     out_buf: BytesMut,
@@ -75,6 +90,26 @@ pub struct Connection {
     pong_deadline: Option<Instant>,
 }
 
+/// Where [`Connection::handle_bytes`] stopped.
+#[must_use = "after `Progress::Paused`, take the events and call `handle_bytes` again before reading more"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Progress {
+    /// The buffer holds no whole frame any more (at most the start of one, already checked as
+    /// far as it goes): read more from the transport.
+    NeedBytes,
+    /// Stopped after a complete data message with bytes left in the buffer: take the events
+    /// (and answer them), then call `handle_bytes` again before reading more.
+    Paused,
+}
+
+impl Progress {
+    /// Whether `handle_bytes` stopped with more input in the buffer ([`Progress::Paused`]).
+    #[inline]
+    pub fn is_paused(self) -> bool {
+        self == Self::Paused
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Both directions open.
@@ -97,32 +132,24 @@ struct PendingFrame {
     check_utf8: bool,
 }
 
-/// A data message being received.
-#[derive(Debug)]
-struct Incoming {
-    kind: DataKind,
-    /// The first frame had the extension's RSV bits: decode each frame through it.
-    encoded: bool,
-    frames: usize,
-    /// Bytes received so far (after decoding).
-    size: usize,
-    /// The assembled payload; unused in streaming mode.
-    buf: BytesMut,
-}
-
 impl Connection {
     /// A connection for `role` under `config`, opened at `now` (keepalive counts from there).
     pub fn new(role: Role, config: Config, now: Instant) -> Self {
         let next_ping = config.ping_interval().and_then(|i| now.checked_add(i));
+        let decoder = FrameDecoder::new(HeadRules {
+            role,
+            extension_rsv: Rsv::NONE,
+            max_frame_size: config.max_frame_size(),
+        });
         Self {
             role,
             config,
             state: State::Open,
             mask: Box::new(OsMaskSource::new()),
             extension: None,
+            decoder,
             pending: None,
-            incoming: None,
-            utf8: Utf8Validator::new(),
+            assembler: Assembler::default(),
             out_buf: BytesMut::new(),
             out_chunks: VecDeque::new(),
             queued: 0,
@@ -144,6 +171,10 @@ impl Connection {
     /// Installs the extension negotiated in the opening handshake.
     #[must_use]
     pub fn with_extension(mut self, extension: Box<dyn Extension>) -> Self {
+        self.decoder = FrameDecoder::new(HeadRules {
+            extension_rsv: extension.rsv(),
+            ..*self.decoder.rules()
+        });
         self.extension = Some(extension);
         self
     }
@@ -218,27 +249,28 @@ impl Connection {
     /// Processes received bytes. Whole frames are split off the front of `buf` without copying;
     /// a partial frame stays in `buf`, unmasked and checked as far as it has arrived.
     ///
-    /// Returns `true` when it stopped after a complete data message with bytes left in `buf`:
-    /// take the events, then call it again. Stopping there lets the application answer a
-    /// message before later frames are looked at, so a violation that follows a message fails
-    /// the connection only after that message was delivered and answered.
+    /// Returns [`Progress::Paused`] when it stopped after a complete data message with bytes
+    /// left in `buf`: take the events, then call it again (before reading more). Stopping there
+    /// lets the application answer a message before later frames are looked at, so a violation
+    /// that follows a message fails the connection only after that message was delivered and
+    /// answered. [`Progress::NeedBytes`] when `buf` holds no whole frame any more.
     ///
     /// After the WebSocket is closed, input is discarded. A protocol violation fails the
     /// connection (see the type's docs); the rest of `buf` is discarded then.
-    pub fn handle_bytes(&mut self, buf: &mut BytesMut, now: Instant) -> bool {
+    pub fn handle_bytes(&mut self, buf: &mut BytesMut, now: Instant) -> Progress {
         self.last_now = self.last_now.max(now);
         loop {
             if buf.is_empty() {
-                return false;
+                return Progress::NeedBytes;
             }
             if !self.reads_frames() {
                 buf.clear();
-                return false;
+                return Progress::NeedBytes;
             }
             if let Some(done) = self.read_whole_message(buf) {
                 match done {
-                    Ok(()) if !buf.is_empty() => return true,
-                    Ok(()) => return false,
+                    Ok(()) if !buf.is_empty() => return Progress::Paused,
+                    Ok(()) => return Progress::NeedBytes,
                     Err(error) => {
                         self.fail(error);
                         continue;
@@ -254,10 +286,10 @@ impl Connection {
                     if let Err(error) = self.handle_frame(frame, now) {
                         self.fail(error);
                     } else if data && self.events.len() > events && !buf.is_empty() {
-                        return true;
+                        return Progress::Paused;
                     }
                 }
-                Ok(None) => return false,
+                Ok(None) => return Progress::NeedBytes,
                 Err(error) => self.fail(error),
             }
         }
@@ -270,7 +302,7 @@ impl Connection {
     pub fn handle_eof(&mut self) {
         if self.state != State::Closed {
             self.pending = None;
-            self.incoming = None;
+            self.assembler.reset();
             self.finish(Initiator::Remote, Some(ConnectionError::UnexpectedEof));
         }
         self.close_transport = true;
@@ -454,71 +486,27 @@ impl Connection {
         self.state != State::Closed
     }
 
-    fn head_rules(&self) -> HeadRules {
-        HeadRules {
-            role: self.role,
-            extension_rsv: self.extension.as_deref().map_or(Rsv::NONE, Extension::rsv),
-            max_frame_size: self.config.max_frame_size(),
-        }
-    }
-
-    /// The common case, taken without the general machinery: an unfragmented, unextended text
-    /// or binary message that is in `buf` entirely, with no other message in progress. `None`
-    /// when the next frame is anything else (including anything invalid), and nothing was
-    /// consumed: [`read_frame`](Self::read_frame) then reads it and names what is wrong. Every
-    /// rule of that path holds here, because only frames that pass them all are taken.
+    /// The common case, taken without the general machinery: a message in one frame, complete
+    /// in `buf`, with no other message in progress
+    /// ([`FrameDecoder::decode_whole_message`], which takes only frames that pass every rule of
+    /// the general path). `None` when the next frame is anything else, and nothing was consumed:
+    /// [`read_frame`](Self::read_frame) then reads it and names what is wrong.
     #[inline]
     fn read_whole_message(&mut self, buf: &mut BytesMut) -> Option<Result<(), ProtocolError>> {
-        if self.pending.is_some() || self.incoming.is_some() || self.config.streaming() {
+        if self.pending.is_some() || self.assembler.in_progress() || self.config.streaming() {
             return None;
         }
-        let (&[b0, b1], rest) = buf.split_first_chunk::<2>()?;
-        // FIN set, no RSV bits, and opcode text (0x1) or binary (0x2).
-        let text = match b0 {
-            0x81 => true,
-            0x82 => false,
-            _ => return None,
-        };
-        if (b1 & 0x80 != 0) != self.role.expects_masked() {
-            return None;
-        }
-        let (payload_len, rest) = match b1 & 0x7f {
-            126 => {
-                let (len, rest) = rest.split_first_chunk::<2>()?;
-                (usize::from(u16::from_be_bytes(*len)), rest)
-            }
-            127 => return None,
-            len => (usize::from(len), rest),
-        };
-        let key = if b1 & 0x80 != 0 {
-            Some(*rest.first_chunk::<4>()?)
+        let frame = self
+            .decoder
+            .decode_whole_message(buf, self.config.max_message_size())?;
+        let kind = if frame.opcode == OpCode::Text {
+            DataKind::Text
         } else {
-            None
+            DataKind::Binary
         };
-        let head_len = buf.len() - rest.len() + if key.is_some() { 4 } else { 0 };
-        if payload_len > self.config.max_frame_size()
-            || payload_len > self.config.max_message_size()
-            || buf.len() - head_len < payload_len
-        {
-            return None;
-        }
-        buf.advance(head_len);
-        let mut payload = buf.split_to(payload_len);
-        if let Some(key) = key {
-            apply_mask(&mut payload, key, 0);
-        }
-        let payload = payload.freeze();
-        let message = if text {
-            match Utf8Bytes::try_from(payload) {
-                Ok(text) => Message::Text(text),
-                Err(e) => {
-                    return Some(Err(ProtocolError::InvalidUtf8 {
-                        valid_up_to: e.valid_up_to(),
-                    }));
-                }
-            }
-        } else {
-            Message::Binary(payload)
+        let message = match assembler::message(kind, frame.payload) {
+            Ok(message) => message,
+            Err(error) => return Some(Err(assembler::invalid_utf8(error))),
         };
         // Any frame shows the peer is alive.
         self.pong_deadline = None;
@@ -535,24 +523,18 @@ impl Connection {
         } else {
             return Ok(None);
         };
-        let arrived = buf
-            .len()
-            .saturating_sub(pending.head_len)
-            .min(pending.payload_len);
-        if arrived > pending.done {
-            let start = pending.head_len + pending.done;
-            let new = &mut buf[start..pending.head_len + arrived];
+        let body = buf.get_mut(pending.head_len..).unwrap_or_default();
+        let arrived = body.len().min(pending.payload_len);
+        if let Some(new) = body.get_mut(pending.done..arrived)
+            && !new.is_empty()
+        {
             if let Some(key) = pending.head.mask {
                 apply_mask(new, key, pending.done);
             }
             // Fail fast (section 8.1): text that can no longer become valid UTF-8 fails the
             // connection now, not when the frame or message is complete.
             if pending.check_utf8 {
-                self.utf8
-                    .feed(new)
-                    .map_err(|e| ProtocolError::InvalidUtf8 {
-                        valid_up_to: e.valid_up_to(),
-                    })?;
+                self.assembler.feed_text(new)?;
             }
             pending.done = arrived;
         }
@@ -575,8 +557,8 @@ impl Connection {
         let Some((head, head_len)) = FrameHead::parse(buf)? else {
             return Ok(None);
         };
-        head.check(&self.head_rules())?;
-        let check_utf8 = self.check_message_rules(&head)?;
+        head.check(self.decoder.rules())?;
+        let check_utf8 = self.assembler.check_head(&head, &self.config)?;
         // `check` bounded the length by `max_frame_size`, a usize.
         let payload_len =
             usize::try_from(head.payload_len).map_err(|_| ProtocolError::FrameTooBig {
@@ -588,7 +570,7 @@ impl Connection {
         // Streaming mode hands frames out as they are, so it checks them here.
         let whole = head.fin
             && !self.config.streaming()
-            && self.incoming.is_none()
+            && !self.assembler.in_progress()
             && buf.len().saturating_sub(head_len) >= payload_len;
         Ok(Some(PendingFrame {
             head,
@@ -597,38 +579,6 @@ impl Connection {
             done: 0,
             check_utf8: check_utf8 && !whole,
         }))
-    }
-
-    /// Checks a data frame header against the message in progress (section 5.4) and the
-    /// message limits, before its payload is read. Returns whether its payload is text to check
-    /// for UTF-8 as it arrives.
-    fn check_message_rules(&self, head: &FrameHead) -> Result<bool, ProtocolError> {
-        let max = self.config.max_message_size();
-        let encoded = !head.rsv.is_empty();
-        match (head.opcode, &self.incoming) {
-            (OpCode::Close | OpCode::Ping | OpCode::Pong, _) => Ok(false),
-            // Section 5.4: fragments of one message may not interleave with another message.
-            (OpCode::Text | OpCode::Binary, Some(_)) => Err(ProtocolError::ExpectedContinuation),
-            (OpCode::Continuation, None) => Err(ProtocolError::UnexpectedContinuation),
-            (OpCode::Text | OpCode::Binary, None) => {
-                if !encoded && head.payload_len > max as u64 {
-                    return Err(ProtocolError::MessageTooBig { max });
-                }
-                Ok(head.opcode == OpCode::Text && !encoded)
-            }
-            (OpCode::Continuation, Some(incoming)) => {
-                if incoming.frames >= self.config.max_fragments() {
-                    return Err(ProtocolError::TooManyFragments {
-                        max: self.config.max_fragments(),
-                    });
-                }
-                let total = (incoming.size as u64).saturating_add(head.payload_len);
-                if !incoming.encoded && total > max as u64 {
-                    return Err(ProtocolError::MessageTooBig { max });
-                }
-                Ok(incoming.kind == DataKind::Text && !incoming.encoded)
-            }
-        }
     }
 
     fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<(), ProtocolError> {
@@ -667,7 +617,7 @@ impl Connection {
         self.events
             .push_back(Event::Message(Message::Close(frame.clone())));
         self.pending = None;
-        self.incoming = None;
+        self.assembler.reset();
         let initiator = if self.state == State::CloseSent {
             Initiator::Local
         } else {
@@ -690,86 +640,13 @@ impl Connection {
     }
 
     fn handle_data(&mut self, frame: Frame) -> Result<(), ProtocolError> {
-        let first = frame.opcode != OpCode::Continuation;
-        let mut incoming = match self.incoming.take() {
-            Some(incoming) => incoming,
-            None => Incoming {
-                kind: if frame.opcode == OpCode::Text {
-                    DataKind::Text
-                } else {
-                    DataKind::Binary
-                },
-                encoded: !frame.rsv.is_empty(),
-                frames: 0,
-                size: 0,
-                buf: BytesMut::new(),
-            },
-        };
-        incoming.frames = incoming.frames.saturating_add(1);
-        let max = self.config.max_message_size();
-        let payload = if incoming.encoded {
-            let budget = max.saturating_sub(incoming.size);
-            let extension =
-                self.extension
-                    .as_deref_mut()
-                    .ok_or(ProtocolError::ReservedBitsSet {
-                        bits: frame.rsv.bits(),
-                    })?;
-            let decoded = extension.decode(frame.payload, frame.fin, budget)?;
-            if decoded.len() > budget {
-                return Err(ProtocolError::MessageTooBig { max });
-            }
-            if incoming.kind == DataKind::Text {
-                self.utf8
-                    .feed(&decoded)
-                    .map_err(|e| ProtocolError::InvalidUtf8 {
-                        valid_up_to: e.valid_up_to(),
-                    })?;
-            }
-            decoded
-        } else {
-            frame.payload
-        };
-        incoming.size = incoming.size.saturating_add(payload.len());
-        if frame.fin && incoming.kind == DataKind::Text {
-            self.utf8.finish().map_err(|e| ProtocolError::InvalidUtf8 {
-                valid_up_to: e.valid_up_to(),
-            })?;
+        let extension = self
+            .extension
+            .as_deref_mut()
+            .map(|e| e as &mut dyn Extension);
+        if let Some(event) = self.assembler.push(frame, &self.config, extension)? {
+            self.events.push_back(event);
         }
-
-        if self.config.streaming() {
-            self.events.push_back(Event::Frame(DataFrame {
-                kind: incoming.kind,
-                payload,
-                first,
-                fin: frame.fin,
-            }));
-            if !frame.fin {
-                self.incoming = Some(incoming);
-            }
-            return Ok(());
-        }
-        if !frame.fin {
-            incoming.buf.extend_from_slice(&payload);
-            self.incoming = Some(incoming);
-            return Ok(());
-        }
-        // A message in one frame keeps the read buffer's allocation: no copy.
-        let data = if first {
-            payload
-        } else {
-            incoming.buf.extend_from_slice(&payload);
-            incoming.buf.freeze()
-        };
-        let message = match incoming.kind {
-            DataKind::Binary => Message::Binary(data),
-            DataKind::Text => Message::Text(Utf8Bytes::try_from(data).map_err(|e| {
-                ProtocolError::InvalidUtf8 {
-                    valid_up_to: e.valid_up_to(),
-                }
-            })?),
-        };
-        self.events.push_back(Event::Message(message));
         Ok(())
     }
 
@@ -780,7 +657,7 @@ impl Connection {
             return;
         }
         self.pending = None;
-        self.incoming = None;
+        self.assembler.reset();
         if self.state == State::Open {
             let reason = truncate_reason(error.to_string(), error.close_code());
             self.queue_close(Some(CloseFrame {
@@ -891,17 +768,24 @@ impl Connection {
             let key = self.mask.next_key();
             head.mask = Some(key);
             let head_len = head.encode(&mut head_bytes);
-            self.out_buf.reserve(head_len + payload.len());
-            self.out_buf.extend_from_slice(&head_bytes[..head_len]);
+            let head_bytes = head_bytes.get(..head_len).unwrap_or_default();
+            let len = head_bytes.len().saturating_add(payload.len());
+            self.out_buf.reserve(len);
+            self.out_buf.extend_from_slice(head_bytes);
             let start = self.out_buf.len();
             self.out_buf.extend_from_slice(&payload);
-            apply_mask(&mut self.out_buf[start..], key, 0);
-            self.queued += head_len + payload.len();
+            if let Some(masked) = self.out_buf.get_mut(start..) {
+                apply_mask(masked, key, 0);
+            }
+            self.queued = self.queued.saturating_add(len);
             return;
         }
         let head_len = head.encode(&mut head_bytes);
-        self.out_buf.extend_from_slice(&head_bytes[..head_len]);
-        self.queued += head_len + payload.len();
+        let head_bytes = head_bytes.get(..head_len).unwrap_or_default();
+        self.out_buf.extend_from_slice(head_bytes);
+        self.queued = self
+            .queued
+            .saturating_add(head_bytes.len().saturating_add(payload.len()));
         if payload.len() <= COPY_LIMIT {
             self.out_buf.extend_from_slice(&payload);
         } else {
@@ -940,7 +824,7 @@ impl Connection {
             return self.send_data(kind_opcode(message.kind()), payload);
         };
         // As `push_frame` does: small frames join the shared buffer, large ones go as they are.
-        self.queued += frame.len();
+        self.queued = self.queued.saturating_add(frame.len());
         if frame.len() <= COPY_LIMIT {
             self.out_buf.extend_from_slice(&frame);
         } else {
@@ -991,7 +875,7 @@ fn truncate_reason(mut text: String, code: CloseCode) -> Utf8Bytes {
     if text.len() > MAX_REASON_LEN {
         let mut end = MAX_REASON_LEN;
         while !text.is_char_boundary(end) {
-            end -= 1;
+            end = end.saturating_sub(1);
         }
         text.truncate(end);
     }

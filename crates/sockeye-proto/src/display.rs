@@ -13,7 +13,7 @@ impl fmt::Debug for Elided<'_> {
             return write!(f, "{:?}", bytes::Bytes::copy_from_slice(bytes));
         }
         let (head, rest) = bytes.split_at(EDGE);
-        let (middle, tail) = rest.split_at(rest.len() - EDGE);
+        let (middle, tail) = rest.split_at(rest.len().saturating_sub(EDGE));
         write!(
             f,
             "{:?}...({} bytes)...{:?}",

@@ -197,9 +197,6 @@ pub enum ApiMisuse {
     /// A whole message or a first fragment while a fragmented message was still being sent.
     #[error("a fragmented message is being sent; finish it first")]
     FragmentedMessageInProgress,
-    /// A continuation fragment without a fragmented message in progress.
-    #[error("no fragmented message is being sent")]
-    NoFragmentedMessage,
 }
 
 /// A configuration value was out of range.

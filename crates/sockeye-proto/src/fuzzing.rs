@@ -5,6 +5,9 @@
 //! assertion) exactly when an invariant breaks: that is how the fuzzer reports a bug.
 
 #![allow(clippy::missing_panics_doc)]
+// A test harness, outside the crate's rule against panics: it panics on purpose when an
+// invariant breaks, and its arithmetic is on small lengths.
+#![allow(clippy::arithmetic_side_effects)]
 
 use std::time::{Duration, Instant};
 
@@ -25,21 +28,47 @@ fn fuzz_config() -> Config {
         .unwrap_or_default()
 }
 
-/// Frame decoding: every frame decoded fits the limit, and decoding consumes what it returns.
+/// Frame decoding, by both readers the connection uses: at every frame boundary, the
+/// whole-message path ([`FrameDecoder::decode_whole_message`]) agrees with the general decoder
+/// (takes exactly the frames that are whole messages within the limits, the same way, and
+/// leaves the rest untouched); every frame decoded fits the limit, and decoding consumes what
+/// it returns. The first byte chooses the role, the limits and whether RSV1 is negotiated.
 pub fn frame_decode(data: &[u8]) {
-    let role = if data.first().is_some_and(|b| b & 1 == 1) {
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let role = if control & 1 == 1 {
         Role::Client
     } else {
         Role::Server
     };
-    let mut decoder = FrameDecoder::new(HeadRules {
+    let extension_rsv = if control & 2 == 2 {
+        crate::frame::Rsv::RSV1
+    } else {
+        crate::frame::Rsv::NONE
+    };
+    let max_frame_size = if control & 4 == 4 { 4096 } else { 300 };
+    let max_message_size = if control & 8 == 8 { 4096 } else { 200 };
+    let rules = HeadRules {
         role,
-        extension_rsv: crate::frame::Rsv::NONE,
-        max_frame_size: 4096,
-    });
-    let mut buf = BytesMut::from(data.get(1..).unwrap_or_default());
-    while let Ok(Some(frame)) = decoder.decode(&mut buf) {
-        assert!(frame.payload.len() <= 4096);
+        extension_rsv,
+        max_frame_size,
+    };
+    let mut decoder = FrameDecoder::new(rules);
+    let mut buf = BytesMut::from(rest);
+    loop {
+        crate::frame::assert_whole_message_agrees(rules, max_message_size, &buf);
+        let before = buf.len();
+        let Ok(Some(frame)) = decoder.decode(&mut buf) else {
+            assert_eq!(
+                buf.len(),
+                before,
+                "consumed bytes without returning a frame"
+            );
+            break;
+        };
+        assert!(frame.payload.len() <= max_frame_size);
+        assert!(buf.len() < before);
     }
 }
 
@@ -62,7 +91,7 @@ pub fn connection(data: &[u8]) {
     let mut buf = BytesMut::new();
     for piece in rest.chunks(chunk) {
         buf.extend_from_slice(piece);
-        while conn.handle_bytes(&mut buf, now) {}
+        while conn.handle_bytes(&mut buf, now).is_paused() {}
         while conn.poll_transmit().is_some() {}
         while let Some(event) = conn.poll_event() {
             if let Event::Message(message) = event {
@@ -117,28 +146,35 @@ pub fn mask(data: &[u8]) {
     assert_eq!(fast, slow);
 }
 
-/// The server's request parser, fed in chunks: a request, `Ok(None)`, or a documented error
-/// with an HTTP status; never more buffered than the limit allows.
+/// The server's handshake, fed in chunks: an acceptance, `None` (more bytes needed), or a
+/// refusal with a status; never more buffered than the limit allows. Both answers encode.
 pub fn handshake_request(data: &[u8]) {
     let Some((&chunk, rest)) = data.split_first() else {
         return;
     };
-    let config = Config::default();
+    let server = crate::handshake::ServerHandshake::new()
+        .origin_policy(crate::handshake::OriginPolicy::any())
+        .protocols(["chat"])
+        .deflate(crate::extension::DeflateConfig::new());
+    let max = Config::default().max_handshake_bytes();
+    let now = Instant::now();
     let mut parser = crate::handshake::RequestParser::new();
     let mut buf = BytesMut::new();
     for piece in rest.chunks(usize::from(chunk).max(1)) {
         buf.extend_from_slice(piece);
-        match parser.parse(&mut buf, &config) {
-            Ok(None) => assert!(buf.len() <= config.max_handshake_bytes() + piece.len()),
-            Ok(Some(request)) => {
-                let mut out = Vec::new();
-                let _ = request.accept(None, &[], &http::HeaderMap::new(), &mut out);
+        let mut out = Vec::new();
+        match server.handle_bytes(&mut parser, &mut buf, now) {
+            None => assert!(buf.len() <= max + piece.len()),
+            Some(Ok(accepted)) => {
+                accepted.encode(&mut out);
                 return;
             }
-            Err(error) => {
-                assert!(error.status().is_some());
-                let mut out = Vec::new();
-                assert!(error.write_response(&mut out).is_some());
+            Some(Err(refusal)) => {
+                assert!(matches!(
+                    refusal.reason(),
+                    crate::handshake::RefusalReason::Invalid(_)
+                ));
+                refusal.encode(&mut out);
                 return;
             }
         }
@@ -227,7 +263,7 @@ pub fn deflate(data: &[u8]) {
         wire.extend_from_slice(bytes.get(..len).unwrap_or_default());
         wire.extend_from_slice(piece);
     }
-    while conn.handle_bytes(&mut wire, now) {}
+    while conn.handle_bytes(&mut wire, now).is_paused() {}
     while let Some(event) = conn.poll_event() {
         match event {
             Event::Message(message) => assert!(message.len() <= max),

@@ -11,37 +11,44 @@
 //! ```
 //! use std::time::Instant;
 //! use bytes::BytesMut;
-//! use sockeye_proto::{Config, Connection, Event, Message, Role};
+//! use sockeye_proto::{Config, Connection, Event, Message, Progress, Role};
 //!
 //! let now = Instant::now();
 //! let mut server = Connection::new(Role::Server, Config::default(), now);
 //!
 //! // A masked text frame "Hello" from a client (RFC 6455 section 5.7).
 //! let mut inbuf = BytesMut::from(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58][..]);
-//! let more = server.handle_bytes(&mut inbuf, now); // true: take events, then call again
-//! assert!(!more && inbuf.is_empty());
-//!
-//! while let Some(event) = server.poll_event() {
-//!     if let Event::Message(Message::Text(text)) = event {
-//!         server.send_text(text).unwrap(); // echo; Err only for API misuse
+//! loop {
+//!     let progress = server.handle_bytes(&mut inbuf, now);
+//!     while let Some(event) = server.poll_event() {
+//!         if let Event::Message(Message::Text(text)) = event {
+//!             server.send_text(text).unwrap(); // echo; Err only for API misuse
+//!         }
+//!     }
+//!     // Paused: it stopped after a message with more input in `inbuf`; call it again.
+//!     if progress == Progress::NeedBytes {
+//!         break;
 //!     }
 //! }
+//! assert!(inbuf.is_empty());
 //! let mut wire = Vec::new();
 //! while let Some(chunk) = server.poll_transmit() {
 //!     wire.extend_from_slice(&chunk); // a real driver writes these, vectored
 //! }
 //! assert_eq!(wire, [0x81, 0x05, b'H', b'e', b'l', b'l', b'o']);
+//! assert!(!server.should_close_transport()); // once written: close the transport if true
 //! if let Some(deadline) = server.poll_timeout() {
 //!     // arm one timer; call server.handle_timeout(now) when it fires
 //! #   let _ = deadline;
 //! }
-//! assert!(!server.should_close_transport());
 //! ```
 //!
-//! Call order after any input (`handle_bytes`, `handle_eof`, `handle_timeout`) or command
-//! (`send_*`, `close`): drain [`Connection::poll_transmit`], drain [`Connection::poll_event`],
-//! re-arm the timer from [`Connection::poll_timeout`], and close the transport when
-//! [`Connection::should_close_transport`] says so.
+//! The order after any input (`handle_bytes`, `handle_eof`, `handle_timeout`): drain
+//! [`Connection::poll_event`], answering events; call `handle_bytes` again while it returns
+//! [`Progress::Paused`]; drain [`Connection::poll_transmit`] and write it; close the transport
+//! when [`Connection::should_close_transport`] says so; re-arm the timer from
+//! [`Connection::poll_timeout`]. After a command (`send_*`, `close`), the last three. The
+//! [`Connection`] docs give the details.
 //!
 //! # Errors
 //! A peer that breaks the protocol does not produce an `Err` anywhere: the connection fails
@@ -56,6 +63,19 @@
 //! the extension seam, [`handshake`] the opening handshake for both roles.
 
 #![forbid(unsafe_code)]
+// Everything here may read what a peer sent: no indexing, unwrapping, panicking or overflowing
+// arithmetic outside the tests, for the whole crate (an exception is allowed where it is
+// written, with its reason).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 pub mod close;
 mod config;
@@ -76,7 +96,7 @@ pub mod fuzzing;
 
 pub use crate::close::{CloseCode, CloseFrame};
 pub use crate::config::{Config, ConfigBuilder};
-pub use crate::connection::Connection;
+pub use crate::connection::{Connection, Progress};
 pub use crate::error::{ApiMisuse, ConfigError, ConnectionError, ExtensionError, ProtocolError};
 pub use crate::event::{Closed, DataFrame, DataKind, Event, Initiator, Message};
 pub use crate::prepared::{PreparedMessage, SharedEncoding};

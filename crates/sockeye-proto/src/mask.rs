@@ -10,9 +10,9 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate_key(key, offset);
     let (blocks, rest) = buf.as_chunks_mut::<32>();
     if !blocks.is_empty() {
-        let wide: [u8; 32] = std::array::from_fn(|i| key[i % 4]);
+        let wide = [key; 8];
         for block in blocks {
-            for (b, k) in block.iter_mut().zip(wide) {
+            for (b, k) in block.iter_mut().zip(wide.as_flattened()) {
                 *b ^= k;
             }
         }
@@ -31,14 +31,17 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
 /// The reference implementation: one byte at a time, straight from section 5.3.
 pub fn apply_mask_bytewise(buf: &mut [u8], key: [u8; 4], offset: usize) {
     for (i, b) in buf.iter_mut().enumerate() {
-        *b ^= key[(i.wrapping_add(offset)) % 4];
+        *b ^= key
+            .get(i.wrapping_add(offset) % 4)
+            .copied()
+            .unwrap_or_default();
     }
 }
 
 /// The key as seen from `offset` bytes into the payload: byte `offset % 4` first.
 fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
     // Rotating the bytes left by n is rotating their little-endian word right by 8n bits.
-    let bits = u32::try_from(offset % 4).unwrap_or(0) * 8;
+    let bits = u32::try_from(offset % 4).unwrap_or(0).wrapping_mul(8);
     u32::from_le_bytes(key).rotate_right(bits).to_le_bytes()
 }
 
@@ -76,13 +79,16 @@ impl Default for OsMaskSource {
 
 impl MaskSource for OsMaskSource {
     fn next_key(&mut self) -> [u8; 4] {
-        if self.used + 4 > self.pool.len() {
+        let unused = self.pool.get(self.used..).unwrap_or_default();
+        let key = if let Some(key) = unused.first_chunk::<4>() {
+            *key
+        } else {
             fill_random(&mut self.pool);
             self.used = 0;
-        }
-        let mut key = [0; 4];
-        key.copy_from_slice(&self.pool[self.used..self.used + 4]);
-        self.used += 4;
+            let [a, b, c, d, ..] = self.pool;
+            [a, b, c, d]
+        };
+        self.used = self.used.saturating_add(4);
         key
     }
 }

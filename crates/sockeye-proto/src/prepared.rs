@@ -193,7 +193,7 @@ fn frame(opcode: OpCode, rsv: Rsv, payload: &[u8]) -> Bytes {
         mask: None,
         payload_len: payload.len() as u64,
     };
-    let mut out = BytesMut::with_capacity(MAX_HEAD_LEN + payload.len());
+    let mut out = BytesMut::with_capacity(MAX_HEAD_LEN.saturating_add(payload.len()));
     head.encode_into(&mut out);
     out.put_slice(payload);
     out.freeze()
@@ -242,7 +242,7 @@ mod tests {
 
     fn received(client: &mut Connection, mut bytes: BytesMut) -> Vec<Message> {
         let now = Instant::now();
-        while client.handle_bytes(&mut bytes, now) {}
+        while client.handle_bytes(&mut bytes, now).is_paused() {}
         let mut messages = Vec::new();
         while let Some(event) = client.poll_event() {
             if let Event::Message(message) = event {

@@ -1,22 +1,9 @@
 //! UTF-8 for text messages: a streaming validator that carries a partial code point across frames
 //! and fails as soon as the bytes can no longer become valid, and [`Utf8Bytes`] (from the
-//! `sockeye-utf8` crate), a shared buffer known to hold UTF-8.
+//! `sockeye-utf8` crate), a shared buffer known to hold UTF-8. Both report a [`Utf8Error`], the
+//! `sockeye-utf8` crate's.
 
-pub use sockeye_utf8::Utf8Bytes;
-
-/// The bytes were not valid UTF-8.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("invalid UTF-8 after {valid_up_to} valid bytes")]
-pub struct Utf8Error {
-    valid_up_to: usize,
-}
-
-impl Utf8Error {
-    /// How many bytes from the start are valid UTF-8.
-    pub fn valid_up_to(&self) -> usize {
-        self.valid_up_to
-    }
-}
+pub use sockeye_utf8::{Utf8Bytes, Utf8Error};
 
 /// Incremental UTF-8 validation of a message that arrives in pieces.
 ///
@@ -94,11 +81,13 @@ impl Utf8Validator {
     /// Adds bytes from `input` to the held partial code point; returns what is left of `input`.
     fn complete_partial<'a>(&mut self, input: &'a [u8]) -> Result<&'a [u8], Utf8Error> {
         let held = usize::from(self.partial_len);
+        // The held bytes, then as many of `input` as fit beside them in four.
         let mut joined = self.partial;
-        let take = (4 - held).min(input.len());
-        let (new_bytes, _) = input.split_at(take);
-        joined[held..held + take].copy_from_slice(new_bytes);
-        let candidate = &joined[..held + take];
+        let take = input.len().min(joined.len().saturating_sub(held));
+        for (slot, byte) in joined.iter_mut().skip(held).zip(input) {
+            *slot = *byte;
+        }
+        let candidate = joined.get(..held.saturating_add(take)).unwrap_or_default();
         match simdutf8::compat::from_utf8(candidate) {
             // Four bytes or fewer that are all valid: the held code point is complete, and the
             // bytes after it belong to the bulk validation below.
@@ -117,19 +106,20 @@ impl Utf8Validator {
     fn accept_partial<'a>(&mut self, held: usize, end: usize, input: &'a [u8]) -> &'a [u8] {
         self.consumed = self.consumed.saturating_add(end);
         self.partial_len = 0;
-        input.get(end - held..).unwrap_or_default()
+        // `end` is past the held bytes: the completed code point is longer than they are.
+        input.get(end.saturating_sub(held)..).unwrap_or_default()
     }
 
     fn stash(&mut self, tail: &[u8]) {
-        let len = tail.len().min(4);
-        self.partial[..len].copy_from_slice(&tail[..len]);
+        let len = tail.len().min(self.partial.len());
+        for (slot, byte) in self.partial.iter_mut().zip(tail) {
+            *slot = *byte;
+        }
         self.partial_len = u8::try_from(len).unwrap_or(4);
     }
 
     fn error_at(&self, offset: usize) -> Utf8Error {
-        Utf8Error {
-            valid_up_to: self.consumed.saturating_add(offset),
-        }
+        Utf8Error::new(self.consumed.saturating_add(offset))
     }
 }
 
@@ -164,7 +154,7 @@ mod tests {
     fn fails_fast_inside_a_piece() {
         let mut v = Utf8Validator::new();
         // 0xF4 0x90 starts a code point above U+10FFFF: invalid before the piece ends.
-        assert_eq!(v.feed(b"ab\xf4\x90"), Err(Utf8Error { valid_up_to: 2 }));
+        assert_eq!(v.feed(b"ab\xf4\x90"), Err(Utf8Error::new(2)));
     }
 
     #[test]
@@ -172,7 +162,7 @@ mod tests {
         let mut v = Utf8Validator::new();
         assert_eq!(v.feed(b"xy\xed"), Ok(()));
         // 0xED 0xA0 would be a UTF-16 surrogate.
-        assert_eq!(v.feed(b"\xa0\x80"), Err(Utf8Error { valid_up_to: 2 }));
+        assert_eq!(v.feed(b"\xa0\x80"), Err(Utf8Error::new(2)));
     }
 
     #[test]
@@ -181,7 +171,7 @@ mod tests {
         v.feed(b"hello").unwrap();
         v.feed(&"\u{e9}".as_bytes()[..1]).unwrap();
         v.feed(&"\u{e9}".as_bytes()[1..]).unwrap();
-        assert_eq!(v.feed(b"ok\xff"), Err(Utf8Error { valid_up_to: 9 }));
+        assert_eq!(v.feed(b"ok\xff"), Err(Utf8Error::new(9)));
     }
 
     #[test]
@@ -189,7 +179,7 @@ mod tests {
         let mut v = Utf8Validator::new();
         v.feed(b"a\xe2\x82").unwrap();
         assert!(!v.is_at_boundary());
-        assert_eq!(v.finish(), Err(Utf8Error { valid_up_to: 1 }));
+        assert_eq!(v.finish(), Err(Utf8Error::new(1)));
         // finish resets for the next message
         assert!(v.is_at_boundary());
         assert_eq!(v.feed(b"ok"), Ok(()));
@@ -203,7 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn utf8_bytes_round_trip() {
+    fn utf8_bytes_validates_when_wrapping() {
         let text = Utf8Bytes::try_from(Bytes::from_static("h\u{e9}".as_bytes())).unwrap();
         assert_eq!(text.as_str(), "h\u{e9}");
         assert_eq!(&*text, "h\u{e9}");
@@ -237,7 +227,7 @@ mod tests {
             let ours = feed_all(&pieces);
             match std::str::from_utf8(&bytes) {
                 Ok(_) => prop_assert_eq!(ours, Ok(())),
-                Err(e) => prop_assert_eq!(ours, Err(Utf8Error { valid_up_to: e.valid_up_to() })),
+                Err(e) => prop_assert_eq!(ours, Err(Utf8Error::new(e.valid_up_to()))),
             }
         }
 

@@ -121,7 +121,7 @@ fn decompression_bomb_is_refused_with_bounded_memory() {
     let baseline = CURRENT.load(Ordering::Relaxed);
     PEAK.store(baseline, Ordering::Relaxed);
 
-    while client.handle_bytes(&mut wire, Instant::now()) {}
+    while client.handle_bytes(&mut wire, Instant::now()).is_paused() {}
     let closed = std::iter::from_fn(|| client.poll_event())
         .find_map(|e| match e {
             Event::Closed(c) => Some(c),

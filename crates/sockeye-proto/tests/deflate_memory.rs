@@ -56,7 +56,7 @@ fn pass(from: &mut Connection, to: &mut Connection) -> usize {
         buf.extend_from_slice(&chunk);
     }
     let wire = buf.len();
-    while to.handle_bytes(&mut buf, Instant::now()) {}
+    while to.handle_bytes(&mut buf, Instant::now()).is_paused() {}
     while let Some(event) = to.poll_event() {
         assert!(matches!(event, Event::Message(Message::Text(_))));
     }

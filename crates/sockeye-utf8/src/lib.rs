@@ -8,6 +8,18 @@
 //! so [`Utf8Bytes::as_str`] can skip the check.
 
 #![deny(unsafe_code)]
+// `try_from` reads what a peer sent: no indexing, unwrapping, panicking or overflowing arithmetic
+// outside the tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -19,13 +31,20 @@ use bytes::Bytes;
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Utf8Bytes(Bytes);
 
-/// The bytes were not valid UTF-8.
+/// The bytes were not valid UTF-8: the one error type for UTF-8 in Sockeye, from
+/// [`Utf8Bytes::try_from`] and from `sockeye-proto`'s streaming validator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Utf8Error {
     valid_up_to: usize,
 }
 
 impl Utf8Error {
+    /// The error for text whose first `valid_up_to` bytes are valid and the next are not (or
+    /// end inside a code point), for validators other than [`Utf8Bytes::try_from`].
+    pub const fn new(valid_up_to: usize) -> Self {
+        Self { valid_up_to }
+    }
+
     /// How many bytes from the start are valid UTF-8.
     pub fn valid_up_to(&self) -> usize {
         self.valid_up_to

@@ -94,7 +94,7 @@ impl WebSocketUpgrade {
         F: FnOnce(WebSocket<Upgraded>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        match server.upgrade_head::<Body>(self.head, self.on_upgrade) {
+        match crate::hyper::upgrade::<Body>(server, self.head, self.on_upgrade) {
             Ok((response, websocket)) => {
                 tokio::spawn(async move {
                     match websocket.await {

@@ -1,6 +1,4 @@
-//! The client: [`connect`] and [`ClientBuilder`].
-
-use std::net::SocketAddr;
+//! The client: [`connect`] and [`ClientBuilder`], async and (feature `blocking`) blocking.
 
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
@@ -9,15 +7,19 @@ use sockeye_proto::extension::deflate::NAME as DEFLATE;
 use sockeye_proto::handshake::{ClientAccepted, ClientHandshake, HandshakeError, WsUri};
 use sockeye_proto::{Connection, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+#[cfg(feature = "blocking")]
+use crate::blocking::socket as blocking;
 use crate::config::WebSocketConfig;
 use crate::driver::now;
-use crate::error::{Error, Kind, Timeout};
+use crate::error::{Error, Kind, Timeout, eof_in_handshake};
+use crate::net::{self, set_nodelay};
+#[cfg(feature = "proxy")]
 use crate::proxy::Proxy;
 use crate::socket::WebSocket;
-use crate::stream::{MaybeTlsStream, set_nodelay};
-use crate::tls::TlsConfig;
+use crate::stream::MaybeTlsStream;
+#[cfg(feature = "rustls")]
+use crate::tls::{TlsConfig, TlsHandshakeError};
 
 /// How much of a refusal's body is kept in the error.
 const REFUSAL_BODY_PREFIX: usize = 1024;
@@ -54,10 +56,13 @@ pub struct ClientBuilder {
     headers: HeaderMap,
     origin: Option<HeaderValue>,
     deflate: Option<DeflateConfig>,
+    #[cfg(feature = "rustls")]
     tls: TlsConfig,
+    #[cfg(feature = "proxy")]
     proxy: ProxyChoice,
 }
 
+#[cfg(feature = "proxy")]
 #[derive(Debug, Clone)]
 enum ProxyChoice {
     Direct,
@@ -75,7 +80,9 @@ impl ClientBuilder {
             headers: HeaderMap::new(),
             origin: None,
             deflate: None,
+            #[cfg(feature = "rustls")]
             tls: TlsConfig::new(),
+            #[cfg(feature = "proxy")]
             proxy: ProxyChoice::Direct,
         }
     }
@@ -113,6 +120,7 @@ impl ClientBuilder {
     }
 
     /// The TLS settings for `wss://` (trusted roots, a client certificate).
+    #[cfg(feature = "rustls")]
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         self.tls = tls;
         self
@@ -120,6 +128,7 @@ impl ClientBuilder {
 
     /// Connects through this proxy. For `wss://` the TLS session runs inside the tunnel, end to
     /// end with the server.
+    #[cfg(feature = "proxy")]
     pub fn proxy(mut self, proxy: Proxy) -> Self {
         self.proxy = ProxyChoice::Fixed(proxy);
         self
@@ -127,6 +136,7 @@ impl ClientBuilder {
 
     /// Connects through the proxy the environment names for the URL, if any: see
     /// [`Proxy::from_env`] for `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`.
+    #[cfg(feature = "proxy")]
     pub fn proxy_from_env(mut self) -> Self {
         self.proxy = ProxyChoice::FromEnv;
         self
@@ -139,25 +149,30 @@ impl ClientBuilder {
     /// As [`connect`].
     pub async fn connect(self) -> Result<(WebSocket<MaybeTlsStream>, Response<()>), Error> {
         let uri: WsUri = self.url.parse()?;
-        let proxy = match &self.proxy {
-            ProxyChoice::Direct => None,
-            ProxyChoice::Fixed(proxy) => Some(proxy.clone()),
-            ProxyChoice::FromEnv => Proxy::from_env(uri.is_secure(), uri.host(), uri.port())
-                .map_err(|e| Error::new(Kind::ProxyUrl(e)))?,
-        };
+        #[cfg(not(feature = "rustls"))]
+        if uri.is_secure() {
+            return Err(no_tls());
+        }
+        #[cfg(feature = "proxy")]
+        let proxy = self.proxy_for(&uri)?;
         // One budget for the whole opening, and the error says which stage ran out of it.
         let timeout = self.config.handshake_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let expired = |stage| move |_| Error::new(Kind::Timeout(stage));
         let tcp = tokio::time::timeout_at(deadline, async {
-            match &proxy {
-                Some(proxy) => proxy.connect(uri.host(), uri.port()).await,
-                None => open_tcp(uri.host(), uri.port(), Some(timeout)).await,
+            #[cfg(feature = "proxy")]
+            if let Some(proxy) = &proxy {
+                return proxy
+                    .connect(uri.host(), uri.port())
+                    .await
+                    .map_err(|error| Error::proxy(proxy, error));
             }
+            Ok::<_, Error>(net::connect(uri.host(), uri.port(), Some(timeout)).await?)
         })
         .await
         .map_err(expired(Timeout::Connect))??;
         set_nodelay(&tcp, self.config.nodelay);
+        #[cfg(feature = "rustls")]
         let stream = if uri.is_secure() {
             let tls = tokio::time::timeout_at(deadline, self.tls.connect(uri.host(), tcp))
                 .await
@@ -166,9 +181,87 @@ impl ClientBuilder {
         } else {
             MaybeTlsStream::Plain(tcp)
         };
+        #[cfg(not(feature = "rustls"))]
+        let stream = MaybeTlsStream::Plain(tcp);
         tokio::time::timeout_at(deadline, self.handshake(uri, stream))
             .await
             .map_err(expired(Timeout::Handshake))?
+    }
+
+    /// Connects without an async runtime: the blocking
+    /// [`WebSocket`](crate::blocking::WebSocket). DNS (the system resolver), TCP, TLS and the
+    /// handshake share the handshake timeout. Proxies are not supported here.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); a proxy set on the builder (or named by the environment,
+    /// after [`proxy_from_env`](Self::proxy_from_env)) is refused.
+    #[cfg(feature = "blocking")]
+    pub fn connect_blocking(
+        self,
+    ) -> Result<(blocking::WebSocket<blocking::Stream>, Response<()>), Error> {
+        use std::io::Write as _;
+
+        let uri: WsUri = self.url.parse()?;
+        #[cfg(not(feature = "rustls"))]
+        if uri.is_secure() {
+            return Err(no_tls());
+        }
+        #[cfg(feature = "proxy")]
+        if self.proxy_for(&uri)?.is_some() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "the blocking client does not go through proxies",
+            )
+            .into());
+        }
+        let deadline = std::time::Instant::now() + self.config.handshake_timeout;
+        // A timeout set on the socket for the deadline, as the stage that ran out of it.
+        let expired = |stage| {
+            move |e: std::io::Error| {
+                if net::is_timeout(&e) {
+                    Error::new(Kind::Timeout(stage))
+                } else {
+                    Error::from(e)
+                }
+            }
+        };
+        let tcp = net::connect_blocking(uri.host(), uri.port(), deadline)?;
+        let _ = tcp.set_nodelay(self.config.nodelay);
+        #[cfg(feature = "rustls")]
+        let mut stream = if uri.is_secure() {
+            let tls = self
+                .tls
+                .connect_blocking(uri.host(), tcp, deadline)
+                .map_err(|e| match e {
+                    TlsHandshakeError::Io(e) => expired(Timeout::Tls)(e),
+                    e => Error::from(e),
+                })?;
+            blocking::Stream::Tls(Box::new(tls))
+        } else {
+            blocking::Stream::Plain(tcp)
+        };
+        #[cfg(not(feature = "rustls"))]
+        let mut stream = blocking::Stream::Plain(tcp);
+        let (mut handshake, request) = self.begin(uri)?;
+        let timed_out = expired(Timeout::Handshake);
+        net::until(stream.tcp(), deadline).map_err(&timed_out)?;
+        stream.write_all(&request).map_err(&timed_out)?;
+        stream.flush().map_err(&timed_out)?;
+        let mut buf = BytesMut::with_capacity(1024);
+        let accepted = loop {
+            if let Some(accepted) = self.answer(&mut handshake, &mut buf)? {
+                break accepted;
+            }
+            net::until(stream.tcp(), deadline).map_err(&timed_out)?;
+            if blocking::read_into(&mut stream, &mut buf).map_err(&timed_out)? == 0 {
+                return Err(eof_in_handshake());
+            }
+        };
+        let conn = self.establish(&accepted)?;
+        stream.tcp().set_read_timeout(None)?;
+        stream.tcp().set_write_timeout(None)?;
+        let ws = blocking::WebSocket::client(stream, conn, buf, accepted.protocol);
+        Ok((ws, accepted.response))
     }
 
     /// Performs the handshake over a stream the caller opened (a tunnel, a Unix socket, TLS of
@@ -265,110 +358,23 @@ impl ClientBuilder {
         Ok(conn)
     }
 
-    /// Whether a proxy applies to this URL (set, or from the environment).
-    pub(crate) fn proxy_for_blocking(&self) -> Result<bool, Error> {
+    /// The proxy for this URL: the one set, or the environment's.
+    #[cfg(feature = "proxy")]
+    fn proxy_for(&self, uri: &WsUri) -> Result<Option<Proxy>, Error> {
         Ok(match &self.proxy {
-            ProxyChoice::Direct => false,
-            ProxyChoice::Fixed(_) => true,
-            ProxyChoice::FromEnv => {
-                let uri: WsUri = self.url.parse()?;
-                Proxy::from_env(uri.is_secure(), uri.host(), uri.port())
-                    .map_err(|e| Error::new(Kind::ProxyUrl(e)))?
-                    .is_some()
-            }
+            ProxyChoice::Direct => None,
+            ProxyChoice::Fixed(proxy) => Some(proxy.clone()),
+            ProxyChoice::FromEnv => Proxy::from_env(uri.is_secure(), uri.host(), uri.port())?,
         })
-    }
-
-    /// The settings of the connection.
-    pub(crate) fn websocket_config(&self) -> &WebSocketConfig {
-        &self.config
-    }
-
-    /// The URL to connect to.
-    pub(crate) fn url(&self) -> &str {
-        &self.url
-    }
-
-    /// The TLS settings.
-    pub(crate) fn tls_config(&self) -> &TlsConfig {
-        &self.tls
     }
 }
 
-/// The error for a connection that ended before the handshake did.
-pub(crate) fn eof_in_handshake() -> Error {
+/// The error for a `wss://` URL without TLS support.
+#[cfg(not(feature = "rustls"))]
+fn no_tls() -> Error {
     std::io::Error::new(
-        std::io::ErrorKind::UnexpectedEof,
-        "connection closed during the opening handshake",
+        std::io::ErrorKind::Unsupported,
+        "wss:// needs sockeye's `rustls` feature",
     )
     .into()
-}
-
-/// Resolves `host:port`, as [`Kind::Dns`] on failure.
-pub(crate) async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
-    let dns = |source| {
-        Error::new(Kind::Dns {
-            host: host.to_owned(),
-            source,
-        })
-    };
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(dns)?
-        .collect();
-    if addrs.is_empty() {
-        return Err(dns(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "the name has no addresses",
-        )));
-    }
-    Ok(addrs)
-}
-
-/// Opens TCP to `host:port`, trying each address in turn. With a `budget`, every address but
-/// the last gets an equal share of it, so that one that never answers (a black-holed IPv6
-/// route, say) leaves time for the others.
-pub(crate) async fn open_tcp(
-    host: &str,
-    port: u16,
-    budget: Option<std::time::Duration>,
-) -> Result<TcpStream, Error> {
-    let addrs = resolve(host, port).await?;
-    let count = u32::try_from(addrs.len()).unwrap_or(u32::MAX);
-    let share = budget.map(|b| b / count.max(1));
-    let mut last = None;
-    for (i, addr) in addrs.iter().copied().enumerate() {
-        let attempt = TcpStream::connect(addr);
-        let result = match share {
-            Some(share) if i + 1 < addrs.len() => tokio::time::timeout(share, attempt)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "no answer in this address's share of the time",
-                    ))
-                }),
-            _ => attempt.await,
-        };
-        match result {
-            Ok(tcp) => return Ok(tcp),
-            Err(e) => last = Some((addr, e)),
-        }
-    }
-    Err(connect_failed(host, last))
-}
-
-/// The error for a name none of whose addresses took the connection: refused, another
-/// failure (with the last address tried), or a name without addresses.
-pub(crate) fn connect_failed(host: &str, last: Option<(SocketAddr, std::io::Error)>) -> Error {
-    match last {
-        Some((addr, e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Error::new(Kind::ConnectionRefused { addr })
-        }
-        Some((addr, source)) => Error::new(Kind::Connect { addr, source }),
-        None => Error::new(Kind::Dns {
-            host: host.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no addresses"),
-        }),
-    }
 }

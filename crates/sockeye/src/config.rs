@@ -56,6 +56,8 @@ pub struct WebSocketConfigBuilder(WebSocketConfig);
 
 impl WebSocketConfigBuilder {
     /// The protocol limits and timers (frame and message sizes, close timeout, keepalive).
+    /// With its `streaming` on, messages are read frame by frame
+    /// ([`WebSocket::next_frame`](crate::WebSocket::next_frame)).
     pub fn proto(mut self, config: Config) -> Self {
         self.0.proto = config;
         self
@@ -106,12 +108,6 @@ impl WebSocketConfigBuilder {
         if c.read_buffer_size == 0 {
             return Err(ConfigError::Zero {
                 field: "read_buffer_size",
-            });
-        }
-        // Streaming delivers frames, not messages; this layer's stream is of messages.
-        if c.proto.streaming() {
-            return Err(ConfigError::OutOfRange {
-                field: "proto.streaming (not offered by the tokio layer)",
             });
         }
         if c.handshake_timeout.is_zero() {

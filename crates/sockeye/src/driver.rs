@@ -9,7 +9,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use sockeye_proto::{CloseFrame, Closed, Connection, Event, Message};
+use sockeye_proto::{CloseFrame, Closed, Connection, DataFrame, Event, Message};
+use std::future::Future as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
@@ -22,6 +23,31 @@ const MAX_IOV: usize = 64;
 const MAX_RESERVE: usize = 1 << 20;
 /// The largest read size the adaptive read chunk grows to.
 const MAX_READ_CHUNK: usize = 64 << 10;
+/// What one read of a lingering close takes at most (the bytes are dropped).
+const DRAIN_CHUNK: usize = 16 << 10;
+/// Reads of a lingering close before it yields to other tasks (and checks its deadline).
+const DRAIN_READS: usize = 16;
+
+/// What [`WebSocket::next_frame`](crate::WebSocket::next_frame) (and the blocking API's
+/// `read_frame`) yields: whole messages and, in streaming mode, the frames of data messages
+/// as they arrive.
+///
+/// With [`Config`](crate::Config)'s `streaming` on, a text or binary message is not assembled:
+/// each of its frames comes as [`Incoming::Frame`], in order, `first` on the first and `fin`
+/// on the last, so a message larger than memory allows (larger than `max_message_size`, which
+/// then bounds each frame) can be consumed piece by piece. Text is still checked for UTF-8
+/// across frames (invalid text fails the connection with 1007), but a frame may end inside a
+/// code point, so its payload is bytes. Control messages (Ping, Pong, the peer's Close) come
+/// whole, as [`Incoming::Message`], also between the frames of a message. Without streaming,
+/// every item is an `Incoming::Message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// A whole message: a control message or, without streaming mode, a text or binary one.
+    Message(Message),
+    /// One frame of a text or binary message, in streaming mode.
+    Frame(DataFrame),
+}
 
 /// The current time, from tokio's clock so that tests may pause it.
 pub(crate) fn now() -> Instant {
@@ -51,11 +77,19 @@ pub(crate) struct Driver<S> {
     io_error: Option<io::Error>,
     /// The transport was shut down and the final item handed out.
     finished: bool,
+    /// Our side of the transport was shut down (the close handshake is over for us).
+    shut_down: bool,
+    /// While the peer may still be sending after our side was shut down, how long what it
+    /// sends is read and dropped (a lingering close).
+    linger: Option<Pin<Box<Sleep>>>,
     high_water: usize,
     /// How much the next read asks for at least: starts at the configured read buffer size and
     /// doubles (up to `MAX_READ_CHUNK`) after each read that filled what it was given.
     read_chunk: usize,
     protocol: Option<String>,
+    /// A streamed frame that a read of whole messages came upon: the next read of frames
+    /// hands it out.
+    stashed: Option<DataFrame>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -80,16 +114,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             read_done: false,
             io_error: None,
             finished: false,
+            shut_down: false,
+            linger: None,
             high_water: config.write_buffer_high_water,
             read_chunk: config.read_buffer_size,
             protocol,
+            stashed: None,
         }
     }
 
     /// Hands the core what is in the read buffer (at first: the bytes that came with the
     /// handshake).
     pub(crate) fn feed_core(&mut self) {
-        self.input_pending = self.conn.handle_bytes(&mut self.read_buf, self.read_at);
+        self.input_pending = self
+            .conn
+            .handle_bytes(&mut self.read_buf, self.read_at)
+            .is_paused();
     }
 
     pub(crate) fn io(&self) -> &S {
@@ -113,14 +153,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.out_len + self.conn.buffered_amount()
     }
 
-    /// The next message. Cancel-safe: a message is taken from the core only when it is returned.
+    /// The next message. In streaming mode a data frame is not a message: it is kept for
+    /// [`poll_next_incoming`](Self::poll_next_incoming), and this fails as a misuse.
     pub(crate) fn poll_next_message(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, Error>>> {
+        Poll::Ready(match ready!(self.poll_next_incoming(cx)) {
+            Some(Ok(Incoming::Message(message))) => Some(Ok(message)),
+            Some(Ok(Incoming::Frame(frame))) => {
+                self.stashed = Some(frame);
+                Some(Err(Error::new(Kind::StreamingFrame)))
+            }
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
+        })
+    }
+
+    /// The next message or streamed frame. Cancel-safe: an item is taken from the core only
+    /// when it is returned.
+    pub(crate) fn poll_next_incoming(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Incoming, Error>>> {
+        if let Some(frame) = self.stashed.take() {
+            return Poll::Ready(Some(Ok(Incoming::Frame(frame))));
+        }
         loop {
-            if let Some(message) = self.take_event() {
-                return Poll::Ready(Some(Ok(message)));
+            if let Some(incoming) = self.take_event() {
+                return Poll::Ready(Some(Ok(incoming)));
             }
             if self.finished {
                 return Poll::Ready(None);
@@ -141,7 +202,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if self.conn.is_closed() && self.out.is_empty() && self.conn.should_close_transport() {
                 // Section 7.1.1: the server closes first; a client gets here after the server's
                 // EOF or after the close timeout.
-                let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+                if !self.shut_down {
+                    let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+                    self.shut_down = true;
+                }
+                ready!(self.poll_linger(cx));
                 self.finished = true;
                 return Poll::Ready(self.final_error().map(Err));
             }
@@ -156,6 +221,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             ready!(self.poll_read(cx));
         }
+    }
+
+    /// A lingering close: after our side is shut down, reads and drops what the peer still
+    /// sends until it ends its side, for at most the close timeout. Closing with unread input
+    /// would reset the connection, and a peer still busy sending (a message over our limit,
+    /// say) would lose our Close frame, and with it the reason, in the reset. The bytes are
+    /// dropped as they come: memory stays what the read buffer holds.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.read_done {
+            return Poll::Ready(());
+        }
+        let timeout = self.conn.config().close_timeout();
+        let linger = self
+            .linger
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if linger.as_mut().poll(cx).is_ready() {
+            self.read_done = true;
+            return Poll::Ready(());
+        }
+        for _ in 0..DRAIN_READS {
+            self.read_buf.clear();
+            self.read_buf.reserve(DRAIN_CHUNK);
+            match ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.io),
+                cx,
+                &mut self.read_buf
+            )) {
+                Ok(0) | Err(_) => {
+                    self.read_buf.clear();
+                    self.read_done = true;
+                    return Poll::Ready(());
+                }
+                Ok(_) => {}
+            }
+        }
+        // A peer that keeps sending: let other tasks run, then go on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// Reads once and feeds the core. Pending when nothing could be read.
@@ -204,17 +307,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         while self.conn.poll_transmit().is_some() {}
     }
 
-    /// Takes the next message event, passing over the closing report.
-    fn take_event(&mut self) -> Option<Message> {
+    /// Takes the next message or streamed frame, passing over the closing report.
+    fn take_event(&mut self) -> Option<Incoming> {
         while let Some(event) = self.conn.poll_event() {
             match event {
-                Event::Message(message) => return Some(message),
+                Event::Message(message) => return Some(Incoming::Message(message)),
+                Event::Frame(frame) => return Some(Incoming::Frame(frame)),
                 Event::Closed(closed) => {
                     // The core keeps the report too (`close_status`); it is read from there.
                     tracing::debug!(code = %closed.code(), initiator = ?closed.initiator, "closed");
                 }
-                // Streaming mode is not offered by this API; `Config::streaming` is ignored.
-                Event::Frame(_) => {}
             }
         }
         None
@@ -388,7 +490,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     ) -> Poll<Result<(), Error>> {
         if consume {
             loop {
-                match ready!(self.poll_next_message(cx)) {
+                match ready!(self.poll_next_incoming(cx)) {
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Poll::Ready(Err(e)),
                     None => return Poll::Ready(Ok(())),

@@ -10,8 +10,11 @@ use sockeye_proto::extension::deflate::NegotiationError;
 use sockeye_proto::handshake::{HandshakeError, HandshakeMisuse, UriError};
 use sockeye_proto::{ApiMisuse, CloseCode, CloseFrame, ConnectionError, Initiator, ProtocolError};
 
-use crate::proxy::{ProxyError, ProxyUrlError};
-use crate::tls::{TlsError, TlsFailure, TlsSetupError};
+use crate::net::ConnectError;
+#[cfg(feature = "proxy")]
+use crate::proxy::{Proxy, ProxyError, ProxyUrlError};
+#[cfg(feature = "rustls")]
+use crate::tls::{TlsError, TlsFailure, TlsHandshakeError, TlsSetupError};
 
 /// What went wrong with a WebSocket connection or its handshake.
 ///
@@ -53,10 +56,13 @@ pub enum Kind {
     },
     /// The TLS handshake failed, or TLS failed later: [`TlsError::failure`] says why (an
     /// unknown issuer, an expired certificate, a wrong host name...).
+    #[cfg(feature = "rustls")]
     Tls(TlsError),
     /// The TLS settings could not be built (bad PEM, no root certificates).
+    #[cfg(feature = "rustls")]
     TlsSetup(TlsSetupError),
     /// The proxy did not open the tunnel.
+    #[cfg(feature = "proxy")]
     Proxy {
         /// The proxy's URL, without credentials.
         proxy: String,
@@ -64,6 +70,7 @@ pub enum Kind {
         error: ProxyError,
     },
     /// A proxy URL (given, or from the environment) could not be used.
+    #[cfg(feature = "proxy")]
     ProxyUrl(ProxyUrlError),
     /// The server is handling as many opening handshakes as it allows at once; this connection
     /// was turned away (with 503 when the transport took it at once).
@@ -102,6 +109,10 @@ pub enum Kind {
     AlreadyClosed,
     /// The server's permessage-deflate answer could not be accepted (RFC 7692 section 7).
     Negotiation(NegotiationError),
+    /// In streaming mode, a frame of a text or binary message arrived while whole messages
+    /// were being read (`next`, `read`): read with `next_frame` (`read_frame`), which hands
+    /// that frame out next.
+    StreamingFrame,
 }
 
 /// Which stage of opening a connection ran out of the handshake timeout.
@@ -164,10 +175,14 @@ impl Error {
 
     /// Whether TLS failed (not its setup).
     pub fn is_tls(&self) -> bool {
-        matches!(self.inner.kind, Kind::Tls(_))
+        #[cfg(feature = "rustls")]
+        return matches!(self.inner.kind, Kind::Tls(_));
+        #[cfg(not(feature = "rustls"))]
+        false
     }
 
     /// Why TLS failed, if it did.
+    #[cfg(feature = "rustls")]
     pub fn tls_failure(&self) -> Option<TlsFailure> {
         match &self.inner.kind {
             Kind::Tls(e) => Some(e.failure()),
@@ -178,16 +193,16 @@ impl Error {
     /// Whether opening the connection failed before any WebSocket or TLS byte: a name that did
     /// not resolve, a refused or unreachable address, a proxy that did not open the tunnel.
     pub fn is_connect(&self) -> bool {
-        matches!(
-            self.inner.kind,
-            Kind::Dns { .. }
-                | Kind::ConnectionRefused { .. }
-                | Kind::Connect { .. }
-                | Kind::Proxy { .. }
-        )
+        match self.inner.kind {
+            Kind::Dns { .. } | Kind::ConnectionRefused { .. } | Kind::Connect { .. } => true,
+            #[cfg(feature = "proxy")]
+            Kind::Proxy { .. } => true,
+            _ => false,
+        }
     }
 
     /// The status an HTTP proxy refused `CONNECT` with (407, 403...).
+    #[cfg(feature = "proxy")]
     pub fn proxy_status(&self) -> Option<StatusCode> {
         match &self.inner.kind {
             Kind::Proxy {
@@ -214,15 +229,18 @@ impl Error {
 
     /// Whether the caller misused the API.
     pub fn is_misuse(&self) -> bool {
-        matches!(
-            self.inner.kind,
+        match self.inner.kind {
             Kind::Misuse(_)
-                | Kind::HandshakeMisuse(_)
-                | Kind::AlreadyClosed
-                | Kind::Url(_)
-                | Kind::ProxyUrl(_)
-                | Kind::TlsSetup(_)
-        )
+            | Kind::HandshakeMisuse(_)
+            | Kind::AlreadyClosed
+            | Kind::Url(_)
+            | Kind::StreamingFrame => true,
+            #[cfg(feature = "proxy")]
+            Kind::ProxyUrl(_) => true,
+            #[cfg(feature = "rustls")]
+            Kind::TlsSetup(_) => true,
+            _ => false,
+        }
     }
 
     /// The protocol error the peer committed, if that is what this is.
@@ -277,9 +295,13 @@ impl fmt::Display for Error {
             Kind::Dns { host, source } => write!(f, "cannot resolve {host:?}: {source}"),
             Kind::ConnectionRefused { addr } => write!(f, "connection refused by {addr}"),
             Kind::Connect { addr, source } => write!(f, "cannot connect to {addr}: {source}"),
+            #[cfg(feature = "rustls")]
             Kind::Tls(e) => write!(f, "TLS failed: {e}"),
+            #[cfg(feature = "rustls")]
             Kind::TlsSetup(e) => write!(f, "invalid TLS settings: {e}"),
+            #[cfg(feature = "proxy")]
             Kind::Proxy { proxy, error } => write!(f, "proxy {proxy}: {error}"),
+            #[cfg(feature = "proxy")]
             Kind::ProxyUrl(e) => write!(f, "invalid proxy URL: {e}"),
             Kind::Busy => f.write_str("too many opening handshakes at once"),
             Kind::Url(e) => write!(f, "invalid WebSocket URL: {e}"),
@@ -306,40 +328,116 @@ impl fmt::Display for Error {
             Kind::HandshakeMisuse(e) => write!(f, "invalid handshake options: {e}"),
             Kind::AlreadyClosed => f.write_str("the connection is closed"),
             Kind::Negotiation(e) => write!(f, "extension negotiation failed: {e}"),
+            Kind::StreamingFrame => f.write_str(
+                "a frame of a streamed message came to a read of whole messages (read frames)",
+            ),
         }
     }
 }
 
 impl std::error::Error for Error {
+    /// What the message does not already say. The message names every cause in one line, so
+    /// the chain continues below the cause whose text it already holds: printing the chain
+    /// (`{:#}` with anyhow, say) shows each text once.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.inner.kind {
-            Kind::Io(e) | Kind::Dns { source: e, .. } | Kind::Connect { source: e, .. } => Some(e),
-            Kind::Tls(e) => Some(e),
-            Kind::TlsSetup(e) => Some(e),
-            Kind::Proxy { error, .. } => Some(error),
-            Kind::ProxyUrl(e) => Some(e),
-            Kind::Url(e) => Some(e),
-            Kind::Handshake(e) => Some(e),
-            Kind::Closed { error, .. } => Some(error),
-            Kind::Misuse(e) => Some(e),
-            Kind::HandshakeMisuse(e) => Some(e),
-            Kind::Negotiation(e) => Some(e),
+            Kind::Io(e) | Kind::Dns { source: e, .. } | Kind::Connect { source: e, .. } => {
+                e.source()
+            }
+            #[cfg(feature = "rustls")]
+            Kind::Tls(e) => e.source(),
+            #[cfg(feature = "rustls")]
+            Kind::TlsSetup(e) => e.source(),
+            #[cfg(feature = "proxy")]
+            Kind::Proxy { error, .. } => error.source(),
+            #[cfg(feature = "proxy")]
+            Kind::ProxyUrl(e) => e.source(),
+            Kind::Url(e) => e.source(),
+            Kind::Handshake(e) => e.source(),
+            Kind::Closed { error, .. } => error.source(),
+            Kind::Misuse(e) => e.source(),
+            Kind::HandshakeMisuse(e) => e.source(),
+            Kind::Negotiation(e) => e.source(),
             Kind::Refused { .. }
             | Kind::Timeout(_)
             | Kind::AlreadyClosed
             | Kind::ConnectionRefused { .. }
-            | Kind::Busy => None,
+            | Kind::Busy
+            | Kind::StreamingFrame => None,
         }
     }
 }
 
-impl From<io::Error> for Error {
-    /// An I/O error that carries a rustls error becomes [`Kind::Tls`].
-    fn from(e: io::Error) -> Self {
-        match TlsError::from_io(&e) {
-            Some(tls) => Self::new(Kind::Tls(tls)),
-            None => Self::new(Kind::Io(e)),
+impl From<ConnectError> for Error {
+    fn from(e: ConnectError) -> Self {
+        Self::new(match e {
+            ConnectError::Dns { host, source } => Kind::Dns { host, source },
+            ConnectError::Refused { addr } => Kind::ConnectionRefused { addr },
+            ConnectError::Failed { addr, source } => Kind::Connect { addr, source },
+            ConnectError::TimedOut => Kind::Timeout(Timeout::Connect),
+        })
+    }
+}
+
+#[cfg(feature = "rustls")]
+impl From<TlsHandshakeError> for Error {
+    fn from(e: TlsHandshakeError) -> Self {
+        match e {
+            TlsHandshakeError::Setup(e) => e.into(),
+            TlsHandshakeError::Tls(e) => Self::new(Kind::Tls(e)),
+            TlsHandshakeError::Io(e) => Self::new(Kind::Io(e)),
         }
+    }
+}
+
+#[cfg(feature = "rustls")]
+impl From<TlsSetupError> for Error {
+    fn from(e: TlsSetupError) -> Self {
+        Self::new(Kind::TlsSetup(e))
+    }
+}
+
+#[cfg(feature = "proxy")]
+impl Error {
+    /// The error for a connection through `proxy` that failed with `error`: [`Kind::Proxy`],
+    /// but [`Kind::Dns`] for the server's name that `socks5://` resolves here, as for a direct
+    /// connection.
+    pub(crate) fn proxy(proxy: &Proxy, error: ProxyError) -> Self {
+        match error {
+            ProxyError::Resolve(e) => e.into(),
+            error => Self::new(Kind::Proxy {
+                proxy: proxy.to_string(),
+                error,
+            }),
+        }
+    }
+}
+
+#[cfg(feature = "proxy")]
+impl From<ProxyUrlError> for Error {
+    fn from(e: ProxyUrlError) -> Self {
+        Self::new(Kind::ProxyUrl(e))
+    }
+}
+
+impl From<io::Error> for Error {
+    /// An I/O error that carries a rustls error becomes [`Kind::Tls`]; one made from an
+    /// [`Error`] (by `From<Error> for io::Error`) is that error again.
+    fn from(e: io::Error) -> Self {
+        type Custom = dyn std::error::Error + Send + Sync;
+        if e.get_ref().is_some_and(<Custom>::is::<Self>) {
+            let kind = e.kind();
+            if let Some(Ok(ours)) = e.into_inner().map(<Custom>::downcast::<Self>) {
+                return *ours;
+            }
+            // Not reached: the check above saw an `Error` inside.
+            return Self::new(Kind::Io(kind.into()));
+        }
+        #[cfg(feature = "rustls")]
+        if let Some(tls) = TlsError::from_io(&e) {
+            return Self::new(Kind::Tls(tls));
+        }
+        Self::new(Kind::Io(e))
     }
 }
 
@@ -370,6 +468,15 @@ impl From<UriError> for Error {
     }
 }
 
+/// The error for a connection that ended before the opening handshake did.
+pub(crate) fn eof_in_handshake() -> Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "connection closed during the opening handshake",
+    )
+    .into()
+}
+
 impl From<Error> for io::Error {
     fn from(e: Error) -> Self {
         let kind = match e.kind() {
@@ -383,17 +490,21 @@ impl From<Error> for io::Error {
                 error: ConnectionError::UnexpectedEof,
                 ..
             } => io::ErrorKind::UnexpectedEof,
-            Kind::Closed { .. } | Kind::AlreadyClosed | Kind::Tls(_) | Kind::Proxy { .. } => {
-                io::ErrorKind::ConnectionAborted
-            }
+            Kind::Closed { .. } | Kind::AlreadyClosed => io::ErrorKind::ConnectionAborted,
+            #[cfg(feature = "rustls")]
+            Kind::Tls(_) => io::ErrorKind::ConnectionAborted,
+            #[cfg(feature = "proxy")]
+            Kind::Proxy { .. } => io::ErrorKind::ConnectionAborted,
             Kind::Handshake(_) | Kind::Refused { .. } | Kind::Negotiation(_) => {
                 io::ErrorKind::ConnectionRefused
             }
-            Kind::Url(_)
-            | Kind::ProxyUrl(_)
-            | Kind::TlsSetup(_)
-            | Kind::Misuse(_)
-            | Kind::HandshakeMisuse(_) => io::ErrorKind::InvalidInput,
+            Kind::Url(_) | Kind::Misuse(_) | Kind::HandshakeMisuse(_) | Kind::StreamingFrame => {
+                io::ErrorKind::InvalidInput
+            }
+            #[cfg(feature = "proxy")]
+            Kind::ProxyUrl(_) => io::ErrorKind::InvalidInput,
+            #[cfg(feature = "rustls")]
+            Kind::TlsSetup(_) => io::ErrorKind::InvalidInput,
         };
         match e.into_kind() {
             Kind::Io(inner) => inner,
@@ -426,5 +537,63 @@ mod tests {
         assert!(e.is_misuse());
         let io: io::Error = Error::new(Kind::Timeout(Timeout::Handshake)).into();
         assert_eq!(io.kind(), io::ErrorKind::TimedOut);
+    }
+
+    /// Every text of `e`'s chain, the error's own first.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        std::iter::successors(Some(e), |e| e.source())
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn each_cause_is_told_once() {
+        let addr = "127.0.0.1:9".parse().unwrap();
+        let reset = || io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer");
+        #[cfg_attr(not(any(feature = "proxy", feature = "rustls")), allow(unused_mut))]
+        let mut errors = vec![
+            Error::from(reset()),
+            Error::from(io::Error::other(Error::from(reset()))),
+            Error::from(ConnectError::Failed {
+                addr,
+                source: reset(),
+            }),
+            Error::from(ConnectError::Refused { addr }),
+            Error::new(Kind::Closed {
+                error: ConnectionError::Protocol(ProtocolError::InvalidUtf8 { valid_up_to: 3 }),
+                initiator: Initiator::Library,
+                local: Some(CloseFrame::new(CloseCode::INVALID_PAYLOAD, "").unwrap()),
+                remote: None,
+            }),
+        ];
+        #[cfg(feature = "proxy")]
+        errors.push(Error::new(Kind::Proxy {
+            proxy: "http://p:1".into(),
+            error: ProxyError::Unreachable(ConnectError::Refused { addr }),
+        }));
+        #[cfg(feature = "rustls")]
+        errors.push(Error::from(TlsSetupError::Read {
+            path: "/x.pem".into(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
+        }));
+        for e in &errors {
+            let texts = chain(e);
+            let whole = texts.join(": ");
+            for text in &texts[1..] {
+                assert_eq!(
+                    whole.matches(text.as_str()).count(),
+                    1,
+                    "{text:?} twice in {whole:?}"
+                );
+            }
+            // The message alone names the cause.
+            assert!(texts[0].contains("reset by peer") || !whole.contains("reset by peer"));
+        }
+        assert_eq!(errors[1].to_string(), "I/O error: reset by peer");
+        assert_eq!(
+            errors[3].to_string(),
+            "connection refused by 127.0.0.1:9",
+            "the message of a kind is kept"
+        );
     }
 }

@@ -42,7 +42,8 @@
 //! held to `https`.
 //!
 //! HTTP/2 requests are answered 505: a WebSocket over HTTP/2 is RFC 8441's extended CONNECT,
-//! which is not spoken here.
+//! which the core decides on (`ServerHandshake::accept_extended_connect`) but this adapter does
+//! not serve yet.
 
 use std::fmt;
 use std::future::Future;
@@ -50,15 +51,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use sockeye_proto::handshake::{UpgradeRequest, asks_for_websocket, check_reject};
+use sockeye_proto::handshake::{Refusal, Reject, asks_for_websocket};
 
 use crate::config::WebSocketConfig;
-use crate::error::{Error, Kind};
-use crate::server::{ServerBuilder, open};
+use crate::driver::now;
+use crate::error::Error;
+use crate::server::{ServerBuilder, open, refused};
 use crate::socket::WebSocket;
 
 /// The stream under a WebSocket that hyper handed over.
@@ -123,128 +124,55 @@ impl<R> fmt::Debug for Refused<R> {
     }
 }
 
-impl ServerBuilder {
-    /// Answers a WebSocket upgrade request that hyper parsed: checks it (RFC 6455 section
-    /// 4.2.1), applies the Origin policy and the `on_request` callback, and picks the
-    /// subprotocol and extension. Returns the 101 response for hyper to send and the WebSocket
-    /// to await after it; or, refused, the response to send instead.
-    ///
-    /// `R` is the response body type (`Full<Bytes>`, `String`, axum's `Body`...); a refusal's
-    /// body is plain text.
-    ///
-    /// The connection to take over is taken out of `request`'s extensions whether or not the
-    /// upgrade is accepted.
-    ///
-    /// # Errors
-    /// [`Refused`] with 400, 403, 405, 426 or 505, or the callback's status; 500 when hyper
-    /// offers no connection to take over, or the callback's refusal is not a valid response.
-    pub fn upgrade<B, R>(
-        &self,
-        request: &mut Request<B>,
-    ) -> Result<(Response<R>, PendingUpgrade), Refused<R>>
-    where
-        R: From<String>,
-    {
-        let mut head = Request::new(());
-        *head.method_mut() = request.method().clone();
-        *head.uri_mut() = request.uri().clone();
-        *head.version_mut() = request.version();
-        *head.headers_mut() = request.headers().clone();
-        let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
-        self.upgrade_head(head, on_upgrade)
-    }
+/// The request head and the connection hyper left in its extensions.
+pub(crate) fn take_head<B>(request: &mut Request<B>) -> (Request<()>, Option<OnUpgrade>) {
+    let mut head = Request::new(());
+    *head.method_mut() = request.method().clone();
+    *head.uri_mut() = request.uri().clone();
+    *head.version_mut() = request.version();
+    *head.headers_mut() = request.headers().clone();
+    (head, request.extensions_mut().remove::<OnUpgrade>())
+}
 
-    /// [`upgrade`](Self::upgrade) on a request head and the connection hyper left in its
-    /// extensions (`None`: one that cannot be upgraded).
-    pub(crate) fn upgrade_head<R>(
-        &self,
-        head: Request<()>,
-        on_upgrade: Option<OnUpgrade>,
-    ) -> Result<(Response<R>, PendingUpgrade), Refused<R>>
-    where
-        R: From<String>,
-    {
-        let checked = UpgradeRequest::from_request(head).map_err(|e| {
-            let (status, headers, body) = e
-                .response_parts()
-                .unwrap_or_else(|| (StatusCode::BAD_REQUEST, HeaderMap::new(), format!("{e}\n")));
-            refused(status, &headers, body, Error::from(e))
-        })?;
-        let agreement = self.agree(&checked).map_err(|reject| {
-            let (status, headers, body) = reject.parts();
-            // The checks `reject_response` makes on the other path: a status with a body, and
-            // none of the headers the refusal sets.
-            if let Err(misuse) = check_reject(status, headers) {
-                return internal_error(Error::from(misuse));
+/// [`ServerBuilder::upgrade`] on a request head and the connection hyper left in its
+/// extensions (`None`: one that cannot be upgraded): the core decides, this converts.
+pub(crate) fn upgrade<R>(
+    server: &ServerBuilder,
+    head: Request<()>,
+    on_upgrade: Option<OnUpgrade>,
+) -> Result<(Response<R>, PendingUpgrade), Refused<R>>
+where
+    R: From<String>,
+{
+    let accepted = server
+        .handshake_policy()
+        .accept_request(head, now())
+        .map_err(|refusal| {
+            let response = refusal.response().clone().map(R::from);
+            Refused {
+                response,
+                error: refused(refusal),
             }
-            let error = Error::new(Kind::Refused {
-                status,
-                headers: headers.clone(),
-                body: body.to_owned().into(),
-            });
-            refused(status, headers, body.to_owned(), error)
         })?;
-        // Without a connection to take over, a 101 would leave the client with nobody.
-        let Some(on_upgrade) = on_upgrade else {
-            return Err(internal_error(Error::from(std::io::Error::other(
-                "hyper offers no connection to upgrade (HTTP/1.1 with upgrades on is needed)",
-            ))));
-        };
-        let response = checked
-            .accept_response(
-                agreement.protocol.as_deref(),
-                &agreement.answers,
-                &agreement.headers,
-            )
-            .map_err(|e| internal_error(Error::from(e)))?;
-        let config: WebSocketConfig = self.websocket_config().clone();
-        let inner = Box::pin(async move {
-            let upgraded = on_upgrade
-                .await
-                .map_err(|e| Error::from(std::io::Error::other(e)))?;
-            Ok(open(
-                &config,
-                TokioIo::new(upgraded),
-                agreement,
-                BytesMut::new(),
-            ))
+    // Without a connection to take over, a 101 would leave the client with nobody.
+    let Some(on_upgrade) = on_upgrade else {
+        let reason = "hyper offers no connection to upgrade (HTTP/1.1 with upgrades on is needed)";
+        let refusal = Refusal::from(Reject::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{reason}\n"),
+        ));
+        return Err(Refused {
+            response: refusal.response().clone().map(R::from),
+            error: Error::from(std::io::Error::other(reason)),
         });
-        let (parts, ()) = response.into_parts();
-        Ok((
-            Response::from_parts(parts, R::from(String::new())),
-            PendingUpgrade { inner },
-        ))
-    }
-}
-
-/// A 500 for a misuse on the server's side.
-fn internal_error<R: From<String>>(error: Error) -> Refused<R> {
-    let body = format!("{error}\n");
-    refused(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        &HeaderMap::new(),
-        body,
-        error,
-    )
-}
-
-/// A plain-text refusal; the connection closes after it, as on the other path.
-fn refused<R: From<String>>(
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: String,
-    error: Error,
-) -> Refused<R> {
-    let mut response = Response::new(R::from(body));
-    *response.status_mut() = status;
-    let out = response.headers_mut();
-    out.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    out.insert(CONNECTION, HeaderValue::from_static("close"));
-    for (name, value) in headers {
-        out.append(name, value.clone());
-    }
-    Refused { response, error }
+    };
+    let response = accepted.response.clone().map(|()| R::from(String::new()));
+    let config: WebSocketConfig = server.websocket_config().clone();
+    let inner = Box::pin(async move {
+        let upgraded = on_upgrade
+            .await
+            .map_err(|e| Error::from(std::io::Error::other(e)))?;
+        Ok(open(&config, TokioIo::new(upgraded), accepted, BytesMut::new()).0)
+    });
+    Ok((response, PendingUpgrade { inner }))
 }

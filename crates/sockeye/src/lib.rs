@@ -32,13 +32,43 @@
 //! progress (503). Every failure to connect has its own [`Kind`]: DNS, refused, TLS (with the
 //! reason), proxy (with its status), or an HTTP status instead of 101.
 //!
-//! Without an async runtime, [`blocking`] has a client and server over std's `Read + Write`.
-//! In a hyper 1 server (feature `hyper`), `ServerBuilder::upgrade` answers an upgrade request
-//! hyper parsed; in axum 0.8 (feature `axum`), `sockeye::axum::WebSocketUpgrade` is the
-//! extractor.
+//! Without an async runtime, `sockeye::blocking` has a client and server over std's
+//! `Read + Write`. In a hyper 1 server (feature `hyper`), `ServerBuilder::upgrade` answers an
+//! upgrade request hyper parsed; in axum 0.8 (feature `axum`), `sockeye::axum::WebSocketUpgrade`
+//! is the extractor.
+//!
+//! Messages too large to hold arrive frame by frame in streaming mode
+//! ([`Config`]'s `streaming`): read them with [`WebSocket::next_frame`] (or the blocking
+//! `read_frame`), which yields [`Incoming::Frame`]s as they arrive.
+//!
+//! # Cargo features
+//!
+//! | Feature    | Default | What it adds | Dependencies |
+//! |------------|---------|--------------|--------------|
+//! | `rustls`   | yes | `wss://`, `TlsConfig`, `TlsAcceptor`, `ServerBuilder::tls`, [`Kind`]`::Tls` | rustls, tokio-rustls, webpki-roots, rustls-native-certs |
+//! | `proxy`    | yes | `Proxy` (HTTP CONNECT, SOCKS5, the proxy environment variables), [`Kind`]`::Proxy` | tokio-socks, base64 |
+//! | `blocking` | yes | `sockeye::blocking`: client and server over std's `Read + Write` | none |
+//! | `hyper`    | no  | `sockeye::hyper`: upgrades in a hyper 1 server | hyper, hyper-util |
+//! | `axum`     | no  | `sockeye::axum::WebSocketUpgrade`, the axum 0.8 extractor (implies `hyper`) | axum-core |
+//!
+//! Without default features this is the tokio client and server over plain TCP (`ws://`;
+//! a `wss://` URL is refused with an `Unsupported` I/O error).
+//!
+//! The modules are layered, each using only those below it: `net` (resolving and connecting,
+//! async and blocking, one classification of failures: [`ConnectError`]) under `proxy` and
+//! `tls` (each with its own errors), under `error` ([`Error`], with `From` each of them),
+//! under the connection (`driver`, `socket`, `split`) and the front doors (`client`,
+//! `server`, `blocking`, `hyper`, `axum`).
+
+// The docs link the items of every feature; built with fewer, those links have no target.
+#![cfg_attr(
+    not(all(feature = "rustls", feature = "proxy", feature = "blocking")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 
 #[cfg(feature = "axum")]
 pub mod axum;
+#[cfg(feature = "blocking")]
 pub mod blocking;
 mod client;
 mod config;
@@ -46,18 +76,24 @@ mod driver;
 mod error;
 #[cfg(feature = "hyper")]
 pub mod hyper;
+mod net;
+#[cfg(feature = "proxy")]
 mod proxy;
 mod server;
 mod socket;
 mod split;
 mod stream;
+#[cfg(feature = "rustls")]
 mod tls;
 
 pub use sockeye_proto::{self as proto, CloseCode, CloseFrame, Config, Message, Role, Utf8Bytes};
 
 pub use crate::client::{ClientBuilder, connect};
 pub use crate::config::{WebSocketConfig, WebSocketConfigBuilder};
+pub use crate::driver::Incoming;
 pub use crate::error::{Error, Kind, Timeout};
+pub use crate::net::ConnectError;
+#[cfg(feature = "proxy")]
 pub use crate::proxy::{Proxy, ProxyError, ProxyProtocol, ProxyUrlError, SocksReply};
 pub use crate::server::{
     Accept, DEFAULT_MAX_CONCURRENT_HANDSHAKES, OriginPolicy, Reject, ServerBuilder, accept,
@@ -65,11 +101,15 @@ pub use crate::server::{
 pub use crate::socket::WebSocket;
 pub use crate::split::{WsReader, WsWriter};
 pub use crate::stream::MaybeTlsStream;
+#[cfg(feature = "rustls")]
 pub use crate::tls::{
-    TlsAcceptor, TlsAcceptorBuilder, TlsConfig, TlsError, TlsFailure, TlsSetupError,
+    TlsAcceptor, TlsAcceptorBuilder, TlsConfig, TlsError, TlsFailure, TlsHandshakeError,
+    TlsSetupError,
 };
 /// The rustls crate, for [`TlsConfig::from_rustls`] and [`TlsAcceptor::from_rustls`].
+#[cfg(feature = "rustls")]
 pub use rustls;
 pub use sockeye_proto::PreparedMessage;
 pub use sockeye_proto::extension::DeflateConfig;
 pub use sockeye_proto::handshake::UpgradeRequest;
+pub use sockeye_proto::{DataFrame, DataKind};

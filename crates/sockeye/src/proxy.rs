@@ -21,7 +21,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::error::{Error, Kind};
+use crate::net::{self, ConnectError};
 
 /// The largest CONNECT response head we read from an HTTP proxy.
 const MAX_CONNECT_RESPONSE: usize = 16 * 1024;
@@ -166,18 +166,13 @@ impl Proxy {
 
     /// Opens a TCP connection through the proxy to `host:port`. With `socks5://` the name is
     /// resolved here and each address tried in turn, as a direct connection would.
-    pub(crate) async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, Error> {
-        let fail = |error: ProxyError| {
-            Error::new(Kind::Proxy {
-                proxy: self.to_string(),
-                error,
-            })
-        };
+    pub(crate) async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, ProxyError> {
         let targets: Vec<Target<'_>> = if let Ok(ip) = host.parse::<IpAddr>() {
             vec![Target::Addr(SocketAddr::new(ip, port))]
         } else if self.protocol == ProxyProtocol::Socks5 {
-            crate::client::resolve(host, port)
-                .await?
+            net::resolve(host, port)
+                .await
+                .map_err(ProxyError::Resolve)?
                 .into_iter()
                 .map(Target::Addr)
                 .collect()
@@ -186,9 +181,9 @@ impl Proxy {
         };
         let mut last = None;
         for target in targets {
-            let tcp = crate::client::open_tcp(&self.host, self.port, None)
+            let tcp = net::connect(&self.host, self.port, None)
                 .await
-                .map_err(|e| fail(ProxyError::Unreachable(Box::new(e))))?;
+                .map_err(ProxyError::Unreachable)?;
             let result = match self.protocol {
                 ProxyProtocol::Http => self.http_connect(tcp, &target).await,
                 ProxyProtocol::Socks5 | ProxyProtocol::Socks5RemoteDns => {
@@ -200,12 +195,10 @@ impl Proxy {
                 // The proxy could not reach this address: try the next, as a direct
                 // connection would.
                 Err(e @ ProxyError::SocksRefused(_)) => last = Some(e),
-                Err(e) => return Err(fail(e)),
+                Err(e) => return Err(e),
             }
         }
-        Err(fail(last.unwrap_or(ProxyError::Malformed(
-            "no address to connect to",
-        ))))
+        Err(last.unwrap_or(ProxyError::Malformed("no address to connect to")))
     }
 
     async fn http_connect(
@@ -403,7 +396,11 @@ pub enum SocksReply {
 #[non_exhaustive]
 pub enum ProxyError {
     /// The proxy itself could not be reached.
-    Unreachable(Box<Error>),
+    Unreachable(ConnectError),
+    /// The server's name could not be resolved (`socks5://` resolves it here, not at the
+    /// proxy). The crate's [`Error`](crate::Error) reports it as
+    /// [`Kind::Dns`](crate::Kind::Dns), as for a direct connection.
+    Resolve(ConnectError),
     /// The connection to the proxy failed while it was opening the tunnel.
     Io(std::io::Error),
     /// The HTTP proxy answered `CONNECT` with this status (407 for missing or wrong credentials,
@@ -430,6 +427,7 @@ impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unreachable(e) => write!(f, "cannot reach the proxy: {e}"),
+            Self::Resolve(e) => fmt::Display::fmt(e, f),
             Self::Io(e) => write!(f, "the connection to the proxy failed: {e}"),
             Self::Invalid(why) => write!(f, "cannot ask the proxy: {why}"),
             Self::Refused { status, .. } => {
@@ -443,11 +441,16 @@ impl fmt::Display for ProxyError {
 }
 
 impl std::error::Error for ProxyError {
+    /// What the message does not already say: the text of the cause is part of it.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Unreachable(e) => Some(e),
-            Self::Io(e) => Some(e),
-            _ => None,
+            Self::Unreachable(e) | Self::Resolve(e) => e.source(),
+            Self::Io(e) => e.source(),
+            Self::Refused { .. }
+            | Self::AuthRejected(_)
+            | Self::SocksRefused(_)
+            | Self::Invalid(_)
+            | Self::Malformed(_) => None,
         }
     }
 }

@@ -13,7 +13,7 @@ use sockeye_proto::{
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::WebSocketConfig;
-use crate::driver::{Driver, now};
+use crate::driver::{Driver, Incoming, now};
 use crate::error::Error;
 use crate::split::{WsReader, WsWriter, split};
 
@@ -26,6 +26,9 @@ use crate::split::{WsReader, WsWriter, split};
 ///
 /// Received messages are [`Message::Text`] (valid UTF-8), [`Message::Binary`], and, for
 /// information, [`Message::Ping`], [`Message::Pong`] and the peer's [`Message::Close`].
+///
+/// With [`Config`]'s `streaming` on, text and binary messages are not assembled: read with
+/// [`next_frame`](Self::next_frame), which yields their frames as they arrive ([`Incoming`]).
 pub struct WebSocket<S> {
     driver: Driver<S>,
 }
@@ -59,8 +62,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The next message; `None` after a clean close.
     ///
     /// Cancel-safe: dropping the future before it completes loses no message.
+    ///
+    /// In streaming mode a frame of a text or binary message is not a message: it is an
+    /// [`Error::is_misuse`] ([`Kind::StreamingFrame`](crate::Kind::StreamingFrame)), and
+    /// [`next_frame`](Self::next_frame) hands that frame out next.
     pub async fn next(&mut self) -> Option<Result<Message, Error>> {
         poll_fn(|cx| self.driver.poll_next_message(cx)).await
+    }
+
+    /// The next message or, in streaming mode, the next frame of a text or binary message as
+    /// it arrives; `None` after a clean close. See [`Incoming`]. Without streaming mode it
+    /// yields what [`next`](Self::next) does, as [`Incoming::Message`].
+    ///
+    /// Cancel-safe, as [`next`](Self::next) is.
+    pub async fn next_frame(&mut self) -> Option<Result<Incoming, Error>> {
+        poll_fn(|cx| self.driver.poll_next_incoming(cx)).await
     }
 
     /// Sends a message.

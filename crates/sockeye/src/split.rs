@@ -13,7 +13,7 @@ use futures_sink::Sink;
 use sockeye_proto::{CloseCode, CloseFrame, Message, PreparedMessage};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::driver::Driver;
+use crate::driver::{Driver, Incoming};
 use crate::error::Error;
 
 pub(crate) fn split<S>(driver: Driver<S>) -> (WsReader<S>, WsWriter<S>) {
@@ -139,6 +139,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsReader<S> {
     /// The next message; `None` after a clean close. Cancel-safe.
     pub async fn next(&mut self) -> Option<Result<Message, Error>> {
         std::future::poll_fn(|cx| self.shared.poll(cx, Driver::poll_next_message)).await
+    }
+
+    /// The next message or, in streaming mode, frame; see
+    /// [`WebSocket::next_frame`](crate::WebSocket::next_frame). Cancel-safe.
+    pub async fn next_frame(&mut self) -> Option<Result<Incoming, Error>> {
+        std::future::poll_fn(|cx| self.shared.poll(cx, Driver::poll_next_incoming)).await
     }
 }
 

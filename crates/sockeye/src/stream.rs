@@ -16,8 +16,10 @@ pub enum MaybeTlsStream {
     /// Plain TCP, for `ws://`.
     Plain(TcpStream),
     /// TLS over TCP, client side, for `wss://`.
+    #[cfg(feature = "rustls")]
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     /// TLS over TCP, server side.
+    #[cfg(feature = "rustls")]
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
@@ -26,7 +28,9 @@ impl MaybeTlsStream {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Self::Plain(tcp) => tcp,
+            #[cfg(feature = "rustls")]
             Self::ClientTls(tls) => tls.get_ref().0,
+            #[cfg(feature = "rustls")]
             Self::ServerTls(tls) => tls.get_ref().0,
         }
     }
@@ -39,13 +43,17 @@ impl MaybeTlsStream {
     /// The application protocol TLS negotiated (ALPN): `http/1.1`, or `None` when the peer
     /// offered or chose none, or without TLS.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        self.tls_state()?.alpn_protocol()
+        #[cfg(feature = "rustls")]
+        return self.tls_state()?.alpn_protocol();
+        #[cfg(not(feature = "rustls"))]
+        None
     }
 
     /// On a server, the host name the client asked for (SNI); clients connecting to an IP
     /// address send none.
     pub fn server_name(&self) -> Option<&str> {
         match self {
+            #[cfg(feature = "rustls")]
             Self::ServerTls(tls) => tls.get_ref().1.server_name(),
             _ => None,
         }
@@ -53,11 +61,13 @@ impl MaybeTlsStream {
 
     /// The certificate chain the peer presented over TLS (a client certificate, on a server),
     /// leaf first.
+    #[cfg(feature = "rustls")]
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
         self.tls_state()?.peer_certificates()
     }
 
     /// What both TLS sides share (the negotiated protocol, the peer's certificates).
+    #[cfg(feature = "rustls")]
     fn tls_state(&self) -> Option<&rustls::CommonState> {
         match self {
             Self::Plain(_) => None,
@@ -71,7 +81,9 @@ macro_rules! each {
     ($stream:expr, $s:ident => $body:expr) => {
         match $stream {
             MaybeTlsStream::Plain($s) => $body,
+            #[cfg(feature = "rustls")]
             MaybeTlsStream::ClientTls($s) => $body,
+            #[cfg(feature = "rustls")]
             MaybeTlsStream::ServerTls($s) => $body,
         }
     };
@@ -114,15 +126,5 @@ impl AsyncWrite for MaybeTlsStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         each!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
-    }
-}
-
-/// Sets `TCP_NODELAY` when `stream` is a tokio TCP stream.
-pub(crate) fn set_nodelay<S: 'static>(stream: &S, on: bool) {
-    let any: &dyn std::any::Any = stream;
-    if let Some(tcp) = any.downcast_ref::<TcpStream>()
-        && let Err(e) = tcp.set_nodelay(on)
-    {
-        tracing::debug!(error = %e, "could not set TCP_NODELAY");
     }
 }

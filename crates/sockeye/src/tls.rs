@@ -17,6 +17,9 @@ use rustls::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
+#[cfg(feature = "blocking")]
+use crate::net;
+
 /// The only application protocol a WebSocket handshake speaks (RFC 6455 runs over HTTP/1.1).
 const ALPN_HTTP11: &[u8] = b"http/1.1";
 
@@ -29,11 +32,10 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// A TLS setting that could not be built: unreadable or malformed PEM, a key that does not
 /// match, no usable root certificate.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum TlsSetupError {
     /// A PEM file could not be read.
-    #[error("cannot read {path}: {source}")]
     Read {
         /// The file.
         path: String,
@@ -41,20 +43,68 @@ pub enum TlsSetupError {
         source: io::Error,
     },
     /// PEM text held no certificate, or a malformed one.
-    #[error("no valid certificate in the PEM input")]
     NoCertificate,
     /// PEM text held no private key, or a malformed one.
-    #[error("no valid private key in the PEM input")]
     NoPrivateKey,
     /// No root certificate could be loaded (the platform's store was empty or unreadable).
-    #[error("no usable root certificate")]
     NoRoots,
     /// rustls refused the configuration (a key that does not match its certificate, say).
-    #[error("TLS configuration refused: {0}")]
-    Rustls(#[from] rustls::Error),
+    Rustls(rustls::Error),
     /// rustls refused the client-certificate roots.
-    #[error("client certificate verifier refused: {0}")]
-    ClientVerifier(#[from] rustls::server::VerifierBuilderError),
+    ClientVerifier(rustls::server::VerifierBuilderError),
+    /// The host to connect to is not a valid TLS server name.
+    ServerName(String),
+    /// The server chose another application protocol than `http/1.1` (possible only with a
+    /// rustls config of the caller's that offered one).
+    Alpn(String),
+}
+
+impl fmt::Display for TlsSetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read { path, source } => write!(f, "cannot read {path}: {source}"),
+            Self::NoCertificate => f.write_str("no valid certificate in the PEM input"),
+            Self::NoPrivateKey => f.write_str("no valid private key in the PEM input"),
+            Self::NoRoots => f.write_str("no usable root certificate"),
+            Self::Rustls(e) => write!(f, "TLS configuration refused: {e}"),
+            Self::ClientVerifier(e) => write!(f, "client certificate verifier refused: {e}"),
+            Self::ServerName(host) => write!(f, "{host:?} is not a valid TLS server name"),
+            Self::Alpn(protocol) => {
+                write!(
+                    f,
+                    "the server chose ALPN protocol {protocol:?}, not http/1.1"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for TlsSetupError {
+    /// What the message does not already say: the text of the cause is part of it.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Read { source, .. } => source.source(),
+            Self::Rustls(e) => e.source(),
+            Self::ClientVerifier(e) => e.source(),
+            Self::NoCertificate
+            | Self::NoPrivateKey
+            | Self::NoRoots
+            | Self::ServerName(_)
+            | Self::Alpn(_) => None,
+        }
+    }
+}
+
+impl From<rustls::Error> for TlsSetupError {
+    fn from(e: rustls::Error) -> Self {
+        Self::Rustls(e)
+    }
+}
+
+impl From<rustls::server::VerifierBuilderError> for TlsSetupError {
+    fn from(e: rustls::server::VerifierBuilderError) -> Self {
+        Self::ClientVerifier(e)
+    }
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
@@ -320,42 +370,60 @@ impl TlsConfig {
         &self,
         host: &str,
         stream: S,
-    ) -> Result<tokio_rustls::client::TlsStream<S>, crate::Error>
+    ) -> Result<tokio_rustls::client::TlsStream<S>, TlsHandshakeError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let config = self
-            .client_config()
-            .map_err(|e| crate::Error::new(crate::Kind::TlsSetup(e)))?;
-        let name = Self::server_name(host)?;
+        let config = self.client_config()?;
+        let name = server_name(host)?;
         let stream = tokio_rustls::TlsConnector::from(config)
             .connect(name, stream)
-            .await?;
-        Self::check_alpn(stream.get_ref().1.alpn_protocol())?;
+            .await
+            .map_err(TlsHandshakeError::from_io)?;
+        check_alpn(stream.get_ref().1.alpn_protocol())?;
         Ok(stream)
     }
 
-    /// `host` as the TLS server name (SNI is sent for names, not for addresses).
-    pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, crate::Error> {
-        ServerName::try_from(host.to_owned()).map_err(|_| {
-            crate::Error::new(crate::Kind::TlsSetup(TlsSetupError::Rustls(
-                rustls::Error::General(format!("{host:?} is not a valid TLS server name")),
-            )))
-        })
-    }
-
-    /// RFC 6455 runs over HTTP/1.1: a server that chose another protocol (h2, with a rustls
-    /// config of the caller's that offered it) cannot take the upgrade.
-    pub(crate) fn check_alpn(alpn: Option<&[u8]>) -> Result<(), crate::Error> {
-        match alpn {
-            Some(alpn) if alpn != ALPN_HTTP11 => Err(crate::Error::new(crate::Kind::TlsSetup(
-                TlsSetupError::Rustls(rustls::Error::General(format!(
-                    "the server chose ALPN protocol {:?}, not http/1.1",
-                    String::from_utf8_lossy(alpn)
-                ))),
-            ))),
-            _ => Ok(()),
+    /// TLS over a blocking TCP connection, the handshake done before `deadline` (an I/O error
+    /// of kind `TimedOut` or `WouldBlock` after it).
+    #[cfg(feature = "blocking")]
+    pub(crate) fn connect_blocking(
+        &self,
+        host: &str,
+        mut tcp: std::net::TcpStream,
+        deadline: std::time::Instant,
+    ) -> Result<BlockingTlsStream, TlsHandshakeError> {
+        let config = self.client_config()?;
+        let name = server_name(host)?;
+        let mut conn = rustls::ClientConnection::new(config, name).map_err(TlsSetupError::from)?;
+        while conn.is_handshaking() {
+            net::until(&tcp, deadline).map_err(TlsHandshakeError::Io)?;
+            conn.complete_io(&mut tcp)
+                .map_err(TlsHandshakeError::from_io)?;
         }
+        check_alpn(conn.alpn_protocol())?;
+        Ok(rustls::StreamOwned::new(conn, tcp))
+    }
+}
+
+/// A client's TLS over a blocking TCP connection.
+#[cfg(feature = "blocking")]
+pub(crate) type BlockingTlsStream =
+    rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+/// `host` as the TLS server name (SNI is sent for names, not for addresses).
+fn server_name(host: &str) -> Result<ServerName<'static>, TlsSetupError> {
+    ServerName::try_from(host.to_owned()).map_err(|_| TlsSetupError::ServerName(host.to_owned()))
+}
+
+/// RFC 6455 runs over HTTP/1.1: a server that chose another protocol (h2, with a rustls config
+/// of the caller's that offered it) cannot take the upgrade.
+fn check_alpn(alpn: Option<&[u8]>) -> Result<(), TlsSetupError> {
+    match alpn {
+        Some(alpn) if alpn != ALPN_HTTP11 => Err(TlsSetupError::Alpn(
+            String::from_utf8_lossy(alpn).into_owned(),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -495,18 +563,18 @@ impl TlsAcceptor {
     /// Runs the server side of the TLS handshake.
     ///
     /// # Errors
-    /// The handshake failed: [`Kind::Tls`](crate::Kind::Tls) says why.
+    /// The handshake failed ([`TlsHandshakeError::Tls`] says why) or the transport did.
     pub async fn accept<S>(
         &self,
         stream: S,
-    ) -> Result<tokio_rustls::server::TlsStream<S>, crate::Error>
+    ) -> Result<tokio_rustls::server::TlsStream<S>, TlsHandshakeError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let stream = tokio_rustls::TlsAcceptor::from(self.current())
+        tokio_rustls::TlsAcceptor::from(self.current())
             .accept(stream)
-            .await?;
-        Ok(stream)
+            .await
+            .map_err(TlsHandshakeError::from_io)
     }
 }
 
@@ -621,6 +689,9 @@ pub enum TlsFailure {
     NoClientCertificate,
     /// The peer refused the handshake with this alert (it did not trust our certificate, say).
     PeerAlert(AlertDescription),
+    /// The peer does not speak TLS on this port: what came back is not a TLS record (a plain
+    /// HTTP answer, say).
+    NotTls,
     /// Another TLS failure: no common protocol version or cipher suite, a corrupt record.
     Other,
 }
@@ -652,6 +723,12 @@ impl TlsError {
             },
             rustls::Error::NoCertificatesPresented => TlsFailure::NoClientCertificate,
             rustls::Error::AlertReceived(alert) => TlsFailure::PeerAlert(*alert),
+            // The first bytes back are not a TLS record: an HTTP server's answer to what it
+            // took for a request, typically.
+            rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType
+                | rustls::InvalidMessage::UnknownProtocolVersion,
+            ) => TlsFailure::NotTls,
             _ => TlsFailure::Other,
         };
         Some(Self { failure, source })
@@ -679,14 +756,67 @@ impl fmt::Display for TlsError {
             TlsFailure::BadCertificate => "invalid certificate",
             TlsFailure::NoClientCertificate => "no client certificate presented",
             TlsFailure::PeerAlert(_) => "the peer refused the TLS handshake",
-            TlsFailure::Other => "TLS failure",
+            TlsFailure::NotTls => "the peer does not speak TLS",
+            // rustls says it best.
+            TlsFailure::Other => return fmt::Display::fmt(&self.source, f),
         };
         write!(f, "{what} ({})", self.source)
     }
 }
 
 impl std::error::Error for TlsError {
+    /// What the message does not already say: the rustls error's text is part of it.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+        self.source.source()
+    }
+}
+
+/// Why a TLS handshake did not complete: the settings, the handshake itself, or the transport
+/// under it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TlsHandshakeError {
+    /// The settings could not be used (a bad server name, the roots).
+    Setup(TlsSetupError),
+    /// The handshake failed: [`TlsError::failure`] says why.
+    Tls(TlsError),
+    /// The transport failed (or, for the blocking client, timed out) during the handshake.
+    Io(io::Error),
+}
+
+impl TlsHandshakeError {
+    /// An I/O error from a TLS stream: a TLS failure when it carries a rustls error.
+    pub(crate) fn from_io(e: io::Error) -> Self {
+        match TlsError::from_io(&e) {
+            Some(tls) => Self::Tls(tls),
+            None => Self::Io(e),
+        }
+    }
+}
+
+impl From<TlsSetupError> for TlsHandshakeError {
+    fn from(e: TlsSetupError) -> Self {
+        Self::Setup(e)
+    }
+}
+
+impl fmt::Display for TlsHandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Setup(e) => write!(f, "invalid TLS settings: {e}"),
+            Self::Tls(e) => write!(f, "TLS failed: {e}"),
+            Self::Io(e) => write!(f, "I/O error during the TLS handshake: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsHandshakeError {
+    /// What the message does not already say.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Setup(e) => e.source(),
+            Self::Tls(e) => e.source(),
+            Self::Io(e) => e.source(),
+        }
     }
 }

@@ -247,3 +247,19 @@ async fn same_host_or_a_list() {
     })
     .await;
 }
+
+#[cfg(not(feature = "rustls"))]
+#[tokio::test]
+async fn wss_without_the_rustls_feature_is_unsupported() {
+    // Nothing listens there: the URL is refused before any connection is tried.
+    let port = support::free_port();
+    let e = sockeye::connect(&format!("wss://127.0.0.1:{port}/"))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    let Kind::Io(io) = e.kind() else {
+        panic!("{e:?}")
+    };
+    assert_eq!(io.kind(), std::io::ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("rustls"), "{e}");
+}

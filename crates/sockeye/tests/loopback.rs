@@ -847,15 +847,6 @@ async fn split_writer_close_reports_the_timeout() {
     .await;
 }
 
-#[test]
-fn streaming_config_is_refused_by_the_tokio_layer() {
-    let proto = Config::builder()
-        .streaming(true)
-        .build()
-        .expect("proto config");
-    assert!(WebSocketConfig::builder().proto(proto).build().is_err());
-}
-
 #[cfg(unix)]
 #[tokio::test]
 async fn over_a_unix_socket() {

@@ -9,8 +9,8 @@ use std::process::Command;
 
 use http::StatusCode;
 use sockeye::{
-    ClientBuilder, Kind, Message, Proxy, ProxyError, ServerBuilder, SocksReply, Timeout,
-    TlsAcceptor, TlsConfig, WebSocketConfig,
+    ClientBuilder, ConnectError, Kind, Message, Proxy, ProxyError, ServerBuilder, SocksReply,
+    Timeout, TlsAcceptor, TlsConfig, WebSocketConfig,
 };
 use support::{Ca, Daemon, TempDir, bounded, echo_server, free_port, program};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -279,10 +279,27 @@ async fn an_unreachable_proxy_is_a_proxy_error() {
             panic!("{e:?}")
         };
         assert_eq!(proxy, &format!("http://127.0.0.1:{port}"));
-        assert!(
-            matches!(inner.kind(), Kind::ConnectionRefused { .. }),
-            "{inner:?}"
-        );
+        assert!(matches!(inner, ConnectError::Refused { .. }), "{inner:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_server_name_resolved_for_socks5_that_does_not_resolve_is_a_dns_error() {
+    bounded(async {
+        // `socks5://` resolves the server's name here, before the proxy is reached (and no
+        // proxy listens on this port): the failure is the name's, as for a direct connection.
+        let via: Proxy = format!("socks5://127.0.0.1:{}", free_port())
+            .parse()
+            .unwrap();
+        let e = echo_through("ws://no-such-host.invalid/", via, TlsConfig::new())
+            .await
+            .unwrap_err();
+        let Kind::Dns { host, .. } = e.kind() else {
+            panic!("{e:?}")
+        };
+        assert_eq!(host, "no-such-host.invalid");
+        assert!(e.is_connect());
     })
     .await;
 }

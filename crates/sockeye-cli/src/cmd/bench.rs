@@ -6,15 +6,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use sockeye::{ClientBuilder, CloseCode, Message, Utf8Bytes};
+use sockeye::{ClientBuilder, CloseCode, MaybeTlsStream, Message, Utf8Bytes, WebSocket};
 use tokio::task::JoinSet;
 
 use super::Usage;
 use crate::args::BenchArgs;
 use crate::exit;
 
-/// How long outstanding echoes may take once the run is over.
-const DRAIN: Duration = Duration::from_secs(5);
+/// How long the first echo, which checks that the endpoint echoes, may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the close at the end of the run may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Totals {
@@ -23,7 +25,16 @@ struct Totals {
 
 struct ConnResult {
     latencies_us: Vec<u32>,
-    errors: u64,
+    /// What ended the connection early, if anything did.
+    error: Option<Failure>,
+}
+
+/// Why a connection of the run failed.
+enum Failure {
+    /// It could not connect (or the handshake was refused).
+    Connect(anyhow::Error),
+    /// It connected, and then this went wrong.
+    Run(String),
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
@@ -38,7 +49,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     let pace = (args.rate > 0)
         .then(|| Duration::from_secs_f64(args.connections as f64 / args.rate as f64));
 
-    let client = args.net.apply(ClientBuilder::new(&args.url))?;
+    let url = crate::addr::ws_url(&args.url);
+    crate::addr::check_ws_url(&url).map_err(Usage)?;
+    let client = args.net.apply(ClientBuilder::new(&url))?;
     let mut tasks = JoinSet::new();
     for _ in 0..args.connections {
         let client = client.clone();
@@ -81,12 +94,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let elapsed = start
-        .elapsed()
-        .min(args.duration + DRAIN)
-        .as_secs_f64()
-        .max(1e-3);
-    Ok(report(&args, &results, elapsed))
+    report(&args, &url, results)
 }
 
 fn payload(size: usize, binary: bool) -> Message {
@@ -109,21 +117,32 @@ async fn connection(
 ) -> ConnResult {
     let mut result = ConnResult {
         latencies_us: Vec::new(),
-        errors: 0,
+        error: None,
     };
-    let Ok((mut ws, _)) = client.connect().await else {
-        result.errors += 1;
+    let mut ws = match client.connect().await {
+        Ok((ws, _)) => ws,
+        Err(e) => {
+            result.error = Some(Failure::Connect(e.into()));
+            return result;
+        }
+    };
+    if let Err(why) = probe(&mut ws, &payload).await {
+        result.error = Some(Failure::Run(why));
         return result;
-    };
+    }
     let mut sent: std::collections::VecDeque<Instant> =
         std::collections::VecDeque::with_capacity(in_flight);
     let mut next_send = Instant::now();
     loop {
         let now = Instant::now();
+        if now >= deadline {
+            // What is still in flight is not waited for: the run is over.
+            break;
+        }
         // Keep `in_flight` messages outstanding (at the paced rate) until the deadline.
-        while now < deadline && sent.len() < in_flight && next_send <= now {
-            if ws.feed(payload.clone()).await.is_err() {
-                result.errors += 1;
+        while sent.len() < in_flight && next_send <= now {
+            if let Err(e) = ws.feed(payload.clone()).await {
+                result.error = Some(Failure::Run(format!("sending failed: {e}")));
                 return result;
             }
             sent.push_back(Instant::now());
@@ -131,23 +150,15 @@ async fn connection(
                 next_send += pace;
             }
         }
-        if ws.flush().await.is_err() {
-            result.errors += 1;
+        if let Err(e) = ws.flush().await {
+            result.error = Some(Failure::Run(format!("sending failed: {e}")));
             return result;
         }
         if sent.is_empty() {
-            if now >= deadline {
-                break;
-            }
-            tokio::time::sleep_until(next_send.into()).await;
+            tokio::time::sleep_until(next_send.min(deadline).into()).await;
             continue;
         }
-        let limit = if now >= deadline {
-            deadline + DRAIN
-        } else {
-            deadline.max(next_send) + DRAIN
-        };
-        match tokio::time::timeout_at(limit.into(), ws.next()).await {
+        match tokio::time::timeout_at(deadline.into(), ws.next()).await {
             Ok(Some(Ok(message))) if message.is_data() => {
                 if let Some(at) = sent.pop_front() {
                     let micros = at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
@@ -155,24 +166,104 @@ async fn connection(
                     totals.messages.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(_)) | None) | Err(_) => {
-                result.errors += 1;
+            Ok(Some(Ok(_))) | Err(_) => {}
+            Ok(Some(Err(e))) => {
+                result.error = Some(Failure::Run(format!("the connection failed: {e}")));
+                return result;
+            }
+            Ok(None) => {
+                let how = ws.close_status().map_or_else(
+                    || "without a close frame".to_owned(),
+                    crate::display::close_line,
+                );
+                result.error = Some(Failure::Run(format!(
+                    "the server closed the connection: {how}"
+                )));
                 return result;
             }
         }
     }
-    let _ = ws.close(CloseCode::NORMAL, "bench done").await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(CloseCode::NORMAL, "bench done")).await;
     result
 }
 
-fn report(args: &BenchArgs, results: &[ConnResult], seconds: f64) -> u8 {
-    let mut latencies: Vec<u32> = results
-        .iter()
-        .flat_map(|r| r.latencies_us.iter().copied())
-        .collect();
+/// Sends one message and checks that the same comes back first: a room or a server that
+/// answers something else is not measured as if it echoed.
+async fn probe(ws: &mut WebSocket<MaybeTlsStream>, payload: &Message) -> Result<(), String> {
+    // A marker no other connection sends, in front of the payload's own bytes.
+    let marker = format!("sockeye bench probe {:016x} ", rand_u64());
+    let probe = match payload {
+        Message::Binary(data) => {
+            let mut bytes = marker.into_bytes();
+            bytes.extend_from_slice(data);
+            Message::binary(bytes)
+        }
+        _ => Message::text(marker),
+    };
+    ws.send(probe.clone())
+        .await
+        .map_err(|e| format!("sending failed: {e}"))?;
+    let answer = tokio::time::timeout(PROBE_TIMEOUT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(message)) if message.is_data() => return Ok(message),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("the connection failed: {e}")),
+                None => {
+                    let how = ws.close_status().map_or_else(
+                        || "without a close frame".to_owned(),
+                        crate::display::close_line,
+                    );
+                    return Err(format!("the server closed the connection: {how}"));
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|_| format!("no echo within {PROBE_TIMEOUT:?}: is this an echo endpoint?"))??;
+    if answer == probe {
+        Ok(())
+    } else {
+        Err("not an echo endpoint: the first message back was not the one sent (a room relays others' messages)".to_owned())
+    }
+}
+
+/// A random number for the probe's marker, from the standard library's hasher keys.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(u64::from(std::process::id()));
+    hasher.finish()
+}
+
+fn report(args: &BenchArgs, url: &str, results: Vec<ConnResult>) -> anyhow::Result<u8> {
+    let mut latencies: Vec<u32> = Vec::new();
+    let mut reasons: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut first_connect_error = None;
+    let mut connected = 0_usize;
+    for result in results {
+        latencies.extend_from_slice(&result.latencies_us);
+        match result.error {
+            Some(Failure::Connect(e)) => {
+                *reasons.entry(exit::describe(&e)).or_default() += 1;
+                first_connect_error.get_or_insert(e);
+            }
+            Some(Failure::Run(why)) => {
+                connected += 1;
+                *reasons.entry(why).or_default() += 1;
+            }
+            None => connected += 1,
+        }
+    }
+    // No connection could be made: the reason and the exit code of the failure (3 for a
+    // refused port, 4 for an HTTP status), as `connect` would give.
+    if connected == 0
+        && let Some(error) = first_connect_error
+    {
+        return Err(error);
+    }
     latencies.sort_unstable();
-    let errors: u64 = results.iter().map(|r| r.errors).sum();
+    let errors: u64 = reasons.values().sum();
     let messages = latencies.len() as u64;
     let percentile = |p: f64| -> u32 {
         if latencies.is_empty() {
@@ -181,17 +272,19 @@ fn report(args: &BenchArgs, results: &[ConnResult], seconds: f64) -> u8 {
         let rank = ((p / 100.0) * (latencies.len() - 1) as f64).round() as usize;
         latencies[rank.min(latencies.len() - 1)]
     };
+    let seconds = args.duration.as_secs_f64().max(1e-3);
     let rate = messages as f64 / seconds;
     let mb_per_s = rate * args.size as f64 / 1e6;
     if args.json {
         let value = serde_json::json!({
-            "url": args.url,
+            "url": url,
             "connections": args.connections,
             "size": args.size,
             "in_flight": args.in_flight,
             "seconds": seconds,
             "messages": messages,
             "errors": errors,
+            "error_reasons": reasons,
             "messages_per_sec": rate,
             "mb_per_sec": mb_per_s,
             "latency_us": {
@@ -217,9 +310,12 @@ fn report(args: &BenchArgs, results: &[ConnResult], seconds: f64) -> u8 {
         );
         println!("errors: {errors}");
     }
-    if errors == 0 && messages > 0 {
+    for (reason, count) in &reasons {
+        eprintln!("sockeye: {count} connection(s): {reason}");
+    }
+    Ok(if errors == 0 && messages > 0 {
         exit::OK
     } else {
         exit::ERROR
-    }
+    })
 }

@@ -1,36 +1,69 @@
-//! `sockeye connect`: stdin to messages, messages to stdout.
+//! `sockeye connect`: stdin to messages, messages to stdout; or an interactive session.
 
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
-use sockeye::{ClientBuilder, CloseCode, Config, DeflateConfig, Message, WebSocketConfig};
+use sockeye::{
+    ClientBuilder, CloseCode, Config, DeflateConfig, Kind, MaybeTlsStream, Message, WebSocket,
+    WebSocketConfig,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::Usage;
 use crate::args::ConnectArgs;
-use crate::display;
-use crate::exit;
+use crate::{addr, display, exit};
+
+/// How long the server gets to answer our Close after Ctrl-C or SIGTERM.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// What ended one connection.
 enum End {
-    /// Stdin ended and the connection was closed by us.
+    /// Stdin ended (or the user asked) and the connection was closed by us.
     InputDone,
+    /// Ctrl-C or SIGTERM: the connection was closed by us, and the command ends.
+    Interrupted,
     /// The server closed; `normal` says whether with 1000/1001 (or no code).
     ServerClosed { normal: bool },
 }
 
+/// What the user typed, in interactive mode.
+#[derive(Debug, PartialEq)]
+enum Command {
+    Send(Message),
+    Ping(Bytes),
+    Close(CloseCode, String),
+    /// A command that could not be read: the message says why.
+    Bad(String),
+}
+
 pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
-    let builder = builder(&args)?;
+    let url = addr::ws_url(&args.url);
+    addr::check_ws_url(&url).map_err(Usage)?;
+    let interactive = args.interactive
+        || (!args.receive_only
+            && !args.once
+            && !args.binary
+            && std::io::stdin().is_terminal()
+            && std::io::stdout().is_terminal());
+    let builder = builder(&args, &url)?;
     let (tx, mut rx) = mpsc::channel::<Message>(64);
-    tokio::spawn(read_stdin(args.binary, tx));
+    if args.receive_only {
+        // Nothing is read; the sender stays alive so the input never "ends".
+        std::mem::forget(tx);
+    } else {
+        tokio::spawn(read_stdin(args.binary, tx));
+    }
+    let view = View::new(interactive);
 
     let mut backoff = Duration::from_millis(200);
     loop {
-        match session(&args, builder.clone(), &mut rx).await {
-            Ok(End::InputDone) => return Ok(exit::OK),
+        match session(&args, &url, &view, builder.clone(), &mut rx).await {
+            Ok(End::InputDone | End::Interrupted) => return Ok(exit::OK),
             Ok(End::ServerClosed { normal }) if !args.reconnect => {
                 return Ok(if normal { exit::OK } else { exit::ABNORMAL });
             }
@@ -43,19 +76,25 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
             }
             Err(e) => return Err(e),
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = crate::signal::terminate() => return Ok(exit::OK),
+        }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 
-fn builder(args: &ConnectArgs) -> anyhow::Result<ClientBuilder> {
-    let proto = Config::builder()
-        .ping_interval(args.ping_interval)
-        .build()?;
-    let config = WebSocketConfig::builder().proto(proto).build()?;
-    let mut builder = args
-        .net
-        .apply(ClientBuilder::new(&args.url).config(config))?;
+fn builder(args: &ConnectArgs, url: &str) -> anyhow::Result<ClientBuilder> {
+    let mut proto = Config::builder().ping_interval(args.ping_interval);
+    if let Some(max) = args.max_message_size {
+        proto = proto.max_message_size(max).max_frame_size(max);
+    }
+    let config = WebSocketConfig::builder()
+        .proto(proto.build().map_err(|e| Usage(format!("{e}")))?)
+        .handshake_timeout(args.connect_timeout)
+        .build()
+        .map_err(|e| Usage(format!("{e}")))?;
+    let mut builder = args.net.apply(ClientBuilder::new(url).config(config))?;
     for header in &args.headers {
         let (name, value) = header
             .split_once(':')
@@ -65,6 +104,15 @@ fn builder(args: &ConnectArgs) -> anyhow::Result<ClientBuilder> {
         let value = HeaderValue::try_from(value.trim())
             .map_err(|e| Usage(format!("header value {value:?}: {e}")))?;
         builder = builder.header(name, value);
+    }
+    if let Some(auth) = &args.auth {
+        if !auth.contains(':') {
+            return Err(Usage("--auth: use USER:PASSWORD".into()).into());
+        }
+        let token = base64::engine::general_purpose::STANDARD.encode(auth);
+        let value = HeaderValue::try_from(format!("Basic {token}"))
+            .map_err(|e| Usage(format!("--auth: {e}")))?;
+        builder = builder.header(http::header::AUTHORIZATION, value);
     }
     for protocol in &args.subprotocols {
         builder = builder.protocol(protocol);
@@ -105,81 +153,385 @@ async fn read_stdin(binary: bool, tx: mpsc::Sender<Message>) {
     }
 }
 
+/// How messages and notes are shown: plain lines for scripts, or markers, a prompt and colour
+/// for a person at a terminal.
+struct View {
+    interactive: bool,
+    colour: bool,
+}
+
+impl View {
+    fn new(interactive: bool) -> Self {
+        let colour = interactive
+            && std::io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none();
+        Self {
+            interactive,
+            colour,
+        }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// The prompt, after each line in interactive mode.
+    fn prompt(&self) -> &'static str {
+        if self.interactive { "> " } else { "" }
+    }
+
+    /// A received text message as it is written to stdout.
+    fn incoming(&self, line: &str) -> String {
+        if self.interactive {
+            format!("\r{} {line}\n{}", self.paint("32", "<"), self.prompt())
+        } else {
+            format!("{line}\n")
+        }
+    }
+
+    /// A note for a person, on stderr in script mode, on stdout among the messages in
+    /// interactive mode.
+    async fn note(&self, stdout: &mut tokio::io::Stdout, text: &str) -> std::io::Result<()> {
+        if self.interactive {
+            let line = format!("\r{}\n{}", self.paint("2", text), self.prompt());
+            stdout.write_all(line.as_bytes()).await?;
+            stdout.flush().await
+        } else {
+            eprintln!("sockeye: {text}");
+            Ok(())
+        }
+    }
+}
+
+/// A line typed in interactive mode: a message, or a command (`/ping`, `/close`, `/binary`).
+/// A line starting with `//` sends the rest with one `/` (to send a message that starts with
+/// `/`).
+fn parse_command(line: &str) -> Command {
+    if let Some(rest) = line.strip_prefix("//") {
+        return Command::Send(Message::text(format!("/{rest}")));
+    }
+    let Some(command) = line.strip_prefix('/') else {
+        return Command::Send(Message::text(line));
+    };
+    let (name, rest) = command.split_once(' ').unwrap_or((command, ""));
+    match name {
+        "ping" => Command::Ping(Bytes::copy_from_slice(rest.as_bytes())),
+        "close" => {
+            let rest = rest.trim();
+            if rest.is_empty() {
+                return Command::Close(CloseCode::NORMAL, String::new());
+            }
+            let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+            match code.parse::<u16>().ok().map(CloseCode::from) {
+                Some(code) if code.is_sendable() => Command::Close(code, reason.to_owned()),
+                _ => Command::Bad(format!(
+                    "/close {code}: the code must be 1000, 1001-1003, 1007-1014 or 3000-4999"
+                )),
+            }
+        }
+        "binary" => match hex(rest) {
+            Ok(bytes) => Command::Send(Message::binary(bytes)),
+            Err(e) => Command::Bad(format!("/binary: {e}")),
+        },
+        _ => Command::Bad(format!(
+            "unknown command /{name}: /ping [TEXT], /close [CODE [REASON]], /binary HEX (// sends a line starting with /)"
+        )),
+    }
+}
+
+/// Bytes from hexadecimal digits, spaces allowed between bytes.
+fn hex(text: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if !digits.len().is_multiple_of(2) {
+        return Err("an odd number of hex digits".into());
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| format!("{:?} is not a hex byte", String::from_utf8_lossy(pair)))
+        })
+        .collect()
+}
+
+/// Prints the response of a refused handshake, for --show-headers.
+fn show_refusal(error: &sockeye::Error) {
+    if let Kind::Refused {
+        status, headers, ..
+    } = error.kind()
+    {
+        eprintln!("< HTTP/1.1 {status}");
+        for (name, value) in headers {
+            eprintln!("< {name}: {}", value.to_str().unwrap_or("<binary>"));
+        }
+    }
+}
+
 async fn session(
     args: &ConnectArgs,
+    url: &str,
+    view: &View,
     builder: ClientBuilder,
     rx: &mut mpsc::Receiver<Message>,
 ) -> anyhow::Result<End> {
     if args.show_headers {
-        eprintln!("> GET {}", args.url);
+        eprintln!("> GET {url}");
         for header in &args.headers {
             eprintln!("> {header}");
         }
     }
-    let (mut ws, response) = builder.connect().await?;
+    let connected = tokio::select! {
+        connected = builder.connect() => connected,
+        () = crate::signal::terminate() => return Ok(End::Interrupted),
+    };
+    let (mut ws, response) = match connected {
+        Ok(connected) => connected,
+        Err(e) => {
+            if args.show_headers {
+                show_refusal(&e);
+            }
+            return Err(e.into());
+        }
+    };
     if args.show_headers {
         eprintln!("< {:?} {}", response.version(), response.status());
         for (name, value) in response.headers() {
             eprintln!("< {name}: {}", value.to_str().unwrap_or("<binary>"));
         }
     }
-    tracing::info!(url = %args.url, protocol = ?ws.protocol(), extension = ?ws.extension(), "connected");
+    tracing::info!(%url, protocol = ?ws.protocol(), extension = ?ws.extension(), "connected");
+    let mut stdout = tokio::io::stdout();
+    greet(args, url, view, &ws, &mut stdout).await?;
     if let Some(preamble) = &args.preamble {
         ws.send(Message::text(preamble.as_str())).await?;
     }
-    let mut stdout = tokio::io::stdout();
-    let mut input_open = true;
+    let mut input_open = !args.receive_only;
     // In --once mode, the time allowed for replies after stdin ended; reset by each reply.
     let idle = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(idle);
+    let mut waiting = false;
     loop {
         tokio::select! {
             message = rx.recv(), if input_open => match message {
-                Some(message) => ws.send(message).await?,
+                Some(Message::Text(line)) if view.interactive => {
+                    let result = match parse_command(&line) {
+                        Command::Send(message) => ws.send(message).await,
+                        Command::Ping(data) => {
+                            if args.show_ping_pong {
+                                view.note(&mut stdout, &format!("> ping ({} bytes)", data.len())).await?;
+                            }
+                            ws.send(Message::Ping(data)).await
+                        }
+                        Command::Close(code, reason) => {
+                            return close(&mut ws, code, &reason).await.map(|()| End::InputDone);
+                        }
+                        Command::Bad(why) => {
+                            view.note(&mut stdout, &why).await?;
+                            Ok(())
+                        }
+                    };
+                    if let Err(e) = result {
+                        return after_failed_send(&mut ws, e).await;
+                    }
+                    stdout.write_all(view.prompt().as_bytes()).await?;
+                    stdout.flush().await?;
+                }
+                Some(message) => {
+                    if let Err(e) = ws.send(message).await {
+                        return after_failed_send(&mut ws, e).await;
+                    }
+                }
                 None if args.once => {
                     input_open = false;
+                    waiting = true;
                     idle.as_mut().reset(tokio::time::Instant::now() + args.wait);
                 }
-                None => {
-                    ws.close(CloseCode::NORMAL, "").await?;
-                    return Ok(End::InputDone);
-                }
+                None if args.no_close => input_open = false,
+                None => return close_at_end(&mut ws).await,
             },
-            () = &mut idle, if !input_open => {
-                ws.close(CloseCode::NORMAL, "").await?;
-                return Ok(End::InputDone);
+            () = &mut idle, if waiting => return close_at_end(&mut ws).await,
+            () = crate::signal::terminate() => {
+                close(&mut ws, CloseCode::NORMAL, "").await?;
+                return Ok(End::Interrupted);
             }
             message = ws.next() => {
                 let Some(message) = message else {
-                    let closed = ws.close_status().context("connection ended")?;
-                    eprintln!("sockeye: server closed the connection: {}", display::close_line(closed));
-                    return Ok(End::ServerClosed { normal: display::is_normal(closed.code()) });
+                    return server_closed(&ws);
                 };
-                if !input_open {
+                if waiting {
                     idle.as_mut().reset(tokio::time::Instant::now() + args.wait);
                 }
-                match message? {
-                    Message::Text(text) => {
-                        let line = display::text_line(&text, args.pretty);
-                        stdout.write_all(line.as_bytes()).await?;
-                        stdout.write_all(b"\n").await?;
-                        stdout.flush().await?;
-                    }
-                    Message::Binary(data) if args.binary => {
-                        stdout.write_all(&data).await?;
-                        stdout.flush().await?;
-                    }
-                    Message::Binary(data) => {
-                        stdout.write_all(format!("[binary message: {} bytes]\n", data.len()).as_bytes()).await?;
-                        stdout.flush().await?;
-                    }
-                    other => {
-                        if let Some(note) = display::control_note(&other) {
-                            tracing::info!("{note}");
-                        }
-                    }
-                }
+                show(args, view, &mut stdout, message?).await?;
             }
         }
+    }
+}
+
+/// The first lines of a session: the warning when no subprotocol was selected, and in
+/// interactive mode what was negotiated.
+async fn greet(
+    args: &ConnectArgs,
+    url: &str,
+    view: &View,
+    ws: &WebSocket<MaybeTlsStream>,
+    stdout: &mut tokio::io::Stdout,
+) -> std::io::Result<()> {
+    if !args.subprotocols.is_empty() && ws.protocol().is_none() {
+        eprintln!(
+            "sockeye: warning: the server selected none of the subprotocols offered ({})",
+            args.subprotocols.join(", ")
+        );
+    }
+    if view.interactive {
+        let protocol = ws
+            .protocol()
+            .map(|p| format!(", subprotocol {p}"))
+            .unwrap_or_default();
+        let extension = ws
+            .extension()
+            .map(|e| format!(", extension {e}"))
+            .unwrap_or_default();
+        let line = format!("connected to {url}{protocol}{extension} (Ctrl-C or /close to quit)");
+        view.note(stdout, &line).await?;
+    }
+    Ok(())
+}
+
+/// Writes a received message: text as a line, binary raw with --binary (a note otherwise),
+/// control frames as notes with --show-ping-pong.
+async fn show(
+    args: &ConnectArgs,
+    view: &View,
+    stdout: &mut tokio::io::Stdout,
+    message: Message,
+) -> std::io::Result<()> {
+    match message {
+        Message::Text(text) => {
+            let line = view.incoming(&display::text_line(&text, args.pretty));
+            stdout.write_all(line.as_bytes()).await?;
+            stdout.flush().await
+        }
+        Message::Binary(data) if args.binary => {
+            stdout.write_all(&data).await?;
+            stdout.flush().await
+        }
+        Message::Binary(data) => {
+            let note = format!(
+                "< binary message of {} bytes (--binary writes it to stdout): {}",
+                data.len(),
+                display::hex_preview(&data, 32)
+            );
+            view.note(stdout, &note).await
+        }
+        other => {
+            if let Some(note) = display::control_note(&other) {
+                if args.show_ping_pong {
+                    view.note(stdout, &note).await?;
+                } else {
+                    tracing::info!("{note}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Closes with `code`, waiting a little for the server's answer.
+async fn close(
+    ws: &mut WebSocket<MaybeTlsStream>,
+    code: CloseCode,
+    reason: &str,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout(CLOSE_WAIT, ws.close(code, reason)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Closes at the end of the input; when the server had closed first (a message over its
+/// limit, say), reports its Close instead.
+async fn close_at_end(ws: &mut WebSocket<MaybeTlsStream>) -> anyhow::Result<End> {
+    let result = close(ws, CloseCode::NORMAL, "").await;
+    // The server closed first, or answered with a code of its own (1009 for a message it
+    // had already refused while we were still sending it, say).
+    if let Some(closed) = ws.close_status()
+        && (closed.initiator == sockeye::proto::Initiator::Remote
+            || closed
+                .remote
+                .as_ref()
+                .is_some_and(|frame| !display::is_normal(frame.code)))
+    {
+        return server_closed(ws);
+    }
+    result.map(|()| End::InputDone)
+}
+
+/// Reports how the server closed the connection.
+fn server_closed(ws: &WebSocket<MaybeTlsStream>) -> anyhow::Result<End> {
+    let closed = ws.close_status().context("connection ended")?;
+    eprintln!(
+        "sockeye: server closed the connection: {}",
+        display::close_line(closed)
+    );
+    Ok(End::ServerClosed {
+        normal: display::is_normal(closed.code()),
+    })
+}
+
+/// A send failed: when the server closed the connection (a message too large for it, say),
+/// report its Close frame rather than the failed write.
+async fn after_failed_send(
+    ws: &mut WebSocket<MaybeTlsStream>,
+    error: sockeye::Error,
+) -> anyhow::Result<End> {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    match ws.close_status() {
+        Some(closed) if closed.remote.is_some() => server_closed(ws),
+        _ => Err(error.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interactive_commands() {
+        assert_eq!(
+            parse_command("hello"),
+            Command::Send(Message::text("hello"))
+        );
+        assert_eq!(parse_command("//x"), Command::Send(Message::text("/x")));
+        assert_eq!(parse_command("/ping"), Command::Ping(Bytes::new()));
+        assert_eq!(
+            parse_command("/ping abc"),
+            Command::Ping(Bytes::from_static(b"abc"))
+        );
+        assert_eq!(
+            parse_command("/close"),
+            Command::Close(CloseCode::NORMAL, String::new())
+        );
+        assert_eq!(
+            parse_command("/close 4000 bye now"),
+            Command::Close(CloseCode::from(4000), "bye now".into())
+        );
+        assert!(matches!(parse_command("/close 1006"), Command::Bad(_)));
+        assert!(matches!(parse_command("/close x"), Command::Bad(_)));
+        assert_eq!(
+            parse_command("/binary 00 ff 10"),
+            Command::Send(Message::binary(vec![0, 255, 16]))
+        );
+        assert!(matches!(parse_command("/binary 0"), Command::Bad(_)));
+        assert!(matches!(parse_command("/binary zz"), Command::Bad(_)));
+        assert!(matches!(parse_command("/nope"), Command::Bad(_)));
     }
 }

@@ -1,32 +1,47 @@
 //! `sockeye serve`: the demo page at `/`, rooms at `/rooms/NAME`, or an echo server.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::BytesMut;
-use http::StatusCode;
+use bytes::Bytes;
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use sockeye::hyper::{PendingUpgrade, is_upgrade_request};
 use sockeye::{
     Accept, CloseCode, Config, DeflateConfig, MaybeTlsStream, OriginPolicy, Reject, ServerBuilder,
     TlsAcceptor, WebSocket, WebSocketConfig,
 };
 use sockeye_relay::backplane::wire::HEADER_LEN;
 use sockeye_relay::{QueueLimits, RedisBackplane, RedisError, RedisLimits, Relay};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::Usage;
 use crate::args::ServeArgs;
 use crate::exit;
-use crate::rewind::Rewind;
 
 const PAGE: &str = include_str!("../../assets/index.html");
-/// The most a request head may take before we tell a page request from an upgrade.
+/// The most a request head may take (hyper's read buffer; a larger head is answered 431).
 const MAX_HEAD: usize = 16 << 10;
+/// How long a TLS handshake may take, and then each request head, the first one or the next on
+/// a kept-alive connection (hyper's header read timeout, which also closes idle connections).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may go on serving HTTP requests (kept alive) before it is closed after
+/// its current response, which then gets `HEAD_TIMEOUT` more: a client that sends requests and
+/// never reads the answers cannot hold a connection for ever. Upgraded connections are not held
+/// to it.
+const HTTP_LIFETIME: Duration = Duration::from_secs(60);
+/// How many connections may be opening at once (in TLS or before their first request head).
+const MAX_OPENING: usize = sockeye::DEFAULT_MAX_CONCURRENT_HANDSHAKES;
 /// How long one send to a room member may wait for the member to read.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connections get to finish their close handshakes at shutdown.
@@ -35,8 +50,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
 struct Shared {
     server: ServerBuilder,
     tls: Option<TlsAcceptor>,
-    /// Connections still in TLS or in their request head; beyond the bound, new ones are closed.
-    opening: Arc<Semaphore>,
+    /// How connections are served: HTTP/1.1 with keep-alive, limits on the request head.
+    http: http1::Builder,
     rooms: Relay,
     echo: bool,
     shutdown: watch::Receiver<bool>,
@@ -90,23 +105,49 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         .config(config)
         .origin_policy(origin)
         .on_request(route(args.echo, addr.ip().is_loopback()));
-    // This loop runs TLS itself (to tell page requests from upgrades first), so the builder is
-    // told that pages come over https: the same-host Origin must then be https too.
+    // TLS ends here, in front of hyper, so the builder is told that pages come over https: the
+    // same-host Origin must then be https too.
     if tls.is_some() {
         server = server.served_over_tls(true);
     }
     if !args.no_compress {
         server = server.deflate(DeflateConfig::new());
     }
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD);
     let (stop, shutdown) = watch::channel(false);
     let shared = Arc::new(Shared {
         server,
         tls,
-        opening: Arc::new(Semaphore::new(sockeye::DEFAULT_MAX_CONCURRENT_HANDSHAKES)),
+        http,
         rooms,
         echo: args.echo,
         shutdown,
     });
+    let mut tasks = accept_until_stopped(&listener, &shared).await;
+    eprintln!(
+        "sockeye serve: shutting down, closing {} connections with 1001",
+        tasks.len()
+    );
+    let _ = stop.send(true);
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(exit::OK)
+}
+
+/// Serves every connection in a task of its own until Ctrl-C; returns the tasks still running.
+async fn accept_until_stopped(listener: &TcpListener, shared: &Arc<Shared>) -> JoinSet<()> {
+    // The one bound on connections still opening (TLS, then their first request head) lives
+    // here, in the accept loop: hyper reads the heads, and the library's
+    // `max_concurrent_handshakes` bounds only its own accept, not `ServerBuilder::upgrade`. A
+    // connection holds its permit until its first request reaches `answer`; hyper's header read
+    // timeout closes one that sends nothing, so the permits come back.
+    let opening = Arc::new(Semaphore::new(MAX_OPENING));
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
@@ -120,24 +161,19 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
                         continue;
                     }
                 };
-                tasks.spawn(handle(Arc::clone(&shared), tcp, peer));
+                if let Ok(permit) = Arc::clone(&opening).try_acquire_owned() {
+                    tasks.spawn(handle(Arc::clone(shared), tcp, peer, permit));
+                } else {
+                    tracing::info!(%peer, "too many connections opening at once; closed");
+                }
             }
-            _ = tokio::signal::ctrl_c() => break,
+            () = crate::signal::terminate() => break,
         }
         // Reap finished connections so the set does not grow.
         while tasks.try_join_next().is_some() {}
     }
-    eprintln!(
-        "sockeye serve: shutting down, closing {} connections with 1001",
-        tasks.len()
-    );
-    let _ = stop.send(true);
-    drop(listener);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    Ok(exit::OK)
+    while tasks.try_join_next().is_some() {}
+    tasks
 }
 
 /// The rooms: in this process, or shared with other servers over Redis.
@@ -233,74 +269,84 @@ fn room_name(path: &str) -> Option<&str> {
     valid.then_some(name)
 }
 
-async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+/// One connection: TLS, then HTTP/1.1 requests served by hyper until one of them upgrades to a
+/// WebSocket, which then runs in this same task (so that shutdown finds it).
+async fn handle(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    opening: OwnedSemaphorePermit,
+) {
     let _ = tcp.set_nodelay(true);
-    // TLS and the request head are bounded in time and in how many run at once, so that
-    // connections that send nothing cannot pile up.
-    let Ok(opening) = Arc::clone(&shared.opening).try_acquire_owned() else {
-        tracing::info!(%peer, "too many connections opening at once; closed");
-        return;
-    };
-    let opened = tokio::time::timeout(HEAD_TIMEOUT, async {
-        let mut stream = match &shared.tls {
-            Some(tls) => MaybeTlsStream::ServerTls(Box::new(tls.accept(tcp).await?)),
-            None => MaybeTlsStream::Plain(tcp),
-        };
-        let head = read_head(&mut stream).await?;
-        Ok::<_, anyhow::Error>((stream, head))
-    })
-    .await;
-    let (mut tcp, head) = match opened {
-        Ok(Ok(opened)) => opened,
-        Ok(Err(e)) => {
-            tracing::info!(%peer, error = %e, "connection failed before its request");
-            return;
-        }
-        Err(_) => {
-            tracing::info!(%peer, "no request in time");
-            return;
-        }
-    };
-    drop(opening);
-    let Some(head) = head else {
-        let _ = respond(
-            &mut tcp,
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "text/plain",
-            "request head too large\n",
-        )
-        .await;
-        return;
-    };
-    let Some((path, upgrade)) = inspect(&head) else {
-        let _ = respond(
-            &mut tcp,
-            StatusCode::BAD_REQUEST,
-            "text/plain",
-            "malformed request\n",
-        )
-        .await;
-        return;
-    };
-    if !upgrade {
-        let _ = match path.as_str() {
-            "/" | "/index.html" => {
-                respond(&mut tcp, StatusCode::OK, "text/html; charset=utf-8", PAGE).await
+    // The library's acceptor offers ALPN `http/1.1` only; HTTP/2 would be chosen here, by ALPN.
+    let stream = match &shared.tls {
+        Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(tcp)).await {
+            Ok(Ok(tls)) => MaybeTlsStream::ServerTls(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::info!(%peer, error = %e, "connection failed before its request");
+                return;
             }
-            "/favicon.ico" => respond(&mut tcp, StatusCode::NO_CONTENT, "text/plain", "").await,
-            _ => respond(&mut tcp, StatusCode::NOT_FOUND, "text/plain", "not found\n").await,
-        };
-        return;
+            Err(_) => {
+                tracing::info!(%peer, "no TLS handshake in time");
+                return;
+            }
+        },
+        None => MaybeTlsStream::Plain(tcp),
+    };
+    let handover = Arc::new(Handover {
+        opening: Mutex::new(Some(opening)),
+        upgrade: Mutex::new(None),
+    });
+    let service = {
+        let shared = Arc::clone(&shared);
+        let handover = Arc::clone(&handover);
+        service_fn(move |request| {
+            std::future::ready(Ok::<_, Infallible>(answer(
+                &shared, &handover, peer, request,
+            )))
+        })
+    };
+    let connection = shared
+        .http
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    let mut shutdown = shared.shutdown.clone();
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        // Finish the request in progress (an upgrade among them), then close.
+        _ = shutdown.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+        () = tokio::time::sleep(HTTP_LIFETIME) => {
+            connection.as_mut().graceful_shutdown();
+            if let Ok(served) = tokio::time::timeout(HEAD_TIMEOUT, connection.as_mut()).await {
+                served
+            } else {
+                tracing::info!(%peer, "response not read in time");
+                return;
+            }
+        }
+    };
+    if let Err(e) = served {
+        if e.is_timeout() {
+            tracing::info!(%peer, "no request in time");
+        } else {
+            tracing::info!(%peer, error = %e, "connection failed");
+        }
     }
-    let stream = Rewind::new(head.freeze(), tcp);
-    let (ws, request) = match shared.server.accept_with_request(stream).await {
-        Ok(accepted) => accepted,
+    let upgrade = lock(&handover.upgrade).take();
+    let Some((websocket, path)) = upgrade else {
+        return;
+    };
+    let ws = match websocket.await {
+        Ok(ws) => ws,
         Err(e) => {
             tracing::info!(%peer, error = %e, "handshake failed");
             return;
         }
     };
-    let path = request.uri().path().to_owned();
     tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
     let result = if shared.echo {
         echo(ws, shared.shutdown.clone()).await
@@ -314,59 +360,106 @@ async fn handle(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
     }
 }
 
-/// Reads until the end of the request head; `None` when it is too large.
-async fn read_head(tcp: &mut MaybeTlsStream) -> std::io::Result<Option<BytesMut>> {
-    let mut buf = BytesMut::with_capacity(2048);
-    loop {
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            return Ok(Some(buf));
-        }
-        if buf.len() > MAX_HEAD {
-            return Ok(None);
-        }
-        if tcp.read_buf(&mut buf).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
+/// What a connection's requests hand back to the task that serves it.
+struct Handover {
+    /// The connection's place among those opening, given back at its first request head.
+    opening: Mutex<Option<OwnedSemaphorePermit>>,
+    /// An accepted upgrade and its path: the WebSocket to run once hyper lets the connection go.
+    upgrade: Mutex<Option<(PendingUpgrade, String)>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Resource {
+    /// The demo page.
+    Page,
+    /// No icon: 204.
+    Favicon,
+    /// A WebSocket: the library answers, 101 or why not (426 to a plain GET).
+    WebSocket,
+    /// A page asked for with a method other than GET or HEAD.
+    MethodNotAllowed,
+    /// Anything else.
+    NotFound,
+}
+
+/// Routes a request: every upgrade goes to the library (whose `route` answers 404 for a path
+/// with no room), and so does a plain request for a WebSocket route (every path for `--echo`,
+/// `/rooms/NAME` otherwise) that is not a page.
+fn resource(echo: bool, method: &Method, path: &str, upgrade: bool) -> Resource {
+    if upgrade {
+        return Resource::WebSocket;
+    }
+    let page = match path {
+        "/" | "/index.html" => Resource::Page,
+        "/favicon.ico" => Resource::Favicon,
+        _ if echo || room_name(path).is_some() => return Resource::WebSocket,
+        _ => return Resource::NotFound,
+    };
+    if method == Method::GET || method == Method::HEAD {
+        page
+    } else {
+        Resource::MethodNotAllowed
     }
 }
 
-/// The request's path, and whether it asks for a WebSocket upgrade.
-fn inspect(head: &[u8]) -> Option<(String, bool)> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut request = httparse::Request::new(&mut headers);
-    if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
-        return None;
+/// Answers one request (hyper writes the response, and the body of none to a HEAD).
+fn answer(
+    shared: &Shared,
+    handover: &Handover,
+    peer: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    // A request head is in: the connection is no longer opening.
+    drop(lock(&handover.opening).take());
+    let upgrade = is_upgrade_request(&request);
+    match resource(shared.echo, request.method(), request.uri().path(), upgrade) {
+        Resource::Page => text(StatusCode::OK, "text/html; charset=utf-8", PAGE),
+        Resource::Favicon => text(StatusCode::NO_CONTENT, "text/plain", ""),
+        Resource::NotFound => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        Resource::MethodNotAllowed => {
+            let mut response = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "use GET or HEAD\n",
+            );
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            response
+        }
+        Resource::WebSocket => match shared.server.upgrade(&mut request) {
+            Ok((response, websocket)) => {
+                let path = request.uri().path().to_owned();
+                *lock(&handover.upgrade) = Some((websocket, path));
+                response
+            }
+            Err(refused) => {
+                tracing::info!(%peer, error = %refused.error(), "handshake failed");
+                refused.into_response()
+            }
+        },
     }
-    let target = request.path?;
-    let path = target.split('?').next().unwrap_or(target).to_owned();
-    let upgrade = request.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("upgrade")
-            && std::str::from_utf8(h.value).is_ok_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
-            })
-    });
-    Some((path, upgrade))
 }
 
-async fn respond(
-    tcp: &mut MaybeTlsStream,
+fn text(
     status: StatusCode,
-    content_type: &str,
-    body: &str,
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len()
-    );
-    tcp.write_all(head.as_bytes()).await?;
-    tcp.write_all(body.as_bytes()).await?;
-    tcp.shutdown().await
+    content_type: &'static str,
+    body: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
-type Ws = WebSocket<Rewind<MaybeTlsStream>>;
+type Ws = WebSocket<sockeye::hyper::Upgraded>;
 
 async fn echo(mut ws: Ws, mut shutdown: watch::Receiver<bool>) -> Result<(), sockeye::Error> {
     if *shutdown.borrow_and_update() {
@@ -409,11 +502,21 @@ mod tests {
     }
 
     #[test]
-    fn inspects_requests() {
-        let page = b"GET /index.html?x=1 HTTP/1.1\r\nHost: a\r\n\r\n";
-        assert_eq!(inspect(page), Some(("/index.html".into(), false)));
-        let upgrade = b"GET /rooms/x HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n";
-        assert_eq!(inspect(upgrade), Some(("/rooms/x".into(), true)));
-        assert_eq!(inspect(b"\x00\x01\r\n\r\n"), None);
+    fn routes_requests() {
+        use Resource::{Favicon, MethodNotAllowed, NotFound, Page, WebSocket};
+        let get = &Method::GET;
+        assert_eq!(resource(false, get, "/", false), Page);
+        assert_eq!(resource(false, &Method::HEAD, "/index.html", false), Page);
+        assert_eq!(resource(false, get, "/favicon.ico", false), Favicon);
+        assert_eq!(resource(false, &Method::POST, "/", false), MethodNotAllowed);
+        assert_eq!(resource(false, get, "/other", false), NotFound);
+        assert_eq!(resource(false, get, "/rooms/bad/name", false), NotFound);
+        // A plain request for a WebSocket route, and every upgrade, go to the library.
+        assert_eq!(resource(false, get, "/rooms/x", false), WebSocket);
+        assert_eq!(resource(false, &Method::POST, "/rooms/x", false), WebSocket);
+        assert_eq!(resource(false, get, "/other", true), WebSocket);
+        assert_eq!(resource(false, get, "/", true), WebSocket);
+        assert_eq!(resource(true, get, "/any/path", false), WebSocket);
+        assert_eq!(resource(true, get, "/", false), Page);
     }
 }

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
 use super::*;
+use crate::event::DataFrame;
 use crate::frame::{FrameDecoder, HeadRules, MAX_HEAD_LEN};
 use crate::mask::FixedMask;
 
@@ -60,7 +61,7 @@ fn raw_frame(fin: bool, rsv: u8, opcode: u8, mask: Option<[u8; 4]>, payload: &[u
 /// Feeds `bytes` as one read; the events stay queued.
 fn feed(conn: &mut Connection, bytes: &[u8]) -> BytesMut {
     let mut buf = BytesMut::from(bytes);
-    while conn.handle_bytes(&mut buf, t0()) {}
+    while conn.handle_bytes(&mut buf, t0()).is_paused() {}
     buf
 }
 
@@ -199,9 +200,9 @@ mod rfc6455_5_7_examples {
             for cut in (0..=bytes.len()).step_by(step) {
                 let mut conn = with_config(role, Config::default());
                 let mut buf = BytesMut::from(&bytes[..cut]);
-                while conn.handle_bytes(&mut buf, t0()) {}
+                while conn.handle_bytes(&mut buf, t0()).is_paused() {}
                 buf.extend_from_slice(&bytes[cut..]);
-                while conn.handle_bytes(&mut buf, t0()) {}
+                while conn.handle_bytes(&mut buf, t0()).is_paused() {}
                 assert!(buf.is_empty());
                 assert_eq!(events(&mut conn), expected, "cut {cut}");
             }
@@ -215,7 +216,7 @@ mod rfc6455_5_7_examples {
             let mut buf = BytesMut::new();
             for &b in &bytes {
                 buf.extend_from_slice(&[b]);
-                conn.handle_bytes(&mut buf, t0());
+                let _ = conn.handle_bytes(&mut buf, t0());
             }
             assert!(buf.is_empty());
             assert_eq!(events(&mut conn), expected);
@@ -246,6 +247,13 @@ mod rfc6455_5_7_examples {
             ]
         );
     }
+}
+
+mod buffers {
+    //! How bytes move through the connection: payloads shared with the read buffer or the
+    //! caller's, small frames gathered into one chunk, and how much to read next.
+
+    use super::*;
 
     #[test]
     fn large_server_payload_leaves_without_copy() {
@@ -282,11 +290,20 @@ mod rfc6455_5_7_examples {
         let bytes = raw_frame(true, 0, 2, None, &[9; 1000]);
         let mut buf = BytesMut::from(&bytes[..]);
         let start = buf.as_ptr() as usize;
-        conn.handle_bytes(&mut buf, t0());
+        let _ = conn.handle_bytes(&mut buf, t0());
         let Some(Event::Message(Message::Binary(data))) = conn.poll_event() else {
             panic!("expected binary");
         };
         assert_eq!(data.as_ptr() as usize, start + 4);
+    }
+
+    #[test]
+    fn read_hint_asks_for_the_rest_of_the_frame_and_next_header() {
+        let mut conn = client();
+        let bytes = raw_frame(true, 0, 2, None, &[0; 300]);
+        let mut buf = BytesMut::from(&bytes[..50]);
+        let _ = conn.handle_bytes(&mut buf, t0());
+        assert_eq!(conn.read_hint(&buf), bytes.len() - 50 + 2);
     }
 }
 
@@ -310,7 +327,7 @@ mod rfc6455_5_1_masking {
     }
 
     #[test]
-    fn client_masks_every_frame_with_a_fresh_key() {
+    fn client_masks_every_frame() {
         let mut conn = Connection::new(Role::Client, Config::default(), t0());
         conn.send_text("a").unwrap();
         conn.send_ping(Bytes::new()).unwrap();
@@ -358,7 +375,7 @@ mod rfc6455_5_2_base_framing {
         let mut buf = BytesMut::with_capacity(16);
         buf.extend_from_slice(&[0x82, 0x7f, 0x40, 0, 0, 0, 0, 0, 0, 0]);
         let capacity = buf.capacity();
-        conn.handle_bytes(&mut buf, t0());
+        let _ = conn.handle_bytes(&mut buf, t0());
         assert!(buf.capacity() <= capacity);
         let error = assert_failed(&mut conn, CloseCode::MESSAGE_TOO_BIG);
         assert_eq!(
@@ -376,15 +393,6 @@ mod rfc6455_5_2_base_framing {
         let mut conn = with_config(Role::Client, config);
         feed(&mut conn, &[0x82, 0x65]);
         assert_failed(&mut conn, CloseCode::MESSAGE_TOO_BIG);
-    }
-
-    #[test]
-    fn read_hint_asks_for_the_rest_of_the_frame_and_next_header() {
-        let mut conn = client();
-        let bytes = raw_frame(true, 0, 2, None, &[0; 300]);
-        let mut buf = BytesMut::from(&bytes[..50]);
-        conn.handle_bytes(&mut buf, t0());
-        assert_eq!(conn.read_hint(&buf), bytes.len() - 50 + 2);
     }
 }
 
@@ -475,6 +483,33 @@ mod rfc6455_5_4_fragmentation {
                 }),
             ]
         );
+    }
+
+    #[test]
+    fn streaming_mode_bounds_frames_not_messages() {
+        let config = Config::builder()
+            .streaming(true)
+            .max_message_size(4)
+            .build()
+            .unwrap();
+        let mut conn = with_config(Role::Client, config);
+        // Twelve bytes in frames of four: three times the message limit, delivered.
+        let mut bytes = frame_to(Role::Client, false, 0, 2, b"abcd");
+        bytes.extend(frame_to(Role::Client, false, 0, 0, b"efgh"));
+        bytes.extend(frame_to(Role::Client, true, 0, 0, b"ijkl"));
+        feed(&mut conn, &bytes);
+        let payloads: Vec<Bytes> = events(&mut conn)
+            .into_iter()
+            .map(|event| match event {
+                Event::Frame(frame) => frame.payload,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(payloads.concat(), b"abcdefghijkl");
+        // A frame over the limit still fails the connection.
+        feed(&mut conn, &frame_to(Role::Client, true, 0, 2, b"abcde"));
+        let error = assert_failed(&mut conn, CloseCode::MESSAGE_TOO_BIG);
+        assert_eq!(error, ProtocolError::MessageTooBig { max: 4 });
     }
 
     #[test]
@@ -677,7 +712,7 @@ mod rfc6455_5_5_1_close {
         let mut conn = client();
         let now = Instant::now();
         let mut buf = BytesMut::from(&frame_to(Role::Client, true, 0, 8, b"")[..]);
-        conn.handle_bytes(&mut buf, now);
+        let _ = conn.handle_bytes(&mut buf, now);
         conn.handle_timeout(now + Duration::from_secs(1));
         assert!(!conn.should_close_transport());
         wire(&mut conn);
@@ -789,9 +824,9 @@ mod rfc6455_5_5_1_close {
         let mut conn = client();
         let later = t0() + Duration::from_secs(2);
         let mut buf = BytesMut::new();
-        conn.handle_bytes(&mut buf, later);
+        let _ = conn.handle_bytes(&mut buf, later);
         let mut buf = BytesMut::from(&frame_to(Role::Client, true, 0, 1, b"x")[..]);
-        conn.handle_bytes(&mut buf, later);
+        let _ = conn.handle_bytes(&mut buf, later);
         conn.send(Message::Close(None)).unwrap();
         assert_eq!(conn.poll_timeout(), Some(later + Duration::from_secs(5)));
         let status = conn.close_status();
@@ -853,10 +888,10 @@ mod message_before_violation {
         let mut bytes = frame_to(Role::Server, true, 0, 1, b"hello");
         bytes.extend(frame_to(Role::Server, true, 0x20, 1, b"bad"));
         let mut buf = BytesMut::from(&bytes[..]);
-        assert!(conn.handle_bytes(&mut buf, t0()));
+        assert_eq!(conn.handle_bytes(&mut buf, t0()), Progress::Paused);
         assert_eq!(events(&mut conn), [text_event("hello")]);
         conn.send_text("hello").unwrap();
-        assert!(!conn.handle_bytes(&mut buf, t0()));
+        assert_eq!(conn.handle_bytes(&mut buf, t0()), Progress::NeedBytes);
         let frames = sent_frames(&mut conn);
         assert_eq!(frames[0], Frame::new(OpCode::Text, "hello"));
         assert_eq!(frames[1].opcode, OpCode::Close);
@@ -869,7 +904,7 @@ mod message_before_violation {
         let mut bytes = frame_to(Role::Server, true, 0, 9, b"");
         bytes.extend(frame_to(Role::Server, true, 0, 1, b"x"));
         let mut buf = BytesMut::from(&bytes[..]);
-        assert!(!conn.handle_bytes(&mut buf, t0()));
+        assert_eq!(conn.handle_bytes(&mut buf, t0()), Progress::NeedBytes);
         assert!(buf.is_empty());
     }
 }
@@ -897,10 +932,10 @@ mod rfc6455_8_1_utf8 {
         let mut conn = server();
         let head_len = 6;
         let mut buf = BytesMut::from(&bytes[..head_len + 11]);
-        conn.handle_bytes(&mut buf, t0());
+        let _ = conn.handle_bytes(&mut buf, t0());
         assert!(!conn.is_closed());
         buf.extend_from_slice(&bytes[head_len + 11..head_len + 15]);
-        conn.handle_bytes(&mut buf, t0());
+        let _ = conn.handle_bytes(&mut buf, t0());
         assert_failed(&mut conn, CloseCode::INVALID_PAYLOAD);
     }
 
@@ -965,7 +1000,7 @@ mod keepalive {
         );
         assert_eq!(conn.poll_timeout(), Some(now + Duration::from_secs(13)));
         let mut buf = BytesMut::from(&frame_to(Role::Server, true, 0, 0xa, b"")[..]);
-        conn.handle_bytes(&mut buf, now + Duration::from_secs(11));
+        let _ = conn.handle_bytes(&mut buf, now + Duration::from_secs(11));
         assert_eq!(conn.poll_timeout(), Some(now + Duration::from_secs(20)));
     }
 
@@ -1154,7 +1189,7 @@ mod pair {
             let n = (*sizes.next().unwrap()).clamp(1, rest.len());
             buf.extend_from_slice(&rest[..n]);
             rest = &rest[n..];
-            while to.handle_bytes(&mut buf, t0()) {}
+            while to.handle_bytes(&mut buf, t0()).is_paused() {}
         }
         assert!(buf.is_empty());
     }
@@ -1228,8 +1263,8 @@ mod pair {
             run(&steps, &[1], client_sends)?;
         }
 
-        /// Whatever bytes arrive, the connection never panics, and either keeps going or ends
-        /// with a Closed event and a Close frame already queued for a protocol error.
+        /// Whatever bytes arrive, in any chunking, the connection never panics, holds at most a
+        /// frame's worth of them, and a Closed event it reports carries the error that ended it.
         #[test]
         fn arbitrary_input_never_panics(
             data in prop::collection::vec(any::<u8>(), 0..512),
@@ -1241,7 +1276,7 @@ mod pair {
             let mut buf = BytesMut::new();
             for piece in data.chunks(chunk) {
                 buf.extend_from_slice(piece);
-                while conn.handle_bytes(&mut buf, t0()) {}
+                while conn.handle_bytes(&mut buf, t0()).is_paused() {}
                 prop_assert!(buf.len() <= 256 + 14 + chunk);
             }
             let _ = wire(&mut conn);
@@ -1254,8 +1289,9 @@ mod pair {
     }
 }
 
-/// The whole-message path (`read_whole_message`) takes only frames that pass every rule; the
-/// rest goes the general way. These pin the cases where the two could disagree.
+/// The whole-message path (`read_whole_message`, on `FrameDecoder::decode_whole_message`) takes
+/// only frames that pass every rule; the rest goes the general way. These pin the cases where the
+/// two could disagree, through `handle_bytes`.
 mod whole_message_path {
     use super::*;
 
@@ -1267,7 +1303,7 @@ mod whole_message_path {
         let mut buf = BytesMut::new();
         for &b in bytes {
             buf.extend_from_slice(&[b]);
-            while piecewise.handle_bytes(&mut buf, t0()) {}
+            while piecewise.handle_bytes(&mut buf, t0()).is_paused() {}
         }
         let out = (events(&mut whole), wire(&mut whole));
         assert_eq!(out, (events(&mut piecewise), wire(&mut piecewise)));
@@ -1281,14 +1317,14 @@ mod whole_message_path {
         bytes.extend(frame_to(Role::Server, true, 0, 1, b""));
         let mut conn = server();
         let mut buf = BytesMut::from(&bytes[..]);
-        assert!(conn.handle_bytes(&mut buf, t0()));
+        assert_eq!(conn.handle_bytes(&mut buf, t0()), Progress::Paused);
         assert_eq!(events(&mut conn), [Event::Message(Message::text("one"))]);
-        assert!(conn.handle_bytes(&mut buf, t0()));
+        assert_eq!(conn.handle_bytes(&mut buf, t0()), Progress::Paused);
         assert_eq!(
             events(&mut conn),
             [Event::Message(Message::Binary(Bytes::from(vec![7; 300])))]
         );
-        assert!(!conn.handle_bytes(&mut buf, t0()));
+        assert_eq!(conn.handle_bytes(&mut buf, t0()), Progress::NeedBytes);
         assert_eq!(events(&mut conn), [Event::Message(Message::text(""))]);
         assert!(buf.is_empty());
     }

@@ -7,17 +7,6 @@
 //! one), and a compressor limited to 8 bits is not created at all: those messages go out
 //! uncompressed, which RFC 7692 allows for any message.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
-
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 

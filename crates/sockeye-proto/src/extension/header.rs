@@ -10,17 +10,6 @@
 //! Header values come from the peer, so parsing never panics and reports the offset of the first
 //! byte it could not accept.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
-
 use std::fmt::{self, Write as _};
 
 /// One extension with its parameters, as offered by a client or accepted by a server.

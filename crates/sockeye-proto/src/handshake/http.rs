@@ -1,20 +1,10 @@
 //! Bounded HTTP/1.1 head parsing: find the end of the head incrementally, then parse it once
-//! with httparse into `http` types.
+//! with httparse into `http` types. And the one encoder of the responses a server sends.
 //!
 //! The scan touches each byte once however the head is split across reads, and fails as soon as
 //! the configured byte or header limit is passed, so a peer cannot make us buffer more.
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
-
+use bytes::BufMut;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
 };
@@ -234,6 +224,51 @@ fn header_map(
         map.try_append(name, value).map_err(|_| too_many())?;
     }
     Ok(map)
+}
+
+/// Writes an HTTP/1.1 response: the status line, every header of `headers` in its order, an
+/// empty line, then `body`. Header names go out in the customary capitalisation
+/// (`Sec-WebSocket-Accept`), which some clients compare byte for byte. `HeaderValue` cannot
+/// hold CR or LF, so no header can be injected through a value.
+pub(crate) fn encode_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    out: &mut impl BufMut,
+) {
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    for (name, value) in headers {
+        put_name(out, name.as_str());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(body);
+}
+
+/// A header name (lower case in `http`) with each word capitalised.
+fn put_name(out: &mut impl BufMut, name: &str) {
+    for (i, word) in name.split('-').enumerate() {
+        if i > 0 {
+            out.put_u8(b'-');
+        }
+        match word {
+            "websocket" => out.put_slice(b"WebSocket"),
+            "www" => out.put_slice(b"WWW"),
+            _ => {
+                let mut bytes = word.bytes();
+                if let Some(first) = bytes.next() {
+                    out.put_u8(first.to_ascii_uppercase());
+                }
+                bytes.for_each(|b| out.put_u8(b));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,28 +2,28 @@
 //!
 //! A client builds a [`ClientHandshake`] from a [`WsUri`], writes its request with
 //! [`ClientHandshake::encode_request`], then feeds the bytes it reads to
-//! [`ClientHandshake::handle_response`] until it returns the [`ClientAccepted`] result. A server
-//! feeds the bytes it reads to a [`RequestParser`] (or [`parse_request`]) until it returns an
-//! [`UpgradeRequest`], then writes either [`UpgradeRequest::accept`] or a rejection
-//! ([`reject_response`], or [`HandshakeError::write_response`] for an invalid request).
+//! [`ClientHandshake::handle_response`] until it returns the [`ClientAccepted`] result.
+//!
+//! A server decides with one [`ServerHandshake`]: its policy (the [`OriginPolicy`], the
+//! subprotocols it speaks, permessage-deflate, whether it is reached over TLS, the limits, and a
+//! callback returning [`Accept`] or [`Reject`]) turns each request into either a
+//! [`ServerAccepted`] (the response and a ready [`Connection`](crate::Connection)) or a
+//! [`Refusal`] (the response and why). The request comes from the bytes the server reads
+//! ([`ServerHandshake::handle_bytes`] with a [`RequestParser`]), from an HTTP/1.1 server that
+//! parsed it ([`ServerHandshake::accept_request`]), or from an HTTP/2 server as an RFC 8441
+//! extended CONNECT ([`ServerHandshake::accept_extended_connect`]). Both outcomes encode
+//! themselves as HTTP/1.1 bytes, or hand their `http::Response` to an HTTP server.
 //!
 //! Both sides remove exactly the HTTP head from the caller's buffer: the bytes after it are the
 //! first WebSocket frames. Head size and header count are bounded by [`Config`](crate::config::Config).
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
-
 mod client;
 mod http;
+mod origin;
+mod request;
 mod server;
+#[cfg(test)]
+mod testing;
 mod uri;
 
 use ::http::{HeaderMap, HeaderName, StatusCode, header};
@@ -35,7 +35,9 @@ use sha1::{Digest as _, Sha1};
 use crate::extension::header::{ExtensionHeaderError, parse_token_list};
 
 pub use client::{ClientAccepted, ClientHandshake};
-pub use server::{RequestParser, UpgradeRequest, check_reject, parse_request, reject_response};
+pub use origin::OriginPolicy;
+pub use request::{RequestForm, RequestParser, UpgradeRequest, parse_request};
+pub use server::{Accept, Refusal, RefusalReason, Reject, ServerAccepted, ServerHandshake};
 pub use uri::{UriError, WsUri};
 
 /// The GUID appended to `Sec-WebSocket-Key` to derive `Sec-WebSocket-Accept` (section 1.3).
@@ -114,8 +116,9 @@ pub enum HeadSyntax {
 /// The opening handshake failed: the peer's request or response broke RFC 6455 section 4, or a
 /// limit from [`Config`](crate::config::Config).
 ///
-/// A server answers a [`Side::Request`] error with [`write_response`](Self::write_response);
-/// a client fails the connection on a [`Side::Response`] error. `Display` text is not API.
+/// A server answers a [`Side::Request`] error with the [`Refusal`] made from it
+/// (`Refusal::from(error)`); a client fails the connection on a [`Side::Response`] error.
+/// `Display` text is not API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandshakeError {
@@ -182,6 +185,13 @@ pub enum HandshakeError {
     /// A request method other than GET (answered with 405 and `Allow: GET`).
     #[error("request method is not GET")]
     MethodNotGet,
+    /// An HTTP/2 WebSocket request whose method is not CONNECT (RFC 8441 section 5; answered
+    /// with 405 and `Allow: CONNECT`).
+    #[error("request method is not CONNECT")]
+    MethodNotConnect,
+    /// An extended CONNECT without `:protocol websocket` (RFC 8441 section 4).
+    #[error("CONNECT request does not name the websocket protocol")]
+    ConnectProtocolNotWebSocket,
     /// A request older than HTTP/1.1.
     #[error("request is older than HTTP/1.1")]
     HttpVersionTooOld,
@@ -243,10 +253,11 @@ impl HandshakeError {
             | Self::UpgradeNotWebSocket { side }
             | Self::ConnectionNotUpgrade { side }
             | Self::InvalidExtensions { side, .. } => side.status(StatusCode::BAD_REQUEST),
-            Self::MethodNotGet => Some(StatusCode::METHOD_NOT_ALLOWED),
-            Self::HttpVersionTooOld | Self::InvalidKey | Self::InvalidProtocols { .. } => {
-                Some(StatusCode::BAD_REQUEST)
-            }
+            Self::MethodNotGet | Self::MethodNotConnect => Some(StatusCode::METHOD_NOT_ALLOWED),
+            Self::HttpVersionTooOld
+            | Self::ConnectProtocolNotWebSocket
+            | Self::InvalidKey
+            | Self::InvalidProtocols { .. } => Some(StatusCode::BAD_REQUEST),
             Self::HttpVersionNotSupported => Some(StatusCode::HTTP_VERSION_NOT_SUPPORTED),
             Self::UpgradeRequired | Self::UnsupportedVersion => Some(StatusCode::UPGRADE_REQUIRED),
             Self::UnexpectedStatus { .. }
@@ -268,6 +279,8 @@ impl HandshakeError {
             | Self::ConnectionNotUpgrade { side }
             | Self::InvalidExtensions { side, .. } => *side,
             Self::MethodNotGet
+            | Self::MethodNotConnect
+            | Self::ConnectProtocolNotWebSocket
             | Self::HttpVersionTooOld
             | Self::HttpVersionNotSupported
             | Self::UpgradeRequired
@@ -279,49 +292,6 @@ impl HandshakeError {
             | Self::ProtocolNotOffered
             | Self::ExtensionNotOffered { .. } => Side::Response,
         }
-    }
-
-    /// Writes the complete HTTP response a server sends for this request error: the status from
-    /// [`status`](Self::status), the headers that status requires, and a short plain-text body.
-    /// Returns the status written, or `None` (writing nothing) for a response error.
-    pub fn write_response(&self, out: &mut impl BufMut) -> Option<StatusCode> {
-        let (status, extra, body) = self.response_parts()?;
-        write_plain_response(status, &extra, &body, out);
-        Some(status)
-    }
-
-    /// What [`write_response`](Self::write_response) sends, for a server whose HTTP layer
-    /// writes responses itself (hyper, say): the status, the headers that status requires, and
-    /// a short plain-text body. `None` for a response error.
-    pub fn response_parts(&self) -> Option<(StatusCode, HeaderMap, String)> {
-        let status = self.status()?;
-        let mut extra = HeaderMap::new();
-        match self {
-            // RFC 7231 section 6.5.5: a 405 response lists the allowed methods.
-            Self::MethodNotGet => {
-                extra.insert(header::ALLOW, header::HeaderValue::from_static("GET"));
-            }
-            // RFC 7231 section 6.5.15: a 426 response names the protocol to upgrade to.
-            Self::UpgradeRequired => {
-                extra.insert(
-                    header::UPGRADE,
-                    header::HeaderValue::from_static("websocket"),
-                );
-            }
-            // Section 4.4: name the versions we support. 426 also requires Upgrade (above).
-            Self::UnsupportedVersion => {
-                extra.insert(
-                    header::UPGRADE,
-                    header::HeaderValue::from_static("websocket"),
-                );
-                extra.insert(
-                    header::SEC_WEBSOCKET_VERSION,
-                    header::HeaderValue::from_static(VERSION),
-                );
-            }
-            _ => {}
-        }
-        Some((status, extra, format!("{self}\n")))
     }
 }
 
@@ -347,12 +317,6 @@ pub enum HandshakeMisuse {
         /// Its position in the list given.
         index: usize,
     },
-    /// A server accepting an extension the client did not offer.
-    #[error("extension #{index} was not offered by the client")]
-    ExtensionNotOffered {
-        /// Its position in the list given.
-        index: usize,
-    },
     /// A server selecting a subprotocol the client did not offer (section 4.2.2).
     #[error("the client did not offer this subprotocol")]
     ProtocolNotOffered,
@@ -370,8 +334,6 @@ pub enum HandshakeMisuse {
     },
 }
 
-/// Whether any comma-separated element of any `name` header equals `token`, ignoring ASCII case
-/// (the way `Upgrade` and `Connection` are checked, RFC 7230 section 6.1 and 6.7).
 /// Whether `headers` ask for a WebSocket (`Upgrade: websocket` and `Connection: upgrade`):
 /// a cheap test for an HTTP server to route on; the rest of section 4.2.1 is checked by
 /// [`UpgradeRequest::from_request`].
@@ -380,6 +342,8 @@ pub fn asks_for_websocket(headers: &HeaderMap) -> bool {
         && has_token(headers, &header::CONNECTION, "upgrade")
 }
 
+/// Whether any comma-separated element of any `name` header equals `token`, ignoring ASCII case
+/// (the way `Upgrade` and `Connection` are checked, RFC 7230 section 6.1 and 6.7).
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
@@ -429,26 +393,6 @@ fn put_headers(out: &mut impl BufMut, map: &HeaderMap) {
     for (name, value) in map {
         put_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
-}
-
-/// Writes `HTTP/1.1 {code} {reason}\r\n`.
-fn put_status_line(out: &mut impl BufMut, status: StatusCode) {
-    out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(status.as_str().as_bytes());
-    out.put_slice(b" ");
-    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.put_slice(b"\r\n");
-}
-
-/// A complete response with a text body, after which the server closes the connection.
-fn write_plain_response(status: StatusCode, extra: &HeaderMap, body: &str, out: &mut impl BufMut) {
-    put_status_line(out, status);
-    put_header(out, b"Content-Type", b"text/plain; charset=utf-8");
-    put_header(out, b"Content-Length", body.len().to_string().as_bytes());
-    put_header(out, b"Connection", b"close");
-    put_headers(out, extra);
-    out.put_slice(b"\r\n");
-    out.put_slice(body.as_bytes());
 }
 
 #[cfg(test)]
@@ -509,6 +453,8 @@ mod tests {
                 None,
             ),
             (E::MethodNotGet, Some(405)),
+            (E::MethodNotConnect, Some(405)),
+            (E::ConnectProtocolNotWebSocket, Some(400)),
             (E::HttpVersionNotSupported, Some(505)),
             (E::UpgradeRequired, Some(426)),
             (E::UnsupportedVersion, Some(426)),
@@ -520,47 +466,5 @@ mod tests {
             assert_eq!(e.status().map(|s| s.as_u16()), want, "{e:?}");
             assert_eq!(e.side() == Side::Request, want.is_some(), "{e:?}");
         }
-    }
-
-    #[test]
-    fn write_response_adds_required_headers() {
-        let mut out = Vec::new();
-        assert_eq!(
-            HandshakeError::UnsupportedVersion.write_response(&mut out),
-            Some(StatusCode::UPGRADE_REQUIRED)
-        );
-        let text = String::from_utf8(out).unwrap();
-        assert!(
-            text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
-            "{text}"
-        );
-        assert!(text.contains("\r\nsec-websocket-version: 13\r\n"), "{text}");
-        assert!(text.contains("\r\nupgrade: websocket\r\n"), "{text}");
-        assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
-        assert!(body.contains("Sec-WebSocket-Version"), "{body}");
-
-        let mut out = Vec::new();
-        HandshakeError::MethodNotGet.write_response(&mut out);
-        let text = String::from_utf8(out).unwrap();
-        assert!(
-            text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
-            "{text}"
-        );
-        assert!(text.contains("\r\nallow: GET\r\n"), "{text}");
-
-        let mut out = Vec::new();
-        HandshakeError::UpgradeRequired.write_response(&mut out);
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.contains("\r\nupgrade: websocket\r\n"), "{text}");
-        assert!(!text.contains("sec-websocket-version"), "{text}");
-
-        let mut out = Vec::new();
-        assert_eq!(
-            HandshakeError::AcceptMismatch.write_response(&mut out),
-            None
-        );
-        assert!(out.is_empty());
     }
 }

@@ -1,16 +1,5 @@
 //! `ws` and `wss` URIs (RFC 6455 section 3).
 
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::indexing_slicing,
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::arithmetic_side_effects
-    )
-)]
-
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::str::FromStr;

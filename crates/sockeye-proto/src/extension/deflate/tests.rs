@@ -273,7 +273,7 @@ fn transfer(from: &mut Connection, to: &mut Connection) -> Vec<Event> {
         buf.extend_from_slice(&chunk);
     }
     let now = Instant::now();
-    while to.handle_bytes(&mut buf, now) {}
+    while to.handle_bytes(&mut buf, now).is_paused() {}
     std::iter::from_fn(|| to.poll_event()).collect()
 }
 
@@ -299,7 +299,7 @@ fn client_conn() -> Connection {
 
 fn receive(conn: &mut Connection, bytes: &[u8]) -> Vec<Event> {
     let mut buf = BytesMut::from(bytes);
-    while conn.handle_bytes(&mut buf, Instant::now()) {}
+    while conn.handle_bytes(&mut buf, Instant::now()).is_paused() {}
     std::iter::from_fn(|| conn.poll_event()).collect()
 }
 
