@@ -20,9 +20,9 @@ const binary = process.env.SOCKEYE_BIN ?? join(root, "target", "release", "socke
 const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 /** Starts `sockeye serve` on a free port; resolves with the process and its address. */
-function startServer(extraArgs = []) {
+function startServer(extraArgs = [], addr = "127.0.0.1:0") {
   return new Promise((resolve, reject) => {
-    const child = spawn(binary, ["serve", ...extraArgs, "127.0.0.1:0"], { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn(binary, ["serve", ...extraArgs, addr], { stdio: ["ignore", "ignore", "pipe"] });
     let seen = "";
     const timer = setTimeout(() => reject(new Error(`no address from sockeye serve: ${seen}`)), 10_000);
     child.stderr.setEncoding("utf8");
@@ -56,10 +56,18 @@ test("two browser pages talk through a room and see the server's close", { timeo
     const url = `http://${addr}/?room=browsertest`;
     const alice = await browser.newPage();
     const bob = await browser.newPage();
+    await alice.goto(`${url}&name=alice`);
+    await alice.locator("#status", { hasText: "in room browsertest as alice" }).waitFor({ timeout: 10_000 });
+    await bob.goto(`${url}&name=bob`);
+    await bob.locator("#status", { hasText: "in room browsertest as bob" }).waitFor({ timeout: 10_000 });
+
+    // Presence: each page lists both members, and alice saw bob join.
     for (const page of [alice, bob]) {
-      await page.goto(url);
-      await page.locator("#status", { hasText: "in room browsertest" }).waitFor({ timeout: 10_000 });
+      await page.locator("#count", { hasText: "2" }).waitFor({ timeout: 10_000 });
+      const names = await page.locator("#members li").allTextContents();
+      assert.deepEqual(names.map((n) => n.replace(" (you)", "")).sort(), ["alice", "bob"]);
     }
+    await alice.locator("#log li.note", { hasText: "bob joined" }).waitFor({ timeout: 10_000 });
 
     // Both pages negotiated permessage-deflate with the server.
     for (const page of [alice, bob]) {
@@ -71,6 +79,10 @@ test("two browser pages talk through a room and see the server's close", { timeo
     await alice.fill("#text", "hello from alice \u00e9\u20ac");
     await alice.click("#send");
     await bob.locator("#log li", { hasText: "hello from alice \u00e9\u20ac" }).waitFor({ timeout: 10_000 });
+    // With the sender's name and a time.
+    const line = bob.locator("#log li", { hasText: "hello from alice" });
+    assert.equal(await line.locator(".from").textContent(), "alice");
+    assert.match(await line.locator("time").textContent(), /\d{1,2}:\d{2}:\d{2}/);
 
     // Text from bob reaches alice.
     await bob.fill("#text", "hi alice");
@@ -92,18 +104,72 @@ test("two browser pages talk through a room and see the server's close", { timeo
       document.getElementById("send").click();
     }, big);
     await bob.waitForFunction(
-      (length) => Array.from(document.querySelectorAll("#log li")).some((li) => li.textContent.length === length),
+      (length) => Array.from(document.querySelectorAll("#log li .text")).some((span) => span.textContent.length === length),
       big.length,
       { timeout: 10_000 },
     );
+
+    // A third page leaves: the others see it go.
+    const carol = await browser.newPage();
+    await carol.goto(`${url}&name=carol`);
+    await bob.locator("#count", { hasText: "3" }).waitFor({ timeout: 10_000 });
+    await carol.close();
+    await bob.locator("#log li.note", { hasText: "carol left" }).waitFor({ timeout: 10_000 });
+    await bob.locator("#count", { hasText: "2" }).waitFor({ timeout: 10_000 });
+
+    // A room name the server does not take is refused in the page, and nothing connects.
+    await alice.fill("#room", "my room");
+    await alice.press("#room", "Enter");
+    await alice.locator("#hint", { hasText: "1 to 64 letters" }).waitFor({ timeout: 10_000 });
+    await alice.locator("#status", { hasText: "in room browsertest" }).waitFor({ timeout: 10_000 });
 
     // Ctrl-C: the server closes every connection with 1001 and its reason.
     child.kill("SIGINT");
     for (const page of [alice, bob]) {
       await page.locator("#close-info", { hasText: "1001 server shutting down" }).waitFor({ timeout: 10_000 });
+      await page.locator("#status", { hasText: "reconnecting" }).waitFor({ timeout: 10_000 });
     }
     const code = await exited;
     assert.equal(code, 0);
+
+    // A server back on the same address: the pages reconnect by themselves, Enter joins
+    // another room, and the room keeps working.
+    const again = await startServer([], addr);
+    try {
+      for (const page of [alice, bob]) {
+        await page.locator("#status", { hasText: "in room browsertest" }).waitFor({ timeout: 20_000 });
+      }
+      for (const page of [alice, bob]) {
+        await page.fill("#room", "second");
+        await page.press("#room", "Enter");
+        await page.locator("#status", { hasText: "in room second" }).waitFor({ timeout: 10_000 });
+        assert.match(page.url(), /room=second/);
+      }
+      await alice.fill("#text", "after the restart");
+      await alice.press("#text", "Enter");
+      await bob.locator("#log li", { hasText: "after the restart" }).waitFor({ timeout: 10_000 });
+    } finally {
+      again.child.kill("SIGKILL");
+    }
+  } finally {
+    await browser.close();
+    child.kill("SIGKILL");
+  }
+});
+
+test("serve --echo has a page of its own that echoes", { timeout: 60_000 }, async () => {
+  const { child, addr } = await startServer(["--echo"]);
+  const browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`http://${addr}/`);
+    assert.equal(await page.title(), "sockeye echo");
+    await page.locator("#status", { hasText: "connected" }).waitFor({ timeout: 10_000 });
+    await page.fill("#text", "echo me \u00e9");
+    await page.press("#text", "Enter");
+    await page.locator("#log li", { hasText: "< echo me \u00e9" }).waitFor({ timeout: 10_000 });
+    // Once: the echo page shows each message once out and once back.
+    assert.equal(await page.locator("#log li", { hasText: "echo me" }).count(), 2);
   } finally {
     await browser.close();
     child.kill("SIGKILL");

@@ -156,6 +156,10 @@ pub(crate) struct ServeArgs {
     /// Echo every message back instead of relaying it to a room.
     #[arg(long)]
     pub(crate) echo: bool,
+    /// A subprotocol this server speaks (repeatable, in order of preference): selected when a
+    /// client offers it. Clients that offer none are accepted all the same.
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    pub(crate) subprotocols: Vec<String>,
     /// Do not offer permessage-deflate to clients that ask for it.
     #[arg(long)]
     pub(crate) no_compress: bool,

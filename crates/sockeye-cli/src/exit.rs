@@ -87,6 +87,9 @@ pub(crate) fn describe(error: &anyhow::Error) -> String {
                     " (trust its CA with --cacert FILE, or --native-roots for the system's)"
                 }
                 TlsFailure::WrongName => " (is the host name in the URL the certificate's?)",
+                TlsFailure::BadCertificate => {
+                    " (a self-signed certificate? trust that very certificate with --cacert FILE)"
+                }
                 TlsFailure::Expired | TlsFailure::NotYetValid => {
                     " (check the server's certificate and this machine's clock)"
                 }

@@ -1244,6 +1244,46 @@ fn subprotocols_headers_and_message_limits_are_reported() {
         "{}",
         stderr(&out)
     );
+    // serve --subprotocol selects one the client offers.
+    let (_chat, chat) = start(&["serve", "--echo", "--subprotocol", "chat", "127.0.0.1:0"]);
+    let out = run(
+        &[
+            "connect",
+            "--once",
+            "--subprotocol",
+            "x",
+            "--subprotocol",
+            "chat",
+            &format!("ws://{chat}/"),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("selected none"), "{}", stderr(&out));
+    // --show-headers shows the whole handshake both ways, with the server's reason phrase.
+    let out = run(
+        &[
+            "connect",
+            "--once",
+            "--show-headers",
+            "--subprotocol",
+            "chat",
+            &format!("ws://{chat}/"),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for line in [
+        "> GET / HTTP/1.1",
+        &format!("> Host: {chat}"),
+        "> Sec-WebSocket-Key: ",
+        "> Sec-WebSocket-Version: 13",
+        "> Sec-WebSocket-Protocol: chat",
+        "< HTTP/1.1 101 Switching Protocols",
+        "< sec-websocket-protocol: chat",
+    ] {
+        assert!(stderr(&out).contains(line), "{line}: {}", stderr(&out));
+    }
     // --show-headers shows a refusal's response.
     let out = run(
         &["connect", "--show-headers", &format!("ws://{addr}/nope")],

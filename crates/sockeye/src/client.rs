@@ -46,6 +46,13 @@ pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream>, Response<(
     ClientBuilder::new(url).connect().await
 }
 
+/// The request head the client sent, as it went on the wire (request line and headers,
+/// `Sec-WebSocket-Key` included): in the extensions of the response that
+/// [`ClientBuilder::connect`] returns, for logging the whole handshake. The server's reason
+/// phrase is there too, as [`ReasonPhrase`](sockeye_proto::handshake::ReasonPhrase).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentRequest(pub bytes::Bytes);
+
 /// Builds a client connection: subprotocols, headers, Origin, limits and timeouts.
 #[derive(Debug, Clone)]
 #[must_use]
@@ -261,7 +268,11 @@ impl ClientBuilder {
         stream.tcp().set_read_timeout(None)?;
         stream.tcp().set_write_timeout(None)?;
         let ws = blocking::WebSocket::client(stream, conn, buf, accepted.protocol);
-        Ok((ws, accepted.response))
+        let mut response = accepted.response;
+        response
+            .extensions_mut()
+            .insert(SentRequest(request.into()));
+        Ok((ws, response))
     }
 
     /// Performs the handshake over a stream the caller opened (a tunnel, a Unix socket, TLS of
@@ -303,7 +314,11 @@ impl ClientBuilder {
         };
         let conn = self.establish(&accepted)?;
         let ws = WebSocket::from_connection(stream, conn, &self.config, buf, accepted.protocol);
-        Ok((ws, accepted.response))
+        let mut response = accepted.response;
+        response
+            .extensions_mut()
+            .insert(SentRequest(request.into()));
+        Ok((ws, response))
     }
 
     /// The handshake's first half, without I/O: the request to send.

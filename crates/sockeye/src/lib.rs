@@ -88,7 +88,7 @@ mod tls;
 
 pub use sockeye_proto::{self as proto, CloseCode, CloseFrame, Config, Message, Role, Utf8Bytes};
 
-pub use crate::client::{ClientBuilder, connect};
+pub use crate::client::{ClientBuilder, SentRequest, connect};
 pub use crate::config::{WebSocketConfig, WebSocketConfigBuilder};
 pub use crate::driver::Incoming;
 pub use crate::error::{Error, Kind, Timeout};

@@ -6,6 +6,7 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, OnceLock, RwLock};
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
@@ -213,7 +214,22 @@ impl Settings {
             if roots.is_empty() {
                 return Err(TlsSetupError::NoRoots);
             }
-            builder.with_root_certificates(roots)
+            if extra_roots.is_empty() {
+                builder.with_root_certificates(roots)
+            } else {
+                let webpki =
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                        .build()
+                        .map_err(|e| {
+                            TlsSetupError::Rustls(rustls::Error::General(e.to_string()))
+                        })?;
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(TrustedLeaf {
+                        webpki,
+                        leaves: extra_roots.clone(),
+                    }))
+            }
         } else {
             builder
                 .dangerous()
@@ -447,6 +463,72 @@ impl fmt::Debug for TlsConfig {
                 .finish(),
             Source::Rustls(_) => f.write_str("TlsConfig(rustls)"),
         }
+    }
+}
+
+/// The usual verification, and one allowance for a certificate added with
+/// [`TlsConfig::add_root`]: when the server presents exactly that certificate, and webpki
+/// refuses it only for its form (a self-signed certificate made the usual way is marked as a
+/// CA, which webpki will not take as a server's own), it is accepted if it names the host, as
+/// curl and browsers' exceptions accept a certificate trusted as such. Expiry, a wrong name
+/// and any other certificate keep their errors.
+#[derive(Debug)]
+struct TrustedLeaf {
+    webpki: Arc<WebPkiServerVerifier>,
+    leaves: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for TrustedLeaf {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(why)))
+                if self
+                    .leaves
+                    .iter()
+                    .any(|leaf| leaf.as_ref() == end_entity.as_ref()) =>
+            {
+                let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&parsed, server_name)?;
+                tracing::debug!(%why, "accepting the server's certificate, trusted as it is");
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
     }
 }
 

@@ -260,6 +260,33 @@ fn hex(text: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
+/// Prints the whole handshake, for --show-headers: the request as it was sent, and the
+/// response with the server's own reason phrase.
+fn show_handshake(response: &http::Response<()>) {
+    if let Some(sent) = response.extensions().get::<sockeye::SentRequest>() {
+        for line in String::from_utf8_lossy(&sent.0).lines() {
+            if !line.is_empty() {
+                eprintln!("> {line}");
+            }
+        }
+    }
+    let reason = response
+        .extensions()
+        .get::<sockeye::proto::handshake::ReasonPhrase>()
+        .map_or_else(
+            || response.status().canonical_reason().unwrap_or_default(),
+            |r| r.0.as_str(),
+        );
+    eprintln!(
+        "< {:?} {} {reason}",
+        response.version(),
+        response.status().as_u16()
+    );
+    for (name, value) in response.headers() {
+        eprintln!("< {name}: {}", value.to_str().unwrap_or("<binary>"));
+    }
+}
+
 /// Prints the response of a refused handshake, for --show-headers.
 fn show_refusal(error: &sockeye::Error) {
     if let Kind::Refused {
@@ -280,12 +307,6 @@ async fn session(
     builder: ClientBuilder,
     rx: &mut mpsc::Receiver<Message>,
 ) -> anyhow::Result<End> {
-    if args.show_headers {
-        eprintln!("> GET {url}");
-        for header in &args.headers {
-            eprintln!("> {header}");
-        }
-    }
     let connected = tokio::select! {
         connected = builder.connect() => connected,
         () = crate::signal::terminate() => return Ok(End::Interrupted),
@@ -300,10 +321,7 @@ async fn session(
         }
     };
     if args.show_headers {
-        eprintln!("< {:?} {}", response.version(), response.status());
-        for (name, value) in response.headers() {
-            eprintln!("< {name}: {}", value.to_str().unwrap_or("<binary>"));
-        }
+        show_handshake(&response);
     }
     tracing::info!(%url, protocol = ?ws.protocol(), extension = ?ws.extension(), "connected");
     let mut stdout = tokio::io::stdout();

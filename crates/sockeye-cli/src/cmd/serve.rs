@@ -30,6 +30,8 @@ use crate::args::ServeArgs;
 use crate::exit;
 
 const PAGE: &str = include_str!("../../assets/index.html");
+/// The page of `--echo`: a message box and the echoes, with their round-trip times.
+const ECHO_PAGE: &str = include_str!("../../assets/echo.html");
 /// The most a request head may take (hyper's read buffer; a larger head is answered 431).
 const MAX_HEAD: usize = 16 << 10;
 /// How long a TLS handshake may take, and then each request head, the first one or the next on
@@ -104,6 +106,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     let mut server = ServerBuilder::new()
         .config(config)
         .origin_policy(origin)
+        .protocols(args.subprotocols.iter().cloned())
         .on_request(route(args.echo, addr.ip().is_loopback()));
     // TLS ends here, in front of hyper, so the builder is told that pages come over https: the
     // same-host Origin must then be https too.
@@ -418,7 +421,11 @@ fn answer(
     drop(lock(&handover.opening).take());
     let upgrade = is_upgrade_request(&request);
     match resource(shared.echo, request.method(), request.uri().path(), upgrade) {
-        Resource::Page => text(StatusCode::OK, "text/html; charset=utf-8", PAGE),
+        Resource::Page => text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            if shared.echo { ECHO_PAGE } else { PAGE },
+        ),
         Resource::Favicon => text(StatusCode::NO_CONTENT, "text/plain", ""),
         Resource::NotFound => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         Resource::MethodNotAllowed => {

@@ -122,6 +122,12 @@ pub(crate) fn parse_request_head(
 }
 
 /// Parses a complete response head found by [`HeadScanner`].
+/// The reason phrase of a response's status line as the server wrote it (`Switching
+/// Protocols`, or its own words), kept in the parsed response's extensions: `http` has no
+/// field for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReasonPhrase(pub String);
+
 pub(crate) fn parse_response_head(
     head: &[u8],
     end: HeadEnd,
@@ -146,6 +152,11 @@ pub(crate) fn parse_response_head(
     *response.status_mut() = status;
     *response.version_mut() = version;
     *response.headers_mut() = headers;
+    if let Some(reason) = parsed.reason.filter(|r| !r.is_empty()) {
+        response
+            .extensions_mut()
+            .insert(ReasonPhrase(reason.to_owned()));
+    }
     Ok(response)
 }
 

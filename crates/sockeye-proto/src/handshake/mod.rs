@@ -35,6 +35,7 @@ use sha1::{Digest as _, Sha1};
 use crate::extension::header::{ExtensionHeaderError, parse_token_list};
 
 pub use client::{ClientAccepted, ClientHandshake};
+pub use http::ReasonPhrase;
 pub use origin::OriginPolicy;
 pub use request::{RequestForm, RequestParser, UpgradeRequest, parse_request};
 pub use server::{Accept, Refusal, RefusalReason, Reject, ServerAccepted, ServerHandshake};
