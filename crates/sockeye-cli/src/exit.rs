@@ -22,11 +22,11 @@ pub(crate) fn code_for(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<crate::cmd::Usage>().is_some() {
         return USAGE;
     }
-    if error
-        .downcast_ref::<crate::cmd::backplane::Unreachable>()
-        .is_some()
-    {
-        return CONNECT;
+    if let Some(redis) = error.downcast_ref::<sockeye_relay::RedisError>() {
+        return match redis {
+            sockeye_relay::RedisError::Unreachable { .. } => CONNECT,
+            _ => USAGE,
+        };
     }
     let Some(ws) = error.downcast_ref::<sockeye::Error>() else {
         if let Some(io) = error.downcast_ref::<std::io::Error>() {

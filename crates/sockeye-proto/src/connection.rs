@@ -19,6 +19,7 @@ use crate::frame::{
     Frame, FrameDecoder, FrameHead, HeadRules, MAX_CONTROL_PAYLOAD, MAX_HEAD_LEN, OpCode, Rsv,
 };
 use crate::mask::{MaskSource, OsMaskSource, apply_mask};
+use crate::prepared::PreparedMessage;
 use crate::role::Role;
 use crate::utf8::Utf8Bytes;
 
@@ -791,6 +792,48 @@ impl Connection {
             self.out_chunks.push_back(self.out_buf.split().freeze());
             self.out_chunks.push_back(payload);
         }
+    }
+
+    /// Queues a message framed once for many connections: a server sends the
+    /// [`PreparedMessage`]'s own bytes (its compressed frame when this connection compresses
+    /// without context takeover), so fan-out to many members encodes once. With context
+    /// takeover the connection compresses the message itself, and a client masks its own copy,
+    /// as for [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As [`send_text`](Self::send_text).
+    pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), ApiMisuse> {
+        self.ensure_open()?;
+        if self.outgoing.is_some() {
+            return Err(ApiMisuse::FragmentedMessageInProgress);
+        }
+        let shared = match self.extension.as_deref() {
+            _ if self.role.masks_outgoing() => None,
+            None => Some(message.frame().clone()),
+            Some(extension) => extension
+                .shared_encoding()
+                .map(|encoding| message.frame_for(encoding)),
+        };
+        let Some(frame) = shared else {
+            let payload = match message.message() {
+                Message::Text(text) => text.clone().into_bytes(),
+                Message::Binary(data) => data.clone(),
+                // A prepared message is text or binary.
+                _ => Bytes::new(),
+            };
+            return self.send_data(kind_opcode(message.kind()), payload);
+        };
+        // As `push_frame` does: small frames join the shared buffer, large ones go as they are.
+        self.queued = self.queued.saturating_add(frame.len());
+        if frame.len() <= COPY_LIMIT {
+            self.out_buf.extend_from_slice(&frame);
+        } else {
+            if !self.out_buf.is_empty() {
+                self.out_chunks.push_back(self.out_buf.split().freeze());
+            }
+            self.out_chunks.push_back(frame);
+        }
+        Ok(())
     }
 }
 

@@ -87,6 +87,7 @@ pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
+mod prepared;
 mod role;
 pub mod utf8;
 
@@ -98,5 +99,6 @@ pub use crate::config::{Config, ConfigBuilder};
 pub use crate::connection::{Connection, Progress};
 pub use crate::error::{ApiMisuse, ConfigError, ConnectionError, ExtensionError, ProtocolError};
 pub use crate::event::{Closed, DataFrame, DataKind, Event, Initiator, Message};
+pub use crate::prepared::{PreparedMessage, SharedEncoding};
 pub use crate::role::Role;
 pub use crate::utf8::Utf8Bytes;

@@ -444,6 +444,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         queue(&mut self.conn, message)
     }
 
+    pub(crate) fn start_send_prepared(
+        &mut self,
+        message: &sockeye_proto::PreparedMessage,
+    ) -> Result<(), Error> {
+        let conn = &mut self.conn;
+        conn.send_prepared(message).map_err(|e| {
+            if conn.is_open() {
+                Error::from(e)
+            } else {
+                Error::new(Kind::AlreadyClosed)
+            }
+        })
+    }
+
     /// Like [`poll_flush`](Self::poll_flush), but leaves the write to the next
     /// [`poll_next_message`](Self::poll_next_message) while more received messages are already
     /// waiting in the read buffer: that call writes before it reads, and by then the answers to

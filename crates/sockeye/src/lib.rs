@@ -109,6 +109,7 @@ pub use crate::tls::{
 /// The rustls crate, for [`TlsConfig::from_rustls`] and [`TlsAcceptor::from_rustls`].
 #[cfg(feature = "rustls")]
 pub use rustls;
+pub use sockeye_proto::PreparedMessage;
 pub use sockeye_proto::extension::DeflateConfig;
 pub use sockeye_proto::handshake::UpgradeRequest;
 pub use sockeye_proto::{DataFrame, DataKind};

@@ -7,7 +7,9 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use futures_core::Stream;
 use futures_sink::Sink;
-use sockeye_proto::{CloseCode, CloseFrame, Closed, Config, Connection, Message, Role};
+use sockeye_proto::{
+    CloseCode, CloseFrame, Closed, Config, Connection, Message, PreparedMessage, Role,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::WebSocketConfig;
@@ -105,6 +107,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub async fn feed(&mut self, message: impl Into<Message>) -> Result<(), Error> {
         poll_fn(|cx| self.driver.poll_ready(cx)).await?;
         self.driver.start_send(message.into())
+    }
+
+    /// Sends a message framed once for many connections, as [`send`](Self::send) does: the
+    /// prepared frame's bytes are written as they are (see [`PreparedMessage`]).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
+        self.feed_prepared(message).await?;
+        poll_fn(|cx| self.driver.poll_flush_deferred(cx)).await
+    }
+
+    /// Queues a prepared message without flushing, as [`feed`](Self::feed) does.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn feed_prepared(&mut self, message: &PreparedMessage) -> Result<(), Error> {
+        poll_fn(|cx| self.driver.poll_ready(cx)).await?;
+        self.driver.start_send_prepared(message)
     }
 
     /// Writes everything queued to the transport. Cancel-safe: what was not written stays queued.

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use futures_core::Stream;
 use futures_sink::Sink;
-use sockeye_proto::{CloseCode, CloseFrame, Message};
+use sockeye_proto::{CloseCode, CloseFrame, Message, PreparedMessage};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::driver::{Driver, Incoming};
@@ -187,6 +187,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsWriter<S> {
         let message = message.into();
         std::future::poll_fn(|cx| self.shared.poll(cx, Driver::poll_ready)).await?;
         self.shared.lock().start_send(message)
+    }
+
+    /// Sends a message framed once for many connections and flushes it; see
+    /// [`WebSocket::send_prepared`](crate::WebSocket::send_prepared).
+    ///
+    /// # Errors
+    /// As [`WebSocket::send`](crate::WebSocket::send).
+    pub async fn send_prepared(&self, message: &PreparedMessage) -> Result<(), Error> {
+        std::future::poll_fn(|cx| self.shared.poll(cx, Driver::poll_ready)).await?;
+        self.shared.lock().start_send_prepared(message)?;
+        self.flush().await
     }
 
     /// Writes everything queued.

@@ -1,10 +1,8 @@
 //! The subcommands.
 
-pub(crate) mod backplane;
 pub(crate) mod bench;
 pub(crate) mod connect;
 pub(crate) mod forward;
-pub(crate) mod rooms;
 pub(crate) mod serve;
 
 /// A usage error found after parsing (a feature this build does not have, a bad header).

@@ -19,13 +19,13 @@ use sockeye::{
     Accept, CloseCode, Config, DeflateConfig, MaybeTlsStream, OriginPolicy, Reject, ServerBuilder,
     TlsAcceptor, WebSocket, WebSocketConfig,
 };
+use sockeye_relay::backplane::wire::HEADER_LEN;
+use sockeye_relay::{QueueLimits, RedisBackplane, RedisError, RedisLimits, Relay};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::Usage;
-use super::backplane::{BackplaneLimits, HEADER_LEN, MAX_QUEUE, RedisRooms};
-use super::rooms::{MemoryRooms, Rooms, member_queue};
 use crate::args::ServeArgs;
 use crate::exit;
 
@@ -54,10 +54,8 @@ struct Shared {
     tls: Option<TlsAcceptor>,
     /// How connections are served: HTTP/1.1 with keep-alive, limits on the request head.
     http: http1::Builder,
-    rooms: Arc<dyn Rooms>,
+    rooms: Relay,
     echo: bool,
-    queue: usize,
-    queue_bytes: usize,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -129,8 +127,6 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         http,
         rooms,
         echo: args.echo,
-        queue: args.client_queue,
-        queue_bytes: args.client_queue_bytes,
         shutdown,
     });
     let mut tasks = accept_until_stopped(&listener, &shared).await;
@@ -184,35 +180,42 @@ async fn accept_until_stopped(listener: &TcpListener, shared: &Arc<Shared>) -> J
 }
 
 /// The rooms: in this process, or shared with other servers over Redis.
-async fn rooms(args: &ServeArgs) -> anyhow::Result<Arc<dyn Rooms>> {
-    Ok(match &args.redis {
-        Some(url) => {
-            if !(1..=MAX_QUEUE).contains(&args.redis_queue) {
-                return Err(Usage(format!("--redis-queue must be 1 to {MAX_QUEUE}")).into());
-            }
-            if args.redis_queue_bytes < args.max_message + HEADER_LEN {
-                return Err(Usage(format!(
-                    "--redis-queue-bytes must hold the largest message: at least {} (--max-message + {HEADER_LEN})",
-                    args.max_message + HEADER_LEN
-                ))
-                .into());
-            }
-            let limits = BackplaneLimits {
-                queue: args.redis_queue,
-                queue_bytes: args.redis_queue_bytes,
-                max_message: args.max_message,
-            };
-            let ca = match &args.redis_cacert {
-                Some(path) => Some(
-                    std::fs::read(path)
-                        .map_err(|e| Usage(format!("--redis-cacert {}: {e}", path.display())))?,
-                ),
-                None => None,
-            };
-            RedisRooms::connect(url, ca, limits).await?
-        }
-        None => Arc::new(MemoryRooms::default()),
-    })
+async fn rooms(args: &ServeArgs) -> anyhow::Result<Relay> {
+    let relay = Relay::builder()
+        .queue_limits(QueueLimits::new(args.client_queue, args.client_queue_bytes))
+        .send_timeout(SEND_TIMEOUT);
+    let Some(url) = &args.redis else {
+        return Ok(relay.build());
+    };
+    let max_queue = RedisLimits::MAX_QUEUE;
+    if !(1..=max_queue).contains(&args.redis_queue) {
+        return Err(Usage(format!("--redis-queue must be 1 to {max_queue}")).into());
+    }
+    if args.redis_queue_bytes < args.max_message + HEADER_LEN {
+        return Err(Usage(format!(
+            "--redis-queue-bytes must hold the largest message: at least {} (--max-message + {HEADER_LEN})",
+            args.max_message + HEADER_LEN
+        ))
+        .into());
+    }
+    let limits = RedisLimits::new()
+        .queue(args.redis_queue)
+        .queue_bytes(args.redis_queue_bytes)
+        .max_message(args.max_message);
+    let ca = match &args.redis_cacert {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| Usage(format!("--redis-cacert {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let backplane = RedisBackplane::connect(url, ca, limits)
+        .await
+        .map_err(|e| match e {
+            RedisError::Unreachable { .. } => anyhow::Error::new(e),
+            e => Usage(format!("--redis: {e}")).into(),
+        })?;
+    Ok(relay.backplane(backplane).build())
 }
 
 /// Which upgrade requests are accepted: every path for `--echo`, `/rooms/NAME` otherwise. On a
@@ -484,44 +487,12 @@ async fn echo(mut ws: Ws, mut shutdown: watch::Receiver<bool>) -> Result<(), soc
     }
 }
 
-async fn member(mut ws: Ws, shared: &Shared, room: &str) -> Result<(), sockeye::Error> {
+async fn member(ws: Ws, shared: &Shared, room: &str) -> Result<(), sockeye::Error> {
     let mut shutdown = shared.shutdown.clone();
-    // Accepted while shutting down: no room, just the 1001.
-    if *shutdown.borrow_and_update() {
-        return ws
-            .close(CloseCode::GOING_AWAY, "server shutting down")
-            .await;
-    }
-    let (queue, mut inbox) = member_queue(shared.queue, shared.queue_bytes);
-    let id = shared.rooms.join(room, queue);
-    let result = loop {
-        tokio::select! {
-            message = ws.next() => match message {
-                Some(Ok(message)) if message.is_data() => {
-                    if shared.rooms.publish(room, id, &message).is_err() {
-                        break ws.close(CloseCode::TRY_AGAIN_LATER, "server overloaded: try again later").await;
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => break Err(e),
-                None => break Ok(()),
-            },
-            queued = inbox.recv() => match queued {
-                Some(message) => match tokio::time::timeout(SEND_TIMEOUT, ws.send(message)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => break Err(e),
-                    // A client that does not read at all: give up on it without a close frame,
-                    // which could not be delivered either.
-                    Err(_) => break Ok(()),
-                },
-                // The room dropped us: we did not keep up with it.
-                None => break ws.close(CloseCode::POLICY_VIOLATION, "too slow: message queue overflowed").await,
-            },
-            _ = shutdown.changed() => break ws.close(CloseCode::GOING_AWAY, "server shutting down").await,
-        }
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    shared.rooms.leave(room, id);
-    result
+    shared.rooms.serve_until(ws, room, stop).await
 }
 
 #[cfg(test)]

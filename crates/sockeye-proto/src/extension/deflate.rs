@@ -13,6 +13,7 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 use super::{Extension, ExtensionNegotiator, ExtensionParams};
 use crate::error::{ConfigError, ExtensionError};
 use crate::frame::{OpCode, Rsv};
+use crate::prepared::SharedEncoding;
 
 /// The extension's registered name.
 pub const NAME: &str = "permessage-deflate";
@@ -477,40 +478,11 @@ impl Deflate {
         let compress = self
             .compress
             .get_or_insert_with(|| Compress::new_with_window_bits(level, false, window));
-        // Compressed data is rarely longer than its input plus a little framing.
-        let mut out = Vec::with_capacity(payload.len().saturating_div(2).saturating_add(64));
-        let mut input = payload;
-        loop {
-            if out.len() == out.capacity() {
-                out.reserve(out.capacity().max(64));
-            }
-            let before = compress.total_in();
-            if compress
-                .compress_vec(input, &mut out, FlushCompress::Sync)
-                .is_err()
-            {
-                // zlib reports errors only for misuse; fall back to sending uncompressed.
-                self.compress = None;
-                return None;
-            }
-            let consumed =
-                usize::try_from(compress.total_in().saturating_sub(before)).unwrap_or(input.len());
-            input = input.get(consumed..).unwrap_or_default();
-            // A sync flush is complete when all input is in and output space is left over.
-            if input.is_empty() && out.len() < out.capacity() {
-                break;
-            }
-        }
-        // Section 7.2.1: remove the 00 00 ff ff the sync flush ends with.
-        if out.ends_with(&TAIL) {
-            out.truncate(out.len().saturating_sub(TAIL.len()));
-        }
-        // A flush with nothing new to say (an empty message after another) emits no bytes at
-        // all; the receiver would then append 00 00 ff ff to nothing and lose its place. An
-        // empty stored block, 0x00 plus that tail, is the empty message (section 7.2.3.6).
-        if out.is_empty() {
-            out.push(0x00);
-        }
+        let Some(out) = compress_sync(compress, payload) else {
+            // zlib reports errors only for misuse; fall back to sending uncompressed.
+            self.compress = None;
+            return None;
+        };
         // Without context takeover nothing carries over to the next message, so the state
         // (about 256 KiB at 15 bits) is freed rather than kept: an idle connection holds none.
         if self.negotiated.send_no_context_takeover {
@@ -575,6 +547,56 @@ impl Deflate {
     }
 }
 
+/// Compresses one message with a sync flush, without the 00 00 ff ff tail (RFC 7692 section
+/// 7.2.1); `None` when zlib fails (only for misuse).
+fn compress_sync(compress: &mut Compress, payload: &[u8]) -> Option<Vec<u8>> {
+    // Compressed data is rarely longer than its input plus a little framing.
+    let mut out = Vec::with_capacity(payload.len().saturating_div(2).saturating_add(64));
+    let mut input = payload;
+    loop {
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity().max(64));
+        }
+        let before = compress.total_in();
+        if compress
+            .compress_vec(input, &mut out, FlushCompress::Sync)
+            .is_err()
+        {
+            return None;
+        }
+        let consumed =
+            usize::try_from(compress.total_in().saturating_sub(before)).unwrap_or(input.len());
+        input = input.get(consumed..).unwrap_or_default();
+        // A sync flush is complete when all input is in and output space is left over.
+        if input.is_empty() && out.len() < out.capacity() {
+            break;
+        }
+    }
+    // Section 7.2.1: remove the 00 00 ff ff the sync flush ends with.
+    if out.ends_with(&TAIL) {
+        out.truncate(out.len().saturating_sub(TAIL.len()));
+    }
+    // A flush with nothing new to say (an empty message after another) emits no bytes at
+    // all; the receiver would then append 00 00 ff ff to nothing and lose its place. An
+    // empty stored block, 0x00 plus that tail, is the empty message (section 7.2.3.6).
+    if out.is_empty() {
+        out.push(0x00);
+    }
+    Some(out)
+}
+
+/// Compresses one message from a fresh state, as a sender without context takeover does: the
+/// bytes every such connection with this window and level would send. `None` for a window zlib
+/// cannot compress with (below 9 bits) or a zlib failure.
+pub(crate) fn compress_once(payload: &[u8], window_bits: u8, level: u32) -> Option<Vec<u8>> {
+    if !(9..=15).contains(&window_bits) {
+        return None;
+    }
+    let mut compress =
+        Compress::new_with_window_bits(Compression::new(level.min(9)), false, window_bits);
+    compress_sync(&mut compress, payload)
+}
+
 impl Extension for Deflate {
     fn name(&self) -> &str {
         NAME
@@ -593,6 +615,17 @@ impl Extension for Deflate {
             Some(compressed) => (Rsv::RSV1, compressed),
             None => (Rsv::NONE, payload),
         }
+    }
+
+    fn shared_encoding(&self) -> Option<SharedEncoding> {
+        // Section 7.1.1.1: without context takeover each message starts from a fresh state.
+        self.negotiated
+            .send_no_context_takeover
+            .then_some(SharedEncoding::Deflate {
+                window_bits: self.negotiated.send_window_bits,
+                level: self.level.level(),
+                threshold: self.threshold,
+            })
     }
 
     fn decode(&mut self, payload: Bytes, fin: bool, limit: usize) -> Result<Bytes, ExtensionError> {

@@ -15,6 +15,7 @@ pub use self::deflate::{Deflate, DeflateConfig};
 pub use self::header::ExtensionParams;
 use crate::error::ExtensionError;
 use crate::frame::{OpCode, Rsv};
+use crate::prepared::SharedEncoding;
 
 /// A negotiated extension, as the connection drives it.
 pub trait Extension: Send {
@@ -36,6 +37,14 @@ pub trait Extension: Send {
     /// [`ExtensionError::DecodedTooBig`] past `limit` (1009), [`ExtensionError::InvalidCompressedData`]
     /// for data the extension cannot decode (1007).
     fn decode(&mut self, payload: Bytes, fin: bool, limit: usize) -> Result<Bytes, ExtensionError>;
+
+    /// How this extension encodes outgoing messages when that does not depend on the messages
+    /// sent before, so that a message sent to many connections can be encoded once for all of
+    /// them ([`PreparedMessage`](crate::PreparedMessage)). The default, `None`, says the encoding
+    /// depends on this connection's state: [`encode`](Self::encode) is called for each message.
+    fn shared_encoding(&self) -> Option<SharedEncoding> {
+        None
+    }
 }
 
 /// Negotiation for one extension, on the offering (client) and accepting (server) side.

@@ -1,37 +1,35 @@
-//! Rooms shared by several `sockeye serve` processes over Redis pub/sub.
+//! Rooms shared by several processes over Redis pub/sub.
 //!
-//! Each process keeps its own members in a [`MemoryRooms`] and subscribes to the Redis channel
-//! of every room that has members here (`sockeye:room:NAME`). A message a member sends goes to
-//! the other members here at once, and to Redis for the other processes; a process skips what
-//! it published itself. One connection publishes, in order, so what one member sends reaches
-//! every other member in the order it was sent. Delivery across processes is at most once: a
-//! message published while Redis is unreachable is dropped, and the link reconnects (with
-//! back-off) and subscribes again to the rooms in use.
+//! Each process subscribes to the channel of every room that has members there (see
+//! [`wire`](super::wire)). A message a member sends goes to the other members of its process at
+//! once, and to Redis for the other processes; a process skips what it published itself. One
+//! connection publishes, in order, so what one member sends reaches every other member in the
+//! order it was sent. Delivery across processes is at most once: a message published while
+//! Redis is unreachable is dropped, and the link reconnects (with back-off) and subscribes again
+//! to the rooms in use.
 //!
-//! Every queue is bounded: members' queues as in one process; the queue to Redis in messages
-//! and bytes (the batch being sent included), beyond which the sender is closed with 1013 (try
-//! again later); and the queue from Redis, beyond which messages from other servers are dropped
-//! (and counted in the log) rather than held. While the link is down, members here still talk
-//! to each other; what they send is not queued for the other servers.
+//! Every queue is bounded: the queue to Redis in messages and bytes (the batch being sent
+//! included), beyond which the sender is closed with 1013 (try again later); and the queue from
+//! Redis, beyond which messages from other nodes are dropped (and counted in the log) rather
+//! than held. While the link is down, members of one process still talk to each other; what
+//! they send is not queued for the other processes.
 //!
 //! The link notices a dead Redis by the timeout on every command and by a PING on the
 //! subscribed connection every few seconds.
 
-use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use sockeye::Message;
 use tokio::sync::mpsc;
 
-use super::rooms::{MemberId, MemberQueue, MemoryRooms, Overloaded, Rooms};
+use super::wire::{self, HEADER_LEN};
+use super::{Backplane, Inbound, Overloaded};
 
-/// The prefix of the rooms' channel names.
-const CHANNEL_PREFIX: &str = "sockeye:room:";
 /// The most a Redis command (connecting included) may take before the link is dropped and made
 /// again.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,41 +42,98 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 /// PUBLISH commands sent in one pipeline at most, and their bytes.
 const MAX_BATCH: usize = 256;
 const MAX_BATCH_BYTES: usize = 4 << 20;
-/// Messages from other servers waiting to be handed to the members here, at most (and at most
+/// Messages from other nodes waiting to be handed to the members here, at most (and at most
 /// the bytes of the queue to Redis).
 const INBOUND_QUEUE: usize = 4096;
-/// A message on the backplane: magic and version, node id, kind, payload.
-const MAGIC: [u8; 4] = *b"sky1";
-pub(crate) const HEADER_LEN: usize = 13;
-const KIND_TEXT: u8 = 1;
-const KIND_BINARY: u8 = 2;
-/// The most `--redis-queue` may ask for.
-pub(crate) const MAX_QUEUE: usize = 1 << 20;
 
-/// Limits of the backplane.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BackplaneLimits {
-    /// Messages waiting to be published, at most.
-    pub(crate) queue: usize,
-    /// Bytes waiting to be published, at most.
-    pub(crate) queue_bytes: usize,
-    /// The largest message taken from Redis; larger ones (not from a `sockeye serve`) are
-    /// dropped.
-    pub(crate) max_message: usize,
+/// Limits of the Redis backplane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisLimits {
+    queue: usize,
+    queue_bytes: usize,
+    max_message: usize,
 }
 
-/// Redis could not be reached at startup (exit code 3, as for any connection that cannot be
-/// made).
-#[derive(Debug)]
-pub(crate) struct Unreachable(String);
-
-impl std::fmt::Display for Unreachable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl Default for RedisLimits {
+    /// 16,384 messages and 64 MiB to Redis; messages from Redis up to 1 MiB.
+    fn default() -> Self {
+        Self {
+            queue: 16_384,
+            queue_bytes: 64 << 20,
+            max_message: 1 << 20,
+        }
     }
 }
 
-impl std::error::Error for Unreachable {}
+impl RedisLimits {
+    /// The most [`queue`](Self::queue) may be.
+    pub const MAX_QUEUE: usize = 1 << 20;
+
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Messages waiting to be published, at most (1 to [`MAX_QUEUE`](Self::MAX_QUEUE)); past
+    /// it senders are closed with 1013. Default 16,384.
+    #[must_use]
+    pub fn queue(mut self, messages: usize) -> Self {
+        self.queue = messages;
+        self
+    }
+
+    /// Bytes waiting to be published (each message plus its 13-byte header), at most; past it
+    /// senders are closed with 1013. Must hold the largest message. Default 64 MiB.
+    #[must_use]
+    pub fn queue_bytes(mut self, bytes: usize) -> Self {
+        self.queue_bytes = bytes;
+        self
+    }
+
+    /// The largest message taken from Redis; larger ones (not from a sockeye relay with the
+    /// same limit) are dropped. Use the members' own message size limit. Default 1 MiB.
+    #[must_use]
+    pub fn max_message(mut self, bytes: usize) -> Self {
+        self.max_message = bytes;
+        self
+    }
+
+    fn validate(&self) -> Result<(), RedisError> {
+        if !(1..=Self::MAX_QUEUE).contains(&self.queue) {
+            return Err(RedisError::Limits(format!(
+                "the queue must be 1 to {} messages",
+                Self::MAX_QUEUE
+            )));
+        }
+        if self.queue_bytes < self.max_message.saturating_add(HEADER_LEN) {
+            return Err(RedisError::Limits(format!(
+                "the queue must hold the largest message: at least {} bytes (max_message + {HEADER_LEN})",
+                self.max_message.saturating_add(HEADER_LEN)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Why [`RedisBackplane::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisError {
+    /// The URL (or the CA) is not usable.
+    #[error("{0}")]
+    Url(String),
+    /// The limits do not fit together.
+    #[error("{0}")]
+    Limits(String),
+    /// Redis could not be reached now (the URL in the message has no credentials).
+    #[error("cannot reach Redis at {url}: {reason}")]
+    Unreachable {
+        /// The URL, without its credentials.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
 
 /// A message on its way to Redis.
 struct Outgoing {
@@ -92,20 +147,20 @@ enum Subscription {
 }
 
 /// Rooms over Redis; see the module docs.
-pub(crate) struct RedisRooms {
-    local: Arc<MemoryRooms>,
+pub struct RedisBackplane {
     node: u64,
     outgoing: mpsc::Sender<Outgoing>,
     outgoing_bytes: Arc<AtomicUsize>,
-    limits: BackplaneLimits,
+    limits: RedisLimits,
     subscriptions: mpsc::UnboundedSender<Subscription>,
-    /// The link to Redis is up: what members send is queued for the other servers.
+    /// The link to Redis is up: what members send is queued for the other nodes.
     linked: Arc<AtomicBool>,
+    inbound: Arc<OnceLock<Inbound>>,
 }
 
-impl std::fmt::Debug for RedisRooms {
+impl std::fmt::Debug for RedisBackplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisRooms")
+        f.debug_struct("RedisBackplane")
             .field("node", &format_args!("{:016x}", self.node))
             .finish_non_exhaustive()
     }
@@ -134,17 +189,23 @@ async fn connect(client: &redis::Client) -> redis::RedisResult<Link> {
     })
 }
 
-impl RedisRooms {
+impl RedisBackplane {
     /// Connects to Redis at `url` (`redis://[:PASSWORD@]HOST[:PORT][/DB]`, or `rediss://` for
-    /// TLS, verified against `ca` (PEM) or else the system's roots) and starts the link. Fails
-    /// when Redis cannot be reached now; later outages are ridden out.
-    pub(crate) async fn connect(
+    /// TLS, verified against `ca` (PEM) or else the system's roots) and starts the link, on
+    /// the current tokio runtime. Fails when Redis cannot be reached now; later outages are
+    /// ridden out.
+    ///
+    /// # Errors
+    /// [`RedisError::Url`] for a URL or CA that cannot be used, [`RedisError::Limits`] for
+    /// limits that do not fit, [`RedisError::Unreachable`] when Redis does not answer.
+    pub async fn connect(
         url: &str,
         ca: Option<Vec<u8>>,
-        limits: BackplaneLimits,
-    ) -> anyhow::Result<Arc<Self>> {
+        limits: RedisLimits,
+    ) -> Result<Self, RedisError> {
+        limits.validate()?;
         let info = redis::IntoConnectionInfo::into_connection_info(url)
-            .map_err(|e| super::Usage(format!("--redis: {e}")))?;
+            .map_err(|e| RedisError::Url(e.to_string()))?;
         let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
         let info = info.set_tcp_settings(tcp);
         let client = match ca {
@@ -157,87 +218,85 @@ impl RedisRooms {
             ),
             None => redis::Client::open(info),
         }
-        .map_err(|e| super::Usage(format!("--redis: {e}")))?;
+        .map_err(|e| RedisError::Url(e.to_string()))?;
         let link = connect(&client)
             .await
-            .map_err(|e| Unreachable(format!("cannot reach Redis at {}: {e}", redacted(url))))?;
-        let (outgoing, outgoing_rx) = mpsc::channel(limits.queue.clamp(1, MAX_QUEUE));
+            .map_err(|e| RedisError::Unreachable {
+                url: redacted(url),
+                reason: e.to_string(),
+            })?;
+        let (outgoing, outgoing_rx) = mpsc::channel(limits.queue);
         let (subscriptions, subscriptions_rx) = mpsc::unbounded_channel();
-        let rooms = Arc::new(Self {
-            local: Arc::new(MemoryRooms::default()),
-            node: node_id(),
+        let backplane = Self {
+            node: wire::node_id(),
             outgoing,
             outgoing_bytes: Arc::new(AtomicUsize::new(0)),
             limits,
             subscriptions,
             linked: Arc::new(AtomicBool::new(false)),
-        });
+            inbound: Arc::new(OnceLock::new()),
+        };
         let runner = Runner {
             client,
-            local: Arc::clone(&rooms.local),
-            node: rooms.node,
-            outgoing_bytes: Arc::clone(&rooms.outgoing_bytes),
+            inbound: Arc::clone(&backplane.inbound),
+            node: backplane.node,
+            outgoing_bytes: Arc::clone(&backplane.outgoing_bytes),
             limits,
             outgoing: outgoing_rx,
             subscriptions: subscriptions_rx,
-            linked: Arc::clone(&rooms.linked),
+            linked: Arc::clone(&backplane.linked),
         };
         tokio::spawn(runner.run(link));
-        Ok(rooms)
+        Ok(backplane)
+    }
+
+    /// This node's id on the wire.
+    pub fn node(&self) -> u64 {
+        self.node
     }
 }
 
-impl Rooms for RedisRooms {
-    fn join(&self, room: &str, queue: MemberQueue) -> MemberId {
-        self.local.join_then(room, queue, |room| {
-            // Sent under the rooms' lock, so the link sees joins and leaves in their order.
-            let _ = self
-                .subscriptions
-                .send(Subscription::Subscribe(channel(room)));
-        })
+impl Backplane for RedisBackplane {
+    fn attach(&self, inbound: Inbound) {
+        let _ = self.inbound.set(inbound);
     }
 
-    fn leave(&self, room: &str, member: MemberId) {
-        self.local.leave_then(room, member, |room| {
-            let _ = self
-                .subscriptions
-                .send(Subscription::Unsubscribe(channel(room)));
-        });
+    fn subscribe(&self, room: &str) {
+        // Called under the relay's lock, so the link sees joins and leaves in their order.
+        let _ = self
+            .subscriptions
+            .send(Subscription::Subscribe(wire::channel(room)));
     }
 
-    fn publish(&self, room: &str, from: MemberId, message: &Message) -> Result<(), Overloaded> {
-        let (kind, data) = match message {
-            Message::Text(text) => (KIND_TEXT, text.as_bytes()),
-            Message::Binary(data) => (KIND_BINARY, &data[..]),
-            _ => return Ok(()),
-        };
+    fn unsubscribe(&self, room: &str) {
+        let _ = self
+            .subscriptions
+            .send(Subscription::Unsubscribe(wire::channel(room)));
+    }
+
+    fn publish(&self, room: &str, message: &Message) -> Result<(), Overloaded> {
         if !self.linked.load(Ordering::Relaxed) {
-            // Redis is away: the members here still get it; the other servers cannot.
-            self.local.deliver(room, Some(from), message);
+            // Redis is away: the members here still get it; the other nodes cannot.
             return Ok(());
         }
-        let len = HEADER_LEN + data.len();
+        let Some(payload) = wire::encode(self.node, message) else {
+            return Ok(());
+        };
+        let len = payload.len();
         // Counted before it is queued, so that the publisher never takes away more than was
         // added.
         if self.outgoing_bytes.fetch_add(len, Ordering::Relaxed) + len > self.limits.queue_bytes {
             self.outgoing_bytes.fetch_sub(len, Ordering::Relaxed);
             return Err(Overloaded);
         }
-        let mut payload = BytesMut::with_capacity(len);
-        payload.put_slice(&MAGIC);
-        payload.put_u64(self.node);
-        payload.put_u8(kind);
-        payload.put_slice(data);
         let outgoing = Outgoing {
-            channel: channel(room),
-            payload: payload.freeze(),
+            channel: wire::channel(room),
+            payload,
         };
         if self.outgoing.try_send(outgoing).is_err() {
             self.outgoing_bytes.fetch_sub(len, Ordering::Relaxed);
             return Err(Overloaded);
         }
-        // Queued for the others first, then handed to the members here: both keep its order.
-        self.local.deliver(room, Some(from), message);
         Ok(())
     }
 }
@@ -245,10 +304,10 @@ impl Rooms for RedisRooms {
 /// The task that owns the connections to Redis.
 struct Runner {
     client: redis::Client,
-    local: Arc<MemoryRooms>,
+    inbound: Arc<OnceLock<Inbound>>,
     node: u64,
     outgoing_bytes: Arc<AtomicUsize>,
-    limits: BackplaneLimits,
+    limits: RedisLimits,
     outgoing: mpsc::Receiver<Outgoing>,
     subscriptions: mpsc::UnboundedReceiver<Subscription>,
     linked: Arc<AtomicBool>,
@@ -262,7 +321,7 @@ impl Runner {
             if let Some(current) = link.take() {
                 let since = Instant::now();
                 match self.serve(current).await {
-                    // Every sender is gone: the server is shutting down.
+                    // The backplane was dropped: the relay is gone.
                     Ok(()) => return,
                     Err(e) => tracing::warn!(error = %e, "lost the link to Redis; reconnecting"),
                 }
@@ -273,7 +332,9 @@ impl Runner {
             }
             // After any failure, whether connecting or later: a Redis that accepts and then
             // refuses (or keeps dropping us) is not hammered either.
-            self.forget_queued();
+            if self.forget_queued() {
+                return;
+            }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF.1);
             match connect(&self.client).await {
@@ -296,12 +357,13 @@ impl Runner {
         // The rooms in use now, then every change after. The changes queued so far are in the
         // snapshot already.
         while self.subscriptions.try_recv().is_ok() {}
-        for room in self.local.names() {
-            timed(sink.subscribe(channel(&room))).await?;
+        let rooms = self.inbound.get().map(Inbound::rooms).unwrap_or_default();
+        for room in rooms {
+            timed(sink.subscribe(wire::channel(&room))).await?;
         }
         self.linked.store(true, Ordering::Relaxed);
         let Self {
-            local,
+            inbound,
             node,
             outgoing_bytes,
             limits,
@@ -309,8 +371,8 @@ impl Runner {
             subscriptions,
             ..
         } = self;
-        let (inbound, mut inbound_rx) = mpsc::channel::<(String, Message)>(INBOUND_QUEUE);
-        let inbound_bytes = AtomicUsize::new(0);
+        let (queue, mut queue_rx) = mpsc::channel::<(String, Message)>(INBOUND_QUEUE);
+        let queued_bytes = AtomicUsize::new(0);
         let publishing = publish_all(outgoing, outgoing_bytes, &mut publisher);
         let subscribing = async {
             let mut ping = tokio::time::interval(PING_EVERY);
@@ -320,8 +382,8 @@ impl Runner {
                         Some(Subscription::Subscribe(channel)) => timed(sink.subscribe(channel)).await?,
                         // A room that has members here again (they joined since) stays.
                         Some(Subscription::Unsubscribe(channel)) => {
-                            let room = channel.strip_prefix(CHANNEL_PREFIX).unwrap_or_default();
-                            if !local.has(room) {
+                            let room = wire::room(&channel).unwrap_or_default();
+                            if !inbound.get().is_some_and(|i| i.has(room)) {
                                 timed(sink.unsubscribe(channel)).await?;
                             }
                         }
@@ -332,29 +394,30 @@ impl Runner {
             }
         };
         // Redis's messages are taken off the connection as they come, into a queue bounded in
-        // messages and bytes; what overflows it is dropped, so a burst from the other servers
+        // messages and bytes; what overflows it is dropped, so a burst from the other nodes
         // cannot hold unbounded memory while the members here are served.
         let receiving = async {
             let mut dropped = 0u64;
             while let Some(message) = stream.next().await {
-                let Some(room) = message.get_channel_name().strip_prefix(CHANNEL_PREFIX) else {
+                let Some(room) = wire::room(message.get_channel_name()) else {
                     continue;
                 };
-                let Some(message) = decode(message.get_payload_bytes(), *node, limits.max_message)
+                let Some(message) =
+                    wire::decode(message.get_payload_bytes(), *node, limits.max_message)
                 else {
                     tracing::trace!(room, "skipped a message on the backplane");
                     continue;
                 };
                 let len = message.len();
-                if inbound_bytes.fetch_add(len, Ordering::Relaxed) + len > limits.queue_bytes
-                    || inbound.try_send((room.to_owned(), message)).is_err()
+                if queued_bytes.fetch_add(len, Ordering::Relaxed) + len > limits.queue_bytes
+                    || queue.try_send((room.to_owned(), message)).is_err()
                 {
-                    inbound_bytes.fetch_sub(len, Ordering::Relaxed);
+                    queued_bytes.fetch_sub(len, Ordering::Relaxed);
                     dropped += 1;
                     if dropped.is_power_of_two() {
                         tracing::warn!(
                             dropped,
-                            "messages from other servers dropped: this server cannot keep up"
+                            "messages from other nodes dropped: this node cannot keep up"
                         );
                     }
                 }
@@ -364,9 +427,11 @@ impl Runner {
             )))
         };
         let delivering = async {
-            while let Some((room, message)) = inbound_rx.recv().await {
-                inbound_bytes.fetch_sub(message.len(), Ordering::Relaxed);
-                local.deliver(&room, None, &message);
+            while let Some((room, message)) = queue_rx.recv().await {
+                queued_bytes.fetch_sub(message.len(), Ordering::Relaxed);
+                if let Some(inbound) = inbound.get() {
+                    inbound.deliver(&room, message);
+                }
             }
             Ok(())
         };
@@ -379,21 +444,29 @@ impl Runner {
     }
 
     /// While Redis is away, what waits to be published is dropped, and so are subscription
-    /// changes (the next link subscribes to the rooms in use then).
-    fn forget_queued(&mut self) {
+    /// changes (the next link subscribes to the rooms in use then). Returns whether the
+    /// backplane is gone.
+    fn forget_queued(&mut self) -> bool {
         let mut dropped = 0;
-        while let Ok(message) = self.outgoing.try_recv() {
-            self.outgoing_bytes
-                .fetch_sub(message.payload.len(), Ordering::Relaxed);
-            dropped += 1;
+        loop {
+            match self.outgoing.try_recv() {
+                Ok(message) => {
+                    self.outgoing_bytes
+                        .fetch_sub(message.payload.len(), Ordering::Relaxed);
+                    dropped += 1;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return true,
+            }
         }
         while self.subscriptions.try_recv().is_ok() {}
         if dropped > 0 {
             tracing::warn!(
                 dropped,
-                "messages for other servers dropped while Redis is away"
+                "messages for other nodes dropped while Redis is away"
             );
         }
+        false
     }
 }
 
@@ -438,36 +511,6 @@ async fn timed<T>(future: impl Future<Output = redis::RedisResult<T>>) -> redis:
         })
 }
 
-fn channel(room: &str) -> String {
-    format!("{CHANNEL_PREFIX}{room}")
-}
-
-/// A message published by another node; `None` for our own, and for anything else (not from a
-/// `sockeye serve`, another version, malformed or too large).
-fn decode(payload: &[u8], node: u64, max_message: usize) -> Option<Message> {
-    let (header, data) = payload.split_first_chunk::<HEADER_LEN>()?;
-    let (magic, rest) = header.split_first_chunk::<4>()?;
-    let (from, kind) = rest.split_first_chunk::<8>()?;
-    if *magic != MAGIC || u64::from_be_bytes(*from) == node || data.len() > max_message {
-        return None;
-    }
-    match kind {
-        [KIND_TEXT] => std::str::from_utf8(data).ok().map(Message::text),
-        [KIND_BINARY] => Some(Message::binary(Bytes::copy_from_slice(data))),
-        _ => None,
-    }
-}
-
-/// A node id, different for every process (std's random hasher keys, the pid and the time).
-fn node_id() -> u64 {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        hasher.write_u128(since.as_nanos());
-    }
-    hasher.finish()
-}
-
 /// The URL without its credentials (user information, and the query, which may hold a
 /// password), for messages.
 fn redacted(url: &str) -> String {
@@ -484,47 +527,28 @@ fn redacted(url: &str) -> String {
 mod tests {
     use super::*;
 
-    fn encoded(node: u64, kind: u8, data: &[u8]) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        out.extend_from_slice(&node.to_be_bytes());
-        out.push(kind);
-        out.extend_from_slice(data);
-        out
-    }
-
     #[test]
-    fn messages_of_other_nodes_are_decoded_and_ours_skipped() {
-        assert_eq!(
-            decode(&encoded(7, KIND_TEXT, b"hi"), 1, 100),
-            Some(Message::text("hi"))
-        );
-        assert_eq!(
-            decode(&encoded(7, KIND_BINARY, &[0, 255]), 1, 100),
-            Some(Message::binary(vec![0u8, 255]))
-        );
-        assert_eq!(decode(&encoded(1, KIND_TEXT, b"hi"), 1, 100), None);
-    }
-
-    #[test]
-    fn malformed_or_oversized_payloads_are_skipped() {
-        assert_eq!(decode(b"short", 1, 100), None);
-        let mut other_version = encoded(7, KIND_TEXT, b"hi");
-        other_version[3] = b'2';
-        assert_eq!(decode(&other_version, 1, 100), None);
-        assert_eq!(decode(&encoded(7, 9, b"x"), 1, 100), None);
-        assert_eq!(decode(&encoded(7, KIND_TEXT, b"\xff"), 1, 100), None);
-        assert_eq!(decode(&encoded(7, KIND_BINARY, &[0; 101]), 1, 100), None);
-        assert!(decode(&encoded(7, KIND_BINARY, &[0; 100]), 1, 100).is_some());
-    }
-
-    #[test]
-    fn node_ids_differ_and_urls_lose_their_password() {
-        assert_ne!(node_id(), node_id());
+    fn urls_lose_their_password() {
         assert_eq!(redacted("redis://:s3cret@h:6379/0"), "redis://***@h:6379/0");
         assert_eq!(redacted("redis://h:6379"), "redis://h:6379");
         assert_eq!(
             redacted("redis://h:6379/0?password=s3cret"),
             "redis://h:6379/0"
         );
+    }
+
+    #[test]
+    fn limits_must_fit_together() {
+        assert!(RedisLimits::new().validate().is_ok());
+        assert!(RedisLimits::new().queue(0).validate().is_err());
+        assert!(
+            RedisLimits::new()
+                .queue(RedisLimits::MAX_QUEUE + 1)
+                .validate()
+                .is_err()
+        );
+        let tight = RedisLimits::new().max_message(1000);
+        assert!(tight.queue_bytes(1012).validate().is_err());
+        assert!(tight.queue_bytes(1013).validate().is_ok());
     }
 }

@@ -1,0 +1,336 @@
+//! Fan-out load: members in one room of a running server, a few of them sending, and how fast
+//! the server delivers and at what CPU cost.
+//!
+//! ```text
+//! cargo run --release -p sockeye-relay --example fanout -- ADDR PID [--members 100]
+//!     [--senders 1] [--messages 2000] [--size 64] [--deflate | --deflate-takeover] [--room x]
+//! ```
+//!
+//! `ADDR` is a loopback `IP:PORT` serving rooms at `/rooms/NAME` (`sockeye serve`), `PID` that
+//! server's process, whose CPU time is read from `/proc/PID/stat`. `--members` connections
+//! (the senders among them) join the room; each sender sends `--messages` binary messages of
+//! `--size` bytes, keeping at most 64 ahead of the slowest member so that nobody is shed as
+//! too slow. Every member reads every message but its own. `--deflate` offers permessage-deflate
+//! with `server_no_context_takeover` (members can share one compressed frame),
+//! `--deflate-takeover` without it (each member's compressor keeps its context). Reports
+//! deliveries per second and the server's CPU time per delivery. The members are raw sockets
+//! that parse frame headers only, so the load costs little next to the server.
+
+// Counts and rates are printed as floats; frame lengths are bounded by their match arms.
+#![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+
+/// Frames received with RSV1 (compressed).
+static COMPRESSED: AtomicU64 = AtomicU64::new(0);
+/// How many messages a sender may be ahead of the slowest member.
+const WINDOW: u64 = 64;
+/// The most the whole run may take.
+const LIMIT: Duration = Duration::from_secs(120);
+
+struct Args {
+    addr: SocketAddr,
+    pid: u32,
+    members: usize,
+    senders: usize,
+    messages: u64,
+    size: usize,
+    /// permessage-deflate offered: `Some(true)` with `server_no_context_takeover`.
+    deflate: Option<bool>,
+    room: String,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut args = std::env::args().skip(1);
+    let addr: SocketAddr = args
+        .next()
+        .ok_or("usage: fanout ADDR PID [options]")?
+        .parse()
+        .map_err(|e| format!("ADDR: {e}"))?;
+    if !addr.ip().is_loopback() {
+        return Err("ADDR must be a loopback address".into());
+    }
+    let pid = args
+        .next()
+        .ok_or("PID missing")?
+        .parse()
+        .map_err(|e| format!("PID: {e}"))?;
+    let mut parsed = Args {
+        addr,
+        pid,
+        members: 100,
+        senders: 1,
+        messages: 2000,
+        size: 64,
+        deflate: None,
+        room: "x".into(),
+    };
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--members" => parsed.members = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--senders" => parsed.senders = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--messages" => parsed.messages = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--size" => parsed.size = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--room" => parsed.room = value()?,
+            "--deflate" => parsed.deflate = Some(true),
+            "--deflate-takeover" => parsed.deflate = Some(false),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if parsed.senders == 0 || parsed.senders > parsed.members || parsed.messages > 1_000_000 {
+        return Err("need 1 <= senders <= members and at most 1,000,000 messages".into());
+    }
+    Ok(parsed)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = match parse() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("fanout: {e}");
+            std::process::exit(2);
+        }
+    };
+    match tokio::time::timeout(LIMIT, run(args)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            eprintln!("fanout: {e}");
+            std::process::exit(1);
+        }
+        Err(_) => {
+            eprintln!("fanout: did not finish within {LIMIT:?}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(args: Args) -> std::io::Result<()> {
+    // Binary messages counted per member; text ones are the probes that show who has joined.
+    let counts: Arc<Vec<AtomicU64>> =
+        Arc::new((0..args.members).map(|_| AtomicU64::new(0)).collect());
+    let probed: Arc<Vec<AtomicU64>> =
+        Arc::new((0..args.members).map(|_| AtomicU64::new(0)).collect());
+    let mut writers = Vec::new();
+    let mut readers = Vec::new();
+    for i in 0..args.members {
+        let (stream, rest) = connect(&args).await?;
+        let (read, write) = stream.into_split();
+        writers.push(write);
+        let (counts, probed) = (Arc::clone(&counts), Arc::clone(&probed));
+        readers.push(tokio::spawn(read_frames(read, rest, i, counts, probed)));
+    }
+    // Everyone has joined once each member but the prober got a probe.
+    let probe = masked(0x1, b"probe");
+    while probed
+        .iter()
+        .skip(1)
+        .any(|p| p.load(Ordering::Relaxed) == 0)
+    {
+        writers[0].write_all(&probe).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let frame = masked(0x2, &vec![0x5a; args.size]);
+    let cpu_before =
+        cpu_secs(args.pid).ok_or(std::io::Error::other("cannot read the server's CPU time"))?;
+    let start = Instant::now();
+    let mut sending = Vec::new();
+    for mut writer in writers.drain(..args.senders) {
+        let (counts, frame, messages, senders) = (
+            Arc::clone(&counts),
+            frame.clone(),
+            args.messages,
+            args.senders,
+        );
+        sending.push(tokio::spawn(async move {
+            for sent in 0..messages {
+                // Stay within a window of the slowest member (senders receive the others').
+                loop {
+                    let slowest = counts
+                        .iter()
+                        .skip(senders)
+                        .map(|c| c.load(Ordering::Relaxed))
+                        .min();
+                    let behind = slowest.unwrap_or(u64::MAX) / senders as u64;
+                    if sent < behind + WINDOW {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                writer.write_all(&frame).await?;
+            }
+            Ok::<_, std::io::Error>(writer)
+        }));
+    }
+    let total_senders = args.senders as u64;
+    let expected = |member: usize| {
+        if member < args.senders {
+            (total_senders - 1) * args.messages
+        } else {
+            total_senders * args.messages
+        }
+    };
+    loop {
+        let done = counts
+            .iter()
+            .enumerate()
+            .all(|(i, c)| c.load(Ordering::Relaxed) >= expected(i));
+        if done {
+            break;
+        }
+        if readers.iter().any(tokio::task::JoinHandle::is_finished) {
+            return Err(std::io::Error::other("a member was closed before the end"));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs(args.pid).unwrap_or(cpu_before) - cpu_before;
+    let deliveries: u64 = (0..args.members).map(expected).sum();
+    println!(
+        "members {} senders {} messages {} size {} deflate {:?}: {} deliveries in {:.3} s, {:.0} deliveries/s, server CPU {:.3} s, {:.2} us/delivery, {} compressed",
+        args.members,
+        args.senders,
+        args.messages,
+        args.size,
+        args.deflate,
+        deliveries,
+        elapsed,
+        deliveries as f64 / elapsed,
+        cpu,
+        cpu * 1e6 / deliveries as f64,
+        COMPRESSED.load(Ordering::Relaxed)
+    );
+    for task in sending {
+        let _ = task.await;
+    }
+    Ok(())
+}
+
+/// Connects and upgrades, returning the stream and the bytes read past the response.
+async fn connect(args: &Args) -> std::io::Result<(TcpStream, Vec<u8>)> {
+    let mut stream = TcpStream::connect(args.addr).await?;
+    stream.set_nodelay(true)?;
+    let extensions = match args.deflate {
+        Some(true) => {
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
+        }
+        Some(false) => "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+        None => "",
+    };
+    let request = format!(
+        "GET /rooms/{} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n",
+        args.room, args.addr
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(1024);
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 8192 || stream.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::Error::other("no handshake response"));
+        }
+    };
+    if !buf.starts_with(b"HTTP/1.1 101") {
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&buf[..end]).into_owned(),
+        ));
+    }
+    Ok((stream, buf.split_off(end)))
+}
+
+/// Counts whole frames: binary ones in `counts`, text ones (probes) in `probed`. Payloads are
+/// skipped, not read into memory.
+async fn read_frames(
+    mut read: OwnedReadHalf,
+    mut buf: Vec<u8>,
+    member: usize,
+    counts: Arc<Vec<AtomicU64>>,
+    probed: Arc<Vec<AtomicU64>>,
+) -> std::io::Result<()> {
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let mut at = 0;
+        while let Some((opcode, len)) = header(&buf[at..]) {
+            if buf.len() - at < len {
+                break;
+            }
+            if opcode & 0x40 != 0 {
+                COMPRESSED.fetch_add(1, Ordering::Relaxed);
+            }
+            match opcode & 0x0f {
+                0x2 => counts[member].fetch_add(1, Ordering::Relaxed),
+                0x1 => probed[member].fetch_add(1, Ordering::Relaxed),
+                // A Close: the member was shed.
+                0x8 => return Err(std::io::Error::other("closed by the server")),
+                _ => 0,
+            };
+            at += len;
+        }
+        buf.drain(..at);
+        let n = read.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The RSV bits and opcode, and the whole length (header and payload) of the unmasked frame at
+/// the start of `b`, once its header is there.
+fn header(b: &[u8]) -> Option<(u8, usize)> {
+    let (first, second) = (*b.first()?, *b.get(1)?);
+    let (len, head) = match second & 0x7f {
+        126 => (usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?])), 4),
+        127 => (
+            usize::try_from(u64::from_be_bytes(b.get(2..10)?.try_into().ok()?)).ok()?,
+            10,
+        ),
+        n => (usize::from(n), 2),
+    };
+    Some((first & 0x7f, head + len))
+}
+
+/// A masked client frame (mask key 0: the payload as it is).
+fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n @ 0..=125 => frame.push(0x80 | n as u8),
+        n @ 126..=0xffff => {
+            frame.push(0xfe);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0xff);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A process's CPU time so far (user + system), from `/proc/PID/stat`.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold spaces): utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let ticks = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()?;
+    let ticks: f64 = String::from_utf8_lossy(&ticks.stdout).trim().parse().ok()?;
+    Some((utime + stime) as f64 / ticks)
+}

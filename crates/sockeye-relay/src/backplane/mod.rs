@@ -1,0 +1,70 @@
+//! Backplanes: how the rooms of several processes become one.
+//!
+//! A [`Relay`](crate::Relay) delivers what its members send to its other members itself; a
+//! [`Backplane`] carries the same messages to the other processes (nodes) sharing the rooms, and
+//! brings theirs back through the [`Inbound`] handle it is given. [`Local`] is the in-process
+//! backplane (no other nodes); `RedisBackplane` (feature `redis`, on by default) shares rooms
+//! over Redis pub/sub.
+
+#[cfg(feature = "redis")]
+mod redis;
+pub mod wire;
+
+use sockeye::Message;
+
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisBackplane, RedisError, RedisLimits};
+pub use crate::relay::Inbound;
+
+/// The backplane could not take a message (its queue is full, or it is gone): the sender is
+/// closed with 1013 (try again later) rather than have the room wait for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overloaded;
+
+impl std::fmt::Display for Overloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the backplane's queue is full")
+    }
+}
+
+impl std::error::Error for Overloaded {}
+
+/// The way to the other nodes sharing the rooms.
+///
+/// The relay calls these methods while it holds its rooms' lock, so that the backplane sees
+/// joins, leaves and messages in the order they happened: they must not wait (queue what takes
+/// time for a task of the backplane's own) and must not call back into the relay.
+pub trait Backplane: Send + Sync + 'static {
+    /// Called once, by the relay this backplane is given to, with the way into it for messages
+    /// from other nodes.
+    fn attach(&self, inbound: Inbound);
+
+    /// `room` has members here now (it had none): receive its messages from other nodes.
+    fn subscribe(&self, room: &str);
+
+    /// `room` has no members here any more.
+    fn unsubscribe(&self, room: &str);
+
+    /// Passes a message a member here sent to `room` on to the other nodes, without waiting.
+    ///
+    /// # Errors
+    /// [`Overloaded`] when it cannot be taken now; the sender is then closed with 1013 and the
+    /// message is not delivered here either.
+    fn publish(&self, room: &str, message: &Message) -> Result<(), Overloaded>;
+}
+
+/// The in-process backplane: this process holds every member, there are no other nodes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Local;
+
+impl Backplane for Local {
+    fn attach(&self, _inbound: Inbound) {}
+
+    fn subscribe(&self, _room: &str) {}
+
+    fn unsubscribe(&self, _room: &str) {}
+
+    fn publish(&self, _room: &str, _message: &Message) -> Result<(), Overloaded> {
+        Ok(())
+    }
+}

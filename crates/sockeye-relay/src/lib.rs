@@ -1,0 +1,56 @@
+//! `sockeye-relay`: rooms for WebSocket servers. Every message a member of a room sends reaches
+//! every other member, in the order it was sent, once; across processes too, over Redis.
+//!
+//! ```no_run
+//! use axum::extract::{Path, State};
+//! use axum::response::Response;
+//! use axum::routing::get;
+//! use sockeye::ServerBuilder;
+//! use sockeye::axum::WebSocketUpgrade;
+//! use sockeye_relay::Relay;
+//!
+//! async fn room(
+//!     Path(name): Path<String>,
+//!     State(relay): State<Relay>,
+//!     upgrade: WebSocketUpgrade,
+//! ) -> Response {
+//!     upgrade.accept(&ServerBuilder::new(), move |ws| async move {
+//!         let _ = relay.serve(ws, &name).await;
+//!     })
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let app = axum::Router::new()
+//!     .route("/rooms/{name}", get(room))
+//!     .with_state(Relay::new());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
+//!
+//! For rooms shared by several processes, build the relay with a `RedisBackplane` (feature
+//! `redis`, on by default):
+//! `Relay::builder().backplane(RedisBackplane::connect(url, None, RedisLimits::new()).await?)`
+//! (the `axum_rooms` example does).
+//!
+//! # Layers
+//! - [`core`]: the rooms without I/O. Joining, leaving and publishing return who gets a message
+//!   and who is closed with which code (1008 for a member too slow to keep up with its room,
+//!   1013 for a sender the backplane cannot take a message from); each member's queue is
+//!   bounded in messages and bytes ([`QueueLimits`]). Tested without sockets or runtime.
+//! - [`Relay`]: that core on tokio; [`Relay::serve`] runs one member's connection. A message is
+//!   framed once ([`PreparedMessage`](sockeye::PreparedMessage)) and the same bytes are written
+//!   to every member; members that negotiated permessage-deflate without server context
+//!   takeover share one compressed frame, the others compress their own.
+//! - [`backplane`]: the [`Backplane`] trait, the in-process [`Local`] and `RedisBackplane`,
+//!   and the [wire format](backplane::wire) on Redis.
+
+pub mod backplane;
+pub mod core;
+mod relay;
+
+pub use crate::backplane::{Backplane, Inbound, Local, Overloaded};
+#[cfg(feature = "redis")]
+pub use crate::backplane::{RedisBackplane, RedisError, RedisLimits};
+pub use crate::core::{MemberId, QueueLimits};
+pub use crate::relay::{Relay, RelayBuilder, RelayStats};
