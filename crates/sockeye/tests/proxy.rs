@@ -3,49 +3,14 @@
 //! username and password), for `ws://` and for `wss://` tunnelled through them; and proxies
 //! that misbehave, played by the test itself.
 
-mod support;
-
-use std::process::Command;
-
 use http::StatusCode;
 use sockeye::{
     ClientBuilder, ConnectError, Kind, Message, Proxy, ProxyError, ServerBuilder, SocksReply,
     Timeout, TlsAcceptor, TlsConfig, WebSocketConfig,
 };
-use support::{Ca, Daemon, TempDir, bounded, echo_server, free_port, program};
+use sockeye_test_support::{Ca, bounded, echo_server, free_port, listen, microsocks, tinyproxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-async fn tinyproxy(extra: &str) -> Option<Daemon> {
-    let exe = program("tinyproxy")?;
-    let dir = TempDir::new("tinyproxy");
-    let port = free_port();
-    let conf = dir.0.join("tinyproxy.conf");
-    let log = dir.0.join("tinyproxy.log");
-    std::fs::write(
-        &conf,
-        format!(
-            "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nAllow 127.0.0.1\n\
-             DisableViaHeader Yes\nLogFile \"{}\"\nLogLevel Warning\n{extra}",
-            log.display()
-        ),
-    )
-    .unwrap();
-    let mut command = Command::new(exe);
-    command.arg("-d").arg("-c").arg(&conf);
-    Some(Daemon::start(command, port, Some(dir)).await)
-}
-
-async fn microsocks(credentials: Option<(&str, &str)>) -> Option<Daemon> {
-    let exe = program("microsocks")?;
-    let port = free_port();
-    let mut command = Command::new(exe);
-    command.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
-    if let Some((user, password)) = credentials {
-        command.args(["-u", user, "-P", password]);
-    }
-    Some(Daemon::start(command, port, None).await)
-}
+use tokio::net::TcpStream;
 
 /// An echo server over TLS for `localhost` and `127.0.0.1`, and the client TLS that trusts it.
 async fn tls_echo() -> (std::net::SocketAddr, TlsConfig) {
@@ -319,8 +284,7 @@ enum After {
 /// A one-connection HTTP proxy that reads the CONNECT request, answers with `answer`, and then
 /// does what `after` says.
 async fn fake_proxy(answer: Vec<u8>, after: After) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (listener, addr) = listen().await;
     tokio::spawn(async move {
         let (mut client, _) = listener.accept().await.unwrap();
         let mut head = Vec::new();
@@ -345,7 +309,7 @@ async fn fake_proxy(answer: Vec<u8>, after: After) -> u16 {
             After::Close => {}
         }
     });
-    port
+    addr.port()
 }
 
 fn proxy_error(e: &sockeye::Error) -> &ProxyError {
@@ -411,8 +375,8 @@ async fn a_silent_proxy_tls_server_or_server_is_bounded_by_the_handshake_timeout
             .build()
             .unwrap();
         // A proxy that reads CONNECT and never answers.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, addr) = listen().await;
+        let port = addr.port();
         let held = tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((tcp, _)) = listener.accept().await {

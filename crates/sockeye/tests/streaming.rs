@@ -4,17 +4,15 @@
 //! send frames of its choosing.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use sockeye::proto::handshake::accept_key;
 use sockeye::{
     ClientBuilder, CloseCode, Config, DataKind, Incoming, Kind, Message, WebSocketConfig,
 };
+use sockeye_test_support::{LIMIT, bounded, listen_blocking};
 
-/// The most any one test may take.
-const LIMIT: Duration = Duration::from_secs(20);
 /// The client's limits: a message may hold 64 KiB, a frame 16 KiB.
 const MAX_MESSAGE: usize = 64 << 10;
 const MAX_FRAME: usize = 16 << 10;
@@ -89,8 +87,7 @@ fn read_client_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
 fn peer<T: Send + 'static>(
     script: impl FnOnce(&mut TcpStream) -> T + Send + 'static,
 ) -> (SocketAddr, JoinHandle<T>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = listen_blocking();
     let thread = std::thread::spawn(move || {
         let (mut tcp, _) = listener.accept().unwrap();
         tcp.set_read_timeout(Some(LIMIT)).unwrap();
@@ -232,12 +229,6 @@ fn check_answers(answers: &[(u8, Vec<u8>)]) {
 }
 
 // ---- The tokio API ----
-
-async fn bounded<T>(body: impl Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, body)
-        .await
-        .expect("test finished in time")
-}
 
 #[tokio::test]
 async fn a_message_larger_than_the_limit_arrives_frame_by_frame() {

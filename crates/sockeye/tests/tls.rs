@@ -2,11 +2,9 @@
 //! certificate, a wrong host name, an unknown issuer, an expired certificate, client
 //! certificates, verification turned off, and a certificate reloaded while the server runs.
 
-mod support;
-
 use sockeye::rustls::AlertDescription;
 use sockeye::{ClientBuilder, Kind, Message, ServerBuilder, TlsAcceptor, TlsConfig, TlsFailure};
-use support::{Ca, Leaf, bounded, echo_server};
+use sockeye_test_support::{Ca, Leaf, bounded, echo_server, listen};
 
 fn acceptor(leaf: &Leaf) -> TlsAcceptor {
     TlsAcceptor::from_pem(leaf.chain_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap()
@@ -213,8 +211,7 @@ async fn the_server_sees_the_client_certificate() {
         let clients = Ca::new("client ca");
         let leaf = ca.server(&["127.0.0.1"]);
         let tls = client_auth_server(&leaf, &clients, true);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = listen().await;
         let server = tokio::spawn(async move {
             let builder = ServerBuilder::new().tls(tls);
             let mut presented = Vec::new();
@@ -282,8 +279,7 @@ fn bad_pem_is_a_setup_error() {
 async fn no_roots_at_all_is_a_setup_error() {
     bounded(async {
         // The kernel completes TCP handshakes into the backlog, so connecting succeeds.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (_listener, addr) = listen().await;
         let e = ClientBuilder::new(format!("wss://{addr}/"))
             .tls(TlsConfig::new().webpki_roots(false))
             .connect()
@@ -304,8 +300,8 @@ async fn alpn_says_http11_and_sni_names_the_host() {
     bounded(async {
         let ca = Ca::new("test ca");
         let tls = acceptor(&ca.server(&["localhost", "127.0.0.1"]));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, addr) = listen().await;
+        let port = addr.port();
         let server = tokio::spawn(async move {
             let builder = ServerBuilder::new().tls(tls);
             let mut seen = Vec::new();
