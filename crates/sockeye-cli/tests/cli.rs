@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sockeye::{CloseCode, Message};
 
-use sockeye_test_support as support;
+use sockeye_test_support::{self as support, redis_command, redis_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sockeye");
@@ -408,14 +408,14 @@ fn serve_and_connect_over_tls() {
         "serve",
         "--echo",
         "--tls-cert",
-        &chain,
+        chain,
         "--tls-key",
-        &key,
+        key,
         "127.0.0.1:0",
     ]);
     let url = format!("wss://localhost:{}/", addr.port());
     let out = run(
-        &["connect", "--once", "--cacert", &ca, &url],
+        &["connect", "--once", "--cacert", ca, &url],
         "secret hello\n",
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -435,14 +435,14 @@ fn serve_and_connect_over_tls() {
     let out = run_with_env(
         &["connect", "--once", "--native-roots", &url],
         "native\n",
-        &[("SSL_CERT_FILE", &ca)],
+        &[("SSL_CERT_FILE", ca)],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "native\n");
     let out = run_with_env(
         &["connect", "--once", &url],
         "x\n",
-        &[("SSL_CERT_FILE", &ca)],
+        &[("SSL_CERT_FILE", ca)],
     );
     assert_eq!(
         out.status.code(),
@@ -461,7 +461,7 @@ fn serve_and_connect_over_tls() {
         &[
             "serve",
             "--tls-cert",
-            &chain,
+            chain,
             "--tls-key",
             "/nonexistent.pem",
         ],
@@ -548,9 +548,9 @@ async fn connect_through_proxies_from_flags_and_from_the_environment() {
         "serve",
         "--echo",
         "--tls-cert",
-        &chain,
+        chain,
         "--tls-key",
-        &key,
+        key,
         "127.0.0.1:0",
     ]);
     let plain_url = format!("ws://{plain}/");
@@ -572,7 +572,7 @@ async fn connect_through_proxies_from_flags_and_from_the_environment() {
             "--proxy",
             &with_auth,
             "--cacert",
-            &ca,
+            ca,
             &secure_url,
         ],
         "b\n",
@@ -599,14 +599,14 @@ async fn connect_through_proxies_from_flags_and_from_the_environment() {
     // HTTPS_PROXY, not HTTP_PROXY, is the one for wss://: the refusing proxy named there is
     // used, the accepting one in HTTP_PROXY is not.
     let out = run_with_env(
-        &["connect", "--once", "--cacert", &ca, &secure_url],
+        &["connect", "--once", "--cacert", ca, &secure_url],
         "d\n",
         &[("HTTPS_PROXY", &without_auth), ("HTTP_PROXY", &with_auth)],
     );
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("407"), "{}", stderr(&out));
     let out = run_with_env(
-        &["connect", "--once", "--cacert", &ca, &secure_url],
+        &["connect", "--once", "--cacert", ca, &secure_url],
         "d\n",
         &[("HTTPS_PROXY", &with_auth), ("HTTP_PROXY", &without_auth)],
     );
@@ -656,9 +656,7 @@ async fn rooms_span_servers_over_redis() {
     }
     support::bounded(async move {
         let port = support::free_port();
-        let redis = support::redis_server(port)
-            .await
-            .expect("redis-server is installed");
+        let redis = redis_server(port).await.expect("redis-server is installed");
         let url = format!("redis://127.0.0.1:{port}");
         let (_one, one) = start(&["serve", "--redis", &url, "127.0.0.1:0"]);
         let (_two, two) = start(&["serve", "--redis", &url, "127.0.0.1:0"]);
@@ -706,9 +704,7 @@ async fn rooms_span_servers_over_redis() {
 
         // Redis restarts: the servers reconnect and subscribe again to the rooms in use.
         drop(redis);
-        let _redis = support::redis_server(port)
-            .await
-            .expect("redis-server ran before");
+        let _redis = redis_server(port).await.expect("redis-server ran before");
         let (mut b, _) = sockeye::connect(&room(two, "r")).await.unwrap();
         until_subscribed(port, "r", 2).await;
         a.send(Message::text("after the restart")).await.unwrap();
@@ -729,9 +725,7 @@ async fn a_stalled_backplane_closes_senders_with_1013_then_recovers() {
     }
     support::bounded(async move {
         let port = support::free_port();
-        let _redis = support::redis_server(port)
-            .await
-            .expect("redis-server is installed");
+        let _redis = redis_server(port).await.expect("redis-server is installed");
         let url = format!("redis://127.0.0.1:{port}");
         // The byte bound (2,000) is what fills first: a byte that is never given back would
         // refuse the messages after the stall too.
@@ -756,7 +750,7 @@ async fn a_stalled_backplane_closes_senders_with_1013_then_recovers() {
         // Redis stops answering writes (PUBLISH among them) for a while: shorter than the
         // command timeout, so the link stays and its queue fills.
         assert_eq!(
-            support::redis_command(port, &["CLIENT", "PAUSE", "4000", "WRITE"]).await,
+            redis_command(port, &["CLIENT", "PAUSE", "4000", "WRITE"]).await,
             "+OK\r\n"
         );
         let (mut reader, writer) = a.split();
@@ -778,10 +772,7 @@ async fn a_stalled_backplane_closes_senders_with_1013_then_recovers() {
             other => panic!("expected 1013, got {other:?}"),
         }
         assert!(sent > 4, "the queue held {sent} messages");
-        assert_eq!(
-            support::redis_command(port, &["CLIENT", "UNPAUSE"]).await,
-            "+OK\r\n"
-        );
+        assert_eq!(redis_command(port, &["CLIENT", "UNPAUSE"]).await, "+OK\r\n");
         // What was queued reaches the other server, in order, and the queue is free again.
         for _ in 0..sent.min(100) {
             assert_eq!(b.next().await.unwrap().unwrap(), Message::text("x"));
