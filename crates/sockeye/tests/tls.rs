@@ -2,9 +2,14 @@
 //! certificate, a wrong host name, an unknown issuer, an expired certificate, client
 //! certificates, verification turned off, and a certificate reloaded while the server runs.
 
+use std::net::SocketAddr;
+
 use sockeye::rustls::AlertDescription;
-use sockeye::{ClientBuilder, Kind, Message, ServerBuilder, TlsAcceptor, TlsConfig, TlsFailure};
+use sockeye::{
+    ClientBuilder, Kind, MaybeTlsStream, Message, ServerBuilder, TlsAcceptor, TlsConfig, TlsFailure,
+};
 use sockeye_test_support::{Ca, Leaf, bounded, echo_server, listen};
+use tokio::task::JoinHandle;
 
 fn acceptor(leaf: &Leaf) -> TlsAcceptor {
     TlsAcceptor::from_pem(leaf.chain_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap()
@@ -204,6 +209,27 @@ async fn client_certificates_are_required_and_verified() {
     .await;
 }
 
+/// A TLS server for two connections, one after the other, that keeps what `see` makes of each
+/// connection's stream; each connection is read to its end.
+async fn two_connections<T: Send + 'static>(
+    tls: TlsAcceptor,
+    see: impl Fn(&MaybeTlsStream) -> T + Send + 'static,
+) -> (SocketAddr, JoinHandle<Vec<T>>) {
+    let (listener, addr) = listen().await;
+    let server = tokio::spawn(async move {
+        let builder = ServerBuilder::new().tls(tls);
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = builder.accept_tcp(tcp).await.unwrap();
+            seen.push(see(ws.get_ref()));
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+        seen
+    });
+    (addr, server)
+}
+
 #[tokio::test]
 async fn the_server_sees_the_client_certificate() {
     bounded(async {
@@ -211,18 +237,8 @@ async fn the_server_sees_the_client_certificate() {
         let clients = Ca::new("client ca");
         let leaf = ca.server(&["127.0.0.1"]);
         let tls = client_auth_server(&leaf, &clients, true);
-        let (listener, addr) = listen().await;
-        let server = tokio::spawn(async move {
-            let builder = ServerBuilder::new().tls(tls);
-            let mut presented = Vec::new();
-            for _ in 0..2 {
-                let (tcp, _) = listener.accept().await.unwrap();
-                let mut ws = builder.accept_tcp(tcp).await.unwrap();
-                presented.push(ws.get_ref().peer_certificates().map(<[_]>::len));
-                while let Some(Ok(_)) = ws.next().await {}
-            }
-            presented
-        });
+        let (addr, server) =
+            two_connections(tls, |stream| stream.peer_certificates().map(<[_]>::len)).await;
         let bob = clients.client("bob");
         let with_cert = trusting(&ca)
             .client_certificate_pem(bob.chain_pem.as_bytes(), bob.key_pem.as_bytes())
@@ -300,23 +316,14 @@ async fn alpn_says_http11_and_sni_names_the_host() {
     bounded(async {
         let ca = Ca::new("test ca");
         let tls = acceptor(&ca.server(&["localhost", "127.0.0.1"]));
-        let (listener, addr) = listen().await;
+        let (addr, server) = two_connections(tls, |stream| {
+            (
+                stream.alpn_protocol().map(<[u8]>::to_vec),
+                stream.server_name().map(str::to_owned),
+            )
+        })
+        .await;
         let port = addr.port();
-        let server = tokio::spawn(async move {
-            let builder = ServerBuilder::new().tls(tls);
-            let mut seen = Vec::new();
-            for _ in 0..2 {
-                let (tcp, _) = listener.accept().await.unwrap();
-                let mut ws = builder.accept_tcp(tcp).await.unwrap();
-                let stream = ws.get_ref();
-                seen.push((
-                    stream.alpn_protocol().map(<[u8]>::to_vec),
-                    stream.server_name().map(str::to_owned),
-                ));
-                while let Some(Ok(_)) = ws.next().await {}
-            }
-            seen
-        });
         for host in ["localhost", "127.0.0.1"] {
             let (mut ws, _) = ClientBuilder::new(format!("wss://{host}:{port}/"))
                 .tls(trusting(&ca))
