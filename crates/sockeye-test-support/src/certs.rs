@@ -69,11 +69,15 @@ impl Ca {
 }
 
 impl Leaf {
-    /// A self-signed server certificate for these names, issued by no CA: its chain is the
-    /// certificate alone, which no client trusts unless told to.
+    /// A self-signed certificate for these names, made as `openssl req -x509` makes one:
+    /// marked as a CA (`basicConstraints CA:TRUE`), issued by no other CA. Its chain is the
+    /// certificate alone, which no client trusts unless given exactly that certificate.
     pub fn self_signed(names: &[&str]) -> Self {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let key = KeyPair::generate().unwrap();
-        let cert = server_params(names).self_signed(&key).unwrap();
+        let cert = params.self_signed(&key).unwrap();
         Self {
             chain_pem: cert.pem(),
             key_pem: key.serialize_pem(),

@@ -6,8 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// A directory removed when dropped.
-pub struct TempDir(PathBuf);
+/// A directory removed when dropped; `.0` (or [`TempDir::path`]) is where it is.
+pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     /// Creates a new directory under the system's temporary directory, named after `tag`.

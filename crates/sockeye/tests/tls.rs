@@ -373,25 +373,10 @@ async fn over_tls_the_same_host_origin_must_be_https() {
     .await;
 }
 
-/// A self-signed certificate made as `openssl req -x509` makes one: marked as a CA
-/// (`basicConstraints CA:TRUE`), with these names.
-fn self_signed_ca_style(names: &[&str]) -> Leaf {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    let mut params = CertificateParams::new(names).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    Leaf {
-        chain_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
-
 #[tokio::test]
 async fn a_self_signed_certificate_trusted_as_it_is_connects_by_its_names_only() {
     bounded(async {
-        let leaf = self_signed_ca_style(&["localhost"]);
+        let leaf = Leaf::self_signed(&["localhost"]);
         let trusted = || {
             TlsConfig::new()
                 .webpki_roots(false)
@@ -408,7 +393,7 @@ async fn a_self_signed_certificate_trusted_as_it_is_connects_by_its_names_only()
         let (failure, _) = failure_of(&format!("wss://127.0.0.1:{port}/"), trusted()).await;
         assert_eq!(failure, TlsFailure::WrongName);
         // Another certificate of the same form is not trusted by this one.
-        let other = self_signed_ca_style(&["localhost"]);
+        let other = Leaf::self_signed(&["localhost"]);
         let config = TlsConfig::new()
             .webpki_roots(false)
             .add_root_pem(other.chain_pem.as_bytes())
