@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use sockeye::{CloseCode, Message};
 
-#[path = "../../sockeye/tests/support/mod.rs"]
-mod support;
+use sockeye_test_support::{self as support, redis_command, redis_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sockeye");
@@ -140,11 +139,7 @@ fn bad_url_and_refused_connection_have_their_exit_codes() {
     );
 
     // A port nobody listens on: bind one, then free it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let out = run(&["connect", &format!("ws://127.0.0.1:{port}/")], "");
     assert_eq!(out.status.code(), Some(3));
     assert!(
@@ -175,29 +170,6 @@ fn serve_shows_the_demo_page() {
     assert!(page.contains("new WebSocket("));
 }
 
-/// One HTTP/1.1 response read off `tcp`, no further: its status, its head, and its body (by
-/// `content-length`, or none).
-async fn response(tcp: &mut tokio::net::TcpStream) -> (u16, String, Vec<u8>) {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        assert!(head.len() < 64 << 10, "no end of head");
-        head.push(tcp.read_u8().await.expect("a response head"));
-    }
-    let head = String::from_utf8(head).expect("a text head");
-    let status = head[9..12].parse().expect("a status");
-    let length = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().expect("a length"))
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    tcp.read_exact(&mut body).await.expect("the body");
-    (status, head, body)
-}
-
 #[tokio::test]
 async fn serve_keeps_a_page_connection_alive_for_the_websocket() {
     // The echo server serves the page too, and answers without the race of joining a room.
@@ -207,7 +179,7 @@ async fn serve_keeps_a_page_connection_alive_for_the_websocket() {
     tcp.write_all(format!("GET / HTTP/1.1\r\n{host}\r\n").as_bytes())
         .await
         .unwrap();
-    let (status, head, page) = response(&mut tcp).await;
+    let (status, head, page) = support::http::read_response(&mut tcp).await;
     assert_eq!(status, 200, "{head}");
     assert!(
         head.to_ascii_lowercase()
@@ -265,7 +237,7 @@ async fn serve_answers_plain_requests_by_route() {
         tcp.write_all(format!("{request} HTTP/1.1\r\n{host}content-length: 0\r\n\r\n").as_bytes())
             .await
             .unwrap();
-        let (got, head, _) = response(&mut tcp).await;
+        let (got, head, _) = support::http::read_response(&mut tcp).await;
         assert_eq!(got, status, "{request}: {head}");
         if status == 405 {
             assert!(
@@ -290,7 +262,7 @@ async fn serve_answers_plain_requests_by_route() {
     tcp.write_all(format!("GET / HTTP/1.1\r\n{host}x-filler: {filler}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let (status, head, _) = response(&mut tcp).await;
+    let (status, head, _) = support::http::read_response(&mut tcp).await;
     assert_eq!(status, 431, "{head}");
 }
 
@@ -428,33 +400,22 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A CA and a server certificate for localhost and 127.0.0.1, written to `dir`.
-fn certificates(dir: &support::TempDir) -> (String, String, String) {
-    let ca = support::Ca::new("cli test ca");
-    let leaf = ca.server(&["localhost", "127.0.0.1"]);
-    let path = |name: &str| dir.0.join(name).display().to_string();
-    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(path("chain.pem"), &leaf.chain_pem).unwrap();
-    std::fs::write(path("key.pem"), &leaf.key_pem).unwrap();
-    (path("ca.pem"), path("chain.pem"), path("key.pem"))
-}
-
 #[test]
 fn serve_and_connect_over_tls() {
-    let dir = support::TempDir::new("cli-tls");
-    let (ca, chain, key) = certificates(&dir);
+    let certs = support::TlsFiles::new("cli-tls");
+    let (ca, chain, key) = (&certs.ca_file, &certs.chain_file, &certs.key_file);
     let (_server, addr) = start(&[
         "serve",
         "--echo",
         "--tls-cert",
-        &chain,
+        chain,
         "--tls-key",
-        &key,
+        key,
         "127.0.0.1:0",
     ]);
     let url = format!("wss://localhost:{}/", addr.port());
     let out = run(
-        &["connect", "--once", "--cacert", &ca, &url],
+        &["connect", "--once", "--cacert", ca, &url],
         "secret hello\n",
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -474,14 +435,14 @@ fn serve_and_connect_over_tls() {
     let out = run_with_env(
         &["connect", "--once", "--native-roots", &url],
         "native\n",
-        &[("SSL_CERT_FILE", &ca)],
+        &[("SSL_CERT_FILE", ca)],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "native\n");
     let out = run_with_env(
         &["connect", "--once", &url],
         "x\n",
-        &[("SSL_CERT_FILE", &ca)],
+        &[("SSL_CERT_FILE", ca)],
     );
     assert_eq!(
         out.status.code(),
@@ -500,7 +461,7 @@ fn serve_and_connect_over_tls() {
         &[
             "serve",
             "--tls-cert",
-            &chain,
+            chain,
             "--tls-key",
             "/nonexistent.pem",
         ],
@@ -574,41 +535,22 @@ fn serve_refuses_foreign_origins_unless_allowed() {
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
 }
 
-/// tinyproxy on loopback with basic auth (alice / s3cret), and its port.
-async fn tinyproxy_with_auth() -> Option<(support::Daemon, u16)> {
-    let exe = support::program("tinyproxy")?;
-    let dir = support::TempDir::new("cli-proxy");
-    let port = support::free_port();
-    let conf = dir.0.join("tinyproxy.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nBasicAuth alice s3cret\n\
-             LogFile \"{}\"\nLogLevel Warning\n",
-            dir.0.join("log").display()
-        ),
-    )
-    .unwrap();
-    let mut command = Command::new(exe);
-    command.arg("-d").arg("-c").arg(&conf);
-    Some((support::Daemon::start(command, port, Some(dir)).await, port))
-}
-
 #[tokio::test]
 async fn connect_through_proxies_from_flags_and_from_the_environment() {
-    let Some((_proxy, port)) = tinyproxy_with_auth().await else {
+    let Some(proxy) = support::tinyproxy("BasicAuth alice s3cret\n").await else {
         return;
     };
-    let certs = support::TempDir::new("cli-proxy-certs");
-    let (ca, chain, key) = certificates(&certs);
+    let port = proxy.port;
+    let certs = support::TlsFiles::new("cli-proxy-certs");
+    let (ca, chain, key) = (&certs.ca_file, &certs.chain_file, &certs.key_file);
     let (_plain, plain) = start(&["serve", "--echo", "127.0.0.1:0"]);
     let (_secure, secure) = start(&[
         "serve",
         "--echo",
         "--tls-cert",
-        &chain,
+        chain,
         "--tls-key",
-        &key,
+        key,
         "127.0.0.1:0",
     ]);
     let plain_url = format!("ws://{plain}/");
@@ -630,7 +572,7 @@ async fn connect_through_proxies_from_flags_and_from_the_environment() {
             "--proxy",
             &with_auth,
             "--cacert",
-            &ca,
+            ca,
             &secure_url,
         ],
         "b\n",
@@ -657,14 +599,14 @@ async fn connect_through_proxies_from_flags_and_from_the_environment() {
     // HTTPS_PROXY, not HTTP_PROXY, is the one for wss://: the refusing proxy named there is
     // used, the accepting one in HTTP_PROXY is not.
     let out = run_with_env(
-        &["connect", "--once", "--cacert", &ca, &secure_url],
+        &["connect", "--once", "--cacert", ca, &secure_url],
         "d\n",
         &[("HTTPS_PROXY", &without_auth), ("HTTP_PROXY", &with_auth)],
     );
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("407"), "{}", stderr(&out));
     let out = run_with_env(
-        &["connect", "--once", "--cacert", &ca, &secure_url],
+        &["connect", "--once", "--cacert", ca, &secure_url],
         "d\n",
         &[("HTTPS_PROXY", &with_auth), ("HTTP_PROXY", &without_auth)],
     );
@@ -701,60 +643,10 @@ async fn connect_through_proxies_from_flags_and_from_the_environment() {
 
 // ---- Rooms across servers over Redis ----
 
-/// A `redis-server` of its own on loopback, with no persistence, on `port`.
-async fn redis_server(port: u16) -> Option<support::Daemon> {
-    let exe = support::program("redis-server")?;
-    let dir = support::TempDir::new("redis");
-    let mut command = Command::new(exe);
-    command
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no", "--dir"])
-        .arg(&dir.0);
-    Some(support::Daemon::start(command, port, Some(dir)).await)
-}
-
-/// Runs one Redis command over RESP and returns the raw reply (one line, or an array of
-/// lines, as the commands used here answer).
-async fn redis_command(port: u16, args: &[&str]) -> String {
-    use std::fmt::Write as _;
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let mut request = format!("*{}\r\n", args.len());
-    for arg in args {
-        let _ = write!(request, "${}\r\n{arg}\r\n", arg.len());
-    }
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    let mut buf = [0; 1024];
-    // Every reply here ends in a line that is not an array or bulk header.
-    loop {
-        let n = tcp.read(&mut buf).await.unwrap();
-        assert!(n > 0, "redis closed before replying");
-        reply.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&reply);
-        let last = text
-            .trim_end_matches("\r\n")
-            .rsplit("\r\n")
-            .next()
-            .unwrap_or("");
-        if text.ends_with("\r\n") && !last.starts_with(['*', '$']) {
-            return text.into_owned();
-        }
-    }
-}
-
 /// Waits until `servers` servers are subscribed to `room`'s channel: only then does a message
 /// published anywhere reach every server.
 async fn until_subscribed(port: u16, room: &str, servers: usize) {
-    let channel = format!("sockeye:room:{room}");
-    let want = format!(":{servers}\r\n");
-    while !redis_command(port, &["PUBSUB", "NUMSUB", &channel])
-        .await
-        .ends_with(&want)
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    support::until_redis_subscribers(port, &format!("sockeye:room:{room}"), servers).await;
 }
 
 #[tokio::test]
@@ -922,41 +814,18 @@ fn an_unreachable_redis_is_exit_code_3() {
 
 #[tokio::test]
 async fn rooms_over_a_redis_that_speaks_tls() {
-    let Some(exe) = support::program("redis-server") else {
+    if support::program("redis-server").is_none() {
         return;
-    };
+    }
     support::bounded(async move {
-        let dir = support::TempDir::new("redis-tls");
-        let ca = support::Ca::new("redis test CA");
-        let leaf = ca.server(&["localhost"]);
-        let (cert, key, ca_pem) = (
-            dir.0.join("cert.pem"),
-            dir.0.join("key.pem"),
-            dir.0.join("ca.pem"),
-        );
-        std::fs::write(&cert, &leaf.chain_pem).unwrap();
-        std::fs::write(&key, &leaf.key_pem).unwrap();
-        std::fs::write(&ca_pem, ca.pem()).unwrap();
+        let certs = support::TlsFiles::new("redis-tls");
         // A plain port for the test's own PUBSUB queries, a TLS port for the servers.
         let (port, tls_port) = (support::free_port(), support::free_port());
-        let mut command = Command::new(exe);
-        command
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--tls-port",
-                &tls_port.to_string(),
-                "--tls-auth-clients",
-                "no",
-            ])
-            .arg("--tls-cert-file")
-            .arg(&cert)
-            .arg("--tls-key-file")
-            .arg(&key)
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&dir.0);
-        let _redis = support::Daemon::start(command, tls_port, None).await;
+        let _redis = support::redis_server_tls(port, tls_port, &certs)
+            .await
+            .expect("redis-server is installed");
         let url = format!("rediss://localhost:{tls_port}");
-        let ca_arg = ca_pem.to_str().unwrap();
+        let ca_arg = certs.ca_file.as_str();
         let (_one, one) = start(&[
             "serve",
             "--redis",

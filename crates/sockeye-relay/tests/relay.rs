@@ -2,7 +2,6 @@
 //! encodes once, and rooms shared over a real `redis-server`.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +9,8 @@ use sockeye::{ClientBuilder, DeflateConfig, Message, PreparedMessage, ServerBuil
 use sockeye_relay::{RedisBackplane, RedisError, RedisLimits, Relay};
 use tokio::net::TcpListener;
 
-#[path = "../../sockeye/tests/support/mod.rs"]
-mod support;
+use sockeye_test_support as support;
+use support::redis_server;
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/axum_rooms.rs"]
@@ -246,18 +245,6 @@ async fn a_member_that_does_not_read_is_shed_and_the_others_keep_going() {
         drop(stalled);
     })
     .await;
-}
-
-/// A `redis-server` of its own on loopback, with no persistence.
-async fn redis_server(port: u16) -> Option<support::Daemon> {
-    let exe = support::program("redis-server")?;
-    let dir = support::TempDir::new("relay-redis");
-    let mut command = Command::new(exe);
-    command
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no", "--dir"])
-        .arg(&dir.0);
-    Some(support::Daemon::start(command, port, Some(dir)).await)
 }
 
 async fn redis_relay(url: &str) -> Relay {

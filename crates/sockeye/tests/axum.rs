@@ -1,7 +1,5 @@
 //! `sockeye::axum`: the `WebSocketUpgrade` extractor in a real axum app, over loopback sockets.
 
-mod support;
-
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -12,7 +10,7 @@ use http::{HeaderValue, StatusCode};
 use sockeye::axum::WebSocketUpgrade;
 use sockeye::hyper::Upgraded;
 use sockeye::{ClientBuilder, DeflateConfig, Message, OriginPolicy, ServerBuilder, WebSocket};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sockeye_test_support::{self as support, listen};
 
 async fn echo(mut ws: WebSocket<Upgraded>) {
     while let Some(Ok(message)) = ws.next().await {
@@ -50,8 +48,7 @@ async fn app() -> SocketAddr {
         .route("/both", get(page_or_websocket))
         .route("/", get(|| async { "a plain page" }))
         .with_state(server);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = listen().await;
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
@@ -101,21 +98,11 @@ async fn an_axum_route_echoes_with_the_server_settings() {
     .await;
 }
 
-/// A plain GET of `path`, and the whole response.
-async fn plain_get(addr: SocketAddr, path: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).await.unwrap();
-    response
-}
-
 #[tokio::test]
 async fn a_plain_request_to_a_websocket_route_gets_426() {
     support::bounded(async {
         let addr = app().await;
-        let response = plain_get(addr, "/ws").await;
+        let response = support::http::get(addr, "/ws").await;
         assert!(response.starts_with("HTTP/1.1 426"), "{response}");
         assert!(
             response.to_ascii_lowercase().contains("upgrade: websocket"),
@@ -129,7 +116,7 @@ async fn a_plain_request_to_a_websocket_route_gets_426() {
 async fn one_route_serves_a_page_and_a_websocket() {
     support::bounded(async {
         let addr = app().await;
-        let response = plain_get(addr, "/both").await;
+        let response = support::http::get(addr, "/both").await;
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(response.ends_with("the page"), "{response}");
         let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/both"))

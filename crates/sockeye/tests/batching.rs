@@ -52,6 +52,24 @@ impl AsyncWrite for Counting {
     }
 }
 
+/// A server over a [`Counting`] stream that has already read `read` (as if it came in the same
+/// read as the skipped handshake); the peer's end of the stream, and the count of writes.
+fn counting_server(read: &[u8]) -> (WebSocket<Counting>, DuplexStream, Arc<AtomicUsize>) {
+    let (ours, peer) = tokio::io::duplex(1 << 20);
+    let writes = Arc::new(AtomicUsize::new(0));
+    let stream = Counting {
+        inner: ours,
+        writes: Arc::clone(&writes),
+    };
+    let ws = WebSocket::from_raw(
+        stream,
+        Role::Server,
+        &WebSocketConfig::default(),
+        BytesMut::from(read),
+    );
+    (ws, peer, writes)
+}
+
 fn masked(payload: &[u8]) -> Vec<u8> {
     let key = [1, 2, 3, 4];
     let mut head = FrameHead::new(true, OpCode::Text, payload.len() as u64);
@@ -67,23 +85,12 @@ fn masked(payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_burst_is_answered_in_one_write() {
-    let (ours, mut peer) = tokio::io::duplex(1 << 20);
-    let writes = Arc::new(AtomicUsize::new(0));
-    let stream = Counting {
-        inner: ours,
-        writes: Arc::clone(&writes),
-    };
     // Ten messages in one read, right behind a (skipped) handshake.
     let mut burst = Vec::new();
     for i in 0..10 {
         burst.extend(masked(format!("message {i}").as_bytes()));
     }
-    let mut ws = WebSocket::from_raw(
-        stream,
-        Role::Server,
-        &WebSocketConfig::default(),
-        BytesMut::from(&burst[..]),
-    );
+    let (mut ws, mut peer, writes) = counting_server(&burst);
 
     // The plain echo loop; after the tenth answer its next() writes the batch, then waits.
     let echo = tokio::spawn(async move {
@@ -114,18 +121,7 @@ async fn a_burst_is_answered_in_one_write() {
 
 #[tokio::test]
 async fn a_single_message_is_written_before_send_returns() {
-    let (ours, mut peer) = tokio::io::duplex(1 << 20);
-    let writes = Arc::new(AtomicUsize::new(0));
-    let stream = Counting {
-        inner: ours,
-        writes: Arc::clone(&writes),
-    };
-    let mut ws = WebSocket::from_raw(
-        stream,
-        Role::Server,
-        &WebSocketConfig::default(),
-        BytesMut::new(),
-    );
+    let (mut ws, mut peer, writes) = counting_server(&[]);
     peer.write_all(&masked(b"one")).await.unwrap();
     let message = ws.next().await.unwrap().unwrap();
     ws.send(message).await.unwrap();
@@ -138,20 +134,9 @@ async fn a_single_message_is_written_before_send_returns() {
 
 #[tokio::test]
 async fn flush_writes_a_deferred_answer_at_once() {
-    let (ours, mut peer) = tokio::io::duplex(1 << 20);
-    let writes = Arc::new(AtomicUsize::new(0));
-    let stream = Counting {
-        inner: ours,
-        writes: Arc::clone(&writes),
-    };
     let mut burst = masked(b"a");
     burst.extend(masked(b"b"));
-    let mut ws = WebSocket::from_raw(
-        stream,
-        Role::Server,
-        &WebSocketConfig::default(),
-        BytesMut::from(&burst[..]),
-    );
+    let (mut ws, mut peer, writes) = counting_server(&burst);
     let message = ws.next().await.unwrap().unwrap();
     ws.send(message).await.unwrap();
     assert_eq!(

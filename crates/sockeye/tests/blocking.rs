@@ -1,10 +1,7 @@
 //! `sockeye::blocking`: the blocking client and server, against the async ones and each other,
 //! over real loopback sockets (and real TLS).
 
-mod support;
-
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -13,6 +10,7 @@ use sockeye::{
     ClientBuilder, CloseCode, DeflateConfig, Message, Reject, ServerBuilder, TlsAcceptor,
     TlsConfig, TlsFailure,
 };
+use sockeye_test_support::{self as support, listen_blocking};
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| u8::try_from(i % 251).unwrap()).collect()
@@ -62,8 +60,7 @@ async fn the_blocking_client_against_the_async_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_async_client_against_the_blocking_server() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = listen_blocking();
     let server = std::thread::spawn(move || {
         let (tcp, _) = listener.accept().unwrap();
         tcp.set_read_timeout(Some(support::LIMIT)).unwrap();
@@ -124,8 +121,7 @@ async fn the_async_client_against_the_blocking_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_to_blocking_and_a_refusal() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = listen_blocking();
     let server = std::thread::spawn(move || {
         let builder = ServerBuilder::new().on_request(|request| {
             if request.path() == "/secret" {
@@ -206,8 +202,7 @@ async fn opening_errors_of_the_blocking_client() {
         "{error:?}"
     );
     // A server that accepts TCP and never answers the upgrade: the handshake timeout.
-    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = silent.local_addr().unwrap();
+    let (silent, addr) = listen_blocking();
     let config = sockeye::WebSocketConfig::builder()
         .handshake_timeout(Duration::from_millis(300))
         .build()
@@ -243,8 +238,7 @@ async fn opening_errors_of_the_blocking_client() {
 fn one_blocking_server<T: Send + 'static>(
     then: impl FnOnce(sockeye::blocking::WebSocket<std::net::TcpStream>) -> T + Send + 'static,
 ) -> (std::net::SocketAddr, std::thread::JoinHandle<T>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = listen_blocking();
     let thread = std::thread::spawn(move || {
         let (tcp, _) = listener.accept().unwrap();
         tcp.set_read_timeout(Some(support::LIMIT)).unwrap();
@@ -331,8 +325,7 @@ async fn close_gives_up_after_the_close_timeout_when_the_server_never_answers() 
 
 #[test]
 fn a_bad_request_to_the_blocking_server_gets_its_status() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = listen_blocking();
     let server = std::thread::spawn(move || {
         let (tcp, _) = listener.accept().unwrap();
         sockeye::blocking::accept(tcp).unwrap_err()

@@ -2,13 +2,11 @@
 //! 403, missing; the bound on handshakes in progress) and the client's errors, one kind each
 //! (a name that does not resolve, a refused connection, a status other than 101).
 
-mod support;
-
 use http::{HeaderValue, StatusCode};
 use sockeye::{ClientBuilder, Kind, OriginPolicy, ServerBuilder};
-use support::{bounded, echo_server};
+use sockeye_test_support::{bounded, echo_server, free_port, listen};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 async fn connect_with_origin(url: &str, origin: Option<&str>) -> Result<(), sockeye::Error> {
     let mut client = ClientBuilder::new(url);
@@ -97,8 +95,7 @@ async fn any_and_custom_policies() {
 #[tokio::test]
 async fn handshakes_beyond_the_bound_are_turned_away_with_503() {
     bounded(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = listen().await;
         let server = ServerBuilder::new().max_concurrent_handshakes(2);
 
         // Two clients connect and send nothing: they hold both handshake slots.
@@ -189,7 +186,7 @@ async fn a_name_that_does_not_resolve_is_a_dns_error() {
 #[tokio::test]
 async fn a_port_nobody_listens_on_is_connection_refused() {
     bounded(async {
-        let port = support::free_port();
+        let port = free_port();
         let e = sockeye::connect(&format!("ws://127.0.0.1:{port}/"))
             .await
             .map(|_| ())
@@ -207,8 +204,7 @@ async fn a_port_nobody_listens_on_is_connection_refused() {
 #[tokio::test]
 async fn a_plain_http_server_gives_its_status_and_body() {
     bounded(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = listen().await;
         tokio::spawn(async move {
             let (mut tcp, _) = listener.accept().await.unwrap();
             let mut buf = vec![0; 4096];
@@ -252,7 +248,7 @@ async fn same_host_or_a_list() {
 #[tokio::test]
 async fn wss_without_the_rustls_feature_is_unsupported() {
     // Nothing listens there: the URL is refused before any connection is tried.
-    let port = support::free_port();
+    let port = free_port();
     let e = sockeye::connect(&format!("wss://127.0.0.1:{port}/"))
         .await
         .map(|_| ())

@@ -1,7 +1,5 @@
 //! `sockeye::hyper`: WebSocket connections served by a real hyper 1 server, over loopback sockets.
 
-mod support;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
@@ -12,13 +10,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use sockeye::{ClientBuilder, DeflateConfig, Message, OriginPolicy, Reject, ServerBuilder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use sockeye_test_support::{self as support, listen};
 
 /// A hyper server: WebSocket echo at `/ws`, a plain page everywhere else.
 async fn hyper_server(server: ServerBuilder) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = listen().await;
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let server = server.clone();
@@ -58,20 +54,6 @@ fn handle(server: &ServerBuilder, mut request: Request<Incoming>) -> Response<Fu
     }
 }
 
-/// Sends `request` raw and returns the response head.
-async fn raw(addr: SocketAddr, request: &str) -> String {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0; 4096];
-    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tcp.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed before a response: {out:?}");
-        out.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test]
 async fn echo_with_deflate_and_a_subprotocol_over_hyper() {
     support::bounded(async {
@@ -99,7 +81,7 @@ async fn echo_with_deflate_and_a_subprotocol_over_hyper() {
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
         ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
         // The same hyper server still serves plain requests.
-        let page = raw(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let page = support::http::request_head(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     })
     .await;
@@ -110,14 +92,14 @@ async fn bad_requests_get_the_rfc_status_through_hyper() {
     support::bounded(async {
         let addr = hyper_server(ServerBuilder::new()).await;
         // No Upgrade at all: 426, naming websocket.
-        let head = raw(addr, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let head = support::http::request_head(addr, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(head.starts_with("HTTP/1.1 426"), "{head}");
         assert!(
             head.to_ascii_lowercase().contains("upgrade: websocket"),
             "{head}"
         );
         // A version we do not speak: 426 with the one we do (section 4.4).
-        let head = raw(
+        let head = support::http::request_head(
             addr,
             "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
@@ -130,7 +112,7 @@ async fn bad_requests_get_the_rfc_status_through_hyper() {
             "{head}"
         );
         // A key that is not 16 bytes of base64: 400.
-        let head = raw(
+        let head = support::http::request_head(
             addr,
             "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n",

@@ -4,7 +4,6 @@
 //!
 //! Every test is bounded by [`LIMIT`], so a hang fails fast instead of stalling the suite.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -16,13 +15,12 @@ use sockeye::{
     Accept, ClientBuilder, CloseCode, CloseFrame, Config, Error, Kind, MaybeTlsStream, Message,
     Reject, ServerBuilder, WebSocket, WebSocketConfig, WebSocketConfigBuilder,
 };
+use sockeye_test_support::http::{exchange as raw_exchange, header};
+use sockeye_test_support::{LIMIT, TempDir, bounded, listen};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Barrier, mpsc};
 use tokio::task::JoinSet;
-
-/// The most any one test may take.
-const LIMIT: Duration = Duration::from_secs(20);
 
 /// The key of RFC 6455 section 1.3, and its accept value.
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -32,18 +30,6 @@ const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 // ---- Helpers ----
-
-/// Runs a test body, failing it if it does not finish within [`LIMIT`].
-///
-/// The deadline is checked before the body is polled: `tokio::time::timeout` polls the body
-/// first, so a body stuck on a lost wakeup would be rescued by the deadline's own wakeup and pass.
-async fn bounded<T>(body: impl Future<Output = T>) -> T {
-    tokio::select! {
-        biased;
-        () = tokio::time::sleep(LIMIT) => panic!("test did not finish within {LIMIT:?}"),
-        out = body => out,
-    }
-}
 
 /// The default settings, but with a close timeout longer than [`LIMIT`]: a close handshake
 /// that stalls (say, on a lost wakeup) then fails the test instead of being finished quietly by
@@ -68,12 +54,6 @@ async fn connect(url: &str) -> WebSocket<MaybeTlsStream> {
         .expect("connect");
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
     ws
-}
-
-async fn listen() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local_addr");
-    (listener, addr)
 }
 
 /// What one connection of the echo server saw, reported when it ended.
@@ -233,14 +213,6 @@ async fn read_head(stream: &mut TcpStream, buf: &mut BytesMut) -> String {
         let n = stream.read_buf(buf).await.expect("read response head");
         assert_ne!(n, 0, "EOF inside the response head: {buf:?}");
     }
-}
-
-/// The value of header `name` in a response head (names compared ignoring case).
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 /// Does the opening handshake by hand, writing `after` in the same write as the request.
@@ -471,15 +443,6 @@ async fn refused_handshake_reports_status_and_body() {
         assert_eq!(served.recv().await.expect("served").done().0, 1);
     })
     .await;
-}
-
-/// Sends `request` on a raw socket and reads the whole response (the server closes after it).
-async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
-    let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    tcp.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    tcp.read_to_end(&mut response).await.expect("read");
-    String::from_utf8(response).expect("UTF-8 response")
 }
 
 #[tokio::test]
@@ -851,10 +814,8 @@ async fn split_writer_close_reports_the_timeout() {
 #[tokio::test]
 async fn over_a_unix_socket() {
     bounded(async {
-        let dir = std::env::temp_dir().join(format!("sockeye-unix-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ws.sock");
-        let _ = std::fs::remove_file(&path);
+        let dir = TempDir::new("unix");
+        let path = dir.path().join("ws.sock");
         let listener = tokio::net::UnixListener::bind(&path).unwrap();
         let served = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
@@ -878,7 +839,6 @@ async fn over_a_unix_socket() {
         );
         ws.close(CloseCode::NORMAL, "").await.unwrap();
         served.await.unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
     })
     .await;
 }

@@ -3,49 +3,14 @@
 //! username and password), for `ws://` and for `wss://` tunnelled through them; and proxies
 //! that misbehave, played by the test itself.
 
-mod support;
-
-use std::process::Command;
-
 use http::StatusCode;
 use sockeye::{
     ClientBuilder, ConnectError, Kind, Message, Proxy, ProxyError, ServerBuilder, SocksReply,
     Timeout, TlsAcceptor, TlsConfig, WebSocketConfig,
 };
-use support::{Ca, Daemon, TempDir, bounded, echo_server, free_port, program};
+use sockeye_test_support::{Ca, bounded, echo_server, free_port, listen, microsocks, tinyproxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-async fn tinyproxy(extra: &str) -> Option<Daemon> {
-    let exe = program("tinyproxy")?;
-    let dir = TempDir::new("tinyproxy");
-    let port = free_port();
-    let conf = dir.0.join("tinyproxy.conf");
-    let log = dir.0.join("tinyproxy.log");
-    std::fs::write(
-        &conf,
-        format!(
-            "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\nAllow 127.0.0.1\n\
-             DisableViaHeader Yes\nLogFile \"{}\"\nLogLevel Warning\n{extra}",
-            log.display()
-        ),
-    )
-    .unwrap();
-    let mut command = Command::new(exe);
-    command.arg("-d").arg("-c").arg(&conf);
-    Some(Daemon::start(command, port, Some(dir)).await)
-}
-
-async fn microsocks(credentials: Option<(&str, &str)>) -> Option<Daemon> {
-    let exe = program("microsocks")?;
-    let port = free_port();
-    let mut command = Command::new(exe);
-    command.args(["-i", "127.0.0.1", "-p", &port.to_string()]);
-    if let Some((user, password)) = credentials {
-        command.args(["-u", user, "-P", password]);
-    }
-    Some(Daemon::start(command, port, None).await)
-}
+use tokio::net::TcpStream;
 
 /// An echo server over TLS for `localhost` and `127.0.0.1`, and the client TLS that trusts it.
 async fn tls_echo() -> (std::net::SocketAddr, TlsConfig) {
@@ -61,7 +26,13 @@ async fn tls_echo() -> (std::net::SocketAddr, TlsConfig) {
     (addr, tls)
 }
 
-async fn echo_through(url: &str, proxy: Proxy, tls: TlsConfig) -> Result<(), sockeye::Error> {
+/// Echoes one message through `proxy` to the plain server at `url` (`ws://`).
+async fn echo_through(url: &str, proxy: Proxy) -> Result<(), sockeye::Error> {
+    echo_through_tls(url, proxy, TlsConfig::new()).await
+}
+
+/// Echoes one message through `proxy` to the server at `url`, with `tls` for `wss://`.
+async fn echo_through_tls(url: &str, proxy: Proxy, tls: TlsConfig) -> Result<(), sockeye::Error> {
     let (mut ws, _) = ClientBuilder::new(url)
         .proxy(proxy)
         .tls(tls)
@@ -81,11 +52,11 @@ async fn http_connect_carries_ws_and_wss() {
         };
         let via = Proxy::http("127.0.0.1", proxy.port);
         let (plain, _) = echo_server(ServerBuilder::new()).await;
-        echo_through(&format!("ws://{plain}/"), via.clone(), TlsConfig::new())
+        echo_through(&format!("ws://{plain}/"), via.clone())
             .await
             .unwrap();
         let (secure, tls) = tls_echo().await;
-        echo_through(&format!("wss://localhost:{}/", secure.port()), via, tls)
+        echo_through_tls(&format!("wss://localhost:{}/", secure.port()), via, tls)
             .await
             .unwrap();
     })
@@ -101,15 +72,11 @@ async fn http_connect_with_basic_auth() {
         let (plain, _) = echo_server(ServerBuilder::new()).await;
         let url = format!("ws://{plain}/");
         let url_of = |creds: &str| format!("http://{creds}127.0.0.1:{}", proxy.port);
-        echo_through(
-            &url,
-            url_of("alice:s3cret@").parse().unwrap(),
-            TlsConfig::new(),
-        )
-        .await
-        .unwrap();
+        echo_through(&url, url_of("alice:s3cret@").parse().unwrap())
+            .await
+            .unwrap();
         let (secure, tls) = tls_echo().await;
-        echo_through(
+        echo_through_tls(
             &format!("wss://127.0.0.1:{}/", secure.port()),
             Proxy::http("127.0.0.1", proxy.port).credentials("alice", "s3cret"),
             tls,
@@ -121,7 +88,7 @@ async fn http_connect_with_basic_auth() {
             ("", StatusCode::PROXY_AUTHENTICATION_REQUIRED),
             ("alice:wrong@", StatusCode::UNAUTHORIZED),
         ] {
-            let e = echo_through(&url, url_of(creds).parse().unwrap(), TlsConfig::new())
+            let e = echo_through(&url, url_of(creds).parse().unwrap())
                 .await
                 .unwrap_err();
             assert_eq!(e.proxy_status(), Some(expected), "{e:?}");
@@ -155,7 +122,6 @@ async fn a_proxy_that_forbids_the_port_gives_403() {
         let e = echo_through(
             &format!("ws://{plain}/"),
             Proxy::http("127.0.0.1", proxy.port),
-            TlsConfig::new(),
         )
         .await
         .unwrap_err();
@@ -177,14 +143,10 @@ async fn socks5_carries_ws_and_wss_with_remote_and_local_resolution() {
             let via: Proxy = format!("{scheme}://127.0.0.1:{}", proxy.port)
                 .parse()
                 .unwrap();
-            echo_through(
-                &format!("ws://localhost:{}/", plain.port()),
-                via.clone(),
-                TlsConfig::new(),
-            )
-            .await
-            .unwrap();
-            echo_through(
+            echo_through(&format!("ws://localhost:{}/", plain.port()), via.clone())
+                .await
+                .unwrap();
+            echo_through_tls(
                 &format!("wss://localhost:{}/", secure.port()),
                 via,
                 tls.clone(),
@@ -205,17 +167,11 @@ async fn socks5_with_username_and_password() {
         let (plain, _) = echo_server(ServerBuilder::new()).await;
         let url = format!("ws://{plain}/");
         let via = Proxy::socks5("127.0.0.1", proxy.port);
-        echo_through(
-            &url,
-            via.clone().credentials("bob", "pa55"),
-            TlsConfig::new(),
-        )
-        .await
-        .unwrap();
+        echo_through(&url, via.clone().credentials("bob", "pa55"))
+            .await
+            .unwrap();
         for attempt in [via.clone().credentials("bob", "nope"), via] {
-            let e = echo_through(&url, attempt, TlsConfig::new())
-                .await
-                .unwrap_err();
+            let e = echo_through(&url, attempt).await.unwrap_err();
             assert!(
                 matches!(
                     e.kind(),
@@ -242,7 +198,6 @@ async fn socks5_reports_a_destination_it_cannot_reach() {
         let e = echo_through(
             &format!("ws://127.0.0.1:{port}/"),
             Proxy::socks5("127.0.0.1", proxy.port),
-            TlsConfig::new(),
         )
         .await
         .unwrap_err();
@@ -264,13 +219,9 @@ async fn socks5_reports_a_destination_it_cannot_reach() {
 async fn an_unreachable_proxy_is_a_proxy_error() {
     bounded(async {
         let port = free_port();
-        let e = echo_through(
-            "ws://127.0.0.1:9/",
-            Proxy::http("127.0.0.1", port),
-            TlsConfig::new(),
-        )
-        .await
-        .unwrap_err();
+        let e = echo_through("ws://127.0.0.1:9/", Proxy::http("127.0.0.1", port))
+            .await
+            .unwrap_err();
         let Kind::Proxy {
             error: ProxyError::Unreachable(inner),
             proxy,
@@ -292,7 +243,7 @@ async fn a_server_name_resolved_for_socks5_that_does_not_resolve_is_a_dns_error(
         let via: Proxy = format!("socks5://127.0.0.1:{}", free_port())
             .parse()
             .unwrap();
-        let e = echo_through("ws://no-such-host.invalid/", via, TlsConfig::new())
+        let e = echo_through("ws://no-such-host.invalid/", via)
             .await
             .unwrap_err();
         let Kind::Dns { host, .. } = e.kind() else {
@@ -319,8 +270,7 @@ enum After {
 /// A one-connection HTTP proxy that reads the CONNECT request, answers with `answer`, and then
 /// does what `after` says.
 async fn fake_proxy(answer: Vec<u8>, after: After) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (listener, addr) = listen().await;
     tokio::spawn(async move {
         let (mut client, _) = listener.accept().await.unwrap();
         let mut head = Vec::new();
@@ -345,7 +295,7 @@ async fn fake_proxy(answer: Vec<u8>, after: After) -> u16 {
             After::Close => {}
         }
     });
-    port
+    addr.port()
 }
 
 fn proxy_error(e: &sockeye::Error) -> &ProxyError {
@@ -361,13 +311,9 @@ async fn interim_answers_before_the_connect_answer_are_skipped() {
         let (echo, _) = echo_server(ServerBuilder::new()).await;
         let answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 Connection established\r\n\r\n";
         let port = fake_proxy(answer.to_vec(), After::Relay(echo)).await;
-        echo_through(
-            &format!("ws://{echo}/"),
-            Proxy::http("127.0.0.1", port),
-            TlsConfig::new(),
-        )
-        .await
-        .unwrap();
+        echo_through(&format!("ws://{echo}/"), Proxy::http("127.0.0.1", port))
+            .await
+            .unwrap();
     })
     .await;
 }
@@ -387,13 +333,9 @@ async fn a_connect_answer_that_is_too_large_or_followed_by_data_is_refused() {
             (Vec::new(), "closed the connection", After::Close),
         ] {
             let port = fake_proxy(answer, after).await;
-            let e = echo_through(
-                "ws://127.0.0.1:9/",
-                Proxy::http("127.0.0.1", port),
-                TlsConfig::new(),
-            )
-            .await
-            .unwrap_err();
+            let e = echo_through("ws://127.0.0.1:9/", Proxy::http("127.0.0.1", port))
+                .await
+                .unwrap_err();
             let ProxyError::Malformed(why) = proxy_error(&e) else {
                 panic!("{e:?}")
             };
@@ -411,8 +353,8 @@ async fn a_silent_proxy_tls_server_or_server_is_bounded_by_the_handshake_timeout
             .build()
             .unwrap();
         // A proxy that reads CONNECT and never answers.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, addr) = listen().await;
+        let port = addr.port();
         let held = tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((tcp, _)) = listener.accept().await {

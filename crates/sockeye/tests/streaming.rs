@@ -4,17 +4,16 @@
 //! send frames of its choosing.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use sockeye::proto::handshake::accept_key;
 use sockeye::{
-    ClientBuilder, CloseCode, Config, DataKind, Incoming, Kind, Message, WebSocketConfig,
+    ClientBuilder, CloseCode, Config, DataKind, Incoming, Kind, MaybeTlsStream, Message, WebSocket,
+    WebSocketConfig,
 };
+use sockeye_test_support::{LIMIT, bounded, listen_blocking};
 
-/// The most any one test may take.
-const LIMIT: Duration = Duration::from_secs(20);
 /// The client's limits: a message may hold 64 KiB, a frame 16 KiB.
 const MAX_MESSAGE: usize = 64 << 10;
 const MAX_FRAME: usize = 16 << 10;
@@ -34,6 +33,16 @@ fn streaming_config() -> WebSocketConfig {
         .handshake_timeout(LIMIT)
         .build()
         .unwrap()
+}
+
+/// A client with [`streaming_config`], connected to the peer at `addr`.
+async fn streaming_client(addr: SocketAddr) -> WebSocket<MaybeTlsStream> {
+    let (ws, _) = ClientBuilder::new(format!("ws://{addr}/"))
+        .config(streaming_config())
+        .connect()
+        .await
+        .unwrap();
+    ws
 }
 
 /// Byte `i` of the large message: a pattern that a misplaced or lost frame would break.
@@ -89,8 +98,7 @@ fn read_client_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
 fn peer<T: Send + 'static>(
     script: impl FnOnce(&mut TcpStream) -> T + Send + 'static,
 ) -> (SocketAddr, JoinHandle<T>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = listen_blocking();
     let thread = std::thread::spawn(move || {
         let (mut tcp, _) = listener.accept().unwrap();
         tcp.set_read_timeout(Some(LIMIT)).unwrap();
@@ -233,21 +241,11 @@ fn check_answers(answers: &[(u8, Vec<u8>)]) {
 
 // ---- The tokio API ----
 
-async fn bounded<T>(body: impl Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, body)
-        .await
-        .expect("test finished in time")
-}
-
 #[tokio::test]
 async fn a_message_larger_than_the_limit_arrives_frame_by_frame() {
     bounded(async {
         let (addr, peer) = peer(send_large_then_close);
-        let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/"))
-            .config(streaming_config())
-            .connect()
-            .await
-            .unwrap();
+        let mut ws = streaming_client(addr).await;
         let mut seen = Seen::default();
         while let Some(item) = ws.next_frame().await {
             seen.take(item.unwrap());
@@ -263,11 +261,7 @@ async fn a_message_larger_than_the_limit_arrives_frame_by_frame() {
 async fn the_split_reader_streams_too() {
     bounded(async {
         let (addr, peer) = peer(send_large_then_close);
-        let (ws, _) = ClientBuilder::new(format!("ws://{addr}/"))
-            .config(streaming_config())
-            .connect()
-            .await
-            .unwrap();
+        let ws = streaming_client(addr).await;
         let (mut reader, _writer) = ws.split();
         let mut seen = Seen::default();
         while let Some(item) = reader.next_frame().await {
@@ -283,11 +277,7 @@ async fn the_split_reader_streams_too() {
 async fn reading_whole_messages_in_streaming_mode_is_a_misuse_that_loses_no_frame() {
     bounded(async {
         let (addr, peer) = peer(send_large_then_close);
-        let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/"))
-            .config(streaming_config())
-            .connect()
-            .await
-            .unwrap();
+        let mut ws = streaming_client(addr).await;
         let e = ws.next().await.unwrap().unwrap_err();
         assert!(e.is_misuse(), "{e:?}");
         assert!(matches!(e.kind(), Kind::StreamingFrame), "{e:?}");
@@ -306,11 +296,7 @@ async fn reading_whole_messages_in_streaming_mode_is_a_misuse_that_loses_no_fram
 async fn invalid_text_across_frames_fails_with_1007() {
     bounded(async {
         let (addr, peer) = peer(send_invalid_text);
-        let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/"))
-            .config(streaming_config())
-            .connect()
-            .await
-            .unwrap();
+        let mut ws = streaming_client(addr).await;
         // The first frame is a valid beginning; it is handed out.
         let Some(Ok(Incoming::Frame(first))) = ws.next_frame().await else {
             panic!("the first frame")

@@ -2,11 +2,14 @@
 //! certificate, a wrong host name, an unknown issuer, an expired certificate, client
 //! certificates, verification turned off, and a certificate reloaded while the server runs.
 
-mod support;
+use std::net::SocketAddr;
 
 use sockeye::rustls::AlertDescription;
-use sockeye::{ClientBuilder, Kind, Message, ServerBuilder, TlsAcceptor, TlsConfig, TlsFailure};
-use support::{Ca, Leaf, bounded, echo_server};
+use sockeye::{
+    ClientBuilder, Kind, MaybeTlsStream, Message, ServerBuilder, TlsAcceptor, TlsConfig, TlsFailure,
+};
+use sockeye_test_support::{Ca, Leaf, bounded, echo_server, listen};
+use tokio::task::JoinHandle;
 
 fn acceptor(leaf: &Leaf) -> TlsAcceptor {
     TlsAcceptor::from_pem(leaf.chain_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap()
@@ -206,6 +209,27 @@ async fn client_certificates_are_required_and_verified() {
     .await;
 }
 
+/// A TLS server for two connections, one after the other, that keeps what `see` makes of each
+/// connection's stream; each connection is read to its end.
+async fn two_connections<T: Send + 'static>(
+    tls: TlsAcceptor,
+    see: impl Fn(&MaybeTlsStream) -> T + Send + 'static,
+) -> (SocketAddr, JoinHandle<Vec<T>>) {
+    let (listener, addr) = listen().await;
+    let server = tokio::spawn(async move {
+        let builder = ServerBuilder::new().tls(tls);
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = builder.accept_tcp(tcp).await.unwrap();
+            seen.push(see(ws.get_ref()));
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+        seen
+    });
+    (addr, server)
+}
+
 #[tokio::test]
 async fn the_server_sees_the_client_certificate() {
     bounded(async {
@@ -213,19 +237,8 @@ async fn the_server_sees_the_client_certificate() {
         let clients = Ca::new("client ca");
         let leaf = ca.server(&["127.0.0.1"]);
         let tls = client_auth_server(&leaf, &clients, true);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let builder = ServerBuilder::new().tls(tls);
-            let mut presented = Vec::new();
-            for _ in 0..2 {
-                let (tcp, _) = listener.accept().await.unwrap();
-                let mut ws = builder.accept_tcp(tcp).await.unwrap();
-                presented.push(ws.get_ref().peer_certificates().map(<[_]>::len));
-                while let Some(Ok(_)) = ws.next().await {}
-            }
-            presented
-        });
+        let (addr, server) =
+            two_connections(tls, |stream| stream.peer_certificates().map(<[_]>::len)).await;
         let bob = clients.client("bob");
         let with_cert = trusting(&ca)
             .client_certificate_pem(bob.chain_pem.as_bytes(), bob.key_pem.as_bytes())
@@ -282,8 +295,7 @@ fn bad_pem_is_a_setup_error() {
 async fn no_roots_at_all_is_a_setup_error() {
     bounded(async {
         // The kernel completes TCP handshakes into the backlog, so connecting succeeds.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (_listener, addr) = listen().await;
         let e = ClientBuilder::new(format!("wss://{addr}/"))
             .tls(TlsConfig::new().webpki_roots(false))
             .connect()
@@ -304,23 +316,14 @@ async fn alpn_says_http11_and_sni_names_the_host() {
     bounded(async {
         let ca = Ca::new("test ca");
         let tls = acceptor(&ca.server(&["localhost", "127.0.0.1"]));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = tokio::spawn(async move {
-            let builder = ServerBuilder::new().tls(tls);
-            let mut seen = Vec::new();
-            for _ in 0..2 {
-                let (tcp, _) = listener.accept().await.unwrap();
-                let mut ws = builder.accept_tcp(tcp).await.unwrap();
-                let stream = ws.get_ref();
-                seen.push((
-                    stream.alpn_protocol().map(<[u8]>::to_vec),
-                    stream.server_name().map(str::to_owned),
-                ));
-                while let Some(Ok(_)) = ws.next().await {}
-            }
-            seen
-        });
+        let (addr, server) = two_connections(tls, |stream| {
+            (
+                stream.alpn_protocol().map(<[u8]>::to_vec),
+                stream.server_name().map(str::to_owned),
+            )
+        })
+        .await;
+        let port = addr.port();
         for host in ["localhost", "127.0.0.1"] {
             let (mut ws, _) = ClientBuilder::new(format!("wss://{host}:{port}/"))
                 .tls(trusting(&ca))
@@ -370,25 +373,10 @@ async fn over_tls_the_same_host_origin_must_be_https() {
     .await;
 }
 
-/// A self-signed certificate made as `openssl req -x509` makes one: marked as a CA
-/// (`basicConstraints CA:TRUE`), with these names.
-fn self_signed_ca_style(names: &[&str]) -> Leaf {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    let mut params = CertificateParams::new(names).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    Leaf {
-        chain_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
-
 #[tokio::test]
 async fn a_self_signed_certificate_trusted_as_it_is_connects_by_its_names_only() {
     bounded(async {
-        let leaf = self_signed_ca_style(&["localhost"]);
+        let leaf = Leaf::self_signed(&["localhost"]);
         let trusted = || {
             TlsConfig::new()
                 .webpki_roots(false)
@@ -405,7 +393,7 @@ async fn a_self_signed_certificate_trusted_as_it_is_connects_by_its_names_only()
         let (failure, _) = failure_of(&format!("wss://127.0.0.1:{port}/"), trusted()).await;
         assert_eq!(failure, TlsFailure::WrongName);
         // Another certificate of the same form is not trusted by this one.
-        let other = self_signed_ca_style(&["localhost"]);
+        let other = Leaf::self_signed(&["localhost"]);
         let config = TlsConfig::new()
             .webpki_roots(false)
             .add_root_pem(other.chain_pem.as_bytes())
