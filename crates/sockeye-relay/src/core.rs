@@ -33,6 +33,11 @@ impl MemberId {
     pub fn get(self) -> u64 {
         self.0
     }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(id: u64) -> Self {
+        Self(id)
+    }
 }
 
 impl std::fmt::Display for MemberId {
@@ -207,13 +212,19 @@ impl Rooms {
                 emptied,
             };
         }
-        self.fan_out(&room, Some(from), len)
+        self.fan_out(&room, Some(from), len, |_| true)
     }
 
     /// A message of `len` payload bytes for every member of `room` here, from elsewhere (another
     /// node, through the backplane, or the application).
     pub fn deliver(&mut self, room: &str, len: usize) -> Fanout {
-        self.fan_out(room, None, len)
+        self.fan_out(room, None, len, |_| true)
+    }
+
+    /// A message of `len` payload bytes for the members of `room` here that `to` picks (those
+    /// that asked for presence notices, say), under the same queue limits as any message.
+    pub fn deliver_to(&mut self, room: &str, len: usize, to: impl Fn(MemberId) -> bool) -> Fanout {
+        self.fan_out(room, None, len, to)
     }
 
     /// `member` took `messages` messages of `bytes` payload bytes off its queue.
@@ -234,12 +245,23 @@ impl Rooms {
         self.by_room.keys().map(String::as_str)
     }
 
+    /// The room `member` is in, if it is in one.
+    pub fn room_of(&self, member: MemberId) -> Option<&str> {
+        self.members.get(&member).map(|m| m.room.as_str())
+    }
+
     /// The members of `room` here, in the order they joined.
     pub fn members(&self, room: &str) -> &[MemberId] {
         self.by_room.get(room).map_or(&[], Vec::as_slice)
     }
 
-    fn fan_out(&mut self, room: &str, except: Option<MemberId>, len: usize) -> Fanout {
+    fn fan_out(
+        &mut self,
+        room: &str,
+        except: Option<MemberId>,
+        len: usize,
+        to: impl Fn(MemberId) -> bool,
+    ) -> Fanout {
         let mut fanout = Fanout::default();
         let Some(ids) = self.by_room.get_mut(room) else {
             return fanout;
@@ -247,7 +269,7 @@ impl Rooms {
         let limits = self.limits;
         let members = &mut self.members;
         ids.retain(|id| {
-            if Some(*id) == except {
+            if Some(*id) == except || !to(*id) {
                 return true;
             }
             let Some(member) = members.get_mut(id) else {
@@ -459,5 +481,21 @@ mod tests {
         assert_eq!(fanout.close[0].member, slow);
         assert_eq!(fanout.emptied.as_deref(), Some("s"));
         assert_eq!(rooms.names().count(), 0);
+    }
+
+    #[test]
+    fn deliver_to_reaches_only_the_members_picked_under_the_same_limits() {
+        let mut rooms = Rooms::new(QueueLimits::new(1, 1 << 20));
+        let a = rooms.join("r").member;
+        let b = rooms.join("r").member;
+        let c = rooms.join("r").member;
+        let fanout = rooms.deliver_to("r", 3, |m| m != b);
+        assert_eq!(fanout.deliver, [a, c]);
+        // The notice counts in the queues: a second one overflows a's and c's, not b's.
+        let fanout = rooms.deliver_to("r", 3, |m| m != b);
+        assert!(fanout.deliver.is_empty());
+        let closed: Vec<MemberId> = fanout.close.iter().map(|c| c.member).collect();
+        assert_eq!(closed, [a, c]);
+        assert_eq!(rooms.members("r"), [b]);
     }
 }

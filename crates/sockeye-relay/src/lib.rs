@@ -33,6 +33,18 @@
 //! `Relay::builder().backplane(RedisBackplane::connect(url, None, RedisLimits::new()).await?)`
 //! (the `axum_rooms` example does).
 //!
+//! # Presence
+//! A member served with a name ([`Relay::serve_named_until`]) takes part in presence: the
+//! server sends it, and it alone, small JSON text messages that other clients never see:
+//! - on joining, the room's named members (itself included):
+//!   `{"sockeye":"presence","event":"members","you":{"id":7,"name":"ann"},"members":[{"id":3,"name":"bob"},{"id":7,"name":"ann"}]}`;
+//! - when another named member joins or leaves (closed as too slow included):
+//!   `{"sockeye":"presence","event":"join","member":{"id":9,"name":"cy"}}`, and `"leave"`.
+//!
+//! Names are display names, not identities: control characters are dropped and they are cut
+//! to 32 characters. The lists cover the members of this process; the notices go through the
+//! members' queues and count against their limits like any message.
+//!
 //! # Layers
 //! - [`core`]: the rooms without I/O. Joining, leaving and publishing return who gets a message
 //!   and who is closed with which code (1008 for a member too slow to keep up with its room,

@@ -37,6 +37,8 @@ struct Shared {
 struct State {
     rooms: Rooms,
     outboxes: HashMap<MemberId, mpsc::UnboundedSender<Outgoing>>,
+    /// The members that joined with a name: they are listed, and told of joins and leaves.
+    names: HashMap<MemberId, String>,
     stats: RelayStats,
 }
 
@@ -116,6 +118,7 @@ impl RelayBuilder {
             state: Mutex::new(State {
                 rooms: Rooms::new(self.limits),
                 outboxes: HashMap::new(),
+                names: HashMap::new(),
                 stats: RelayStats::default(),
             }),
             backplane: self.backplane,
@@ -165,8 +168,29 @@ impl Relay {
     /// As [`serve`](Self::serve).
     pub async fn serve_until<S>(
         &self,
+        ws: WebSocket<S>,
+        room: &str,
+        stop: impl Future<Output = ()>,
+    ) -> Result<(), Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.serve_named_until(ws, room, None, stop).await
+    }
+
+    /// As [`serve_until`](Self::serve_until), for a member with a display `name` (`None`: as
+    /// `serve_until`). A named member takes part in presence: it is sent the room's named
+    /// members when it joins, and the others are told of its joining and leaving, as small
+    /// JSON text messages (the [presence format](crate#presence)). Members without a name
+    /// receive none of them. The lists cover the members of this process.
+    ///
+    /// # Errors
+    /// As [`serve`](Self::serve).
+    pub async fn serve_named_until<S>(
+        &self,
         mut ws: WebSocket<S>,
         room: &str,
+        name: Option<&str>,
         stop: impl Future<Output = ()>,
     ) -> Result<(), Error>
     where
@@ -182,7 +206,7 @@ impl Relay {
         if stopped {
             return going_away(&mut ws).await;
         }
-        let (member, mut outbox) = self.join(room);
+        let (member, mut outbox) = self.join(room, name);
         let _leave = Leave {
             relay: self,
             member,
@@ -233,22 +257,62 @@ impl Relay {
         self.shared.lock().rooms.members(room).len()
     }
 
-    fn join(&self, room: &str) -> (MemberId, mpsc::UnboundedReceiver<Outgoing>) {
+    fn join(
+        &self,
+        room: &str,
+        name: Option<&str>,
+    ) -> (MemberId, mpsc::UnboundedReceiver<Outgoing>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut state = self.shared.lock();
         let joined = state.rooms.join(room);
         if joined.first {
             self.shared.backplane.subscribe(room);
         }
-        state.outboxes.insert(joined.member, tx);
-        (joined.member, rx)
+        let member = joined.member;
+        state.outboxes.insert(member, tx);
+        if let Some(name) = name.map(presence::clean_name) {
+            state.names.insert(member, name.clone());
+            // The newcomer gets the list (itself included), the others the news.
+            let listed: Vec<(MemberId, &str)> = state
+                .rooms
+                .members(room)
+                .iter()
+                .filter_map(|m| state.names.get(m).map(|n| (*m, n.as_str())))
+                .collect();
+            let list = presence::members(member, &name, &listed);
+            state.notify(room, list, |m| m == member, &*self.shared.backplane);
+            let news = presence::event("join", member, &name);
+            let names = state
+                .names
+                .keys()
+                .copied()
+                .collect::<std::collections::HashSet<_>>();
+            state.notify(
+                room,
+                news,
+                |m| m != member && names.contains(&m),
+                &*self.shared.backplane,
+            );
+        }
+        (member, rx)
     }
 
     fn leave(&self, member: MemberId) {
         let mut state = self.shared.lock();
         state.outboxes.remove(&member);
-        if let Some(room) = state.rooms.leave(member) {
-            self.shared.backplane.unsubscribe(&room);
+        let room = state.rooms.room_of(member).map(str::to_owned);
+        if let Some(emptied) = state.rooms.leave(member) {
+            self.shared.backplane.unsubscribe(&emptied);
+        }
+        // A named member's leaving (closed as too slow included) is news to the others.
+        if let (Some(name), Some(room)) = (state.names.remove(&member), room) {
+            let news = presence::event("leave", member, &name);
+            let names = state
+                .names
+                .keys()
+                .copied()
+                .collect::<std::collections::HashSet<_>>();
+            state.notify(&room, news, |m| names.contains(&m), &*self.shared.backplane);
         }
     }
 
@@ -364,6 +428,23 @@ impl Shared {
 }
 
 impl State {
+    /// Sends a presence message to the members of `room` here that `to` picks, through their
+    /// queues (a notice counts against a member's limits like any message).
+    fn notify(
+        &mut self,
+        room: &str,
+        text: String,
+        to: impl Fn(MemberId) -> bool,
+        backplane: &dyn Backplane,
+    ) {
+        let Some(prepared) = PreparedMessage::new(Message::text(text)) else {
+            return;
+        };
+        let prepared = Arc::new(prepared);
+        let fanout = self.rooms.deliver_to(room, prepared.payload().len(), to);
+        self.carry_out(fanout, &prepared, backplane);
+    }
+
     /// Hands `message` to the members the core chose and closes the ones it closed.
     fn carry_out(
         &mut self,
@@ -435,5 +516,66 @@ impl Inbound {
 impl std::fmt::Debug for Inbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inbound").finish_non_exhaustive()
+    }
+}
+
+/// The presence messages: small JSON texts.
+mod presence {
+    use crate::core::MemberId;
+
+    /// The longest display name kept, in characters.
+    const MAX_NAME: usize = 32;
+
+    /// A display name as it is shown: control characters dropped, at most 32 characters,
+    /// "guest" when nothing is left.
+    pub(super) fn clean_name(name: &str) -> String {
+        let name: String = name
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_NAME)
+            .collect();
+        let name = name.trim();
+        if name.is_empty() {
+            "guest".to_owned()
+        } else {
+            name.to_owned()
+        }
+    }
+
+    fn member(id: MemberId, name: &str) -> serde_json::Value {
+        serde_json::json!({ "id": id.get(), "name": name })
+    }
+
+    /// The list sent to a member that joins.
+    pub(super) fn members(you: MemberId, name: &str, members: &[(MemberId, &str)]) -> String {
+        serde_json::json!({
+            "sockeye": "presence",
+            "event": "members",
+            "you": member(you, name),
+            "members": members.iter().map(|(id, name)| member(*id, name)).collect::<Vec<_>>(),
+        })
+        .to_string()
+    }
+
+    /// A join or a leave.
+    pub(super) fn event(event: &str, id: MemberId, name: &str) -> String {
+        serde_json::json!({ "sockeye": "presence", "event": event, "member": member(id, name) })
+            .to_string()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn names_are_cleaned_and_messages_are_json() {
+            assert_eq!(clean_name(" ann\u{7}\n "), "ann");
+            assert_eq!(clean_name("\u{1b}"), "guest");
+            assert_eq!(clean_name(&"x".repeat(40)).len(), MAX_NAME);
+            let text = event("join", MemberId::for_tests(3), "a\"b");
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(value["member"]["name"], "a\"b");
+            assert_eq!(value["member"]["id"], 3);
+        }
     }
 }

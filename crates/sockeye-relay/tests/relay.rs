@@ -330,3 +330,77 @@ async fn an_unreachable_redis_is_reported_without_the_password() {
         .unwrap_err();
     assert!(matches!(error, RedisError::Url(_)), "{error}");
 }
+
+/// The next text message of `ws`, as JSON.
+async fn json(ws: &mut sockeye::WebSocket<sockeye::MaybeTlsStream>) -> serde_json::Value {
+    match ws.next().await.unwrap().unwrap() {
+        Message::Text(text) => serde_json::from_str(&text).unwrap(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn named_members_are_listed_and_told_of_joins_and_leaves() {
+    support::bounded(async {
+        let relay = Relay::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = relay.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let relay = served.clone();
+                tokio::spawn(async move {
+                    let (ws, request) =
+                        ServerBuilder::new().accept_with_request(tcp).await.unwrap();
+                    // The test's own convention: the name is the whole query.
+                    let name = request.uri().query().map(str::to_owned);
+                    let _ = relay
+                        .serve_named_until(ws, "p", name.as_deref(), std::future::pending())
+                        .await;
+                });
+            }
+        });
+        let url = |name: &str| format!("ws://{addr}/{name}");
+        let mut ann = member(&url("?ann"), false).await;
+        let list = json(&mut ann).await;
+        assert_eq!(list["sockeye"], "presence");
+        assert_eq!(list["event"], "members");
+        assert_eq!(list["you"]["name"], "ann");
+        assert_eq!(list["members"].as_array().unwrap().len(), 1);
+
+        // An anonymous member is neither listed nor told anything.
+        let mut anonymous = member(&url(""), false).await;
+        until_members(&relay, "p", 2).await;
+        let mut bob = member(&url("?bob"), false).await;
+        let list = json(&mut bob).await;
+        let names: Vec<&str> = list["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["ann", "bob"]);
+        let joined = json(&mut ann).await;
+        assert_eq!(joined["event"], "join");
+        assert_eq!(joined["member"]["name"], "bob");
+        assert_eq!(joined["member"]["id"], list["you"]["id"]);
+
+        // Room messages go on as before, to everyone.
+        anonymous.send(Message::text("plain")).await.unwrap();
+        assert_eq!(ann.next().await.unwrap().unwrap(), Message::text("plain"));
+        assert_eq!(bob.next().await.unwrap().unwrap(), Message::text("plain"));
+
+        bob.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+        let left = json(&mut ann).await;
+        assert_eq!(left["event"], "leave");
+        assert_eq!(left["member"]["name"], "bob");
+        // The anonymous member saw no presence message: its next message is a room message.
+        ann.send(Message::text("after")).await.unwrap();
+        assert_eq!(
+            anonymous.next().await.unwrap().unwrap(),
+            Message::text("after")
+        );
+    })
+    .await;
+}

@@ -340,7 +340,7 @@ async fn handle(
         }
     }
     let upgrade = lock(&handover.upgrade).take();
-    let Some((websocket, path)) = upgrade else {
+    let Some((websocket, path, name)) = upgrade else {
         return;
     };
     let ws = match websocket.await {
@@ -355,7 +355,7 @@ async fn handle(
         echo(ws, shared.shutdown.clone()).await
     } else {
         let room = room_name(&path).unwrap_or("lobby").to_owned();
-        member(ws, &shared, &room).await
+        member(ws, &shared, &room, name.as_deref()).await
     };
     match result {
         Ok(()) => tracing::info!(%peer, "disconnected"),
@@ -368,7 +368,7 @@ struct Handover {
     /// The connection's place among those opening, given back at its first request head.
     opening: Mutex<Option<OwnedSemaphorePermit>>,
     /// An accepted upgrade and its path: the WebSocket to run once hyper lets the connection go.
-    upgrade: Mutex<Option<(PendingUpgrade, String)>>,
+    upgrade: Mutex<Option<(PendingUpgrade, String, Option<String>)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -442,7 +442,8 @@ fn answer(
         Resource::WebSocket => match shared.server.upgrade(&mut request) {
             Ok((response, websocket)) => {
                 let path = request.uri().path().to_owned();
-                *lock(&handover.upgrade) = Some((websocket, path));
+                let name = display_name(request.uri().query());
+                *lock(&handover.upgrade) = Some((websocket, path, name));
                 response
             }
             Err(refused) => {
@@ -487,17 +488,70 @@ async fn echo(mut ws: Ws, mut shutdown: watch::Receiver<bool>) -> Result<(), soc
     }
 }
 
-async fn member(ws: Ws, shared: &Shared, room: &str) -> Result<(), sockeye::Error> {
+/// The `name` of a room URL's query (`/rooms/lobby?name=ann`): a member that gives one takes
+/// part in presence (the relay lists it and tells it who joins and leaves).
+fn display_name(query: Option<&str>) -> Option<String> {
+    let query = query?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "name").then(|| percent_decode(value))
+    })
+}
+
+/// `%XX` escapes and `+` decoded, as a browser's `encodeURIComponent` or form encoding writes
+/// them; what is not valid UTF-8 afterwards is replaced.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |at: usize| bytes.get(at).and_then(|d| char::from(*d).to_digit(16));
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push(u8::try_from(high * 16 + low).unwrap_or(b'?'));
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn member(
+    ws: Ws,
+    shared: &Shared,
+    room: &str,
+    name: Option<&str>,
+) -> Result<(), sockeye::Error> {
     let mut shutdown = shared.shutdown.clone();
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    shared.rooms.serve_until(ws, room, stop).await
+    shared.rooms.serve_named_until(ws, room, name, stop).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_names_from_the_query() {
+        assert_eq!(display_name(Some("name=ann")).as_deref(), Some("ann"));
+        assert_eq!(
+            display_name(Some("x=1&name=caf%C3%A9+au+lait")).as_deref(),
+            Some("caf\u{e9} au lait")
+        );
+        assert_eq!(display_name(Some("name=100%")).as_deref(), Some("100%"));
+        assert_eq!(display_name(Some("other=1")), None);
+        assert_eq!(display_name(None), None);
+    }
 
     #[test]
     fn room_names() {
