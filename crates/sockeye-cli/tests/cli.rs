@@ -270,7 +270,12 @@ async fn serve_answers_plain_requests_by_route() {
 async fn two_clients_in_one_room() {
     let (_server, addr) = start(&["serve", "127.0.0.1:0"]);
     let url = format!("ws://{addr}/rooms/test");
-    let (mut a, _) = sockeye::connect(&url).await.unwrap();
+    // a has a name: the room's member list it is sent says it has joined.
+    let (mut a, _) = sockeye::connect(&format!("{url}?name=a")).await.unwrap();
+    match a.next().await.unwrap().unwrap() {
+        Message::Text(text) => assert!(text.contains(r#""event":"members""#), "{text}"),
+        other => panic!("expected the member list, got {other:?}"),
+    }
     let (mut b, _) = sockeye::connect(&url).await.unwrap();
     let (mut elsewhere, _) = sockeye::connect(&format!("ws://{addr}/rooms/other"))
         .await
