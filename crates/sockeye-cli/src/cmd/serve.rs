@@ -81,7 +81,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         ("http", "ws")
     };
     if args.echo {
-        eprintln!("sockeye serve: echo server on {ws}://{addr}/ (Ctrl-C to stop)");
+        eprintln!(
+            "sockeye serve: echo server on {ws}://{addr}/, its page at {http}://{addr}/ (Ctrl-C to stop)"
+        );
     } else {
         let shared_over = if args.redis.is_some() {
             ", shared over Redis"
