@@ -276,8 +276,13 @@ where
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("{reason}\n"),
         ));
+        let mut response = refusal.response().clone().map(R::from);
+        // HTTP/2 has no Connection header (RFC 9113 section 8.2.2).
+        if accepted.request.version() == Version::HTTP_2 {
+            response.headers_mut().remove(http::header::CONNECTION);
+        }
         return Err(Refused {
-            response: refusal.response().clone().map(R::from),
+            response,
             error: Error::from(std::io::Error::other(reason)),
         });
     };
