@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use sockeye::{CloseCode, Message};
 
+#[path = "../../sockeye/tests/support/h2_client.rs"]
+mod h2_client;
 #[path = "../../sockeye/tests/support/mod.rs"]
 mod support;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1379,4 +1381,108 @@ async fn forward_to_and_from_unix_sockets() {
     ws.send(Message::binary(&b"hello"[..])).await.unwrap();
     let echoed = support::bounded(ws.next()).await.unwrap().unwrap();
     assert_eq!(echoed, Message::binary(&b"hello"[..]));
+}
+
+/// A TLS client that trusts `ca_pem` and offers `alpn`.
+fn tls_connector(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    use sockeye::rustls::pki_types::CertificateDer;
+    use sockeye::rustls::pki_types::pem::PemObject;
+    let mut roots = sockeye::rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(sockeye::rustls::crypto::ring::default_provider());
+    let mut config = sockeye::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+async fn tls_to(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = sockeye::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+#[tokio::test]
+async fn http2_and_http11_members_share_a_room_on_one_tls_port() {
+    support::bounded(Box::pin(async {
+        let dir = support::TempDir::new("cli-h2");
+        let (ca, chain, key) = certificates(&dir);
+        let (_server, addr) = start(&[
+            "serve",
+            "--tls-cert",
+            &chain,
+            "--tls-key",
+            &key,
+            "127.0.0.1:0",
+        ]);
+        let ca_pem = std::fs::read_to_string(&ca).unwrap();
+        let port = addr.port();
+        let room = format!("https://localhost:{port}/rooms/mixed");
+
+        // Two WebSockets on one HTTP/2 connection, chosen by ALPN.
+        let tls = tls_to(&tls_connector(&ca_pem, &[b"h2", b"http/1.1"]), addr).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (sender, _driver) = h2_client::h2_connect(tls).await;
+        let (head, a) = h2_client::Client::open(&sender, h2_client::extended_connect(&room)).await;
+        assert_eq!(head.status(), http::StatusCode::OK);
+        let mut a = a.unwrap();
+        let (head, c) = h2_client::Client::open(&sender, h2_client::extended_connect(&room)).await;
+        assert_eq!(head.status(), http::StatusCode::OK);
+        let mut c = c.unwrap();
+        // A route without a WebSocket: 404 over HTTP/2 too.
+        let (head, _) = h2_client::Client::open(
+            &sender,
+            h2_client::extended_connect(&format!("https://localhost:{port}/nowhere")),
+        )
+        .await;
+        assert_eq!(head.status(), http::StatusCode::NOT_FOUND);
+
+        // An HTTP/1.1 member on the same port (the library's client offers ALPN http/1.1).
+        let tls_config = sockeye::TlsConfig::new()
+            .add_root_pem(ca_pem.as_bytes())
+            .unwrap();
+        let (mut b, _) = sockeye::ClientBuilder::new(format!("wss://localhost:{port}/rooms/mixed"))
+            .tls(tls_config)
+            .connect()
+            .await
+            .unwrap();
+
+        b.send(Message::text("from http/1.1")).await.unwrap();
+        assert_eq!(a.message().await, Message::text("from http/1.1"));
+        assert_eq!(c.message().await, Message::text("from http/1.1"));
+        a.send(Message::text("from h2")).await;
+        assert_eq!(b.next().await.unwrap().unwrap(), Message::text("from h2"));
+        assert_eq!(c.message().await, Message::text("from h2"));
+
+        // HTTP/1.1 without ALPN at all, on the same port.
+        let mut plain = tls_to(&tls_connector(&ca_pem, &[]), addr).await;
+        assert_eq!(plain.get_ref().1.alpn_protocol(), None);
+        plain
+            .write_all(
+                format!(
+                    "GET /rooms/mixed HTTP/1.1\r\nHost: localhost:{port}\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                     Sec-WebSocket-Version: 13\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut head = vec![0u8; 12];
+        plain.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 101");
+
+        b.close(CloseCode::NORMAL, "").await.unwrap();
+        a.close().await;
+        c.close().await;
+    }))
+    .await;
 }

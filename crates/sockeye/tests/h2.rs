@@ -2,24 +2,22 @@
 //! with `http2_builder`, and the `h2` crate as the client, over loopback sockets. The client side
 //! drives the core's `Connection` by hand over the h2 stream.
 
+#[path = "support/h2_client.rs"]
+mod h2_client;
 mod support;
 
 use std::convert::Infallible;
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-use h2::client::SendRequest;
-use h2::{RecvStream, SendStream};
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use bytes::Bytes;
+use h2_client::{Client, extended_connect, h2_connect};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use sockeye::{DeflateConfig, ServerBuilder};
-use sockeye_proto::extension::header::parse_extensions;
-use sockeye_proto::{CloseCode, CloseFrame, Config, Connection, Event, Message, Progress, Role};
+use sockeye::{DeflateConfig, Message, ServerBuilder};
 use support::bounded;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -76,164 +74,6 @@ fn handle(server: &ServerBuilder, mut request: Request<Incoming>) -> Response<Fu
     }
 }
 
-/// An HTTP/2 connection to `addr`, once the server's SETTINGS are in (the PONG to our PING
-/// comes after them), and the task driving it.
-async fn h2_connect(
-    addr: SocketAddr,
-) -> (
-    SendRequest<Bytes>,
-    tokio::task::JoinHandle<Result<(), h2::Error>>,
-) {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (send, mut connection) = h2::client::handshake(tcp).await.unwrap();
-    let mut ping = connection.ping_pong().unwrap();
-    let driver = tokio::spawn(connection);
-    ping.ping(h2::Ping::opaque()).await.unwrap();
-    assert!(send.is_extended_connect_protocol_enabled());
-    (send, driver)
-}
-
-fn extended_connect(addr: SocketAddr, path: &str) -> Request<()> {
-    let mut request = Request::builder()
-        .method(Method::CONNECT)
-        .uri(format!("http://{addr}{path}"))
-        .header(header::SEC_WEBSOCKET_VERSION, "13")
-        .body(())
-        .unwrap();
-    request
-        .extensions_mut()
-        .insert(h2::ext::Protocol::from_static("websocket"));
-    request
-}
-
-/// A client WebSocket on an h2 stream: the core's connection driven by hand.
-struct Client {
-    send: SendStream<Bytes>,
-    recv: RecvStream,
-    conn: Connection,
-    buf: BytesMut,
-    more: bool,
-    eof: bool,
-}
-
-impl Client {
-    /// Opens the stream; the response's status and headers, and the client if it is 200.
-    async fn open(
-        sender: &SendRequest<Bytes>,
-        request: Request<()>,
-    ) -> (Response<()>, Option<Self>) {
-        let mut sender = sender.clone().ready().await.unwrap();
-        let (response, send) = sender.send_request(request, false).unwrap();
-        let response = response.await.unwrap();
-        let (parts, recv) = response.into_parts();
-        let head = Response::from_parts(parts, ());
-        if head.status() != StatusCode::OK {
-            return (head, None);
-        }
-        let mut conn = Connection::new(Role::Client, Config::default(), Instant::now());
-        let offers = parse_extensions(
-            head.headers()
-                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
-                .iter()
-                .map(|v| v.to_str().unwrap()),
-        )
-        .unwrap();
-        if let Some(answer) = offers.first() {
-            let deflate = DeflateConfig::new().accept_response(answer).unwrap();
-            conn = conn.with_extension(Box::new(deflate));
-        }
-        let client = Self {
-            send,
-            recv,
-            conn,
-            buf: BytesMut::new(),
-            more: false,
-            eof: false,
-        };
-        (head, Some(client))
-    }
-
-    async fn flush(&mut self) -> Result<(), h2::Error> {
-        while let Some(mut bytes) = self.conn.poll_transmit() {
-            while !bytes.is_empty() {
-                self.send.reserve_capacity(bytes.len());
-                let granted = poll_fn(|cx| self.send.poll_capacity(cx))
-                    .await
-                    .expect("stream open")?;
-                let chunk = bytes.split_to(granted.min(bytes.len()));
-                self.send.send_data(chunk, false)?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn send(&mut self, message: Message) {
-        self.conn.send(message).unwrap();
-        self.flush().await.unwrap();
-    }
-
-    /// The next event; `None` once the stream ended and nothing is left.
-    async fn next(&mut self) -> Option<Event> {
-        loop {
-            if let Some(event) = self.conn.poll_event() {
-                return Some(event);
-            }
-            self.flush().await.ok()?;
-            if self.more {
-                self.more =
-                    self.conn.handle_bytes(&mut self.buf, Instant::now()) == Progress::Paused;
-                continue;
-            }
-            if self.eof {
-                return None;
-            }
-            match self.recv.data().await {
-                Some(Ok(data)) => {
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    self.buf.extend_from_slice(&data);
-                    self.more = true;
-                }
-                Some(Err(e)) => panic!("the stream failed: {e}"),
-                None => {
-                    assert!(self.recv.is_end_stream());
-                    self.conn.handle_eof();
-                    self.eof = true;
-                }
-            }
-        }
-    }
-
-    async fn message(&mut self) -> Message {
-        match self.next().await {
-            Some(Event::Message(message)) => message,
-            other => panic!("expected a message, got {other:?}"),
-        }
-    }
-
-    /// The close handshake: Close 1000, the server's Close, then the stream ends both ways
-    /// with `END_STREAM` (no reset).
-    async fn close(mut self) {
-        self.conn
-            .close(
-                Instant::now(),
-                Some(CloseFrame::new(CloseCode::NORMAL, "bye").unwrap()),
-            )
-            .unwrap();
-        let closed = loop {
-            match self.next().await {
-                Some(Event::Closed(closed)) => break closed,
-                Some(_) => {}
-                None => panic!("the stream ended before the Close"),
-            }
-        };
-        assert_eq!(closed.code(), CloseCode::NORMAL);
-        self.send.send_data(Bytes::new(), true).unwrap();
-        // The server ends its side of the stream: END_STREAM, not RST_STREAM.
-        assert!(self.next().await.is_none());
-        assert!(self.recv.is_end_stream());
-    }
-}
-
 fn chat_deflate_server() -> ServerBuilder {
     ServerBuilder::new()
         .protocols(["chat"])
@@ -244,8 +84,8 @@ fn chat_deflate_server() -> ServerBuilder {
 async fn echo_over_an_extended_connect() {
     bounded(async {
         let addr = h2_server(chat_deflate_server()).await;
-        let (sender, _driver) = h2_connect(addr).await;
-        let mut request = extended_connect(addr, "/ws");
+        let (sender, _driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
+        let mut request = extended_connect(&format!("http://{addr}/ws"));
         let headers = request.headers_mut();
         headers.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
@@ -293,10 +133,11 @@ async fn echo_over_an_extended_connect() {
 async fn many_websockets_share_one_connection() {
     bounded(async {
         let addr = h2_server(ServerBuilder::new()).await;
-        let (sender, _driver) = h2_connect(addr).await;
+        let (sender, _driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
         let mut clients = Vec::new();
         for _ in 0..10 {
-            let (head, client) = Client::open(&sender, extended_connect(addr, "/ws")).await;
+            let (head, client) =
+                Client::open(&sender, extended_connect(&format!("http://{addr}/ws"))).await;
             assert_eq!(head.status(), StatusCode::OK);
             // Neither subprotocol nor extension offered: none selected.
             assert!(head.headers().get(header::SEC_WEBSOCKET_PROTOCOL).is_none());
@@ -324,10 +165,10 @@ async fn many_websockets_share_one_connection() {
 async fn refusals_over_h2() {
     bounded(async {
         let addr = h2_server(ServerBuilder::new()).await;
-        let (sender, _driver) = h2_connect(addr).await;
+        let (sender, _driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
 
         // The default Origin policy: browsers only from the server's own host.
-        let mut request = extended_connect(addr, "/ws");
+        let mut request = extended_connect(&format!("http://{addr}/ws"));
         request.headers_mut().insert(
             header::ORIGIN,
             HeaderValue::from_static("https://evil.example"),
@@ -338,11 +179,12 @@ async fn refusals_over_h2() {
         assert!(head.headers().get(header::CONNECTION).is_none());
 
         // A route without a WebSocket handler.
-        let (head, _) = Client::open(&sender, extended_connect(addr, "/nothing")).await;
+        let (head, _) =
+            Client::open(&sender, extended_connect(&format!("http://{addr}/nothing"))).await;
         assert_eq!(head.status(), StatusCode::NOT_FOUND);
 
         // The wrong version: 400 naming the version spoken, as over HTTP/1.1.
-        let mut request = extended_connect(addr, "/ws");
+        let mut request = extended_connect(&format!("http://{addr}/ws"));
         request
             .headers_mut()
             .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
@@ -351,7 +193,8 @@ async fn refusals_over_h2() {
         assert_eq!(head.headers()[header::SEC_WEBSOCKET_VERSION], "13");
 
         // The connection still serves WebSockets after the refusals.
-        let (head, client) = Client::open(&sender, extended_connect(addr, "/ws")).await;
+        let (head, client) =
+            Client::open(&sender, extended_connect(&format!("http://{addr}/ws"))).await;
         assert_eq!(head.status(), StatusCode::OK);
         let mut client = client.unwrap();
         client.send(Message::text("still here")).await;
@@ -365,9 +208,10 @@ async fn refusals_over_h2() {
 async fn a_stalled_websocket_does_not_stall_its_connection() {
     bounded(async {
         let addr = h2_server(ServerBuilder::new()).await;
-        let (sender, _driver) = h2_connect(addr).await;
+        let (sender, _driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
         // The server never reads this one: the client's sending stops at the stream's window.
-        let (head, stalled) = Client::open(&sender, extended_connect(addr, "/stall")).await;
+        let (head, stalled) =
+            Client::open(&sender, extended_connect(&format!("http://{addr}/stall"))).await;
         assert_eq!(head.status(), StatusCode::OK);
         let mut stalled = stalled.unwrap();
         let stuck = tokio::spawn(async move {
@@ -378,7 +222,8 @@ async fn a_stalled_websocket_does_not_stall_its_connection() {
         // Each message on the other stream is larger than a stream window; together they are
         // far more than the connection's window, so they pass only if the stalled stream does
         // not hold the connection's window.
-        let (head, client) = Client::open(&sender, extended_connect(addr, "/ws")).await;
+        let (head, client) =
+            Client::open(&sender, extended_connect(&format!("http://{addr}/ws"))).await;
         assert_eq!(head.status(), StatusCode::OK);
         let mut client = client.unwrap();
         for i in 0..12u8 {
@@ -400,11 +245,12 @@ async fn a_stalled_websocket_does_not_stall_its_connection() {
 async fn rapid_reset_closes_the_connection() {
     bounded(async {
         let addr = h2_server(ServerBuilder::new()).await;
-        let (sender, driver) = h2_connect(addr).await;
+        let (sender, driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
         let mut sender = sender.ready().await.unwrap();
         // Open streams and reset them at once, far more than the server lets pass.
         for _ in 0..(sockeye::hyper::H2_MAX_PENDING_ACCEPT_RESET_STREAMS * 20) {
-            let Ok((_, mut stream)) = sender.send_request(extended_connect(addr, "/ws"), false)
+            let Ok((_, mut stream)) =
+                sender.send_request(extended_connect(&format!("http://{addr}/ws")), false)
             else {
                 // The connection is gone already.
                 break;
