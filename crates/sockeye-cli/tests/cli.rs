@@ -1486,3 +1486,41 @@ async fn http2_and_http11_members_share_a_room_on_one_tls_port() {
     }))
     .await;
 }
+
+/// Interop with another implementation: Node's `http2` module as the client, speaking
+/// `conformance/h2/node-client.mjs`'s few lines of RFC 6455 over an extended CONNECT.
+#[test]
+fn node_http2_client_against_serve() {
+    let Some(node) = support::program("node") else {
+        return;
+    };
+    let dir = support::TempDir::new("cli-h2-node");
+    let (ca, chain, key) = certificates(&dir);
+    let (_server, addr) = start(&[
+        "serve",
+        "--echo",
+        "--tls-cert",
+        &chain,
+        "--tls-key",
+        &key,
+        "127.0.0.1:0",
+    ]);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../conformance/h2/node-client.mjs"
+    );
+    let out = Command::new(node)
+        .arg(script)
+        .arg(format!("https://localhost:{}/echo", addr.port()))
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok:"));
+}
