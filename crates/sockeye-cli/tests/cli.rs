@@ -1524,3 +1524,44 @@ fn node_http2_client_against_serve() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok:"));
 }
+
+#[tokio::test]
+async fn ctrl_c_closes_http2_websockets_with_1001_and_exits() {
+    let dir = support::TempDir::new("cli-h2-stop");
+    let (ca, chain, key) = certificates(&dir);
+    let (server, addr) = start(&[
+        "serve",
+        "--tls-cert",
+        &chain,
+        "--tls-key",
+        &key,
+        "127.0.0.1:0",
+    ]);
+    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    let tls = tls_to(&tls_connector(&ca_pem, &[b"h2"]), addr).await;
+    let (sender, _driver) = h2_client::h2_connect(tls).await;
+    let room = format!("https://localhost:{}/rooms/lobby", addr.port());
+    let (head, ws) = h2_client::Client::open(&sender, h2_client::extended_connect(&room)).await;
+    assert_eq!(head.status(), http::StatusCode::OK);
+    let mut ws = ws.unwrap();
+    ws.send(Message::text("ping")).await;
+    signal(&server, "-INT");
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(sockeye::proto::Event::Closed(closed)) => break closed,
+                Some(_) => {}
+                None => panic!("the stream ended without a Close"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed.code(), CloseCode::GOING_AWAY);
+    ws.end().await;
+    // The connection ends with its last stream: the server exits before its grace period.
+    let (code, _, _) = tokio::task::spawn_blocking(move || finish(server, Duration::from_secs(4)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}

@@ -117,10 +117,11 @@ impl Client {
     /// The next event; `None` once the stream ended and nothing is left.
     pub async fn next(&mut self) -> Option<Event> {
         loop {
+            // Answers (a Pong, the Close in reply) go out before the event is handed over.
+            self.flush().await.ok()?;
             if let Some(event) = self.conn.poll_event() {
                 return Some(event);
             }
-            self.flush().await.ok()?;
             if self.more {
                 self.more =
                     self.conn.handle_bytes(&mut self.buf, Instant::now()) == Progress::Paused;
@@ -169,8 +170,13 @@ impl Client {
             }
         };
         assert_eq!(closed.code(), CloseCode::NORMAL);
+        self.end().await;
+    }
+
+    /// After the close handshake: ends our side of the stream, then expects the server's side
+    /// to end with `END_STREAM` (no reset).
+    pub async fn end(mut self) {
         self.send.send_data(Bytes::new(), true).unwrap();
-        // The server ends its side of the stream: END_STREAM, not RST_STREAM.
         assert!(self.next().await.is_none());
         assert!(self.recv.is_end_stream());
     }
