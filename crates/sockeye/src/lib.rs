@@ -74,6 +74,8 @@ mod client;
 mod config;
 mod driver;
 mod error;
+#[cfg(feature = "http2")]
+pub mod http2;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod net;

@@ -384,6 +384,27 @@ impl TlsConfig {
         Ok(stream)
     }
 
+    /// Runs the TLS handshake over `stream` for `host`, offering ALPN `h2` only (an HTTP/2
+    /// client, RFC 8441); `Ok(None)` when the server did not choose `h2`.
+    #[cfg(feature = "http2")]
+    pub(crate) async fn connect_h2<S>(
+        &self,
+        host: &str,
+        stream: S,
+    ) -> Result<Option<tokio_rustls::client::TlsStream<S>>, TlsHandshakeError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut config = ClientConfig::clone(&*self.client_config()?);
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let name = server_name(host)?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, stream)
+            .await
+            .map_err(TlsHandshakeError::from_io)?;
+        Ok((stream.get_ref().1.alpn_protocol() == Some(b"h2")).then_some(stream))
+    }
+
     /// TLS over a blocking TCP connection, the handshake done before `deadline` (an I/O error
     /// of kind `TimedOut` or `WouldBlock` after it).
     #[cfg(feature = "blocking")]

@@ -271,3 +271,137 @@ async fn rapid_reset_closes_the_connection() {
     })
     .await;
 }
+
+// ---- The client: `ClientBuilder::connect_http2` and `Http2Connection` ----
+
+#[tokio::test]
+async fn the_client_opens_websockets_as_streams() {
+    bounded(Box::pin(async {
+        let addr = h2_server(chat_deflate_server()).await;
+        let (mut ws, response) = sockeye::ClientBuilder::new(format!("ws://{addr}/ws"))
+            .protocol("chat")
+            .deflate(DeflateConfig::new())
+            .connect_http2()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(ws.protocol(), Some("chat"));
+        assert_eq!(ws.extension(), Some("permessage-deflate"));
+        ws.send(Message::text("client over h2")).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("client over h2")
+        );
+        let big = vec![9u8; 900_000];
+        ws.send(Message::binary(big.clone())).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+        ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+        assert!(ws.next().await.is_none());
+
+        // Several WebSockets on one connection.
+        let connection = sockeye::http2::Http2Connection::open(&sockeye::ClientBuilder::new(
+            format!("ws://{addr}/"),
+        ))
+        .await
+        .unwrap();
+        let mut sockets = Vec::new();
+        for _ in 0..5 {
+            let (ws, _) = connection
+                .websocket(sockeye::ClientBuilder::new(format!("ws://{addr}/ws")))
+                .await
+                .unwrap();
+            sockets.push(ws);
+        }
+        for (i, ws) in sockets.iter_mut().enumerate() {
+            ws.send(Message::text(format!("{i}"))).await.unwrap();
+        }
+        for (i, ws) in sockets.iter_mut().enumerate() {
+            assert_eq!(
+                ws.next().await.unwrap().unwrap(),
+                Message::text(format!("{i}"))
+            );
+        }
+        // A refusal is the server's status and body.
+        let error = connection
+            .websocket(sockeye::ClientBuilder::new(format!("ws://{addr}/nothing")))
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), Some(StatusCode::NOT_FOUND), "{error}");
+        for mut ws in sockets {
+            ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+            assert!(ws.next().await.is_none());
+        }
+    }))
+    .await;
+}
+
+#[tokio::test]
+async fn the_client_says_when_http2_is_unavailable() {
+    bounded(async {
+        // HTTP/2 without the extended CONNECT.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let service = service_fn(|_request: Request<Incoming>| {
+                    std::future::ready(Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(
+                        "no websockets here\n",
+                    ))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        let error = sockeye::ClientBuilder::new(format!("ws://{addr}/ws"))
+            .connect_http2()
+            .await
+            .unwrap_err();
+        assert!(sockeye::http2::is_http2_unavailable(&error), "{error}");
+    })
+    .await;
+}
+
+/// Interop: Node's `http2` server with `enableConnectProtocol`, echoing WebSocket frames
+/// (`conformance/h2/node-server.mjs`), and our client.
+#[tokio::test]
+async fn the_client_against_nodes_http2_server() {
+    let Some(node) = support::program("node") else {
+        return;
+    };
+    bounded(async {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../conformance/h2/node-server.mjs"
+        );
+        let mut child = tokio::process::Command::new(node)
+            .arg(script)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            child.stdout.take().unwrap(),
+        ));
+        let port: u16 = lines.next_line().await.unwrap().unwrap().parse().unwrap();
+        let (mut ws, response) = sockeye::ClientBuilder::new(format!("ws://127.0.0.1:{port}/echo"))
+            .protocol("chat")
+            .connect_http2()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(ws.protocol(), Some("chat"));
+        ws.send(Message::text("hello node")).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("hello node")
+        );
+        let big: Vec<u8> = (0..300_000u32).map(|i| i.to_le_bytes()[0]).collect();
+        ws.send(Message::binary(big.clone())).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+        ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+        assert!(ws.next().await.is_none());
+    })
+    .await;
+}
