@@ -1565,3 +1565,55 @@ async fn ctrl_c_closes_http2_websockets_with_1001_and_exits() {
         .unwrap();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn connect_http2_uses_h2_when_offered_and_falls_back_when_not() {
+    let dir = support::TempDir::new("cli-h2-connect");
+    let (ca, chain, key) = certificates(&dir);
+    let (_tls_server, tls_addr) = start(&[
+        "serve",
+        "--echo",
+        "--tls-cert",
+        &chain,
+        "--tls-key",
+        &key,
+        "127.0.0.1:0",
+    ]);
+    let url = format!("wss://localhost:{}/", tls_addr.port());
+    let out = run(
+        &["-v", "connect", "--once", "--http2", "--cacert", &ca, &url],
+        "over h2\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over h2\n");
+    assert!(stderr(&out).contains("http=HTTP/2"), "{}", stderr(&out));
+    // Without --http2, HTTP/1.1 on the same port.
+    let out = run(
+        &["-v", "connect", "--once", "--cacert", &ca, &url],
+        "over h1\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over h1\n");
+    assert!(stderr(&out).contains("http=HTTP/1.1"), "{}", stderr(&out));
+
+    // A server without HTTP/2 (plain ws://, HTTP/1.1 only): HTTP/1.1 on a new connection.
+    let (_server, addr) = start(&["serve", "--echo", "127.0.0.1:0"]);
+    let out = run(
+        &[
+            "-v",
+            "connect",
+            "--once",
+            "--http2",
+            &format!("ws://{addr}/"),
+        ],
+        "fallback\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "fallback\n");
+    assert!(
+        stderr(&out).contains("falling back to HTTP/1.1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("http=HTTP/1.1"), "{}", stderr(&out));
+}

@@ -74,7 +74,15 @@ impl Http2Connection {
                     .ok_or_else(|| unavailable("the server did not choose h2 by ALPN"))?;
             Self::handshake(tls, deadline).await
         } else {
-            Self::handshake(tcp, deadline).await
+            // Prior knowledge: a server that does not answer in HTTP/2 has none.
+            Self::handshake(tcp, deadline).await.map_err(|e| {
+                if matches!(e.kind(), Kind::Timeout(_)) || is_http2_unavailable(&e) {
+                    e
+                } else {
+                    tracing::debug!(error = %e, "no HTTP/2 with prior knowledge");
+                    unavailable("the server does not speak HTTP/2 with prior knowledge")
+                }
+            })
         }
     }
 
