@@ -19,7 +19,9 @@ use crate::proxy::Proxy;
 use crate::socket::WebSocket;
 use crate::stream::MaybeTlsStream;
 #[cfg(feature = "rustls")]
-use crate::tls::{TlsConfig, TlsHandshakeError};
+use crate::tls::TlsConfig;
+#[cfg(all(feature = "rustls", feature = "blocking"))]
+use crate::tls::TlsHandshakeError;
 
 /// How much of a refusal's body is kept in the error.
 const REFUSAL_BODY_PREFIX: usize = 1024;
