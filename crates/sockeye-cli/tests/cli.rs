@@ -1434,9 +1434,31 @@ async fn http2_and_http11_members_share_a_room_on_one_tls_port() {
         let (head, a) = h2_client::Client::open(&sender, h2_client::extended_connect(&room)).await;
         assert_eq!(head.status(), http::StatusCode::OK);
         let mut a = a.unwrap();
-        let (head, c) = h2_client::Client::open(&sender, h2_client::extended_connect(&room)).await;
+        // As a browser sends it: the page's own https Origin passes the same-host policy
+        // (the host is the :authority), another site's does not.
+        let mut request = h2_client::extended_connect(&room);
+        let own = format!("https://localhost:{port}");
+        request
+            .headers_mut()
+            .insert(http::header::ORIGIN, own.parse().unwrap());
+        let (head, c) = h2_client::Client::open(&sender, request).await;
         assert_eq!(head.status(), http::StatusCode::OK);
         let mut c = c.unwrap();
+        let mut request = h2_client::extended_connect(&room);
+        request.headers_mut().insert(
+            http::header::ORIGIN,
+            http::HeaderValue::from_static("https://evil.example"),
+        );
+        let (head, _) = h2_client::Client::open(&sender, request).await;
+        assert_eq!(head.status(), http::StatusCode::FORBIDDEN);
+        // A page served over plain http may not reach the TLS rooms.
+        let mut request = h2_client::extended_connect(&room);
+        request.headers_mut().insert(
+            http::header::ORIGIN,
+            format!("http://localhost:{port}").parse().unwrap(),
+        );
+        let (head, _) = h2_client::Client::open(&sender, request).await;
+        assert_eq!(head.status(), http::StatusCode::FORBIDDEN);
         // A route without a WebSocket: 404 over HTTP/2 too.
         let (head, _) = h2_client::Client::open(
             &sender,
