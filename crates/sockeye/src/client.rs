@@ -186,8 +186,9 @@ impl ClientBuilder {
     pub async fn connect_http2(
         self,
     ) -> Result<(WebSocket<crate::http2::Http2Stream>, Response<()>), Error> {
-        let connection = crate::http2::Http2Connection::open(&self).await?;
-        connection.websocket(self).await
+        // Boxed: the TLS and HTTP/2 handshakes make large futures.
+        let connection = Box::pin(crate::http2::Http2Connection::open(&self)).await?;
+        Box::pin(connection.websocket(self)).await
     }
 
     /// The TCP connection (through the proxy, if any) to the URL's server, by `deadline`.

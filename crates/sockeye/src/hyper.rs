@@ -296,3 +296,102 @@ where
     });
     Ok((response, PendingUpgrade { inner }))
 }
+
+/// Serves one connection with hyper, for WebSocket connections only: HTTP/2 when TLS chose
+/// `h2` by ALPN ([`http2_builder`]; offer it with
+/// [`TlsAcceptorBuilder::alpn_protocols`](crate::TlsAcceptorBuilder::alpn_protocols)), HTTP/1.1
+/// with keep-alive otherwise. Every request goes to [`ServerBuilder::upgrade`]: each WebSocket
+/// it accepts is handed to `on_websocket` with its request head, in a task of its own; other
+/// requests get the refusal (426 to a plain HTTP/1.1 request, 405 to a plain HTTP/2 one).
+/// Returns when the connection ends (on HTTP/1.1, once it has been upgraded).
+///
+/// For a server that also serves pages, route in a hyper service of your own instead.
+///
+/// # Errors
+/// hyper's, as an I/O error: the connection failed or broke HTTP.
+pub async fn serve_connection<F, Fut>(
+    server: ServerBuilder,
+    stream: crate::MaybeTlsStream,
+    on_websocket: F,
+) -> Result<(), Error>
+where
+    F: Fn(WebSocket<Upgraded>, Request<()>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let h2 = stream.alpn_protocol() == Some(b"h2");
+    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        let head = {
+            let mut head = Request::new(());
+            *head.method_mut() = request.method().clone();
+            *head.uri_mut() = request.uri().clone();
+            *head.version_mut() = request.version();
+            *head.headers_mut() = request.headers().clone();
+            head
+        };
+        let response = match server.upgrade::<_, String>(&mut request) {
+            Ok((response, websocket)) => {
+                let on_websocket = on_websocket.clone();
+                tokio::spawn(async move {
+                    match websocket.await {
+                        Ok(ws) => on_websocket(ws, head).await,
+                        Err(e) => tracing::debug!(error = %e, "the upgrade did not complete"),
+                    }
+                });
+                response
+            }
+            Err(refused) => {
+                tracing::debug!(error = %refused.error(), "upgrade refused");
+                refused.into_response()
+            }
+        };
+        std::future::ready(Ok::<_, std::convert::Infallible>(
+            response.map(http_body_util_full),
+        ))
+    });
+    let io = TokioIo::new(stream);
+    let outcome = if h2 {
+        http2_builder().serve_connection(io, service).await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await
+    };
+    outcome.map_err(|e| Error::from(std::io::Error::other(e)))
+}
+
+/// A response body of one chunk.
+fn http_body_util_full(body: String) -> Full {
+    Full(Some(bytes::Bytes::from(body)))
+}
+
+/// A response body of one chunk, without a dependency on `http-body-util`.
+#[derive(Debug)]
+struct Full(Option<bytes::Bytes>);
+
+impl hyper::body::Body for Full {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Poll::Ready(
+            self.0
+                .take()
+                .filter(|data| !data.is_empty())
+                .map(|data| Ok(hyper::body::Frame::data(data))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(bytes::Bytes::is_empty)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.0.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}

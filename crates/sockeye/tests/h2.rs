@@ -405,3 +405,83 @@ async fn the_client_against_nodes_http2_server() {
     })
     .await;
 }
+
+/// `sockeye::hyper::serve_connection` over TLS: one port, HTTP/2 or HTTP/1.1 by ALPN; our
+/// client over both, and over HTTP/2 through TLS with ALPN.
+#[tokio::test]
+async fn one_tls_port_serves_both_versions() {
+    bounded(async {
+        let ca = support::Ca::new("h2 test ca");
+        let leaf = ca.server(&["localhost"]);
+        let tls = sockeye::TlsAcceptor::builder(leaf.chain_pem.as_bytes(), leaf.key_pem.as_bytes())
+            .unwrap()
+            .alpn_protocols(["h2", "http/1.1"])
+            .build()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = ServerBuilder::new().protocols(["chat"]);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (tls, server) = (tls.clone(), server.clone());
+                tokio::spawn(async move {
+                    let stream = sockeye::MaybeTlsStream::ServerTls(Box::new(
+                        tls.accept(tcp).await.unwrap(),
+                    ));
+                    let _ = sockeye::hyper::serve_connection(
+                        server,
+                        stream,
+                        |mut ws, request| async move {
+                            // Tell the client which version carried it.
+                            let version =
+                                format!("{:?} {}", request.version(), request.uri().path());
+                            ws.send(Message::text(version)).await.unwrap();
+                            while let Some(Ok(message)) = ws.next().await {
+                                if message.is_data() && ws.send(message).await.is_err() {
+                                    break;
+                                }
+                            }
+                        },
+                    )
+                    .await;
+                });
+            }
+        });
+        let client = |path: &str| {
+            sockeye::ClientBuilder::new(format!("wss://localhost:{port}{path}"))
+                .protocol("chat")
+                .tls(
+                    sockeye::TlsConfig::new()
+                        .add_root_pem(ca.pem().as_bytes())
+                        .unwrap(),
+                )
+        };
+
+        let (mut ws, response) = client("/two").connect_http2().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(ws.protocol(), Some("chat"));
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("HTTP/2.0 /two")
+        );
+        ws.send(Message::binary(vec![5u8; 400_000])).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::binary(vec![5u8; 400_000])
+        );
+        ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+        assert!(ws.next().await.is_none());
+
+        let (mut ws, response) = client("/one").connect().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(ws.protocol(), Some("chat"));
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("HTTP/1.1 /one")
+        );
+        ws.send(Message::text("h1")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("h1"));
+        ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+    })
+    .await;
+}
