@@ -57,6 +57,9 @@
 //! A route without a WebSocket handler should answer extended CONNECTs as it answers HTTP/1.1
 //! upgrades (404, say): a browser that was told the server speaks RFC 8441 does not fall back to
 //! HTTP/1.1.
+//!
+//! Without a hyper service of your own, [`serve_connection`] serves one TLS connection for
+//! WebSocket connections only, in whichever version ALPN chose.
 
 use std::fmt;
 use std::future::Future;

@@ -49,6 +49,7 @@
 //! | `proxy`    | yes | `Proxy` (HTTP CONNECT, SOCKS5, the proxy environment variables), [`Kind`]`::Proxy` | tokio-socks, base64 |
 //! | `blocking` | yes | `sockeye::blocking`: client and server over std's `Read + Write` | none |
 //! | `hyper`    | no  | `sockeye::hyper`: upgrades in a hyper 1 server, HTTP/1.1 and HTTP/2 (RFC 8441) | hyper, hyper-util |
+//! | `http2`    | no  | the client over HTTP/2 (RFC 8441): `ClientBuilder::connect_http2`, `sockeye::http2` (implies `rustls`) | h2 |
 //! | `axum`     | no  | `sockeye::axum::WebSocketUpgrade`, the axum 0.8 extractor (implies `hyper`) | axum-core |
 //!
 //! Without default features this is the tokio client and server over plain TCP (`ws://`;
