@@ -3,12 +3,15 @@
 // reason when it shuts down. A screenshot of the demo page goes to target/browser/demo.png.
 // Then the same over TLS: `serve --tls-cert/--tls-key` with a certificate made by `openssl` for
 // this run, which Chromium trusts by its public key hash only. Then two pages on two servers
-// that share their rooms through a real redis-server.
+// that share their rooms through a real redis-server. And over TLS, HTTP/2: the page comes over
+// h2 and Chromium opens the room WebSockets as RFC 8441 extended CONNECTs on that session, which
+// its own net log (--log-net-log) shows.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -217,6 +220,74 @@ test("the demo page over https: rooms over wss://", { timeout: 60_000 }, async (
   } finally {
     await browser.close();
     child.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The net log's events with their type names: `{ type, source, params }`. */
+function netLogEvents(file) {
+  const log = JSON.parse(readFileSync(file, "utf8"));
+  const names = Object.fromEntries(Object.entries(log.constants.logEventTypes).map(([name, id]) => [id, name]));
+  return log.events.map((event) => ({ ...event, type: names[event.type] }));
+}
+
+test("over https the page and its WebSockets share one HTTP/2 session (RFC 8441)", { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sockeye-browser-h2-"));
+  const { cert, key, hash } = makeCertificate(dir);
+  const netLog = join(dir, "netlog.json");
+  const { child, addr } = await startServer(["--tls-cert", cert, "--tls-key", key]);
+  const port = addr.split(":")[1];
+  const browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: [...chromiumArgs, `--ignore-certificate-errors-spki-list=${hash}`, `--log-net-log=${netLog}`],
+  });
+  try {
+    const url = `https://localhost:${port}/?room=h2test`;
+    const alice = await browser.newPage();
+    const bob = await browser.newPage();
+    for (const page of [alice, bob]) {
+      await page.goto(url);
+      await page.locator("#status", { hasText: "in room h2test" }).waitFor({ timeout: 10_000 });
+      const protocol = await page.evaluate(() => performance.getEntriesByType("navigation")[0].nextHopProtocol);
+      assert.equal(protocol, "h2");
+    }
+    await alice.fill("#text", "over an h2 stream");
+    await alice.click("#send");
+    await bob.locator("#log li", { hasText: "over an h2 stream" }).waitFor({ timeout: 10_000 });
+
+    // Larger than the HTTP/2 windows, and not compressible: 300 000 characters both ways.
+    for (const [from, to] of [[alice, bob], [bob, alice]]) {
+      const big = randomBytes(225_000).toString("base64");
+      await from.evaluate((text) => {
+        document.getElementById("text").value = text;
+        document.getElementById("send").click();
+      }, big);
+      await to.waitForFunction(
+        (text) => Array.from(document.querySelectorAll("#log li")).some((li) => li.textContent.includes(text)),
+        big,
+        { timeout: 10_000 },
+      );
+    }
+  } finally {
+    // The net log is complete once the browser has exited.
+    await browser.close();
+    child.kill("SIGKILL");
+  }
+  try {
+    const events = netLogEvents(netLog);
+    const sent = events.filter((e) => e.type === "HTTP2_SESSION_SEND_HEADERS");
+    const headers = (e) => e.params?.headers ?? [];
+    const connects = sent.filter((e) => headers(e).includes(":method: CONNECT") && headers(e).includes(":protocol: websocket"));
+    const pages = sent.filter((e) => headers(e).includes(":method: GET") && headers(e).includes(":path: /?room=h2test"));
+    assert.ok(connects.length >= 2, `two extended CONNECTs in the net log, found ${connects.length}`);
+    assert.ok(connects.every((e) => headers(e).includes(":path: /rooms/h2test")));
+    // On the session that carried the page.
+    const sessions = new Set(pages.map((e) => e.source.id));
+    assert.ok(connects.every((e) => sessions.has(e.source.id)), "the WebSockets went over the page's HTTP/2 session");
+    // And no WebSocket went as an HTTP/1.1 Upgrade.
+    const upgrades = events.filter((e) => /upgrade: websocket/i.test(JSON.stringify(e.params ?? {})));
+    assert.equal(upgrades.length, 0, JSON.stringify(upgrades.slice(0, 2)));
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });

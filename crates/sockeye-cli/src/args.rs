@@ -108,6 +108,11 @@ pub(crate) struct ConnectArgs {
     /// Print the handshake to stderr: the request and the response (a refusal's too).
     #[arg(long)]
     pub(crate) show_headers: bool,
+    /// Prefer HTTP/2 (RFC 8441): offer ALPN h2 (prior knowledge for ws://) and open the
+    /// WebSocket as a stream; HTTP/1.1 on a new connection when the server does not take it.
+    /// -v reports the version used.
+    #[arg(long)]
+    pub(crate) http2: bool,
     /// Reconnect when the connection drops, with backoff.
     #[arg(long)]
     pub(crate) reconnect: bool,

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use sockeye::{CloseCode, Message};
 
+#[path = "../../sockeye/tests/support/h2_client.rs"]
+mod h2_client;
+
 use sockeye_test_support::{self as support, redis_command, redis_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -1293,4 +1296,277 @@ async fn forward_to_and_from_unix_sockets() {
     ws.send(Message::binary(&b"hello"[..])).await.unwrap();
     let echoed = support::bounded(ws.next()).await.unwrap().unwrap();
     assert_eq!(echoed, Message::binary(&b"hello"[..]));
+}
+
+/// A TLS client that trusts `ca_pem` and offers `alpn`.
+fn tls_connector(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    use sockeye::rustls::pki_types::CertificateDer;
+    use sockeye::rustls::pki_types::pem::PemObject;
+    let mut roots = sockeye::rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(sockeye::rustls::crypto::ring::default_provider());
+    let mut config = sockeye::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+async fn tls_to(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = sockeye::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+#[tokio::test]
+async fn http2_and_http11_members_share_a_room_on_one_tls_port() {
+    support::bounded(Box::pin(async {
+        let certs = support::TlsFiles::new("cli-h2");
+        let (ca, chain, key) = (
+            certs.ca_file.clone(),
+            certs.chain_file.clone(),
+            certs.key_file.clone(),
+        );
+        let (_server, addr) = start(&[
+            "serve",
+            "--tls-cert",
+            &chain,
+            "--tls-key",
+            &key,
+            "127.0.0.1:0",
+        ]);
+        let ca_pem = std::fs::read_to_string(&ca).unwrap();
+        let port = addr.port();
+        let room = format!("https://localhost:{port}/rooms/mixed");
+
+        // Two WebSockets on one HTTP/2 connection, chosen by ALPN.
+        let tls = tls_to(&tls_connector(&ca_pem, &[b"h2", b"http/1.1"]), addr).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (sender, _driver) = h2_client::h2_connect(tls).await;
+        let (head, a) = h2_client::Client::open(&sender, h2_client::extended_connect(&room)).await;
+        assert_eq!(head.status(), http::StatusCode::OK);
+        let mut a = a.unwrap();
+        // As a browser sends it: the page's own https Origin passes the same-host policy
+        // (the host is the :authority), another site's does not.
+        let mut request = h2_client::extended_connect(&room);
+        let own = format!("https://localhost:{port}");
+        request
+            .headers_mut()
+            .insert(http::header::ORIGIN, own.parse().unwrap());
+        let (head, c) = h2_client::Client::open(&sender, request).await;
+        assert_eq!(head.status(), http::StatusCode::OK);
+        let mut c = c.unwrap();
+        let mut request = h2_client::extended_connect(&room);
+        request.headers_mut().insert(
+            http::header::ORIGIN,
+            http::HeaderValue::from_static("https://evil.example"),
+        );
+        let (head, _) = h2_client::Client::open(&sender, request).await;
+        assert_eq!(head.status(), http::StatusCode::FORBIDDEN);
+        // A page served over plain http may not reach the TLS rooms.
+        let mut request = h2_client::extended_connect(&room);
+        request.headers_mut().insert(
+            http::header::ORIGIN,
+            format!("http://localhost:{port}").parse().unwrap(),
+        );
+        let (head, _) = h2_client::Client::open(&sender, request).await;
+        assert_eq!(head.status(), http::StatusCode::FORBIDDEN);
+        // A route without a WebSocket: 404 over HTTP/2 too.
+        let (head, _) = h2_client::Client::open(
+            &sender,
+            h2_client::extended_connect(&format!("https://localhost:{port}/nowhere")),
+        )
+        .await;
+        assert_eq!(head.status(), http::StatusCode::NOT_FOUND);
+
+        // An HTTP/1.1 member on the same port (the library's client offers ALPN http/1.1).
+        let tls_config = sockeye::TlsConfig::new()
+            .add_root_pem(ca_pem.as_bytes())
+            .unwrap();
+        let (mut b, _) = sockeye::ClientBuilder::new(format!("wss://localhost:{port}/rooms/mixed"))
+            .tls(tls_config)
+            .connect()
+            .await
+            .unwrap();
+
+        b.send(Message::text("from http/1.1")).await.unwrap();
+        assert_eq!(a.message().await, Message::text("from http/1.1"));
+        assert_eq!(c.message().await, Message::text("from http/1.1"));
+        a.send(Message::text("from h2")).await;
+        assert_eq!(b.next().await.unwrap().unwrap(), Message::text("from h2"));
+        assert_eq!(c.message().await, Message::text("from h2"));
+
+        // HTTP/1.1 without ALPN at all, on the same port.
+        let mut plain = tls_to(&tls_connector(&ca_pem, &[]), addr).await;
+        assert_eq!(plain.get_ref().1.alpn_protocol(), None);
+        plain
+            .write_all(
+                format!(
+                    "GET /rooms/mixed HTTP/1.1\r\nHost: localhost:{port}\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                     Sec-WebSocket-Version: 13\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut head = vec![0u8; 12];
+        plain.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 101");
+
+        b.close(CloseCode::NORMAL, "").await.unwrap();
+        a.close().await;
+        c.close().await;
+    }))
+    .await;
+}
+
+/// Interop with another implementation: Node's `http2` module as the client, speaking
+/// `conformance/h2/node-client.mjs`'s few lines of RFC 6455 over an extended CONNECT.
+#[test]
+fn node_http2_client_against_serve() {
+    let Some(node) = support::program("node") else {
+        return;
+    };
+    let certs = support::TlsFiles::new("cli-h2-node");
+    let (ca, chain, key) = (
+        certs.ca_file.clone(),
+        certs.chain_file.clone(),
+        certs.key_file,
+    );
+    let (_server, addr) = start(&[
+        "serve",
+        "--echo",
+        "--tls-cert",
+        &chain,
+        "--tls-key",
+        &key,
+        "127.0.0.1:0",
+    ]);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../conformance/h2/node-client.mjs"
+    );
+    let out = Command::new(node)
+        .arg(script)
+        .arg(format!("https://localhost:{}/echo", addr.port()))
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok:"));
+}
+
+#[tokio::test]
+async fn ctrl_c_closes_http2_websockets_with_1001_and_exits() {
+    let certs = support::TlsFiles::new("cli-h2-stop");
+    let (ca, chain, key) = (
+        certs.ca_file.clone(),
+        certs.chain_file.clone(),
+        certs.key_file.clone(),
+    );
+    let (server, addr) = start(&[
+        "serve",
+        "--tls-cert",
+        &chain,
+        "--tls-key",
+        &key,
+        "127.0.0.1:0",
+    ]);
+    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    let tls = tls_to(&tls_connector(&ca_pem, &[b"h2"]), addr).await;
+    let (sender, _driver) = h2_client::h2_connect(tls).await;
+    let room = format!("https://localhost:{}/rooms/lobby", addr.port());
+    let (head, ws) = h2_client::Client::open(&sender, h2_client::extended_connect(&room)).await;
+    assert_eq!(head.status(), http::StatusCode::OK);
+    let mut ws = ws.unwrap();
+    ws.send(Message::text("ping")).await;
+    signal(&server, "-INT");
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(sockeye::proto::Event::Closed(closed)) => break closed,
+                Some(_) => {}
+                None => panic!("the stream ended without a Close"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed.code(), CloseCode::GOING_AWAY);
+    ws.end().await;
+    // The connection ends with its last stream: the server exits before its grace period.
+    let (code, _, _) = tokio::task::spawn_blocking(move || finish(server, Duration::from_secs(4)))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn connect_http2_uses_h2_when_offered_and_falls_back_when_not() {
+    let certs = support::TlsFiles::new("cli-h2-connect");
+    let (ca, chain, key) = (
+        certs.ca_file.clone(),
+        certs.chain_file.clone(),
+        certs.key_file,
+    );
+    let (_tls_server, tls_addr) = start(&[
+        "serve",
+        "--echo",
+        "--tls-cert",
+        &chain,
+        "--tls-key",
+        &key,
+        "127.0.0.1:0",
+    ]);
+    let url = format!("wss://localhost:{}/", tls_addr.port());
+    let out = run(
+        &["-v", "connect", "--once", "--http2", "--cacert", &ca, &url],
+        "over h2\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over h2\n");
+    assert!(stderr(&out).contains("http=HTTP/2"), "{}", stderr(&out));
+    // Without --http2, HTTP/1.1 on the same port.
+    let out = run(
+        &["-v", "connect", "--once", "--cacert", &ca, &url],
+        "over h1\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over h1\n");
+    assert!(stderr(&out).contains("http=HTTP/1.1"), "{}", stderr(&out));
+
+    // A server without HTTP/2 (plain ws://, HTTP/1.1 only): HTTP/1.1 on a new connection.
+    let (_server, addr) = start(&["serve", "--echo", "127.0.0.1:0"]);
+    let out = run(
+        &[
+            "-v",
+            "connect",
+            "--once",
+            "--http2",
+            &format!("ws://{addr}/"),
+        ],
+        "fallback\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "fallback\n");
+    assert!(
+        stderr(&out).contains("falling back to HTTP/1.1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("http=HTTP/1.1"), "{}", stderr(&out));
 }

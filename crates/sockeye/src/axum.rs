@@ -4,7 +4,7 @@
 //! use axum::Router;
 //! use axum::extract::State;
 //! use axum::response::Response;
-//! use axum::routing::get;
+//! use axum::routing::any;
 //! use sockeye::axum::WebSocketUpgrade;
 //! use sockeye::{DeflateConfig, ServerBuilder};
 //!
@@ -20,11 +20,16 @@
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let server = ServerBuilder::new().deflate(DeflateConfig::new());
-//! let app = Router::new().route("/chat", get(chat)).with_state(server);
+//! // `any`: an HTTP/1.1 upgrade is a GET, an HTTP/2 one (RFC 8441) a CONNECT.
+//! let app = Router::new().route("/chat", any(chat)).with_state(server);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
 //! axum::serve(listener, app).await
 //! # }
 //! ```
+//!
+//! Over HTTP/2 the request is an extended CONNECT: route it with `any` (or
+//! `get(chat).connect(chat)`), and serve HTTP/2 with `SETTINGS_ENABLE_CONNECT_PROTOCOL`
+//! advertised ([`crate::hyper::http2_builder`] has it; with `axum::serve`, HTTP/2 is not offered).
 
 use std::convert::Infallible;
 use std::fmt;
@@ -35,9 +40,8 @@ use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::Request;
 use http::request::Parts;
-use hyper::upgrade::OnUpgrade;
 
-use crate::hyper::Upgraded;
+use crate::hyper::{Head, Upgraded};
 use crate::server::ServerBuilder;
 use crate::socket::WebSocket;
 
@@ -45,23 +49,21 @@ use crate::socket::WebSocket;
 /// It never rejects; a request that is not a valid upgrade is answered (400, 426...) by
 /// [`accept`](Self::accept).
 pub struct WebSocketUpgrade {
-    head: Request<()>,
-    on_upgrade: Option<OnUpgrade>,
+    head: Head,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
-        let mut head = Request::new(());
-        *head.method_mut() = parts.method.clone();
-        *head.uri_mut() = parts.uri.clone();
-        *head.version_mut() = parts.version;
-        *head.headers_mut() = parts.headers.clone();
-        Ok(Self {
-            head,
-            on_upgrade: parts.extensions.remove::<OnUpgrade>(),
-        })
+        let head = Head::new(
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            &parts.headers,
+            &mut parts.extensions,
+        );
+        Ok(Self { head })
     }
 }
 
@@ -71,7 +73,9 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for WebSocketUpgrade {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Infallible> {
-        if !sockeye_proto::handshake::asks_for_websocket(&parts.headers) {
+        let extended_connect = parts.method == http::Method::CONNECT
+            && parts.extensions.get::<hyper::ext::Protocol>().is_some();
+        if !sockeye_proto::handshake::asks_for_websocket(&parts.headers) && !extended_connect {
             return Ok(None);
         }
         <Self as FromRequestParts<S>>::from_request_parts(parts, state)
@@ -83,7 +87,7 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for WebSocketUpgrade {
 impl WebSocketUpgrade {
     /// The request (method, URI, headers), to decide on before accepting.
     pub fn request(&self) -> &Request<()> {
-        &self.head
+        &self.head.request
     }
 
     /// Accepts with `server`'s settings (Origin policy, `on_request` callback, subprotocols,
@@ -94,7 +98,7 @@ impl WebSocketUpgrade {
         F: FnOnce(WebSocket<Upgraded>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        match crate::hyper::upgrade::<Body>(server, self.head, self.on_upgrade) {
+        match crate::hyper::upgrade::<Body>(server, self.head) {
             Ok((response, websocket)) => {
                 tokio::spawn(async move {
                     match websocket.await {
@@ -124,8 +128,9 @@ impl WebSocketUpgrade {
 impl fmt::Debug for WebSocketUpgrade {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebSocketUpgrade")
-            .field("uri", self.head.uri())
-            .field("upgradable", &self.on_upgrade.is_some())
+            .field("uri", self.head.request.uri())
+            .field("protocol", &self.head.protocol)
+            .field("upgradable", &self.head.on_upgrade.is_some())
             .finish()
     }
 }

@@ -19,7 +19,9 @@ use crate::proxy::Proxy;
 use crate::socket::WebSocket;
 use crate::stream::MaybeTlsStream;
 #[cfg(feature = "rustls")]
-use crate::tls::{TlsConfig, TlsHandshakeError};
+use crate::tls::TlsConfig;
+#[cfg(all(feature = "rustls", feature = "blocking"))]
+use crate::tls::TlsHandshakeError;
 
 /// How much of a refusal's body is kept in the error.
 const REFUSAL_BODY_PREFIX: usize = 1024;
@@ -160,25 +162,10 @@ impl ClientBuilder {
         if uri.is_secure() {
             return Err(no_tls());
         }
-        #[cfg(feature = "proxy")]
-        let proxy = self.proxy_for(&uri)?;
         // One budget for the whole opening, and the error says which stage ran out of it.
-        let timeout = self.config.handshake_timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now() + self.config.handshake_timeout;
         let expired = |stage| move |_| Error::new(Kind::Timeout(stage));
-        let tcp = tokio::time::timeout_at(deadline, async {
-            #[cfg(feature = "proxy")]
-            if let Some(proxy) = &proxy {
-                return proxy
-                    .connect(uri.host(), uri.port())
-                    .await
-                    .map_err(|error| Error::proxy(proxy, error));
-            }
-            Ok::<_, Error>(net::connect(uri.host(), uri.port(), Some(timeout)).await?)
-        })
-        .await
-        .map_err(expired(Timeout::Connect))??;
-        set_nodelay(&tcp, self.config.nodelay);
+        let tcp = self.open_tcp(&uri, deadline).await?;
         #[cfg(feature = "rustls")]
         let stream = if uri.is_secure() {
             let tls = tokio::time::timeout_at(deadline, self.tls.connect(uri.host(), tcp))
@@ -193,6 +180,65 @@ impl ClientBuilder {
         tokio::time::timeout_at(deadline, self.handshake(uri, stream))
             .await
             .map_err(expired(Timeout::Handshake))?
+    }
+
+    /// Opens a WebSocket over HTTP/2 (RFC 8441) on a new connection: see
+    /// [`Http2Connection`](crate::http2::Http2Connection) to open several on one.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); an error for which
+    /// [`is_http2_unavailable`](crate::http2::is_http2_unavailable) holds when the server does
+    /// not take WebSocket connections over HTTP/2.
+    #[cfg(feature = "http2")]
+    pub async fn connect_http2(
+        self,
+    ) -> Result<(WebSocket<crate::http2::Http2Stream>, Response<()>), Error> {
+        // Boxed: the TLS and HTTP/2 handshakes make large futures.
+        let connection = Box::pin(crate::http2::Http2Connection::open(&self)).await?;
+        Box::pin(connection.websocket(self)).await
+    }
+
+    /// The TCP connection (through the proxy, if any) to the URL's server, by `deadline`.
+    pub(crate) async fn open_tcp(
+        &self,
+        uri: &WsUri,
+        deadline: tokio::time::Instant,
+    ) -> Result<tokio::net::TcpStream, Error> {
+        #[cfg(feature = "proxy")]
+        let proxy = self.proxy_for(uri)?;
+        let timeout = self.config.handshake_timeout;
+        let tcp = tokio::time::timeout_at(deadline, async {
+            #[cfg(feature = "proxy")]
+            if let Some(proxy) = &proxy {
+                return proxy
+                    .connect(uri.host(), uri.port())
+                    .await
+                    .map_err(|error| Error::proxy(proxy, error));
+            }
+            Ok::<_, Error>(net::connect(uri.host(), uri.port(), Some(timeout)).await?)
+        })
+        .await
+        .map_err(|_| Error::new(Kind::Timeout(Timeout::Connect)))??;
+        set_nodelay(&tcp, self.config.nodelay);
+        Ok(tcp)
+    }
+
+    /// The URL given.
+    #[cfg(feature = "http2")]
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The WebSocket settings.
+    #[cfg(feature = "http2")]
+    pub(crate) fn websocket_config(&self) -> &WebSocketConfig {
+        &self.config
+    }
+
+    /// The TLS settings.
+    #[cfg(feature = "http2")]
+    pub(crate) fn tls_config(&self) -> &TlsConfig {
+        &self.tls
     }
 
     /// Connects without an async runtime: the blocking
@@ -323,15 +369,20 @@ impl ClientBuilder {
 
     /// The handshake's first half, without I/O: the request to send.
     pub(crate) fn begin(&self, uri: WsUri) -> Result<(ClientHandshake, Vec<u8>), Error> {
-        let handshake = ClientHandshake::new(uri)
+        let handshake = self.client_handshake(uri)?;
+        let mut request = Vec::with_capacity(256);
+        handshake.encode_request(&mut request)?;
+        Ok((handshake, request))
+    }
+
+    /// The core's handshake with this builder's options.
+    pub(crate) fn client_handshake(&self, uri: WsUri) -> Result<ClientHandshake, Error> {
+        Ok(ClientHandshake::new(uri)
             .map_err(|e| Error::from(std::io::Error::other(e.to_string())))?
             .origin(self.origin.clone())
             .protocols(self.protocols.clone())
             .extensions(self.deflate.iter().map(DeflateConfig::offer).collect())
-            .headers(self.headers.clone());
-        let mut request = Vec::with_capacity(256);
-        handshake.encode_request(&mut request)?;
-        Ok((handshake, request))
+            .headers(self.headers.clone()))
     }
 
     /// Reads the server's answer from `buf`: `None` until it is whole.

@@ -48,7 +48,8 @@
 //! | `rustls`   | yes | `wss://`, `TlsConfig`, `TlsAcceptor`, `ServerBuilder::tls`, [`Kind`]`::Tls` | rustls, tokio-rustls, webpki-roots, rustls-native-certs |
 //! | `proxy`    | yes | `Proxy` (HTTP CONNECT, SOCKS5, the proxy environment variables), [`Kind`]`::Proxy` | tokio-socks, base64 |
 //! | `blocking` | yes | `sockeye::blocking`: client and server over std's `Read + Write` | none |
-//! | `hyper`    | no  | `sockeye::hyper`: upgrades in a hyper 1 server | hyper, hyper-util |
+//! | `hyper`    | no  | `sockeye::hyper`: upgrades in a hyper 1 server, HTTP/1.1 and HTTP/2 (RFC 8441) | hyper, hyper-util |
+//! | `http2`    | no  | the client over HTTP/2 (RFC 8441): `ClientBuilder::connect_http2`, `sockeye::http2` (implies `rustls`) | h2 |
 //! | `axum`     | no  | `sockeye::axum::WebSocketUpgrade`, the axum 0.8 extractor (implies `hyper`) | axum-core |
 //!
 //! Without default features this is the tokio client and server over plain TCP (`ws://`;
@@ -74,6 +75,8 @@ mod client;
 mod config;
 mod driver;
 mod error;
+#[cfg(feature = "http2")]
+pub mod http2;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod net;

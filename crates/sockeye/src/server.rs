@@ -287,8 +287,7 @@ impl ServerBuilder {
     where
         R: From<String>,
     {
-        let (head, on_upgrade) = crate::hyper::take_head(request);
-        crate::hyper::upgrade(self, head, on_upgrade)
+        crate::hyper::upgrade(self, crate::hyper::take_head(request))
     }
 
     fn permit(&self) -> Option<OwnedSemaphorePermit> {

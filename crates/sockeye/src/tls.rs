@@ -400,6 +400,27 @@ impl TlsConfig {
         Ok(stream)
     }
 
+    /// Runs the TLS handshake over `stream` for `host`, offering ALPN `h2` only (an HTTP/2
+    /// client, RFC 8441); `Ok(None)` when the server did not choose `h2`.
+    #[cfg(feature = "http2")]
+    pub(crate) async fn connect_h2<S>(
+        &self,
+        host: &str,
+        stream: S,
+    ) -> Result<Option<tokio_rustls::client::TlsStream<S>>, TlsHandshakeError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut config = ClientConfig::clone(&*self.client_config()?);
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let name = server_name(host)?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, stream)
+            .await
+            .map_err(TlsHandshakeError::from_io)?;
+        Ok((stream.get_ref().1.alpn_protocol() == Some(b"h2")).then_some(stream))
+    }
+
     /// TLS over a blocking TCP connection, the handshake done before `deadline` (an I/O error
     /// of kind `TimedOut` or `WouldBlock` after it).
     #[cfg(feature = "blocking")]
@@ -618,7 +639,8 @@ impl TlsAcceptor {
         TlsAcceptorBuilder::from_pem(chain_pem, key_pem)
     }
 
-    /// A rustls configuration of the caller's own (set its ALPN to `http/1.1`).
+    /// A rustls configuration of the caller's own (set its ALPN to `http/1.1`, or to `h2` and
+    /// `http/1.1` as [`TlsAcceptorBuilder::alpn_protocols`] says).
     pub fn from_rustls(config: Arc<ServerConfig>) -> Self {
         Self {
             config: Arc::new(RwLock::new(config)),
@@ -672,10 +694,15 @@ pub struct TlsAcceptorBuilder {
     identity: Identity,
     client_roots: Option<RootCertStore>,
     client_auth_optional: bool,
+    alpn: Vec<Vec<u8>>,
 }
 
 impl TlsAcceptorBuilder {
-    fn from_pem_files(
+    /// From a PEM certificate chain file (leaf first) and a PEM private key file.
+    ///
+    /// # Errors
+    /// As [`TlsAcceptor::from_pem_files`].
+    pub fn from_pem_files(
         chain: impl AsRef<Path>,
         key: impl AsRef<Path>,
     ) -> Result<Self, TlsSetupError> {
@@ -687,7 +714,23 @@ impl TlsAcceptorBuilder {
             identity: Identity::from_pem(chain_pem, key_pem)?,
             client_roots: None,
             client_auth_optional: false,
+            alpn: vec![ALPN_HTTP11.to_vec()],
         })
+    }
+
+    /// The application protocols offered by ALPN, in order of preference; `http/1.1` alone
+    /// by default. Offer `h2` only where the connection is then served by an HTTP/2 server
+    /// that takes extended CONNECTs (`sockeye::hyper::http2_builder`, feature `hyper`) when the
+    /// client picks it ([`tokio_rustls::server::TlsStream`]'s `get_ref().1.alpn_protocol()`
+    /// tells): [`ServerBuilder::tls`](crate::ServerBuilder::tls)'s own accept speaks HTTP/1.1
+    /// only. An empty list turns ALPN off.
+    pub fn alpn_protocols<I, P>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<[u8]>,
+    {
+        self.alpn = protocols.into_iter().map(|p| p.as_ref().to_vec()).collect();
+        self
     }
 
     /// Requires every client to present a certificate that chains to one in `pem`.
@@ -734,7 +777,7 @@ impl TlsAcceptorBuilder {
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_single_cert(self.identity.chain, self.identity.key)?;
-        config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+        config.alpn_protocols = self.alpn;
         Ok(TlsAcceptor::from_rustls(Arc::new(config)))
     }
 }
@@ -747,6 +790,14 @@ impl fmt::Debug for TlsAcceptorBuilder {
                 &self.client_roots.as_ref().map(RootCertStore::len),
             )
             .field("client_auth_optional", &self.client_auth_optional)
+            .field(
+                "alpn",
+                &self
+                    .alpn
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p))
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }

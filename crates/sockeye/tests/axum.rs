@@ -1,5 +1,8 @@
 //! `sockeye::axum`: the `WebSocketUpgrade` extractor in a real axum app, over loopback sockets.
 
+#[path = "support/h2_client.rs"]
+mod h2_client;
+
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -125,6 +128,72 @@ async fn one_route_serves_a_page_and_a_websocket() {
             .unwrap();
         ws.send(Message::text("both")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("both"));
+    })
+    .await;
+}
+
+/// The same app served over HTTP/2 (prior knowledge) with `sockeye::hyper::http2_builder`:
+/// the extractor takes the extended CONNECT of a route routed with `any`.
+async fn app_over_h2() -> SocketAddr {
+    let server = ServerBuilder::new()
+        .origin_policy(OriginPolicy::allow(["https://app.example"]))
+        .protocols(["chat"]);
+    let app = Router::new()
+        .route("/ws", axum::routing::any(with_settings))
+        .route("/", get(|| async { "a plain page" }))
+        .with_state(server);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let app = app.clone();
+            let service = hyper::service::service_fn(move |request| {
+                tower_service::Service::call(&mut app.clone(), request)
+            });
+            tokio::spawn(
+                sockeye::hyper::http2_builder()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_axum_route_takes_an_extended_connect_over_http2() {
+    support::bounded(async {
+        let addr = app_over_h2().await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (sender, _driver) = h2_client::h2_connect(tcp).await;
+        let mut request = h2_client::extended_connect(&format!("http://{addr}/ws"));
+        request.headers_mut().insert(
+            http::header::ORIGIN,
+            HeaderValue::from_static("https://app.example"),
+        );
+        request.headers_mut().insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("chat"),
+        );
+        let (head, ws) = h2_client::Client::open(&sender, request).await;
+        assert_eq!(head.status(), StatusCode::OK);
+        assert_eq!(head.headers()[http::header::SEC_WEBSOCKET_PROTOCOL], "chat");
+        let mut ws = ws.unwrap();
+        ws.send(Message::text("through axum over h2")).await;
+        assert_eq!(ws.message().await, Message::text("through axum over h2"));
+        ws.close().await;
+
+        // The Origin policy holds over HTTP/2 too.
+        let mut request = h2_client::extended_connect(&format!("http://{addr}/ws"));
+        request.headers_mut().insert(
+            http::header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        let (head, _) = h2_client::Client::open(&sender, request).await;
+        assert_eq!(head.status(), StatusCode::FORBIDDEN);
+        // A route without a WebSocket handler: axum's 404.
+        let request = h2_client::extended_connect(&format!("http://{addr}/nowhere"));
+        let (head, _) = h2_client::Client::open(&sender, request).await;
+        assert_eq!(head.status(), StatusCode::NOT_FOUND);
     })
     .await;
 }

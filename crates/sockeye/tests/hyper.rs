@@ -199,7 +199,7 @@ fn handmade(version: http::Version) -> Request<()> {
 }
 
 #[test]
-fn no_101_without_a_connection_to_take_over_nor_for_http2() {
+fn no_101_without_a_connection_to_take_over_nor_a_get_over_http2() {
     let server = ServerBuilder::new();
     let refused = server
         .upgrade::<_, String>(&mut handmade(http::Version::HTTP_11))
@@ -212,18 +212,34 @@ fn no_101_without_a_connection_to_take_over_nor_for_http2() {
         "{}",
         response.body()
     );
-    // RFC 8441 is not spoken: HTTP/2 is 505, whatever the method.
+    // Over HTTP/2 a WebSocket is an extended CONNECT (RFC 8441): an HTTP/1.1-style GET upgrade
+    // is 405, naming CONNECT.
     let refused = server
         .upgrade::<_, String>(&mut handmade(http::Version::HTTP_2))
         .unwrap_err();
     assert_eq!(
         refused.error().status(),
-        Some(StatusCode::HTTP_VERSION_NOT_SUPPORTED)
+        Some(StatusCode::METHOD_NOT_ALLOWED)
     );
-    assert_eq!(
-        refused.into_response().status(),
-        StatusCode::HTTP_VERSION_NOT_SUPPORTED
-    );
+    let response = refused.into_response();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()[header::ALLOW], "CONNECT");
+    // A valid extended CONNECT with no stream to take over: no 200 either.
+    let mut connect = Request::builder()
+        .method(http::Method::CONNECT)
+        .uri("https://x/ws")
+        .version(http::Version::HTTP_2)
+        .header("Sec-WebSocket-Version", "13")
+        .body(())
+        .unwrap();
+    connect
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    assert!(sockeye::hyper::is_upgrade_request(&connect));
+    let refused = server.upgrade::<_, String>(&mut connect).unwrap_err();
+    let response = refused.into_response();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(response.headers().get(header::CONNECTION).is_none());
 }
 
 #[test]

@@ -8,10 +8,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use sockeye::{
-    ClientBuilder, CloseCode, Config, DeflateConfig, Kind, MaybeTlsStream, Message, WebSocket,
-    WebSocketConfig,
+    ClientBuilder, CloseCode, Config, DeflateConfig, Kind, Message, WebSocket, WebSocketConfig,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::Usage;
@@ -307,11 +306,38 @@ async fn session(
     builder: ClientBuilder,
     rx: &mut mpsc::Receiver<Message>,
 ) -> anyhow::Result<End> {
+    if args.http2 {
+        let connected = tokio::select! {
+            connected = builder.clone().connect_http2() => connected,
+            () = crate::signal::terminate() => return Ok(End::Interrupted),
+        };
+        match connected {
+            Ok((ws, response)) => {
+                if args.show_headers {
+                    eprintln!("> CONNECT {url} (HTTP/2, :protocol websocket)");
+                    for header in &args.headers {
+                        eprintln!("> {header}");
+                    }
+                }
+                return converse(args, url, view, ws, &response, rx).await;
+            }
+            // --http2 prefers HTTP/2: HTTP/1.1 on a new connection when the server has none.
+            Err(e) if sockeye::http2::is_http2_unavailable(&e) => {
+                tracing::info!(%url, reason = %e, "falling back to HTTP/1.1");
+            }
+            Err(e) => {
+                if args.show_headers {
+                    show_refusal(&e);
+                }
+                return Err(e.into());
+            }
+        }
+    }
     let connected = tokio::select! {
         connected = builder.connect() => connected,
         () = crate::signal::terminate() => return Ok(End::Interrupted),
     };
-    let (mut ws, response) = match connected {
+    let (ws, response) = match connected {
         Ok(connected) => connected,
         Err(e) => {
             if args.show_headers {
@@ -320,10 +346,27 @@ async fn session(
             return Err(e.into());
         }
     };
+    converse(args, url, view, ws, &response, rx).await
+}
+
+/// One connection's exchange, over HTTP/1.1 or HTTP/2.
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    args: &ConnectArgs,
+    url: &str,
+    view: &View,
+    mut ws: WebSocket<S>,
+    response: &http::Response<()>,
+    rx: &mut mpsc::Receiver<Message>,
+) -> anyhow::Result<End> {
     if args.show_headers {
-        show_handshake(&response);
+        show_handshake(response);
     }
-    tracing::info!(%url, protocol = ?ws.protocol(), extension = ?ws.extension(), "connected");
+    let version = if response.version() == http::Version::HTTP_2 {
+        "HTTP/2"
+    } else {
+        "HTTP/1.1"
+    };
+    tracing::info!(%url, http = %version, protocol = ?ws.protocol(), extension = ?ws.extension(), "connected");
     let mut stdout = tokio::io::stdout();
     greet(args, url, view, &ws, &mut stdout).await?;
     if let Some(preamble) = &args.preamble {
@@ -393,11 +436,11 @@ async fn session(
 
 /// The first lines of a session: the warning when no subprotocol was selected, and in
 /// interactive mode what was negotiated.
-async fn greet(
+async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
     args: &ConnectArgs,
     url: &str,
     view: &View,
-    ws: &WebSocket<MaybeTlsStream>,
+    ws: &WebSocket<S>,
     stdout: &mut tokio::io::Stdout,
 ) -> std::io::Result<()> {
     if !args.subprotocols.is_empty() && ws.protocol().is_none() {
@@ -461,8 +504,8 @@ async fn show(
 }
 
 /// Closes with `code`, waiting a little for the server's answer.
-async fn close(
-    ws: &mut WebSocket<MaybeTlsStream>,
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocket<S>,
     code: CloseCode,
     reason: &str,
 ) -> anyhow::Result<()> {
@@ -474,7 +517,9 @@ async fn close(
 
 /// Closes at the end of the input; when the server had closed first (a message over its
 /// limit, say), reports its Close instead.
-async fn close_at_end(ws: &mut WebSocket<MaybeTlsStream>) -> anyhow::Result<End> {
+async fn close_at_end<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocket<S>,
+) -> anyhow::Result<End> {
     let result = close(ws, CloseCode::NORMAL, "").await;
     // The server closed first, or answered with a code of its own (1009 for a message it
     // had already refused while we were still sending it, say).
@@ -491,7 +536,7 @@ async fn close_at_end(ws: &mut WebSocket<MaybeTlsStream>) -> anyhow::Result<End>
 }
 
 /// Reports how the server closed the connection.
-fn server_closed(ws: &WebSocket<MaybeTlsStream>) -> anyhow::Result<End> {
+fn server_closed<S: AsyncRead + AsyncWrite + Unpin>(ws: &WebSocket<S>) -> anyhow::Result<End> {
     let closed = ws.close_status().context("connection ended")?;
     eprintln!(
         "sockeye: server closed the connection: {}",
@@ -504,8 +549,8 @@ fn server_closed(ws: &WebSocket<MaybeTlsStream>) -> anyhow::Result<End> {
 
 /// A send failed: when the server closed the connection (a message too large for it, say),
 /// report its Close frame rather than the failed write.
-async fn after_failed_send(
-    ws: &mut WebSocket<MaybeTlsStream>,
+async fn after_failed_send<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocket<S>,
     error: sockeye::Error,
 ) -> anyhow::Result<End> {
     let _ = tokio::time::timeout(CLOSE_WAIT, async {

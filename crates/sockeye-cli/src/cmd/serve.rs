@@ -11,18 +11,18 @@ use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sockeye::hyper::{PendingUpgrade, is_upgrade_request};
 use sockeye::{
     Accept, CloseCode, Config, DeflateConfig, MaybeTlsStream, OriginPolicy, Reject, ServerBuilder,
-    TlsAcceptor, WebSocket, WebSocketConfig,
+    TlsAcceptor, TlsAcceptorBuilder, WebSocket, WebSocketConfig,
 };
 use sockeye_relay::backplane::wire::HEADER_LEN;
 use sockeye_relay::{QueueLimits, RedisBackplane, RedisError, RedisLimits, Relay};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::Usage;
@@ -40,7 +40,7 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection may go on serving HTTP requests (kept alive) before it is closed after
 /// its current response, which then gets `HEAD_TIMEOUT` more: a client that sends requests and
 /// never reads the answers cannot hold a connection for ever. Upgraded connections are not held
-/// to it.
+/// to it. An HTTP/2 connection is closed (GOAWAY) when it has had no WebSocket for this long.
 const HTTP_LIFETIME: Duration = Duration::from_secs(60);
 /// How many connections may be opening at once (in TLS or before their first request head).
 const MAX_OPENING: usize = sockeye::DEFAULT_MAX_CONCURRENT_HANDSHAKES;
@@ -54,6 +54,9 @@ struct Shared {
     tls: Option<TlsAcceptor>,
     /// How connections are served: HTTP/1.1 with keep-alive, limits on the request head.
     http: http1::Builder,
+    /// How HTTP/2 connections (ALPN `h2`, over TLS only) are served: extended CONNECT enabled,
+    /// the library's HTTP/2 limits (`sockeye::hyper::http2_builder`).
+    h2: http2::Builder<TokioExecutor>,
     rooms: Relay,
     echo: bool,
     shutdown: watch::Receiver<bool>,
@@ -68,8 +71,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     let addr = listener.local_addr()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
+        // HTTP/2 first, HTTP/1.1 for clients without it, on the same port.
         (Some(cert), Some(key)) => Some(
-            TlsAcceptor::from_pem_files(cert, key)
+            TlsAcceptorBuilder::from_pem_files(cert, key)
+                .and_then(|tls| tls.alpn_protocols(["h2", "http/1.1"]).build())
                 .map_err(|e| Usage(format!("--tls-cert/--tls-key: {e}")))?,
         ),
         _ => None,
@@ -127,6 +132,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         server,
         tls,
         http,
+        h2: sockeye::hyper::http2_builder(),
         rooms,
         echo: args.echo,
         shutdown,
@@ -247,11 +253,8 @@ fn route(
 
 /// Whether the request's Host names this machine's loopback interface.
 fn loopback_host(request: &sockeye::UpgradeRequest) -> bool {
-    let Some(host) = request
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-    else {
+    // The Host header on HTTP/1.1, the :authority on HTTP/2.
+    let Some(host) = request.host() else {
         return false;
     };
     let name = match host.strip_prefix('[') {
@@ -275,7 +278,8 @@ fn room_name(path: &str) -> Option<&str> {
 }
 
 /// One connection: TLS, then HTTP/1.1 requests served by hyper until one of them upgrades to a
-/// WebSocket, which then runs in this same task (so that shutdown finds it).
+/// WebSocket, which then runs in this same task (so that shutdown finds it); or, when the client
+/// chose `h2` by ALPN, an HTTP/2 connection ([`serve_h2`]).
 async fn handle(
     shared: Arc<Shared>,
     tcp: TcpStream,
@@ -283,9 +287,12 @@ async fn handle(
     opening: OwnedSemaphorePermit,
 ) {
     let _ = tcp.set_nodelay(true);
-    // The library's acceptor offers ALPN `http/1.1` only; HTTP/2 would be chosen here, by ALPN.
     let stream = match &shared.tls {
         Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(tcp)).await {
+            Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                let stream = MaybeTlsStream::ServerTls(Box::new(tls));
+                return serve_h2(shared, stream, peer, opening).await;
+            }
             Ok(Ok(tls)) => MaybeTlsStream::ServerTls(Box::new(tls)),
             Ok(Err(e)) => {
                 tracing::info!(%peer, error = %e, "connection failed before its request");
@@ -301,6 +308,7 @@ async fn handle(
     let handover = Arc::new(Handover {
         opening: Mutex::new(Some(opening)),
         upgrade: Mutex::new(None),
+        streams: None,
     });
     let service = {
         let shared = Arc::clone(&shared);
@@ -342,9 +350,88 @@ async fn handle(
         }
     }
     let upgrade = lock(&handover.upgrade).take();
-    let Some((websocket, path, name)) = upgrade else {
-        return;
+    if let Some(upgrade) = upgrade {
+        run_websocket(shared, peer, upgrade).await;
+    }
+}
+
+/// An HTTP/2 connection: its requests are served by hyper, each accepted WebSocket runs on its
+/// stream in a task of this connection's own, and the connection ends when hyper is done with it
+/// and its WebSockets have ended (so that shutdown finds them).
+async fn serve_h2(
+    shared: Arc<Shared>,
+    stream: MaybeTlsStream,
+    peer: SocketAddr,
+    opening: OwnedSemaphorePermit,
+) {
+    // Unbounded, but each entry is an accepted stream (at most `max_concurrent_streams` open),
+    // moved into `websockets` as soon as it comes.
+    let (streams, mut accepted) = mpsc::unbounded_channel();
+    let handover = Arc::new(Handover {
+        opening: Mutex::new(Some(opening)),
+        upgrade: Mutex::new(None),
+        streams: Some(streams),
+    });
+    let service = {
+        let shared = Arc::clone(&shared);
+        let handover = Arc::clone(&handover);
+        service_fn(move |request| {
+            std::future::ready(Ok::<_, Infallible>(answer(
+                &shared, &handover, peer, request,
+            )))
+        })
     };
+    let connection = shared.h2.serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let mut websockets = JoinSet::new();
+    let mut shutdown = shared.shutdown.clone();
+    let mut stopping = false;
+    // hyper's HTTP/2 server has no header read timeout: a connection that sends no request
+    // gives its place among those opening back after `HEAD_TIMEOUT`, by closing.
+    let first_request = tokio::time::sleep(HEAD_TIMEOUT);
+    let mut first_request = std::pin::pin!(first_request);
+    let idle = tokio::time::sleep(HTTP_LIFETIME);
+    let mut idle = std::pin::pin!(idle);
+    loop {
+        let opening = lock(&handover.opening).is_some();
+        tokio::select! {
+            served = connection.as_mut() => {
+                if let Err(e) = served {
+                    tracing::info!(%peer, error = %e, "HTTP/2 connection failed");
+                }
+                break;
+            }
+            Some(upgrade) = accepted.recv() => {
+                websockets.spawn(run_websocket(Arc::clone(&shared), peer, upgrade));
+            }
+            Some(_) = websockets.join_next(), if !websockets.is_empty() => {}
+            _ = shutdown.changed(), if !stopping => {
+                // GOAWAY: no new streams; the WebSockets close with 1001 on the same signal.
+                stopping = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = first_request.as_mut(), if opening => {
+                tracing::info!(%peer, "no request in time");
+                return;
+            }
+            () = idle.as_mut(), if !stopping => {
+                if websockets.is_empty() {
+                    stopping = true;
+                    connection.as_mut().graceful_shutdown();
+                } else {
+                    idle.as_mut().reset(tokio::time::Instant::now() + HTTP_LIFETIME);
+                }
+            }
+        }
+    }
+    // The connection is gone, and its streams with it: the WebSockets end on their own.
+    while websockets.join_next().await.is_some() {}
+}
+
+/// An accepted upgrade (HTTP/1.1 or HTTP/2): the WebSocket once the response is sent, in the
+/// echo server or its room.
+async fn run_websocket(shared: Arc<Shared>, peer: SocketAddr, upgrade: Upgrade) {
+    let (websocket, path, name) = upgrade;
     let ws = match websocket.await {
         Ok(ws) => ws,
         Err(e) => {
@@ -365,12 +452,17 @@ async fn handle(
     }
 }
 
+/// An accepted upgrade, its path, and the member's display name (`?name=`).
+type Upgrade = (PendingUpgrade, String, Option<String>);
+
 /// What a connection's requests hand back to the task that serves it.
 struct Handover {
     /// The connection's place among those opening, given back at its first request head.
     opening: Mutex<Option<OwnedSemaphorePermit>>,
-    /// An accepted upgrade and its path: the WebSocket to run once hyper lets the connection go.
-    upgrade: Mutex<Option<(PendingUpgrade, String, Option<String>)>>,
+    /// HTTP/1.1: the accepted upgrade, to run once hyper lets the connection go.
+    upgrade: Mutex<Option<Upgrade>>,
+    /// HTTP/2: where accepted WebSockets go, to run on their streams at once.
+    streams: Option<mpsc::UnboundedSender<Upgrade>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -445,7 +537,12 @@ fn answer(
             Ok((response, websocket)) => {
                 let path = request.uri().path().to_owned();
                 let name = display_name(request.uri().query());
-                *lock(&handover.upgrade) = Some((websocket, path, name));
+                match &handover.streams {
+                    Some(streams) => {
+                        let _ = streams.send((websocket, path, name));
+                    }
+                    None => *lock(&handover.upgrade) = Some((websocket, path, name)),
+                }
                 response
             }
             Err(refused) => {

@@ -102,30 +102,12 @@ impl ClientHandshake {
     /// [`HandshakeMisuse`] when a subprotocol is not a token or is repeated, an extension offer
     /// is not valid, or an extra header is one the handshake writes itself.
     pub fn encode_request(&self, out: &mut impl BufMut) -> Result<(), HandshakeMisuse> {
-        for (index, p) in self.protocols.iter().enumerate() {
-            if !is_token(p) {
-                return Err(HandshakeMisuse::InvalidProtocol { index });
-            }
-            if self.protocols.iter().take(index).any(|q| q == p) {
-                return Err(HandshakeMisuse::DuplicateProtocol { index });
-            }
-        }
-        if let Some(index) = self.extensions.iter().position(|e| !e.is_valid()) {
-            return Err(HandshakeMisuse::InvalidExtension { index });
-        }
-        let mut reserved = vec![
+        self.check_options(&[
             header::HOST,
             header::UPGRADE,
             header::CONNECTION,
             header::SEC_WEBSOCKET_KEY,
-            header::SEC_WEBSOCKET_VERSION,
-            header::SEC_WEBSOCKET_PROTOCOL,
-            header::SEC_WEBSOCKET_EXTENSIONS,
-        ];
-        if self.origin.is_some() {
-            reserved.push(header::ORIGIN);
-        }
-        check_extra(&self.headers, &reserved)?;
+        ])?;
 
         // Section 4.1: a GET for the resource name, HTTP/1.1, with these headers.
         out.put_slice(b"GET ");
@@ -156,6 +138,116 @@ impl ClientHandshake {
         put_headers(out, &self.headers);
         out.put_slice(b"\r\n");
         Ok(())
+    }
+
+    /// The RFC 8441 extended CONNECT for an HTTP/2 client to send: method CONNECT, the URI
+    /// (`https` or `http`, the authority, the path and query), `Sec-WebSocket-Version`, the
+    /// Origin, the offered subprotocols and extensions and the extra headers; the caller adds
+    /// the `:protocol` pseudo-header (`websocket`) its HTTP/2 library takes separately. There is
+    /// no key: the answer is a 200, checked by
+    /// [`handle_extended_connect_response`](Self::handle_extended_connect_response).
+    ///
+    /// # Errors
+    /// As [`encode_request`](Self::encode_request); also an extra header HTTP/2 forbids
+    /// (`Connection`, `Upgrade`, `Host`, `Transfer-Encoding`...).
+    pub fn extended_connect_request(&self) -> Result<http::Request<()>, HandshakeMisuse> {
+        self.check_options(&[
+            header::HOST,
+            header::UPGRADE,
+            header::CONNECTION,
+            header::SEC_WEBSOCKET_KEY,
+            header::TRANSFER_ENCODING,
+            header::TE,
+            HeaderName::from_static("keep-alive"),
+            HeaderName::from_static("proxy-connection"),
+        ])?;
+        let scheme = if self.uri.is_secure() {
+            "https"
+        } else {
+            "http"
+        };
+        let uri = format!(
+            "{scheme}://{}{}",
+            self.uri.host_header(),
+            self.uri.path_and_query()
+        );
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::CONNECT;
+        *request.version_mut() = http::Version::HTTP_2;
+        *request.uri_mut() = uri.parse().map_err(|_| HandshakeMisuse::InvalidUri)?;
+        let headers = request.headers_mut();
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static(VERSION),
+        );
+        if let Some(origin) = &self.origin {
+            headers.insert(header::ORIGIN, origin.clone());
+        }
+        // Tokens, checked above: valid header values.
+        if !self.protocols.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&self.protocols.join(", "))
+        {
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        if !self.extensions.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&format_extensions(&self.extensions))
+        {
+            headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+        }
+        for (name, value) in &self.headers {
+            headers.append(name, value.clone());
+        }
+        Ok(request)
+    }
+
+    /// Checks the answer to [`extended_connect_request`](Self::extended_connect_request)
+    /// (RFC 8441 section 5): a 2xx opens the WebSocket, and the subprotocol and extensions are
+    /// held to what was offered, as for an HTTP/1.1 upgrade. There is no `Sec-WebSocket-Accept`
+    /// to check.
+    ///
+    /// # Errors
+    /// [`HandshakeError::UnexpectedStatus`] for any other status (the caller reads the body if
+    /// it wants it); a [`Side::Response`] error for an answer that breaks the negotiation.
+    pub fn handle_extended_connect_response(
+        &self,
+        response: Response<()>,
+    ) -> Result<ClientAccepted, HandshakeError> {
+        if !response.status().is_success() {
+            let status = response.status();
+            let (parts, ()) = response.into_parts();
+            return Err(HandshakeError::UnexpectedStatus {
+                status,
+                headers: Box::new(parts.headers),
+            });
+        }
+        self.negotiated(response)
+    }
+
+    /// The options of the request, checked before either form is written: subprotocols are
+    /// tokens offered once, extension offers are valid, and the extra headers are none of those
+    /// the handshake writes itself nor `forbidden`.
+    fn check_options(&self, forbidden: &[HeaderName]) -> Result<(), HandshakeMisuse> {
+        for (index, p) in self.protocols.iter().enumerate() {
+            if !is_token(p) {
+                return Err(HandshakeMisuse::InvalidProtocol { index });
+            }
+            if self.protocols.iter().take(index).any(|q| q == p) {
+                return Err(HandshakeMisuse::DuplicateProtocol { index });
+            }
+        }
+        if let Some(index) = self.extensions.iter().position(|e| !e.is_valid()) {
+            return Err(HandshakeMisuse::InvalidExtension { index });
+        }
+        let mut reserved = forbidden.to_vec();
+        reserved.extend([
+            header::SEC_WEBSOCKET_VERSION,
+            header::SEC_WEBSOCKET_PROTOCOL,
+            header::SEC_WEBSOCKET_EXTENSIONS,
+        ]);
+        if self.origin.is_some() {
+            reserved.push(header::ORIGIN);
+        }
+        check_extra(&self.headers, &reserved)
     }
 
     /// Feeds bytes received from the server. `Ok(None)`: the response head is incomplete and
@@ -222,6 +314,14 @@ impl ClientHandshake {
         if accept.as_bytes().trim_ascii() != accept_key(self.key.as_bytes()).as_bytes() {
             return Err(HandshakeError::AcceptMismatch);
         }
+        self.negotiated(response)
+    }
+
+    /// The checks both forms share: the extensions and the subprotocol the server selected
+    /// must be among those offered.
+    fn negotiated(&self, response: Response<()>) -> Result<ClientAccepted, HandshakeError> {
+        let side = Side::Response;
+        let headers = response.headers();
 
         // Extensions the server uses must be among those we offered.
         let values = header_texts(headers, &header::SEC_WEBSOCKET_EXTENSIONS)
@@ -319,6 +419,87 @@ mod tests {
 
     fn run(c: &mut ClientHandshake, buf: &[u8]) -> Result<Option<ClientAccepted>, HandshakeError> {
         c.handle_response(&mut BytesMut::from(buf), &Config::default())
+    }
+
+    #[test]
+    fn rfc8441_extended_connect_request_and_answer() {
+        let c = ClientHandshake::with_key(
+            "wss://server.example.com:8443/chat?x=1".parse().unwrap(),
+            NONCE,
+        )
+        .protocols(vec!["chat".into(), "superchat".into()])
+        .extensions(vec![ExtensionParams::new("permessage-deflate")])
+        .origin(Some(HeaderValue::from_static("https://example.com")));
+        let request = c.extended_connect_request().unwrap();
+        assert_eq!(request.method(), http::Method::CONNECT);
+        assert_eq!(request.version(), http::Version::HTTP_2);
+        assert_eq!(request.uri(), "https://server.example.com:8443/chat?x=1");
+        let headers = request.headers();
+        assert_eq!(headers[header::SEC_WEBSOCKET_VERSION], "13");
+        assert_eq!(headers[header::SEC_WEBSOCKET_PROTOCOL], "chat, superchat");
+        assert_eq!(
+            headers[header::SEC_WEBSOCKET_EXTENSIONS],
+            "permessage-deflate"
+        );
+        assert_eq!(headers[header::ORIGIN], "https://example.com");
+        for name in [
+            header::SEC_WEBSOCKET_KEY,
+            header::UPGRADE,
+            header::CONNECTION,
+            header::HOST,
+        ] {
+            assert!(!headers.contains_key(&name), "{name}");
+        }
+        // A header HTTP/2 forbids is the caller's misuse.
+        let mut extra = HeaderMap::new();
+        extra.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        assert_eq!(
+            c.clone()
+                .headers(extra)
+                .extended_connect_request()
+                .unwrap_err(),
+            HandshakeMisuse::ReservedHeader {
+                name: header::CONNECTION
+            }
+        );
+
+        let answer = |status: u16, headers: &[(&str, &str)]| {
+            let mut response = Response::new(());
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+            for (name, value) in headers {
+                response.headers_mut().append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            response
+        };
+        let accepted = c
+            .handle_extended_connect_response(answer(
+                200,
+                &[
+                    ("sec-websocket-protocol", "superchat"),
+                    ("sec-websocket-extensions", "permessage-deflate"),
+                ],
+            ))
+            .unwrap();
+        assert_eq!(accepted.protocol.as_deref(), Some("superchat"));
+        assert_eq!(accepted.extensions.len(), 1);
+        assert!(matches!(
+            c.handle_extended_connect_response(answer(403, &[])),
+            Err(HandshakeError::UnexpectedStatus { status, .. }) if status == StatusCode::FORBIDDEN
+        ));
+        assert!(matches!(
+            c.handle_extended_connect_response(answer(200, &[("sec-websocket-protocol", "other")])),
+            Err(HandshakeError::ProtocolNotOffered)
+        ));
+        assert!(matches!(
+            c.handle_extended_connect_response(answer(
+                200,
+                &[("sec-websocket-extensions", "x-other")]
+            )),
+            Err(HandshakeError::ExtensionNotOffered { .. })
+        ));
     }
 
     #[test]

@@ -327,6 +327,9 @@ pub enum HandshakeMisuse {
         /// The header given.
         name: HeaderName,
     },
+    /// The WebSocket URI does not make an HTTP/2 request URI (`:authority` and `:path`).
+    #[error("the URI cannot be sent in an HTTP/2 request")]
+    InvalidUri,
     /// A rejection with a status that cannot carry a body (1xx, 204, 304).
     #[error("status {status} cannot be used for a rejection")]
     InvalidRejectStatus {

@@ -1,0 +1,487 @@
+//! WebSocket over HTTP/2 (RFC 8441) through `sockeye::hyper`: a real hyper HTTP/2 server built
+//! with `http2_builder`, and the `h2` crate as the client, over loopback sockets. The client side
+//! drives the core's `Connection` by hand over the h2 stream.
+
+#[path = "support/h2_client.rs"]
+mod h2_client;
+use sockeye_test_support as support;
+
+use std::convert::Infallible;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use h2_client::{Client, extended_connect, h2_connect};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sockeye::{DeflateConfig, Message, ServerBuilder};
+use support::bounded;
+use tokio::net::{TcpListener, TcpStream};
+
+/// A hyper HTTP/2 server (prior knowledge, no TLS): echo at `/ws`, a WebSocket that is never
+/// read at `/stall`, 404 for a WebSocket anywhere else, a plain page for other requests.
+async fn h2_server(server: ServerBuilder) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    std::future::ready(Ok::<_, Infallible>(handle(&server, request)))
+                });
+                let _ = sockeye::hyper::http2_builder()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn handle(server: &ServerBuilder, mut request: Request<Incoming>) -> Response<Full<Bytes>> {
+    if !sockeye::hyper::is_upgrade_request(&request) {
+        return Response::new(Full::from("a plain page\n"));
+    }
+    let path = request.uri().path().to_owned();
+    if path != "/ws" && path != "/stall" {
+        let mut response = Response::new(Full::from("no WebSocket here\n"));
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        return response;
+    }
+    match server.upgrade(&mut request) {
+        Ok((response, websocket)) => {
+            tokio::spawn(async move {
+                let Ok(mut ws) = websocket.await else {
+                    return;
+                };
+                if path == "/stall" {
+                    // Never read: hold the WebSocket until the client goes away.
+                    std::future::pending::<()>().await;
+                }
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_data() && ws.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            response
+        }
+        Err(refused) => refused.into_response(),
+    }
+}
+
+fn chat_deflate_server() -> ServerBuilder {
+    ServerBuilder::new()
+        .protocols(["chat"])
+        .deflate(DeflateConfig::new())
+}
+
+#[tokio::test]
+async fn echo_over_an_extended_connect() {
+    bounded(async {
+        let addr = h2_server(chat_deflate_server()).await;
+        let (sender, _driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
+        let mut request = extended_connect(&format!("http://{addr}/ws"));
+        let headers = request.headers_mut();
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("superchat, chat"),
+        );
+        headers.insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static("permessage-deflate; client_max_window_bits"),
+        );
+        let (head, client) = Client::open(&sender, request).await;
+        assert_eq!(head.status(), StatusCode::OK);
+        let headers = head.headers();
+        // RFC 8441: no key, no accept, no Upgrade or Connection.
+        for name in [
+            header::SEC_WEBSOCKET_ACCEPT,
+            header::UPGRADE,
+            header::CONNECTION,
+        ] {
+            assert!(headers.get(&name).is_none(), "{name} in a 200 to a CONNECT");
+        }
+        assert_eq!(headers[header::SEC_WEBSOCKET_PROTOCOL], "chat");
+        let extensions = headers[header::SEC_WEBSOCKET_EXTENSIONS].to_str().unwrap();
+        assert!(extensions.starts_with("permessage-deflate"), "{extensions}");
+        let mut client = client.unwrap();
+
+        client.send(Message::text("hello over h2")).await;
+        assert_eq!(client.message().await, Message::text("hello over h2"));
+        client.send(Message::binary(vec![0u8, 1, 2, 255])).await;
+        assert_eq!(
+            client.message().await,
+            Message::binary(vec![0u8, 1, 2, 255])
+        );
+        // Larger than the stream and connection windows, and not compressible.
+        let big: Vec<u8> = (0..700_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0])
+            .collect();
+        client.send(Message::binary(big.clone())).await;
+        assert_eq!(client.message().await, Message::binary(big));
+        client.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn many_websockets_share_one_connection() {
+    bounded(async {
+        let addr = h2_server(ServerBuilder::new()).await;
+        let (sender, _driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
+        let mut clients = Vec::new();
+        for _ in 0..10 {
+            let (head, client) =
+                Client::open(&sender, extended_connect(&format!("http://{addr}/ws"))).await;
+            assert_eq!(head.status(), StatusCode::OK);
+            // Neither subprotocol nor extension offered: none selected.
+            assert!(head.headers().get(header::SEC_WEBSOCKET_PROTOCOL).is_none());
+            assert!(
+                head.headers()
+                    .get(header::SEC_WEBSOCKET_EXTENSIONS)
+                    .is_none()
+            );
+            clients.push(client.unwrap());
+        }
+        for (i, client) in clients.iter_mut().enumerate() {
+            client.send(Message::text(format!("stream {i}"))).await;
+        }
+        for (i, client) in clients.iter_mut().enumerate() {
+            assert_eq!(client.message().await, Message::text(format!("stream {i}")));
+        }
+        for client in clients {
+            client.close().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refusals_over_h2() {
+    bounded(async {
+        let addr = h2_server(ServerBuilder::new()).await;
+        let (sender, _driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
+
+        // The default Origin policy: browsers only from the server's own host.
+        let mut request = extended_connect(&format!("http://{addr}/ws"));
+        request.headers_mut().insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        let (head, client) = Client::open(&sender, request).await;
+        assert_eq!(head.status(), StatusCode::FORBIDDEN);
+        assert!(client.is_none());
+        assert!(head.headers().get(header::CONNECTION).is_none());
+
+        // A route without a WebSocket handler.
+        let (head, _) =
+            Client::open(&sender, extended_connect(&format!("http://{addr}/nothing"))).await;
+        assert_eq!(head.status(), StatusCode::NOT_FOUND);
+
+        // The wrong version: 400 naming the version spoken, as over HTTP/1.1.
+        let mut request = extended_connect(&format!("http://{addr}/ws"));
+        request
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        let (head, _) = Client::open(&sender, request).await;
+        assert!(head.status().is_client_error(), "{}", head.status());
+        assert_eq!(head.headers()[header::SEC_WEBSOCKET_VERSION], "13");
+
+        // The connection still serves WebSockets after the refusals.
+        let (head, client) =
+            Client::open(&sender, extended_connect(&format!("http://{addr}/ws"))).await;
+        assert_eq!(head.status(), StatusCode::OK);
+        let mut client = client.unwrap();
+        client.send(Message::text("still here")).await;
+        assert_eq!(client.message().await, Message::text("still here"));
+        client.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stalled_websocket_does_not_stall_its_connection() {
+    bounded(async {
+        let addr = h2_server(ServerBuilder::new()).await;
+        let (sender, _driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
+        // The server never reads this one: the client's sending stops at the stream's window.
+        let (head, stalled) =
+            Client::open(&sender, extended_connect(&format!("http://{addr}/stall"))).await;
+        assert_eq!(head.status(), StatusCode::OK);
+        let mut stalled = stalled.unwrap();
+        let stuck = tokio::spawn(async move {
+            for _ in 0..8 {
+                stalled.send(Message::binary(vec![7u8; 512 << 10])).await;
+            }
+        });
+        // Each message on the other stream is larger than a stream window; together they are
+        // far more than the connection's window, so they pass only if the stalled stream does
+        // not hold the connection's window.
+        let (head, client) =
+            Client::open(&sender, extended_connect(&format!("http://{addr}/ws"))).await;
+        assert_eq!(head.status(), StatusCode::OK);
+        let mut client = client.unwrap();
+        for i in 0..12u8 {
+            let message = Message::binary(vec![i; 600 << 10]);
+            client.send(message.clone()).await;
+            assert_eq!(client.message().await, message);
+        }
+        assert!(
+            !stuck.is_finished(),
+            "the stalled stream was read after all"
+        );
+        stuck.abort();
+        client.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rapid_reset_closes_the_connection() {
+    bounded(async {
+        let addr = h2_server(ServerBuilder::new()).await;
+        let (sender, driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
+        let mut sender = sender.ready().await.unwrap();
+        // Open streams and reset them at once, far more than the server lets pass.
+        for _ in 0..(sockeye::hyper::H2_MAX_PENDING_ACCEPT_RESET_STREAMS * 20) {
+            let Ok((_, mut stream)) =
+                sender.send_request(extended_connect(&format!("http://{addr}/ws")), false)
+            else {
+                // The connection is gone already.
+                break;
+            };
+            stream.send_reset(h2::Reason::CANCEL);
+            if poll_fn(|cx| sender.poll_ready(cx)).await.is_err() {
+                break;
+            }
+        }
+        let ended = driver.await.unwrap();
+        let error = ended.expect_err("the server let the rapid resets pass");
+        assert!(error.is_go_away(), "{error}");
+        assert_eq!(
+            error.reason(),
+            Some(h2::Reason::ENHANCE_YOUR_CALM),
+            "{error}"
+        );
+    })
+    .await;
+}
+
+// ---- The client: `ClientBuilder::connect_http2` and `Http2Connection` ----
+
+#[tokio::test]
+async fn the_client_opens_websockets_as_streams() {
+    bounded(Box::pin(async {
+        let addr = h2_server(chat_deflate_server()).await;
+        let (mut ws, response) = sockeye::ClientBuilder::new(format!("ws://{addr}/ws"))
+            .protocol("chat")
+            .deflate(DeflateConfig::new())
+            .connect_http2()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(ws.protocol(), Some("chat"));
+        assert_eq!(ws.extension(), Some("permessage-deflate"));
+        ws.send(Message::text("client over h2")).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("client over h2")
+        );
+        let big = vec![9u8; 900_000];
+        ws.send(Message::binary(big.clone())).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+        ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+        assert!(ws.next().await.is_none());
+
+        // Several WebSockets on one connection.
+        let connection = sockeye::http2::Http2Connection::open(&sockeye::ClientBuilder::new(
+            format!("ws://{addr}/"),
+        ))
+        .await
+        .unwrap();
+        let mut sockets = Vec::new();
+        for _ in 0..5 {
+            let (ws, _) = connection
+                .websocket(sockeye::ClientBuilder::new(format!("ws://{addr}/ws")))
+                .await
+                .unwrap();
+            sockets.push(ws);
+        }
+        for (i, ws) in sockets.iter_mut().enumerate() {
+            ws.send(Message::text(format!("{i}"))).await.unwrap();
+        }
+        for (i, ws) in sockets.iter_mut().enumerate() {
+            assert_eq!(
+                ws.next().await.unwrap().unwrap(),
+                Message::text(format!("{i}"))
+            );
+        }
+        // A refusal is the server's status and body.
+        let error = connection
+            .websocket(sockeye::ClientBuilder::new(format!("ws://{addr}/nothing")))
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), Some(StatusCode::NOT_FOUND), "{error}");
+        for mut ws in sockets {
+            ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+            assert!(ws.next().await.is_none());
+        }
+    }))
+    .await;
+}
+
+#[tokio::test]
+async fn the_client_says_when_http2_is_unavailable() {
+    bounded(async {
+        // HTTP/2 without the extended CONNECT.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let service = service_fn(|_request: Request<Incoming>| {
+                    std::future::ready(Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(
+                        "no websockets here\n",
+                    ))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        let error = sockeye::ClientBuilder::new(format!("ws://{addr}/ws"))
+            .connect_http2()
+            .await
+            .unwrap_err();
+        assert!(sockeye::http2::is_http2_unavailable(&error), "{error}");
+    })
+    .await;
+}
+
+/// Interop: Node's `http2` server with `enableConnectProtocol`, echoing WebSocket frames
+/// (`conformance/h2/node-server.mjs`), and our client.
+#[tokio::test]
+async fn the_client_against_nodes_http2_server() {
+    let Some(node) = support::program("node") else {
+        return;
+    };
+    bounded(async {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../conformance/h2/node-server.mjs"
+        );
+        let mut child = tokio::process::Command::new(node)
+            .arg(script)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            child.stdout.take().unwrap(),
+        ));
+        let port: u16 = lines.next_line().await.unwrap().unwrap().parse().unwrap();
+        let (mut ws, response) = sockeye::ClientBuilder::new(format!("ws://127.0.0.1:{port}/echo"))
+            .protocol("chat")
+            .connect_http2()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(ws.protocol(), Some("chat"));
+        ws.send(Message::text("hello node")).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("hello node")
+        );
+        let big: Vec<u8> = (0..300_000u32).map(|i| i.to_le_bytes()[0]).collect();
+        ws.send(Message::binary(big.clone())).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+        ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+        assert!(ws.next().await.is_none());
+    })
+    .await;
+}
+
+/// `sockeye::hyper::serve_connection` over TLS: one port, HTTP/2 or HTTP/1.1 by ALPN; our
+/// client over both, and over HTTP/2 through TLS with ALPN.
+#[tokio::test]
+async fn one_tls_port_serves_both_versions() {
+    bounded(async {
+        let ca = support::Ca::new("h2 test ca");
+        let leaf = ca.server(&["localhost"]);
+        let tls = sockeye::TlsAcceptor::builder(leaf.chain_pem.as_bytes(), leaf.key_pem.as_bytes())
+            .unwrap()
+            .alpn_protocols(["h2", "http/1.1"])
+            .build()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = ServerBuilder::new().protocols(["chat"]);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (tls, server) = (tls.clone(), server.clone());
+                tokio::spawn(async move {
+                    let stream = sockeye::MaybeTlsStream::ServerTls(Box::new(
+                        tls.accept(tcp).await.unwrap(),
+                    ));
+                    let _ = sockeye::hyper::serve_connection(
+                        server,
+                        stream,
+                        |mut ws, request| async move {
+                            // Tell the client which version carried it.
+                            let version =
+                                format!("{:?} {}", request.version(), request.uri().path());
+                            ws.send(Message::text(version)).await.unwrap();
+                            while let Some(Ok(message)) = ws.next().await {
+                                if message.is_data() && ws.send(message).await.is_err() {
+                                    break;
+                                }
+                            }
+                        },
+                    )
+                    .await;
+                });
+            }
+        });
+        let client = |path: &str| {
+            sockeye::ClientBuilder::new(format!("wss://localhost:{port}{path}"))
+                .protocol("chat")
+                .tls(
+                    sockeye::TlsConfig::new()
+                        .add_root_pem(ca.pem().as_bytes())
+                        .unwrap(),
+                )
+        };
+
+        let (mut ws, response) = client("/two").connect_http2().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(ws.protocol(), Some("chat"));
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("HTTP/2.0 /two")
+        );
+        ws.send(Message::binary(vec![5u8; 400_000])).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::binary(vec![5u8; 400_000])
+        );
+        ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+        assert!(ws.next().await.is_none());
+
+        let (mut ws, response) = client("/one").connect().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(ws.protocol(), Some("chat"));
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("HTTP/1.1 /one")
+        );
+        ws.send(Message::text("h1")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("h1"));
+        ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+    })
+    .await;
+}
