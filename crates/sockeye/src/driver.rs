@@ -25,6 +25,8 @@ const MAX_RESERVE: usize = 1 << 20;
 const MAX_READ_CHUNK: usize = 64 << 10;
 /// What one read of a lingering close takes at most (the bytes are dropped).
 const DRAIN_CHUNK: usize = 16 << 10;
+/// How long a lingering close waits for the peer to end its side after a clean close handshake.
+const CLEAN_LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 /// Reads of a lingering close before it yields to other tasks (and checks its deadline).
 const DRAIN_READS: usize = 16;
 
@@ -229,18 +231,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// say) would lose our Close frame, and with it the reason, in the reset. The bytes are
     /// dropped as they come: memory stays what the read buffer holds.
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        // Only after we failed the connection: a peer that completed the close handshake has
-        // nothing more to send, and one that did not answer in time is not waited for twice.
+        if self.read_done {
+            return Poll::Ready(());
+        }
+        // After we failed the connection, the peer may still be sending what we refused: up to
+        // the close timeout. After a close handshake, the peer ends its side at once (an HTTP/2
+        // stream that we dropped before the peer's END_STREAM would be reset, not ended): a
+        // moment, so that a peer that keeps its side open does not hold us.
         let failed = matches!(
             self.conn
                 .close_status()
                 .and_then(|closed| closed.error.as_ref()),
             Some(ConnectionError::Protocol(_))
         );
-        if self.read_done || !failed {
-            return Poll::Ready(());
-        }
-        let timeout = self.conn.config().close_timeout();
+        let close_timeout = self.conn.config().close_timeout();
+        let timeout = if failed {
+            close_timeout
+        } else {
+            close_timeout.min(CLEAN_LINGER)
+        };
         let linger = self
             .linger
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
