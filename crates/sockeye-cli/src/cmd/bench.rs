@@ -126,7 +126,7 @@ async fn connection(
             return result;
         }
     };
-    if let Err(why) = probe(&mut ws, &payload).await {
+    if let Err(why) = probe(&mut ws, &payload, deadline).await {
         result.error = Some(Failure::Run(why));
         return result;
     }
@@ -189,7 +189,11 @@ async fn connection(
 
 /// Sends one message and checks that the same comes back first: a room or a server that
 /// answers something else is not measured as if it echoed.
-async fn probe(ws: &mut WebSocket<MaybeTlsStream>, payload: &Message) -> Result<(), String> {
+async fn probe(
+    ws: &mut WebSocket<MaybeTlsStream>,
+    payload: &Message,
+    deadline: Instant,
+) -> Result<(), String> {
     // A marker no other connection sends, in front of the payload's own bytes.
     let marker = format!("sockeye bench probe {:016x} ", rand_u64());
     let probe = match payload {
@@ -203,7 +207,9 @@ async fn probe(ws: &mut WebSocket<MaybeTlsStream>, payload: &Message) -> Result<
     ws.send(probe.clone())
         .await
         .map_err(|e| format!("sending failed: {e}"))?;
-    let answer = tokio::time::timeout(PROBE_TIMEOUT, async {
+    // Within the run: a bench keeps to its duration, whatever the endpoint does.
+    let wait = PROBE_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+    let answer = tokio::time::timeout(wait, async {
         loop {
             match ws.next().await {
                 Some(Ok(message)) if message.is_data() => return Ok(message),
@@ -220,7 +226,7 @@ async fn probe(ws: &mut WebSocket<MaybeTlsStream>, payload: &Message) -> Result<
         }
     })
     .await
-    .map_err(|_| format!("no echo within {PROBE_TIMEOUT:?}: is this an echo endpoint?"))??;
+    .map_err(|_| format!("no echo within {wait:.1?}: is this an echo endpoint?"))??;
     if answer == probe {
         Ok(())
     } else {
