@@ -13,6 +13,8 @@ pub struct WebSocketConfig {
     pub(crate) read_buffer_size: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) nodelay: bool,
+    /// The server's drain handle, set by [`ServerBuilder::shutdown`](crate::ServerBuilder::shutdown).
+    pub(crate) shutdown: Option<crate::Shutdown>,
 }
 
 impl Default for WebSocketConfig {
@@ -23,6 +25,7 @@ impl Default for WebSocketConfig {
             read_buffer_size: 1 << 10,
             handshake_timeout: Duration::from_secs(10),
             nodelay: true,
+            shutdown: None,
         }
     }
 }

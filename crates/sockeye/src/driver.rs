@@ -9,13 +9,14 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use sockeye_proto::{CloseFrame, Closed, Connection, DataFrame, Event, Message};
+use sockeye_proto::{CloseCode, CloseFrame, Closed, Connection, DataFrame, Event, Message};
 use std::future::Future as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
 use crate::config::WebSocketConfig;
 use crate::error::{Error, Kind};
+use crate::shutdown::Watch;
 
 /// Chunks gathered into one vectored write at most.
 const MAX_IOV: usize = 64;
@@ -90,6 +91,16 @@ pub(crate) struct Driver<S> {
     /// A streamed frame that a read of whole messages came upon: the next read of frames
     /// hands it out.
     stashed: Option<DataFrame>,
+    /// The server's [`Shutdown`](crate::Shutdown), when the connection watches one.
+    watch: Option<Box<Watch>>,
+}
+
+impl<S> Drop for Driver<S> {
+    fn drop(&mut self) {
+        if let Some(watch) = self.watch.as_deref() {
+            watch.finish(self.out_len + self.conn.buffered_amount());
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -120,6 +131,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             read_chunk: config.read_buffer_size,
             protocol,
             stashed: None,
+            watch: config
+                .shutdown
+                .as_ref()
+                .map(|shutdown| Box::new(shutdown.watch())),
         }
     }
 
@@ -179,6 +194,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if let Some(frame) = self.stashed.take() {
             return Poll::Ready(Some(Ok(Incoming::Frame(frame))));
         }
+        if let Some(watch) = self.watch.as_deref_mut() {
+            watch.poll_triggered(cx);
+        }
         loop {
             if let Some(incoming) = self.take_event() {
                 return Poll::Ready(Some(Ok(incoming)));
@@ -197,6 +215,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             // transport is not a reason to stop reading unless we are over the high-water mark.
             if let Poll::Ready(Err(e)) = self.poll_output(cx) {
                 self.transport_failed(e);
+                continue;
+            }
+            if self.poll_drain(cx) {
                 continue;
             }
             if self.conn.is_closed() && self.out.is_empty() && self.conn.should_close_transport() {
@@ -221,6 +242,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             ready!(self.poll_read(cx));
         }
+    }
+
+    /// The server's graceful shutdown, once triggered: when everything queued before the signal
+    /// is written, sends a Close with 1001; at the end of the grace period, cuts the connection
+    /// with whatever is still unsent. Returns whether it changed the connection's state.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(watch) = self.watch.as_deref_mut() else {
+            return false;
+        };
+        if !watch.draining() || self.finished {
+            return false;
+        }
+        if watch.poll_deadline(cx) {
+            if self.conn.is_closed() && self.out.is_empty() && self.conn.should_close_transport() {
+                // Only the transport's shutdown is left.
+                return false;
+            }
+            let unsent = self.out_len + self.conn.buffered_amount();
+            watch.cut(unsent);
+            let e = io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("server shutting down: grace period over with {unsent} bytes unsent"),
+            );
+            self.transport_failed(e);
+            // What `transport_failed` dropped is counted when the connection is dropped.
+            self.io_error.get_or_insert_with(|| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "server shutting down: grace period over",
+                )
+            });
+            return true;
+        }
+        if self.conn.is_open() && self.backlog() == 0 {
+            let frame = CloseFrame::new(CloseCode::GOING_AWAY, "server shutting down").ok();
+            let _ = self.conn.close(now(), frame);
+            return true;
+        }
+        false
     }
 
     /// A lingering close: after our side is shut down, reads and drops what the peer still
@@ -393,6 +453,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn advance_out(&mut self, mut written: usize) {
         self.out_len -= written;
+        if let Some(watch) = self.watch.as_deref_mut() {
+            watch.wrote(written);
+        }
         while written > 0 {
             let Some(front) = self.out.front_mut() else {
                 return;
@@ -414,6 +477,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if !self.conn.is_open() {
             return Poll::Ready(Err(Self::already_closed()));
         }
+        if let Some(watch) = self.watch.as_deref_mut()
+            && watch.poll_triggered(cx)
+        {
+            // A task that only sends still drives the drain (and its deadline).
+            let _ = self.poll_output(cx);
+            self.poll_drain(cx);
+            return Poll::Ready(Err(Self::already_closed()));
+        }
         if self.backlog() > self.high_water {
             // A sender that never reads still drives keepalive and the close timeout: the timer
             // is armed before waiting here, and run by every flush (`poll_flush`).
@@ -433,7 +504,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     pub(crate) fn start_send(&mut self, message: Message) -> Result<(), Error> {
-        queue(&mut self.conn, message)
+        let Some(watch) = self.watch.as_deref_mut() else {
+            return queue(&mut self.conn, message);
+        };
+        if watch.draining() {
+            return Err(Self::already_closed());
+        }
+        let data = message.is_data();
+        queue(&mut self.conn, message)?;
+        if data {
+            let backlog = self.out_len + self.conn.buffered_amount();
+            if let Some(watch) = self.watch.as_deref_mut() {
+                watch.queued(backlog);
+            }
+        }
+        Ok(())
     }
 
     /// Like [`poll_flush`](Self::poll_flush), but leaves the write to the next
@@ -492,6 +577,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
                 Poll::Pending => false,
             };
+            if self.poll_drain(cx) {
+                continue;
+            }
             // Done once the core is closed and our Close (or reply) has been written.
             if (self.conn.is_closed() && written) || self.finished {
                 return Poll::Ready(match self.io_error.take() {

@@ -19,6 +19,7 @@ use crate::config::WebSocketConfig;
 use crate::driver::now;
 use crate::error::{Error, Kind, Timeout, eof_in_handshake};
 use crate::net::set_nodelay;
+use crate::shutdown::Shutdown;
 use crate::socket::WebSocket;
 use crate::stream::MaybeTlsStream;
 #[cfg(feature = "rustls")]
@@ -141,8 +142,27 @@ impl ServerBuilder {
     /// Limits, timeouts and buffer sizes.
     pub fn config(mut self, config: WebSocketConfig) -> Self {
         self.handshake = self.handshake.config(config.proto.clone());
+        let shutdown = self.config.shutdown.take();
         self.config = config;
+        self.config.shutdown = self.config.shutdown.take().or(shutdown);
         self
+    }
+
+    /// Graceful shutdown: every connection this builder (and its clones) accepts from now on
+    /// watches `shutdown`, and, once it is [triggered](Shutdown::trigger), writes out what it
+    /// had queued, closes with 1001 and ends within the grace period; handshakes that start
+    /// after the signal are answered 503. See [`Shutdown`].
+    pub fn shutdown(mut self, shutdown: &Shutdown) -> Self {
+        self.config.shutdown = Some(shutdown.clone());
+        self
+    }
+
+    /// Whether a shutdown given to [`shutdown`](Self::shutdown) was triggered.
+    fn shutting_down(&self) -> bool {
+        self.config
+            .shutdown
+            .as_ref()
+            .is_some_and(Shutdown::is_triggered)
     }
 
     /// Subprotocols this server speaks, in order of preference; when no callback picks one, the
@@ -195,7 +215,7 @@ impl ServerBuilder {
     where
         S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
-        let Some(_permit) = self.permit() else {
+        let Some(_permit) = self.permit().filter(|_| !self.shutting_down()) else {
             turn_away(&mut stream).await;
             return Err(Error::new(Kind::Busy));
         };
@@ -222,7 +242,7 @@ impl ServerBuilder {
         &self,
         mut tcp: TcpStream,
     ) -> Result<(WebSocket<MaybeTlsStream>, Request<()>), Error> {
-        let Some(_permit) = self.permit() else {
+        let Some(_permit) = self.permit().filter(|_| !self.shutting_down()) else {
             #[cfg(feature = "rustls")]
             let plain = self.tls.is_none();
             #[cfg(not(feature = "rustls"))]
