@@ -70,6 +70,7 @@
     allow(rustdoc::broken_intra_doc_links)
 )]
 
+mod admission;
 #[cfg(feature = "axum")]
 pub mod axum;
 #[cfg(feature = "blocking")]
@@ -101,7 +102,8 @@ pub use crate::net::ConnectError;
 #[cfg(feature = "proxy")]
 pub use crate::proxy::{Proxy, ProxyError, ProxyProtocol, ProxyUrlError, SocksReply};
 pub use crate::server::{
-    Accept, DEFAULT_MAX_CONCURRENT_HANDSHAKES, OriginPolicy, Reject, ServerBuilder, accept,
+    Accept, DEFAULT_HANDSHAKE_MEMORY, DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+    DEFAULT_MIN_HANDSHAKE_RATE, HANDSHAKE_OVERHEAD, OriginPolicy, Reject, ServerBuilder, accept,
 };
 pub use crate::shutdown::{DEFAULT_GRACE_PERIOD, DrainReport, Shutdown};
 pub use crate::socket::WebSocket;
