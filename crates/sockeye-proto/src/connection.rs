@@ -428,6 +428,22 @@ impl Connection {
         self.close_at(Some(now), frame)
     }
 
+    /// Releases the memory of the output buffer and of the event and chunk queues when they
+    /// hold nothing, so that an idle connection keeps no allocation of its own. An I/O layer
+    /// calls it when the connection goes idle (a read found nothing); they are allocated again
+    /// when needed.
+    pub fn release_idle_buffers(&mut self) {
+        if self.out_buf.is_empty() && self.out_buf.capacity() > 0 {
+            self.out_buf = BytesMut::new();
+        }
+        if self.out_chunks.is_empty() && self.out_chunks.capacity() > 0 {
+            self.out_chunks = VecDeque::new();
+        }
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+    }
+
     // ---- Output ----
 
     /// The next chunk of bytes to write, in order; `None` when nothing is queued.

@@ -26,6 +26,8 @@ const MAX_RESERVE: usize = 1 << 20;
 const MAX_READ_CHUNK: usize = 64 << 10;
 /// What one read of a lingering close takes at most (the bytes are dropped).
 const DRAIN_CHUNK: usize = 16 << 10;
+/// What a read on an idle connection (one without a read buffer) takes at most, on the stack.
+const IDLE_READ: usize = 4 << 10;
 /// Reads of a lingering close before it yields to other tasks (and checks its deadline).
 const DRAIN_READS: usize = 16;
 
@@ -322,7 +324,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Reads once and feeds the core. Pending when nothing could be read.
+    ///
+    /// An idle connection holds no read buffer: when a read finds nothing with the buffer
+    /// empty, the buffer (and the empty output queues) are released, and the next read goes
+    /// to the stack first and allocates only for what arrived.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.read_buf.capacity() == 0 {
+            return self.poll_read_idle(cx);
+        }
         // Room for the rest of the frame in progress plus the next header, so a large frame
         // completes in one buffer; at least a quarter of the configured size for small ones.
         // Reservations are capped so that a header announcing a large frame commits memory
@@ -333,11 +342,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.read_buf.reserve(need.max(self.read_chunk));
             spare = self.read_buf.capacity() - self.read_buf.len();
         }
-        match ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.io),
-            cx,
-            &mut self.read_buf
-        )) {
+        let polled = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf);
+        let Poll::Ready(result) = polled else {
+            if self.read_buf.is_empty() {
+                self.release_idle();
+            }
+            return Poll::Pending;
+        };
+        self.after_read(result, spare);
+        Poll::Ready(())
+    }
+
+    /// A read with no buffer: into the stack, then into a buffer sized for what came.
+    fn poll_read_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); IDLE_READ];
+        let mut buf = tokio::io::ReadBuf::uninit(&mut stack);
+        let result = ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)).map(|()| {
+            let filled = buf.filled();
+            if !filled.is_empty() {
+                self.read_buf.reserve(filled.len().max(self.read_chunk));
+                self.read_buf.extend_from_slice(filled);
+            }
+            filled.len()
+        });
+        self.after_read(result, IDLE_READ);
+        Poll::Ready(())
+    }
+
+    /// Handles the outcome of a read that had `spare` bytes of room.
+    fn after_read(&mut self, result: io::Result<usize>, spare: usize) {
+        match result {
             Ok(0) => {
                 self.read_done = true;
                 self.conn.handle_eof();
@@ -352,7 +386,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             Err(e) => self.transport_failed(e),
         }
-        Poll::Ready(())
+    }
+
+    /// Releases the buffers of a connection that has nothing buffered.
+    fn release_idle(&mut self) {
+        self.read_buf = BytesMut::new();
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            self.out = VecDeque::new();
+        }
+        self.conn.release_idle_buffers();
     }
 
     fn transport_failed(&mut self, e: io::Error) {
@@ -628,4 +670,43 @@ pub(crate) fn closed_error(closed: &Closed) -> Option<Error> {
         local: closed.local.clone(),
         remote: closed.remote.clone(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What one connection's state takes inline (docs/topics/memory.md): a change that grows it
+    /// shows here.
+    #[test]
+    fn per_connection_state_sizes() {
+        let driver = size_of::<Driver<tokio::net::TcpStream>>();
+        let conn = size_of::<Connection>();
+        let stream = size_of::<crate::MaybeTlsStream>();
+        let socket = size_of::<crate::WebSocket<crate::MaybeTlsStream>>();
+        println!(
+            "Driver<TcpStream> {driver}, WebSocket<MaybeTlsStream> {socket}, Connection {conn}, \
+             MaybeTlsStream {stream}, Config {}, Event {}, Message {}, CloseFrame {}, Closed {}",
+            size_of::<sockeye_proto::Config>(),
+            size_of::<Event>(),
+            size_of::<Message>(),
+            size_of::<CloseFrame>(),
+            size_of::<Closed>()
+        );
+        assert!(socket <= 1024, "{socket}");
+    }
+
+    /// The futures a server's task holds: the handshake's only while it runs, `next` and
+    /// `send` for the connection's life.
+    #[tokio::test]
+    async fn future_sizes() {
+        let server = crate::ServerBuilder::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let accept = server.accept_tcp(tcp);
+        println!("accept_tcp future {}", size_of_val(&accept));
+        drop(accept);
+    }
 }

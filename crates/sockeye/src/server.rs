@@ -284,15 +284,17 @@ impl ServerBuilder {
         S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let Some(ticket) = self.admit(None) else {
-            turn_away(&mut stream).await;
+            Box::pin(turn_away(&mut stream)).await;
             return Err(Error::new(Kind::Busy));
         };
         set_nodelay(&stream, self.config.nodelay);
         let progress = ticket.progress();
-        let handshake = tokio::time::timeout(
+        // Boxed: the handshake's state (the request buffer, the parser) is freed when it ends,
+        // rather than sized into the future of a task that holds the connection for its life.
+        let handshake = Box::pin(tokio::time::timeout(
             self.config.handshake_timeout,
             self.handshake(stream, progress),
-        );
+        ));
         unless_evicted(progress, handshake)
             .await
             .ok_or_else(|| Error::new(Kind::Timeout(Timeout::Handshake)))?
@@ -323,13 +325,15 @@ impl ServerBuilder {
             #[cfg(not(feature = "rustls"))]
             let plain = true;
             if plain {
-                turn_away(&mut tcp).await;
+                Box::pin(turn_away(&mut tcp)).await;
             }
             return Err(Error::new(Kind::Busy));
         };
         set_nodelay(&tcp, self.config.nodelay);
         let progress = ticket.progress();
-        unless_evicted(progress, self.handshake_tcp(tcp, progress))
+        // Boxed: the TLS and WebSocket handshakes' state (several KiB) is freed when they end,
+        // rather than sized into the future of a task that holds the connection for its life.
+        unless_evicted(progress, Box::pin(self.handshake_tcp(tcp, progress)))
             .await
             .ok_or_else(|| Error::new(Kind::Timeout(Timeout::Handshake)))?
     }
