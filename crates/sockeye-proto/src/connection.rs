@@ -75,10 +75,9 @@ pub struct Connection {
     events: VecDeque<Event>,
 
     // Closing.
-    local_close: Option<CloseFrame>,
-    remote_close: Option<CloseFrame>,
-    initiator: Option<Initiator>,
-    closed: Option<Closed>,
+    /// Both Close frames, who started, and the report: boxed, since most of a connection's
+    /// life has none of it (memory per idle connection).
+    closing: Option<Box<Closing>>,
     close_transport: bool,
 
     // Timers.
@@ -119,6 +118,15 @@ enum State {
     Closed,
 }
 
+/// The state of the close handshake, once it begins.
+#[derive(Debug, Default)]
+struct Closing {
+    local: Option<CloseFrame>,
+    remote: Option<CloseFrame>,
+    initiator: Option<Initiator>,
+    closed: Option<Closed>,
+}
+
 /// A frame whose header has been read and checked while its payload is still arriving.
 #[derive(Debug, Clone, Copy)]
 struct PendingFrame {
@@ -155,10 +163,7 @@ impl Connection {
             pending_pong: None,
             outgoing: None,
             events: VecDeque::new(),
-            local_close: None,
-            remote_close: None,
-            initiator: None,
-            closed: None,
+            closing: None,
             close_transport: false,
             last_now: now,
             close_deadline: None,
@@ -217,7 +222,7 @@ impl Connection {
     /// How the connection ended, once it has (the same report as [`Event::Closed`]).
     #[inline]
     pub fn close_status(&self) -> Option<&Closed> {
-        self.closed.as_ref()
+        self.closing.as_ref()?.closed.as_ref()
     }
 
     /// Bytes queued for sending and not yet taken by [`poll_transmit`](Self::poll_transmit); the
@@ -628,7 +633,7 @@ impl Connection {
 
     fn handle_close(&mut self, payload: &Bytes, now: Instant) -> Result<(), ProtocolError> {
         let frame = CloseFrame::parse(payload)?;
-        self.remote_close.clone_from(&frame);
+        self.closing_mut().remote.clone_from(&frame);
         self.events
             .push_back(Event::Message(Message::Close(frame.clone())));
         self.pending = None;
@@ -691,14 +696,15 @@ impl Connection {
         }
         self.state = State::Closed;
         self.pending_pong = None;
-        let initiator = *self.initiator.get_or_insert(initiator);
+        let closing = self.closing_mut();
+        let initiator = *closing.initiator.get_or_insert(initiator);
         let closed = Closed {
             initiator,
-            local: self.local_close.clone(),
-            remote: self.remote_close.clone(),
+            local: closing.local.clone(),
+            remote: closing.remote.clone(),
             error,
         };
-        self.closed = Some(closed.clone());
+        closing.closed = Some(closed.clone());
         self.events.push_back(Event::Closed(Box::new(closed)));
     }
 
@@ -745,7 +751,7 @@ impl Connection {
         }
         self.queue_close(frame);
         self.state = State::CloseSent;
-        self.initiator = Some(Initiator::Local);
+        self.closing_mut().initiator = Some(Initiator::Local);
         let now = now.unwrap_or(self.last_now);
         self.last_now = self.last_now.max(now);
         self.close_deadline = now.checked_add(self.config.close_timeout());
@@ -761,7 +767,11 @@ impl Connection {
             frame.encode(&mut payload);
         }
         self.push_frame(OpCode::Close, true, Rsv::NONE, payload.freeze());
-        self.local_close = frame;
+        self.closing_mut().local = frame;
+    }
+
+    fn closing_mut(&mut self) -> &mut Closing {
+        self.closing.get_or_insert_with(Box::default)
     }
 
     fn flush_pong(&mut self) {

@@ -10,10 +10,12 @@
 //! it owes, closes with 1001 and gets 5 s for the peer's Close; the report says what was lost.
 //! A second signal exits at once.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use sockeye::{
-    DeflateConfig, Message, OriginPolicy, ServerBuilder, Shutdown, TlsAcceptor, WebSocketConfig,
+    DeflateConfig, MaybeTlsStream, Message, OriginPolicy, ServerBuilder, Shutdown, TlsAcceptor,
+    WebSocket, WebSocketConfig,
 };
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -63,27 +65,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = interrupt.recv() => break,
         };
         let server = server.clone();
+        // The handshake in a task of its own, and the connection in another: the connection's
+        // task holds only the WebSocket, not the builder (memory per idle connection).
         tokio::spawn(async move {
-            let mut ws = match server.accept_tcp(tcp).await {
-                Ok(ws) => ws,
-                Err(e) => {
-                    eprintln!("{peer}: handshake failed: {e}");
-                    return;
-                }
-            };
-            while let Some(message) = ws.next().await {
-                match message {
-                    Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
-                        // Fails once the shutdown began (or the transport failed): keep
-                        // reading, the connection ends by itself.
-                        let _ = ws.send(message).await;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        eprintln!("{peer}: {e}");
-                        break;
-                    }
-                }
+            match server.accept_tcp(tcp).await {
+                Ok(ws) => drop(tokio::spawn(echo(ws, peer))),
+                Err(e) => eprintln!("{peer}: handshake failed: {e}"),
             }
         });
     }
@@ -100,4 +87,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     eprintln!("{report}");
     Ok(())
+}
+
+/// Echoes text and binary messages until the connection ends.
+async fn echo(mut ws: WebSocket<MaybeTlsStream>, peer: SocketAddr) {
+    while let Some(message) = ws.next().await {
+        match message {
+            Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                // Fails once the shutdown began (or the transport failed): keep reading, the
+                // connection ends by itself.
+                let _ = ws.send(message).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("{peer}: {e}");
+                break;
+            }
+        }
+    }
 }

@@ -693,7 +693,8 @@ mod tests {
             size_of::<CloseFrame>(),
             size_of::<Closed>()
         );
-        assert!(socket <= 1024, "{socket}");
+        assert!(socket <= 768, "{socket}");
+        assert!(conn <= 512, "{conn}");
     }
 
     /// The futures a server's task holds: the handshake's only while it runs, `next` and
