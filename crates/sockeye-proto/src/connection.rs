@@ -57,7 +57,9 @@ pub struct Connection {
     role: Role,
     config: Config,
     state: State,
-    mask: Box<dyn MaskSource>,
+    /// Where a client's masking keys come from; created on a client's first frame (a server
+    /// never masks, and keeps no pool of random bytes).
+    mask: Option<Box<dyn MaskSource>>,
     extension: Option<Box<dyn Extension>>,
 
     // Input.
@@ -152,7 +154,7 @@ impl Connection {
             role,
             config,
             state: State::Open,
-            mask: Box::new(OsMaskSource::new()),
+            mask: None,
             extension: None,
             decoder,
             pending: None,
@@ -186,7 +188,7 @@ impl Connection {
     /// Replaces where masking keys come from (a client's only); for tests and reproducible output.
     #[must_use]
     pub fn with_mask_source(mut self, source: Box<dyn MaskSource>) -> Self {
-        self.mask = source;
+        self.mask = Some(source);
         self
     }
 
@@ -790,7 +792,10 @@ impl Connection {
         };
         let mut head_bytes = [0; MAX_HEAD_LEN];
         if self.role.masks_outgoing() {
-            let key = self.mask.next_key();
+            let key = self
+                .mask
+                .get_or_insert_with(|| Box::new(OsMaskSource::new()))
+                .next_key();
             head.mask = Some(key);
             let head_len = head.encode(&mut head_bytes);
             let head_bytes = head_bytes.get(..head_len).unwrap_or_default();

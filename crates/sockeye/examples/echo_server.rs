@@ -90,18 +90,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Echoes text and binary messages until the connection ends.
-async fn echo(mut ws: WebSocket<MaybeTlsStream>, peer: SocketAddr) {
-    while let Some(message) = ws.next().await {
-        match message {
-            Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
-                // Fails once the shutdown began (or the transport failed): keep reading, the
-                // connection ends by itself.
-                let _ = ws.send(message).await;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("{peer}: {e}");
-                break;
+///
+/// Not an `async fn`: one keeps its arguments twice in its future (the argument, and the local
+/// it is moved into), a second WebSocket's worth of memory for the connection's whole life.
+#[allow(clippy::manual_async_fn)]
+fn echo(mut ws: WebSocket<MaybeTlsStream>, peer: SocketAddr) -> impl Future<Output = ()> {
+    async move {
+        while let Some(message) = ws.next().await {
+            match message {
+                Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                    // Fails once the shutdown began (or the transport failed): keep reading,
+                    // the connection ends by itself.
+                    let _ = ws.send(message).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("{peer}: {e}");
+                    break;
+                }
             }
         }
     }

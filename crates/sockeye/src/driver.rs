@@ -697,6 +697,17 @@ mod tests {
         assert!(conn <= 512, "{conn}");
     }
 
+    // Not an `async fn`: those keep their arguments twice (the argument, and the local it
+    // is moved to), a second WebSocket's worth of memory for the task's whole life.
+    #[allow(clippy::manual_async_fn)]
+    fn echo(mut ws: crate::WebSocket<crate::MaybeTlsStream>) -> impl Future<Output = ()> {
+        async move {
+            while let Some(Ok(message)) = ws.next().await {
+                let _ = ws.send(message).await;
+            }
+        }
+    }
+
     /// The futures a server's task holds: the handshake's only while it runs, `next` and
     /// `send` for the connection's life.
     #[tokio::test]
@@ -709,5 +720,30 @@ mod tests {
         let accept = server.accept_tcp(tcp);
         println!("accept_tcp future {}", size_of_val(&accept));
         drop(accept);
+        let (tcp, _) = tokio::try_join!(
+            async { listener.accept().await },
+            tokio::net::TcpStream::connect(addr)
+        )
+        .unwrap()
+        .0;
+        let ws = crate::WebSocket::from_raw(
+            crate::MaybeTlsStream::Plain(tcp),
+            crate::Role::Server,
+            &WebSocketConfig::default(),
+            BytesMut::new(),
+        );
+        let mut probe = crate::WebSocket::from_raw(
+            tokio::io::empty(),
+            crate::Role::Server,
+            &WebSocketConfig::default(),
+            BytesMut::new(),
+        );
+        let send = size_of_val(&probe.send(Message::text("x")));
+        let next = size_of_val(&probe.next());
+        println!(
+            "an echo task's future {} (the WebSocket {}), `send` {send}, `next` {next}",
+            size_of_val(&echo(ws)),
+            size_of::<crate::WebSocket<crate::MaybeTlsStream>>(),
+        );
     }
 }

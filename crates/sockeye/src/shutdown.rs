@@ -258,7 +258,8 @@ impl Shutdown {
             slot,
             index,
             deadline: None,
-            ends: VecDeque::new(),
+            first_end: None,
+            more_ends: VecDeque::new(),
             written: 0,
             refused: false,
             cut: None,
@@ -288,9 +289,12 @@ pub(crate) struct Watch {
     index: usize,
     /// Armed when the drain starts: the end of the grace period.
     deadline: Option<Pin<Box<Sleep>>>,
-    /// Where each data message queued and not yet written ends, as offsets in the output
-    /// stream; counts the messages lost when the connection is cut.
-    ends: VecDeque<u64>,
+    /// Where the oldest data message queued and not yet written ends, as an offset in the
+    /// output stream; with `more_ends`, counts the messages lost when the connection is cut.
+    /// Kept apart so that a connection with one message in flight allocates nothing for this.
+    first_end: Option<u64>,
+    /// Where the later ones end.
+    more_ends: VecDeque<u64>,
     /// Bytes handed to the transport so far.
     written: u64,
     /// The drain started: no new message is taken.
@@ -341,19 +345,23 @@ impl Watch {
 
     /// A data message was queued; its last byte is `backlog` bytes past what was written.
     pub(crate) fn queued(&mut self, backlog: usize) {
-        self.ends
-            .push_back(self.written.saturating_add(backlog as u64));
+        let end = self.written.saturating_add(backlog as u64);
+        if self.first_end.is_none() {
+            self.first_end = Some(end);
+        } else {
+            self.more_ends.push_back(end);
+        }
     }
 
     /// `n` more bytes were handed to the transport.
     pub(crate) fn wrote(&mut self, n: usize) {
         self.written = self.written.saturating_add(n as u64);
-        while self.ends.front().is_some_and(|&end| end <= self.written) {
-            self.ends.pop_front();
+        while self.first_end.is_some_and(|end| end <= self.written) {
+            self.first_end = self.more_ends.pop_front();
         }
-        if self.ends.is_empty() && self.ends.capacity() > 16 {
-            // After a burst, an idle connection keeps no more than a few slots for this.
-            self.ends = VecDeque::new();
+        if self.more_ends.is_empty() && self.more_ends.capacity() > 0 {
+            // After a burst, an idle connection keeps nothing for this.
+            self.more_ends = VecDeque::new();
         }
     }
 
@@ -366,7 +374,7 @@ impl Watch {
     /// when it was cut).
     pub(crate) fn finish(&self, unsent: usize) {
         let unsent = self.cut.unwrap_or(unsent);
-        let messages = self.ends.len() as u64;
+        let messages = u64::from(self.first_end.is_some()) + self.more_ends.len() as u64;
         let mut registry = self.inner.lock();
         if let Some(entry) = registry.slots.get_mut(self.index) {
             *entry = None;
