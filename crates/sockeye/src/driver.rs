@@ -360,7 +360,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let result = ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)).map(|()| {
             let filled = buf.filled();
             if !filled.is_empty() {
-                self.read_buf.reserve(filled.len().max(self.read_chunk));
+                // Just what came: a small message costs a small allocation (the allocator's
+                // fast path), which the message then shares.
+                self.read_buf.reserve(filled.len());
                 self.read_buf.extend_from_slice(filled);
             }
             filled.len()
