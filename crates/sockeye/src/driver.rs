@@ -357,7 +357,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn poll_read_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); IDLE_READ];
         let mut buf = tokio::io::ReadBuf::uninit(&mut stack);
-        let result = ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)).map(|()| {
+        let Poll::Ready(result) = Pin::new(&mut self.io).poll_read(cx, &mut buf) else {
+            self.release_idle();
+            return Poll::Pending;
+        };
+        let result = result.map(|()| {
             let filled = buf.filled();
             if !filled.is_empty() {
                 // Just what came: a small message costs a small allocation (the allocator's
