@@ -291,7 +291,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// say) would lose our Close frame, and with it the reason, in the reset. The bytes are
     /// dropped as they come: memory stays what the read buffer holds.
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.read_done {
+        // After a clean close handshake the peer has sent its Close, and nothing may follow it:
+        // there is nothing to wait for (and a peer that keeps its side open, as a client waiting
+        // for the server to close first does, would hold us until the close timeout).
+        if self.read_done || self.conn.close_status().is_some_and(Closed::is_clean) {
             return Poll::Ready(());
         }
         let timeout = self.conn.config().close_timeout();
