@@ -32,8 +32,9 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 /// Messages the peer sends meanwhile are still delivered to the application. The
 /// [`DrainReport`] says how many connections drained and how many were cut, with what they
 /// still had unsent: only a peer that did not read its queue within the grace period loses
-/// messages. The builder also stops accepting: a handshake that starts after the signal is
-/// answered 503.
+/// messages. The builder also stops accepting: a handshake that starts after the signal in
+/// [`accept`](crate::ServerBuilder::accept) or [`accept_tcp`](crate::ServerBuilder::accept_tcp)
+/// is answered 503 (hyper and axum upgrades are the application's to refuse).
 ///
 /// The task that owns a connection must keep polling it (`next`, or the reader half of a
 /// split) until it ends, as it does anyway: dropping a connection early counts what it had
