@@ -4,6 +4,7 @@
 //! echo-bench serve KIND ADDR
 //! echo-bench load ADDR|ws://ADDR/PATH|tcp://ADDR [--tcp] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
 //! echo-bench run [--quick] [--json] [--rounds N] [--secs S] [--idle N]
+//! echo-bench idle ADDR --pid PID [-n N]
 //! ```
 
 mod load;
@@ -21,7 +22,10 @@ usage:
   echo-bench serve KIND ADDR        KIND: tcp sockeye tungstenite tungstenite-batched fastwebsockets
   echo-bench load TARGET [--tcp] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
                                     TARGET: IP:PORT, ws://IP:PORT/PATH or tcp://IP:PORT (loopback)
-  echo-bench run [--quick] [--json] [--rounds N] [--secs S] [--idle N] [--only KIND,KIND]";
+  echo-bench run [--quick] [--json] [--rounds N] [--secs S] [--idle N] [--only KIND,KIND]
+  echo-bench idle TARGET --pid PID [-n N]
+                                    N idle WebSocket connections to any server (PID: its process):
+                                    its RSS per connection held idle, then after each echoed once";
 
 /// Raises `RLIMIT_NOFILE` to its hard limit; returns the soft limit in force afterwards.
 pub fn raise_nofile() -> u64 {
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Some("serve") => cmd_serve(&args[1..]),
         Some("load") => cmd_load(&args[1..]),
         Some("run") => run::cmd_run(&args[1..]),
+        Some("idle") => cmd_idle(&args[1..]),
         _ => Err(USAGE.into()),
     };
     match result {
@@ -73,9 +78,84 @@ fn cmd_serve(args: &[String]) -> Res {
     serve::serve(kind.parse::<Kind>()?, addr)
 }
 
+/// The resident set of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn cmd_idle(args: &[String]) -> Res {
+    let (mut target, mut pid, mut count) = (None, None, 10_000_usize);
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--pid" => pid = Some(flag_value::<u32>(args, &mut i)?),
+            "-n" => count = flag_value::<usize>(args, &mut i)?.clamp(1, 50_000),
+            a if target.is_none() && !a.starts_with('-') => target = Some(a.to_string()),
+            a => return Err(format!("unexpected argument {a:?}\n{USAGE}").into()),
+        }
+        i += 1;
+    }
+    let target = Target::parse(&target.ok_or(USAGE)?, false)?;
+    let pid = pid.ok_or("idle needs --pid PID (the server's process)")?;
+    let nofile = raise_nofile();
+    if (count as u64) + 64 > nofile {
+        return Err(format!("RLIMIT_NOFILE is {nofile}: too low for {count} connections").into());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let settle = || tokio::time::sleep(Duration::from_millis(700));
+        // One connection first, so that lazily set up state is in the baseline.
+        let (warm, _) = load::connect_many(&target, 1, 1).await;
+        settle().await;
+        let before = rss_kib(pid).ok_or("cannot read the server's RSS")?;
+        let (mut conns, errors) = load::connect_many(&target, count, 100).await;
+        settle().await;
+        let held = rss_kib(pid).unwrap_or(0);
+        let n = conns.len().max(1) as f64;
+        println!(
+            "{} idle connections ({} failed): RSS {before} -> {held} KiB, {:.2} KiB per connection",
+            conns.len(),
+            errors.len(),
+            (held as f64 - before as f64) / n
+        );
+        // Each echoes one 20-byte message, then is idle again.
+        let mut frame = vec![0x82_u8, 0x80 | 20, 1, 2, 3, 4];
+        frame.extend((0..20_u8).map(|b| b ^ [1, 2, 3, 4][usize::from(b % 4)]));
+        let mut echoed = 0;
+        for (tcp, _) in &mut conns {
+            let mut back = [0_u8; 22];
+            if tcp.write_all(&frame).await.is_ok() && tcp.read_exact(&mut back).await.is_ok() {
+                echoed += 1;
+            }
+        }
+        settle().await;
+        let after = rss_kib(pid).unwrap_or(0);
+        println!(
+            "after each echoed once ({echoed} echoed): RSS {after} KiB, {:.2} KiB per connection",
+            (after as f64 - before as f64) / n
+        );
+        drop((conns, warm));
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })
+}
+
 fn flag_value<T: std::str::FromStr>(args: &[String], i: &mut usize) -> Result<T, String> {
     *i += 1;
-    let v = args.get(*i).ok_or_else(|| format!("{} needs a value", args[*i - 1]))?;
+    let v = args
+        .get(*i)
+        .ok_or_else(|| format!("{} needs a value", args[*i - 1]))?;
     v.parse::<T>()
         .map_err(|_| format!("bad value {v:?} for {}", args[*i - 1]))
 }
@@ -98,7 +178,10 @@ fn cmd_load(args: &[String]) -> Res {
             "-c" => spec.conns = flag_value(args, &mut i)?,
             "-s" => spec.size = flag_value(args, &mut i)?,
             "-d" => spec.depth = flag_value(args, &mut i)?,
-            "-t" => spec.duration = Duration::from_secs_f64(flag_value::<f64>(args, &mut i)?.clamp(0.1, 60.0)),
+            "-t" => {
+                spec.duration =
+                    Duration::from_secs_f64(flag_value::<f64>(args, &mut i)?.clamp(0.1, 60.0))
+            }
             a if target.is_none() && !a.starts_with('-') => target = Some(a.to_string()),
             a => return Err(format!("unexpected argument {a:?}\n{USAGE}").into()),
         }
@@ -123,7 +206,9 @@ fn cmd_load(args: &[String]) -> Res {
         o.pct_us(0.99),
         o.verified,
         o.errors,
-        o.first_error.map(|e| format!(" (first: {e})")).unwrap_or_default()
+        o.first_error
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default()
     );
     Ok(())
 }

@@ -58,7 +58,9 @@ pub struct Connection {
     role: Role,
     config: Config,
     state: State,
-    mask: Box<dyn MaskSource>,
+    /// Where a client's masking keys come from; created on a client's first frame (a server
+    /// never masks, and keeps no pool of random bytes).
+    mask: Option<Box<dyn MaskSource>>,
     extension: Option<Box<dyn Extension>>,
 
     // Input.
@@ -76,10 +78,9 @@ pub struct Connection {
     events: VecDeque<Event>,
 
     // Closing.
-    local_close: Option<CloseFrame>,
-    remote_close: Option<CloseFrame>,
-    initiator: Option<Initiator>,
-    closed: Option<Closed>,
+    /// Both Close frames, who started, and the report: boxed, since most of a connection's
+    /// life has none of it (memory per idle connection).
+    closing: Option<Box<Closing>>,
     close_transport: bool,
 
     // Timers.
@@ -120,6 +121,15 @@ enum State {
     Closed,
 }
 
+/// The state of the close handshake, once it begins.
+#[derive(Debug, Default)]
+struct Closing {
+    local: Option<CloseFrame>,
+    remote: Option<CloseFrame>,
+    initiator: Option<Initiator>,
+    closed: Option<Closed>,
+}
+
 /// A frame whose header has been read and checked while its payload is still arriving.
 #[derive(Debug, Clone, Copy)]
 struct PendingFrame {
@@ -145,7 +155,7 @@ impl Connection {
             role,
             config,
             state: State::Open,
-            mask: Box::new(OsMaskSource::new()),
+            mask: None,
             extension: None,
             decoder,
             pending: None,
@@ -156,10 +166,7 @@ impl Connection {
             pending_pong: None,
             outgoing: None,
             events: VecDeque::new(),
-            local_close: None,
-            remote_close: None,
-            initiator: None,
-            closed: None,
+            closing: None,
             close_transport: false,
             last_now: now,
             close_deadline: None,
@@ -182,7 +189,7 @@ impl Connection {
     /// Replaces where masking keys come from (a client's only); for tests and reproducible output.
     #[must_use]
     pub fn with_mask_source(mut self, source: Box<dyn MaskSource>) -> Self {
-        self.mask = source;
+        self.mask = Some(source);
         self
     }
 
@@ -218,7 +225,7 @@ impl Connection {
     /// How the connection ended, once it has (the same report as [`Event::Closed`]).
     #[inline]
     pub fn close_status(&self) -> Option<&Closed> {
-        self.closed.as_ref()
+        self.closing.as_ref()?.closed.as_ref()
     }
 
     /// Bytes queued for sending and not yet taken by [`poll_transmit`](Self::poll_transmit); the
@@ -429,6 +436,22 @@ impl Connection {
         self.close_at(Some(now), frame)
     }
 
+    /// Releases the memory of the output buffer and of the event and chunk queues when they
+    /// hold nothing, so that an idle connection keeps no allocation of its own. An I/O layer
+    /// calls it when the connection goes idle (a read found nothing); they are allocated again
+    /// when needed.
+    pub fn release_idle_buffers(&mut self) {
+        if self.out_buf.is_empty() && self.out_buf.capacity() > 0 {
+            self.out_buf = BytesMut::new();
+        }
+        if self.out_chunks.is_empty() && self.out_chunks.capacity() > 0 {
+            self.out_chunks = VecDeque::new();
+        }
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+    }
+
     // ---- Output ----
 
     /// The next chunk of bytes to write, in order; `None` when nothing is queued.
@@ -613,7 +636,7 @@ impl Connection {
 
     fn handle_close(&mut self, payload: &Bytes, now: Instant) -> Result<(), ProtocolError> {
         let frame = CloseFrame::parse(payload)?;
-        self.remote_close.clone_from(&frame);
+        self.closing_mut().remote.clone_from(&frame);
         self.events
             .push_back(Event::Message(Message::Close(frame.clone())));
         self.pending = None;
@@ -676,14 +699,15 @@ impl Connection {
         }
         self.state = State::Closed;
         self.pending_pong = None;
-        let initiator = *self.initiator.get_or_insert(initiator);
+        let closing = self.closing_mut();
+        let initiator = *closing.initiator.get_or_insert(initiator);
         let closed = Closed {
             initiator,
-            local: self.local_close.clone(),
-            remote: self.remote_close.clone(),
+            local: closing.local.clone(),
+            remote: closing.remote.clone(),
             error,
         };
-        self.closed = Some(closed.clone());
+        closing.closed = Some(closed.clone());
         self.events.push_back(Event::Closed(Box::new(closed)));
     }
 
@@ -730,7 +754,7 @@ impl Connection {
         }
         self.queue_close(frame);
         self.state = State::CloseSent;
-        self.initiator = Some(Initiator::Local);
+        self.closing_mut().initiator = Some(Initiator::Local);
         let now = now.unwrap_or(self.last_now);
         self.last_now = self.last_now.max(now);
         self.close_deadline = now.checked_add(self.config.close_timeout());
@@ -746,7 +770,11 @@ impl Connection {
             frame.encode(&mut payload);
         }
         self.push_frame(OpCode::Close, true, Rsv::NONE, payload.freeze());
-        self.local_close = frame;
+        self.closing_mut().local = frame;
+    }
+
+    fn closing_mut(&mut self) -> &mut Closing {
+        self.closing.get_or_insert_with(Box::default)
     }
 
     fn flush_pong(&mut self) {
@@ -765,7 +793,10 @@ impl Connection {
         };
         let mut head_bytes = [0; MAX_HEAD_LEN];
         if self.role.masks_outgoing() {
-            let key = self.mask.next_key();
+            let key = self
+                .mask
+                .get_or_insert_with(|| Box::new(OsMaskSource::new()))
+                .next_key();
             head.mask = Some(key);
             let head_len = head.encode(&mut head_bytes);
             let head_bytes = head_bytes.get(..head_len).unwrap_or_default();

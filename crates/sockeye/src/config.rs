@@ -13,6 +13,8 @@ pub struct WebSocketConfig {
     pub(crate) read_buffer_size: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) nodelay: bool,
+    /// The server's drain handle, set by [`ServerBuilder::shutdown`](crate::ServerBuilder::shutdown).
+    pub(crate) shutdown: Option<crate::Shutdown>,
 }
 
 impl Default for WebSocketConfig {
@@ -23,6 +25,7 @@ impl Default for WebSocketConfig {
             read_buffer_size: 1 << 10,
             handshake_timeout: Duration::from_secs(10),
             nodelay: true,
+            shutdown: None,
         }
     }
 }
@@ -71,11 +74,12 @@ impl WebSocketConfigBuilder {
         self
     }
 
-    /// Initial size of a read, in bytes. Default 1 KiB: an idle connection holds about this
-    /// much (about 5 KiB per idle connection in all, measured by `echo-bench`). Reads that fill
-    /// the buffer double the next read's size, up to 64 KiB, so a busy connection reads in
-    /// large chunks; the buffer also grows to hold the frame being read (up to the frame limit)
-    /// and is reused.
+    /// Initial size of a read, in bytes. Default 1 KiB. Reads that fill the buffer double the
+    /// next read's size, up to 64 KiB, so a busy connection reads in large chunks; the buffer
+    /// also grows to hold the frame being read (up to the frame limit) and is reused while
+    /// data keeps coming. An idle connection holds no read buffer: it is released when a read
+    /// finds nothing with the buffer empty, and the next read goes to the stack (up to 4 KiB)
+    /// and allocates only for what arrived (see `docs/topics/memory.md`).
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.0.read_buffer_size = bytes;
         self

@@ -9,13 +9,16 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use sockeye_proto::{CloseFrame, Closed, Connection, ConnectionError, DataFrame, Event, Message};
+use sockeye_proto::{
+    CloseCode, CloseFrame, Closed, Connection, ConnectionError, DataFrame, Event, Message,
+};
 use std::future::Future as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
 use crate::config::WebSocketConfig;
 use crate::error::{Error, Kind};
+use crate::shutdown::Watch;
 
 /// Chunks gathered into one vectored write at most.
 const MAX_IOV: usize = 64;
@@ -27,6 +30,8 @@ const MAX_READ_CHUNK: usize = 64 << 10;
 const DRAIN_CHUNK: usize = 16 << 10;
 /// How long a lingering close waits for the peer to end its side after a clean close handshake.
 const CLEAN_LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+/// What a read on an idle connection (one without a read buffer) takes at most, on the stack.
+const IDLE_READ: usize = 4 << 10;
 /// Reads of a lingering close before it yields to other tasks (and checks its deadline).
 const DRAIN_READS: usize = 16;
 
@@ -92,6 +97,16 @@ pub(crate) struct Driver<S> {
     /// A streamed frame that a read of whole messages came upon: the next read of frames
     /// hands it out.
     stashed: Option<DataFrame>,
+    /// The server's [`Shutdown`](crate::Shutdown), when the connection watches one.
+    watch: Option<Box<Watch>>,
+}
+
+impl<S> Drop for Driver<S> {
+    fn drop(&mut self) {
+        if let Some(watch) = self.watch.as_deref() {
+            watch.finish(self.out_len + self.conn.buffered_amount());
+        }
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -122,6 +137,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             read_chunk: config.read_buffer_size,
             protocol,
             stashed: None,
+            watch: config
+                .shutdown
+                .as_ref()
+                .map(|shutdown| Box::new(shutdown.watch())),
         }
     }
 
@@ -181,6 +200,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if let Some(frame) = self.stashed.take() {
             return Poll::Ready(Some(Ok(Incoming::Frame(frame))));
         }
+        if let Some(watch) = self.watch.as_deref_mut() {
+            watch.poll_triggered(cx);
+        }
         loop {
             if let Some(incoming) = self.take_event() {
                 return Poll::Ready(Some(Ok(incoming)));
@@ -199,6 +221,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             // transport is not a reason to stop reading unless we are over the high-water mark.
             if let Poll::Ready(Err(e)) = self.poll_output(cx) {
                 self.transport_failed(e);
+                continue;
+            }
+            if self.poll_drain(cx) {
                 continue;
             }
             if self.conn.is_closed() && self.out.is_empty() && self.conn.should_close_transport() {
@@ -223,6 +248,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             ready!(self.poll_read(cx));
         }
+    }
+
+    /// The server's graceful shutdown, once triggered: when everything queued before the signal
+    /// is written, sends a Close with 1001; at the end of the grace period, cuts the connection
+    /// with whatever is still unsent. Returns whether it changed the connection's state.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(watch) = self.watch.as_deref_mut() else {
+            return false;
+        };
+        if !watch.draining() || self.finished {
+            return false;
+        }
+        if watch.poll_deadline(cx) {
+            if self.conn.is_closed() && self.out.is_empty() && self.conn.should_close_transport() {
+                // Only the transport's shutdown is left.
+                return false;
+            }
+            let unsent = self.out_len + self.conn.buffered_amount();
+            watch.cut(unsent);
+            let e = io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("server shutting down: grace period over with {unsent} bytes unsent"),
+            );
+            self.transport_failed(e);
+            // What `transport_failed` dropped is counted when the connection is dropped.
+            self.io_error.get_or_insert_with(|| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "server shutting down: grace period over",
+                )
+            });
+            return true;
+        }
+        if self.conn.is_open() && self.backlog() == 0 {
+            let frame = CloseFrame::new(CloseCode::GOING_AWAY, "server shutting down").ok();
+            let _ = self.conn.close(now(), frame);
+            return true;
+        }
+        false
     }
 
     /// A lingering close: after our side is shut down, reads and drops what the peer still
@@ -279,7 +343,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Reads once and feeds the core. Pending when nothing could be read.
+    ///
+    /// An idle connection holds no read buffer: when a read finds nothing with the buffer
+    /// empty, the buffer (and the empty output queues) are released, and the next read goes
+    /// to the stack first and allocates only for what arrived.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.read_buf.capacity() == 0 {
+            return self.poll_read_idle(cx);
+        }
         // Room for the rest of the frame in progress plus the next header, so a large frame
         // completes in one buffer; at least a quarter of the configured size for small ones.
         // Reservations are capped so that a header announcing a large frame commits memory
@@ -290,11 +361,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.read_buf.reserve(need.max(self.read_chunk));
             spare = self.read_buf.capacity() - self.read_buf.len();
         }
-        match ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.io),
-            cx,
-            &mut self.read_buf
-        )) {
+        let polled = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf);
+        let Poll::Ready(result) = polled else {
+            if self.read_buf.is_empty() {
+                self.release_idle();
+            }
+            return Poll::Pending;
+        };
+        self.after_read(result, spare);
+        Poll::Ready(())
+    }
+
+    /// A read with no buffer: into the stack, then into a buffer sized for what came.
+    fn poll_read_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); IDLE_READ];
+        let mut buf = tokio::io::ReadBuf::uninit(&mut stack);
+        let Poll::Ready(result) = Pin::new(&mut self.io).poll_read(cx, &mut buf) else {
+            self.release_idle();
+            return Poll::Pending;
+        };
+        let result = result.map(|()| {
+            let filled = buf.filled();
+            if !filled.is_empty() {
+                // Just what came: a small message costs a small allocation (the allocator's
+                // fast path), which the message then shares.
+                self.read_buf.reserve(filled.len());
+                self.read_buf.extend_from_slice(filled);
+            }
+            filled.len()
+        });
+        self.after_read(result, IDLE_READ);
+        Poll::Ready(())
+    }
+
+    /// Handles the outcome of a read that had `spare` bytes of room.
+    fn after_read(&mut self, result: io::Result<usize>, spare: usize) {
+        match result {
             Ok(0) => {
                 self.read_done = true;
                 self.conn.handle_eof();
@@ -309,7 +411,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             Err(e) => self.transport_failed(e),
         }
-        Poll::Ready(())
+    }
+
+    /// Releases the buffers of a connection that has nothing buffered.
+    fn release_idle(&mut self) {
+        self.read_buf = BytesMut::new();
+        if self.out.is_empty() && self.out.capacity() > 0 {
+            self.out = VecDeque::new();
+        }
+        self.conn.release_idle_buffers();
     }
 
     fn transport_failed(&mut self, e: io::Error) {
@@ -410,6 +520,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn advance_out(&mut self, mut written: usize) {
         self.out_len -= written;
+        if let Some(watch) = self.watch.as_deref_mut() {
+            watch.wrote(written);
+        }
         while written > 0 {
             let Some(front) = self.out.front_mut() else {
                 return;
@@ -431,6 +544,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if !self.conn.is_open() {
             return Poll::Ready(Err(Self::already_closed()));
         }
+        if let Some(watch) = self.watch.as_deref_mut()
+            && watch.poll_triggered(cx)
+        {
+            // A task that only sends still drives the drain (and its deadline).
+            let _ = self.poll_output(cx);
+            self.poll_drain(cx);
+            return Poll::Ready(Err(Self::already_closed()));
+        }
         if self.backlog() > self.high_water {
             // A sender that never reads still drives keepalive and the close timeout: the timer
             // is armed before waiting here, and run by every flush (`poll_flush`).
@@ -450,7 +571,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     pub(crate) fn start_send(&mut self, message: Message) -> Result<(), Error> {
-        queue(&mut self.conn, message)
+        let Some(watch) = self.watch.as_deref_mut() else {
+            return queue(&mut self.conn, message);
+        };
+        if watch.draining() {
+            return Err(Self::already_closed());
+        }
+        let data = message.is_data();
+        queue(&mut self.conn, message)?;
+        if data {
+            let backlog = self.out_len + self.conn.buffered_amount();
+            if let Some(watch) = self.watch.as_deref_mut() {
+                watch.queued(backlog);
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn start_send_prepared(
@@ -523,6 +658,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
                 Poll::Pending => false,
             };
+            if self.poll_drain(cx) {
+                continue;
+            }
             // Done once the core is closed and our Close (or reply) has been written.
             if (self.conn.is_closed() && written) || self.finished {
                 return Poll::Ready(match self.io_error.take() {
@@ -571,4 +709,80 @@ pub(crate) fn closed_error(closed: &Closed) -> Option<Error> {
         local: closed.local.clone(),
         remote: closed.remote.clone(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What one connection's state takes inline (docs/topics/memory.md): a change that grows it
+    /// shows here.
+    #[test]
+    fn per_connection_state_sizes() {
+        let driver = size_of::<Driver<tokio::net::TcpStream>>();
+        let conn = size_of::<Connection>();
+        let stream = size_of::<crate::MaybeTlsStream>();
+        let socket = size_of::<crate::WebSocket<crate::MaybeTlsStream>>();
+        println!(
+            "Driver<TcpStream> {driver}, WebSocket<MaybeTlsStream> {socket}, Connection {conn}, \
+             MaybeTlsStream {stream}, Config {}, Event {}, Message {}, CloseFrame {}, Closed {}",
+            size_of::<sockeye_proto::Config>(),
+            size_of::<Event>(),
+            size_of::<Message>(),
+            size_of::<CloseFrame>(),
+            size_of::<Closed>()
+        );
+        assert!(socket <= 768, "{socket}");
+        assert!(conn <= 512, "{conn}");
+    }
+
+    // Not an `async fn`: those keep their arguments twice (the argument, and the local it
+    // is moved to), a second WebSocket's worth of memory for the task's whole life.
+    #[allow(clippy::manual_async_fn)]
+    fn echo(mut ws: crate::WebSocket<crate::MaybeTlsStream>) -> impl Future<Output = ()> {
+        async move {
+            while let Some(Ok(message)) = ws.next().await {
+                let _ = ws.send(message).await;
+            }
+        }
+    }
+
+    /// The futures a server's task holds: the handshake's only while it runs, `next` and
+    /// `send` for the connection's life.
+    #[tokio::test]
+    async fn future_sizes() {
+        let server = crate::ServerBuilder::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let accept = server.accept_tcp(tcp);
+        println!("accept_tcp future {}", size_of_val(&accept));
+        drop(accept);
+        let (tcp, _) = tokio::try_join!(
+            async { listener.accept().await },
+            tokio::net::TcpStream::connect(addr)
+        )
+        .unwrap()
+        .0;
+        let ws = crate::WebSocket::from_raw(
+            crate::MaybeTlsStream::Plain(tcp),
+            crate::Role::Server,
+            &WebSocketConfig::default(),
+            BytesMut::new(),
+        );
+        let mut probe = crate::WebSocket::from_raw(
+            tokio::io::empty(),
+            crate::Role::Server,
+            &WebSocketConfig::default(),
+            BytesMut::new(),
+        );
+        let send = size_of_val(&probe.send(Message::text("x")));
+        let next = size_of_val(&probe.next());
+        println!(
+            "an echo task's future {} (the WebSocket {}), `send` {send}, `next` {next}",
+            size_of_val(&echo(ws)),
+            size_of::<crate::WebSocket<crate::MaybeTlsStream>>(),
+        );
+    }
 }

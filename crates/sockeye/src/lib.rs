@@ -29,8 +29,12 @@
 //! default) and [`TlsAcceptor`] what a server presents. [`Proxy`] reaches servers through HTTP
 //! CONNECT or SOCKS5, or as the environment says. On the server, [`OriginPolicy`] refuses pages
 //! of other sites (403) and [`ServerBuilder::max_concurrent_handshakes`] bounds handshakes in
-//! progress (503). Every failure to connect has its own [`Kind`]: DNS, refused, TLS (with the
-//! reason), proxy (with its status), or an HTTP status instead of 101.
+//! progress (making room for a newcomer by closing the slowest stalled one). A [`Shutdown`]
+//! given to [`ServerBuilder::shutdown`] drains a server gracefully: on its signal every
+//! connection writes out what it had queued, closes with 1001 and waits for the peer's Close,
+//! up to a grace period, and the [`DrainReport`] counts what was lost. Every failure to
+//! connect has its own [`Kind`]: DNS, refused, TLS (with the reason), proxy (with its status),
+//! or an HTTP status instead of 101.
 //!
 //! Without an async runtime, `sockeye::blocking` has a client and server over std's
 //! `Read + Write`. In a hyper 1 server (feature `hyper`), `ServerBuilder::upgrade` answers an
@@ -67,6 +71,7 @@
     allow(rustdoc::broken_intra_doc_links)
 )]
 
+mod admission;
 #[cfg(feature = "axum")]
 pub mod axum;
 #[cfg(feature = "blocking")]
@@ -83,6 +88,7 @@ mod net;
 #[cfg(feature = "proxy")]
 mod proxy;
 mod server;
+mod shutdown;
 mod socket;
 mod split;
 mod stream;
@@ -99,8 +105,10 @@ pub use crate::net::ConnectError;
 #[cfg(feature = "proxy")]
 pub use crate::proxy::{Proxy, ProxyError, ProxyProtocol, ProxyUrlError, SocksReply};
 pub use crate::server::{
-    Accept, DEFAULT_MAX_CONCURRENT_HANDSHAKES, OriginPolicy, Reject, ServerBuilder, accept,
+    Accept, DEFAULT_HANDSHAKE_MEMORY, DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+    DEFAULT_MIN_HANDSHAKE_RATE, HANDSHAKE_OVERHEAD, OriginPolicy, Reject, ServerBuilder, accept,
 };
+pub use crate::shutdown::{DEFAULT_GRACE_PERIOD, DrainReport, Shutdown};
 pub use crate::socket::WebSocket;
 pub use crate::split::{WsReader, WsWriter};
 pub use crate::stream::MaybeTlsStream;

@@ -1,7 +1,9 @@
 //! The server: [`accept`] and [`ServerBuilder`], with a callback that decides on each request.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -13,19 +15,36 @@ use sockeye_proto::handshake::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::admission::{Admission, Progress, STALL_GRACE, Ticket};
 
 use crate::config::WebSocketConfig;
 use crate::driver::now;
 use crate::error::{Error, Kind, Timeout, eof_in_handshake};
 use crate::net::set_nodelay;
+use crate::shutdown::Shutdown;
 use crate::socket::WebSocket;
 use crate::stream::MaybeTlsStream;
 #[cfg(feature = "rustls")]
 use crate::tls::TlsAcceptor;
 
-/// The default bound on opening handshakes in progress at once, per [`ServerBuilder`].
-pub const DEFAULT_MAX_CONCURRENT_HANDSHAKES: usize = 1024;
+/// The memory the default handshake budget is sized for: 64 MiB.
+pub const DEFAULT_HANDSHAKE_MEMORY: usize = 64 << 20;
+
+/// What one handshake in progress may hold at most, besides its request head: the connection's
+/// task, its entry in the budget, the stream's user-space state (kernel buffers not counted).
+pub const HANDSHAKE_OVERHEAD: usize = 2 << 10;
+
+/// The default bound on opening handshakes in progress at once, per [`ServerBuilder`]:
+/// [`DEFAULT_HANDSHAKE_MEMORY`] divided by what one may hold (the default 16 KiB request head
+/// limit plus [`HANDSHAKE_OVERHEAD`]), 3,640.
+pub const DEFAULT_MAX_CONCURRENT_HANDSHAKES: usize =
+    DEFAULT_HANDSHAKE_MEMORY / ((16 << 10) + HANDSHAKE_OVERHEAD);
+
+/// The default minimum rate of request bytes, per second, of a handshake still reading its
+/// request one second after it started; below it, the handshake is stalled and makes room for
+/// a newcomer when the budget is full.
+pub const DEFAULT_MIN_HANDSHAKE_RATE: usize = 128;
 
 /// How long a connection turned away for the handshake bound may take to read its 503.
 const BUSY_LINGER: Duration = Duration::from_secs(1);
@@ -73,8 +92,7 @@ pub struct ServerBuilder {
     handshake: ServerHandshake,
     #[cfg(feature = "rustls")]
     tls: Option<TlsAcceptor>,
-    handshakes: Arc<Semaphore>,
-    max_handshakes: usize,
+    handshakes: Arc<Admission>,
 }
 
 impl Default for ServerBuilder {
@@ -85,8 +103,11 @@ impl Default for ServerBuilder {
             config,
             #[cfg(feature = "rustls")]
             tls: None,
-            handshakes: Arc::new(Semaphore::new(DEFAULT_MAX_CONCURRENT_HANDSHAKES)),
-            max_handshakes: DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+            handshakes: Arc::new(Admission::new(
+                DEFAULT_MAX_CONCURRENT_HANDSHAKES,
+                default_per_address(DEFAULT_MAX_CONCURRENT_HANDSHAKES),
+                DEFAULT_MIN_HANDSHAKE_RATE,
+            )),
         }
     }
 }
@@ -121,28 +142,95 @@ impl ServerBuilder {
     }
 
     /// At most `max` opening handshakes (TLS included) at once, across this builder and its
-    /// clones (the free [`accept`] function has no such bound); a connection beyond that is
-    /// answered 503 (plain connections; TLS ones are closed) and dropped within a second.
-    /// With the handshake timeout this bounds what silent connections cost: each holds a slot
-    /// for at most that timeout. It does not stop one address from taking every slot; limit
-    /// connections per address in front of the server for that. At least 1.
+    /// clones (the free [`accept`] function has no such bound). Default
+    /// [`DEFAULT_MAX_CONCURRENT_HANDSHAKES`], sized by memory; see also
+    /// [`handshake_memory`](Self::handshake_memory). At least 1. Resets the share of one
+    /// address to its default, a quarter of `max` (all of it up to 32).
+    ///
+    /// When the budget is full, a newcomer takes the place of the worst *stalled* handshake:
+    /// one still reading its request a second after it started whose average rate of request
+    /// bytes is below the minimum ([`min_handshake_rate`](Self::min_handshake_rate)), the
+    /// slowest first, the oldest among equals; that one is closed at once. So silent
+    /// connections, partial heads and one-byte-a-second senders (slowloris) cannot keep others
+    /// out. Only when no handshake is stalled is the newcomer answered 503 (plain connections;
+    /// TLS ones are closed) and dropped within a second. The same holds within the share of one
+    /// address ([`max_handshakes_per_address`](Self::max_handshakes_per_address)), so that one
+    /// address cannot take the whole budget. A TLS handshake counts no request bytes yet: past
+    /// its first second it is judged stalled.
     pub fn max_concurrent_handshakes(mut self, max: usize) -> Self {
-        self.max_handshakes = max.clamp(1, Semaphore::MAX_PERMITS);
-        self.handshakes = Arc::new(Semaphore::new(self.max_handshakes));
+        let max = max.max(1);
+        self.handshakes = Arc::new(Admission::new(
+            max,
+            default_per_address(max),
+            self.handshakes.min_rate(),
+        ));
+        self
+    }
+
+    /// Sizes the handshake budget by memory: as many handshakes as `bytes` holds at what one may
+    /// hold at most (the request head limit, [`Config`](crate::Config)'s
+    /// `max_handshake_bytes`, plus [`HANDSHAKE_OVERHEAD`]). Call it after
+    /// [`config`](Self::config). Default [`DEFAULT_HANDSHAKE_MEMORY`].
+    pub fn handshake_memory(self, bytes: usize) -> Self {
+        let each = self.config.proto.max_handshake_bytes() + HANDSHAKE_OVERHEAD;
+        self.max_concurrent_handshakes(bytes / each)
+    }
+
+    /// At most `max` opening handshakes at once from one address (an IPv4 address or an IPv6
+    /// /64), known for connections accepted with [`accept_tcp`](Self::accept_tcp). Beyond it
+    /// the address's worst stalled handshake makes room, or the newcomer is answered 503.
+    /// Default a quarter of the budget (all of it for budgets up to 32). Between 1 and the
+    /// budget.
+    pub fn max_handshakes_per_address(mut self, max: usize) -> Self {
+        self.handshakes = Arc::new(Admission::new(
+            self.handshakes.max(),
+            max,
+            self.handshakes.min_rate(),
+        ));
+        self
+    }
+
+    /// The minimum average rate, in request bytes per second, of a handshake still reading its
+    /// request one second after it started; below it the handshake is stalled, and makes room
+    /// for a newcomer when the budget is full. Default [`DEFAULT_MIN_HANDSHAKE_RATE`].
+    pub fn min_handshake_rate(mut self, bytes_per_second: usize) -> Self {
+        self.handshakes = Arc::new(Admission::new(
+            self.handshakes.max(),
+            self.handshakes.per_address(),
+            bytes_per_second,
+        ));
         self
     }
 
     /// How many opening handshakes are in progress now, across this builder and its clones.
     pub fn handshakes_in_progress(&self) -> usize {
-        self.max_handshakes
-            .saturating_sub(self.handshakes.available_permits())
+        self.handshakes.in_progress()
     }
 
     /// Limits, timeouts and buffer sizes.
     pub fn config(mut self, config: WebSocketConfig) -> Self {
         self.handshake = self.handshake.config(config.proto.clone());
+        let shutdown = self.config.shutdown.take();
         self.config = config;
+        self.config.shutdown = self.config.shutdown.take().or(shutdown);
         self
+    }
+
+    /// Graceful shutdown: every connection this builder (and its clones) accepts from now on
+    /// watches `shutdown`, and, once it is [triggered](Shutdown::trigger), writes out what it
+    /// had queued, closes with 1001 and ends within the grace period; handshakes that start
+    /// after the signal are answered 503. See [`Shutdown`].
+    pub fn shutdown(mut self, shutdown: &Shutdown) -> Self {
+        self.config.shutdown = Some(shutdown.clone());
+        self
+    }
+
+    /// Whether a shutdown given to [`shutdown`](Self::shutdown) was triggered.
+    fn shutting_down(&self) -> bool {
+        self.config
+            .shutdown
+            .as_ref()
+            .is_some_and(Shutdown::is_triggered)
     }
 
     /// Subprotocols this server speaks, in order of preference; when no callback picks one, the
@@ -195,13 +283,21 @@ impl ServerBuilder {
     where
         S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
-        let Some(_permit) = self.permit() else {
-            turn_away(&mut stream).await;
+        let Some(ticket) = self.admit(None) else {
+            Box::pin(turn_away(&mut stream)).await;
             return Err(Error::new(Kind::Busy));
         };
         set_nodelay(&stream, self.config.nodelay);
-        tokio::time::timeout(self.config.handshake_timeout, self.handshake(stream))
+        let progress = ticket.progress();
+        // Boxed: the handshake's state (the request buffer, the parser) is freed when it ends,
+        // rather than sized into the future of a task that holds the connection for its life.
+        let handshake = Box::pin(tokio::time::timeout(
+            self.config.handshake_timeout,
+            self.handshake(stream, progress),
+        ));
+        unless_evicted(progress, handshake)
             .await
+            .ok_or_else(|| Error::new(Kind::Timeout(Timeout::Handshake)))?
             .map_err(|_| Error::new(Kind::Timeout(Timeout::Handshake)))?
     }
 
@@ -222,17 +318,32 @@ impl ServerBuilder {
         &self,
         mut tcp: TcpStream,
     ) -> Result<(WebSocket<MaybeTlsStream>, Request<()>), Error> {
-        let Some(_permit) = self.permit() else {
+        let address = tcp.peer_addr().ok().map(|a| a.ip());
+        let Some(ticket) = self.admit(address) else {
             #[cfg(feature = "rustls")]
             let plain = self.tls.is_none();
             #[cfg(not(feature = "rustls"))]
             let plain = true;
             if plain {
-                turn_away(&mut tcp).await;
+                Box::pin(turn_away(&mut tcp)).await;
             }
             return Err(Error::new(Kind::Busy));
         };
         set_nodelay(&tcp, self.config.nodelay);
+        let progress = ticket.progress();
+        // Boxed: the TLS and WebSocket handshakes' state (several KiB) is freed when they end,
+        // rather than sized into the future of a task that holds the connection for its life.
+        unless_evicted(progress, Box::pin(self.handshake_tcp(tcp, progress)))
+            .await
+            .ok_or_else(|| Error::new(Kind::Timeout(Timeout::Handshake)))?
+    }
+
+    /// The TLS handshake if any, then the WebSocket one, within the handshake timeout.
+    async fn handshake_tcp(
+        &self,
+        tcp: TcpStream,
+        progress: &Progress,
+    ) -> Result<(WebSocket<MaybeTlsStream>, Request<()>), Error> {
         let deadline = tokio::time::Instant::now() + self.config.handshake_timeout;
         #[cfg(not(feature = "rustls"))]
         let stream = MaybeTlsStream::Plain(tcp);
@@ -246,7 +357,7 @@ impl ServerBuilder {
             }
             None => MaybeTlsStream::Plain(tcp),
         };
-        tokio::time::timeout_at(deadline, self.handshake(stream))
+        tokio::time::timeout_at(deadline, self.handshake(stream, progress))
             .await
             .map_err(|_| Error::new(Kind::Timeout(Timeout::Handshake)))?
     }
@@ -290,24 +401,36 @@ impl ServerBuilder {
         crate::hyper::upgrade(self, crate::hyper::take_head(request))
     }
 
-    fn permit(&self) -> Option<OwnedSemaphorePermit> {
-        self.handshakes.clone().try_acquire_owned().ok()
+    /// A place in the handshake budget for a connection from `address`; `None` when the budget
+    /// is full of handshakes that are not stalled, or the server is shutting down.
+    fn admit(&self, address: Option<std::net::IpAddr>) -> Option<Ticket> {
+        if self.shutting_down() {
+            return None;
+        }
+        self.handshakes.admit(address)
     }
 
-    async fn handshake<S>(&self, mut stream: S) -> Result<(WebSocket<S>, Request<()>), Error>
+    async fn handshake<S>(
+        &self,
+        mut stream: S,
+        progress: &Progress,
+    ) -> Result<(WebSocket<S>, Request<()>), Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut parser = RequestParser::new();
         let mut buf = BytesMut::with_capacity(1024);
         let outcome = loop {
-            if stream.read_buf(&mut buf).await? == 0 {
+            let n = stream.read_buf(&mut buf).await?;
+            if n == 0 {
                 return Err(eof_in_handshake());
             }
+            progress.received(n);
             if let Some(outcome) = self.handshake.handle_bytes(&mut parser, &mut buf, now()) {
                 break outcome;
             }
         };
+        progress.request_read();
         let mut out = Vec::with_capacity(256);
         match outcome {
             Ok(accepted) => {
@@ -384,10 +507,35 @@ impl fmt::Debug for ServerBuilder {
             .field("handshake", &self.handshake);
         #[cfg(feature = "rustls")]
         d.field("tls", &self.tls.is_some());
-        d.field("max_concurrent_handshakes", &self.max_handshakes)
+        d.field("max_concurrent_handshakes", &self.handshakes.max())
+            .field("max_handshakes_per_address", &self.handshakes.per_address())
+            .field("min_handshake_rate", &self.handshakes.min_rate())
             .field("handshakes_in_progress", &self.handshakes_in_progress())
             .finish_non_exhaustive()
     }
+}
+
+/// The default share of one address in a budget of `max` handshakes.
+fn default_per_address(max: usize) -> usize {
+    (max / 4).max(max.min(32))
+}
+
+/// Runs `work` unless the handshake is evicted first (`None`).
+async fn unless_evicted<F: Future>(progress: &Progress, work: F) -> Option<F::Output> {
+    let evicted = progress.evicted();
+    let mut evicted = std::pin::pin!(evicted);
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if evicted.as_mut().poll(cx).is_ready() {
+            tracing::debug!(grace = ?STALL_GRACE, "stalled handshake closed to make room");
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Answers 503 and closes, within [`BUSY_LINGER`].

@@ -96,7 +96,11 @@ async fn any_and_custom_policies() {
 async fn handshakes_beyond_the_bound_are_turned_away_with_503() {
     bounded(async {
         let (listener, addr) = listen().await;
-        let server = ServerBuilder::new().max_concurrent_handshakes(2);
+        // No minimum rate: the two silent handshakes are never judged stalled (this test takes
+        // more than the second after which they would be), so they keep their slots.
+        let server = ServerBuilder::new()
+            .max_concurrent_handshakes(2)
+            .min_handshake_rate(0);
 
         // Two clients connect and send nothing: they hold both handshake slots.
         let mut silent = Vec::new();
