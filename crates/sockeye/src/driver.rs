@@ -104,8 +104,15 @@ pub(crate) struct Driver<S> {
 impl<S> Drop for Driver<S> {
     fn drop(&mut self) {
         if let Some(watch) = self.watch.as_deref() {
-            watch.finish(self.out_len + self.conn.buffered_amount());
+            watch.finish(self.backlog());
         }
+    }
+}
+
+impl<S> Driver<S> {
+    /// Unsent bytes, in the core and in our write queue.
+    fn backlog(&self) -> usize {
+        self.out_len + self.conn.buffered_amount()
     }
 }
 
@@ -167,11 +174,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     pub(crate) fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
-    }
-
-    /// Unsent bytes, in the core and in our write queue.
-    fn backlog(&self) -> usize {
-        self.out_len + self.conn.buffered_amount()
     }
 
     /// The next message. In streaming mode a data frame is not a message: it is kept for
@@ -265,6 +267,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 // Only the transport's shutdown is left.
                 return false;
             }
+            // `backlog()`, spelled out: `watch` borrows `self.watch` here.
             let unsent = self.out_len + self.conn.buffered_amount();
             watch.cut(unsent);
             let e = io::Error::new(
@@ -580,7 +583,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let data = message.is_data();
         queue(&mut self.conn, message)?;
         if data {
-            let backlog = self.out_len + self.conn.buffered_amount();
+            let backlog = self.backlog();
             if let Some(watch) = self.watch.as_deref_mut() {
                 watch.queued(backlog);
             }

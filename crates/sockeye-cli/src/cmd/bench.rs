@@ -172,13 +172,7 @@ async fn connection(
                 return result;
             }
             Ok(None) => {
-                let how = ws.close_status().map_or_else(
-                    || "without a close frame".to_owned(),
-                    crate::display::close_line,
-                );
-                result.error = Some(Failure::Run(format!(
-                    "the server closed the connection: {how}"
-                )));
+                result.error = Some(Failure::Run(server_closed(&ws)));
                 return result;
             }
         }
@@ -215,13 +209,7 @@ async fn probe(
                 Some(Ok(message)) if message.is_data() => return Ok(message),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(format!("the connection failed: {e}")),
-                None => {
-                    let how = ws.close_status().map_or_else(
-                        || "without a close frame".to_owned(),
-                        crate::display::close_line,
-                    );
-                    return Err(format!("the server closed the connection: {how}"));
-                }
+                None => return Err(server_closed(ws)),
             }
         }
     })
@@ -232,6 +220,15 @@ async fn probe(
     } else {
         Err("not an echo endpoint: the first message back was not the one sent (a room relays others' messages)".to_owned())
     }
+}
+
+/// Why a connection the server closed ended: its close code and reason.
+fn server_closed(ws: &WebSocket<MaybeTlsStream>) -> String {
+    let how = ws.close_status().map_or_else(
+        || "without a close frame".to_owned(),
+        crate::display::close_line,
+    );
+    format!("the server closed the connection: {how}")
 }
 
 /// A random number for the probe's marker, from the standard library's hasher keys.

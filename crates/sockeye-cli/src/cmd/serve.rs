@@ -277,6 +277,30 @@ fn room_name(path: &str) -> Option<&str> {
     valid.then_some(name)
 }
 
+/// A response of this server: a small page or text, whole.
+type Page = Response<Full<Bytes>>;
+
+/// The hyper service of one connection (either version): each request answered by [`answer`].
+fn service(
+    shared: &Arc<Shared>,
+    handover: &Arc<Handover>,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Page,
+    Error = Infallible,
+    Future = std::future::Ready<Result<Page, Infallible>>,
+> + Clone
++ use<> {
+    let shared = Arc::clone(shared);
+    let handover = Arc::clone(handover);
+    service_fn(move |request| {
+        std::future::ready(Ok::<_, Infallible>(answer(
+            &shared, &handover, peer, request,
+        )))
+    })
+}
+
 /// One connection: TLS, then HTTP/1.1 requests served by hyper until one of them upgrades to a
 /// WebSocket, which then runs in this same task (so that shutdown finds it); or, when the client
 /// chose `h2` by ALPN, an HTTP/2 connection ([`serve_h2`]).
@@ -310,15 +334,7 @@ async fn handle(
         upgrade: Mutex::new(None),
         streams: None,
     });
-    let service = {
-        let shared = Arc::clone(&shared);
-        let handover = Arc::clone(&handover);
-        service_fn(move |request| {
-            std::future::ready(Ok::<_, Infallible>(answer(
-                &shared, &handover, peer, request,
-            )))
-        })
-    };
+    let service = service(&shared, &handover, peer);
     let connection = shared
         .http
         .serve_connection(TokioIo::new(stream), service)
@@ -372,15 +388,7 @@ async fn serve_h2(
         upgrade: Mutex::new(None),
         streams: Some(streams),
     });
-    let service = {
-        let shared = Arc::clone(&shared);
-        let handover = Arc::clone(&handover);
-        service_fn(move |request| {
-            std::future::ready(Ok::<_, Infallible>(answer(
-                &shared, &handover, peer, request,
-            )))
-        })
-    };
+    let service = service(&shared, &handover, peer);
     let connection = shared.h2.serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
     let mut websockets = JoinSet::new();
