@@ -1,0 +1,3 @@
+import { defineSuite } from "./suite.mjs";
+
+defineSuite("firefox");
