@@ -191,12 +191,15 @@ export function defineSuite(engine) {
         }
       });
       if (tls) tlsRooms.push({ room, sockets: 1 });
-      await t.test("1001 when the server shuts down (SIGTERM)", async () => {
+      await t.test("1001 when the server shuts down (SIGTERM)", async (st) => {
+        const start = Date.now();
         server.child.kill("SIGTERM");
         const closed = await bob.until(() => window.closeEvent, [], "the close");
         assert.equal(closed.code, 1001);
         assert.equal(closed.reason, "server shutting down");
+        const seen = Date.now() - start;
         assert.equal(await server.exited, 0);
+        st.diagnostic(`1001 seen after ${seen} ms, the server exited after ${Date.now() - start} ms`);
       });
       if (tls) {
         await t.test("which HTTP carried the wss:// WebSockets", async () => {
