@@ -11,7 +11,8 @@
 //
 // Each browser keeps its connections on loopback: Chromium with its background networking off,
 // Firefox with a proxy for every non-loopback host that records and answers nothing
-// (`browser.proxySeen` lists what reached it), WebKit has no background requests of its own.
+// (`browser.proxySeen` lists what reached it, and the suite checks that nothing did). WebKit's
+// MiniBrowser is not checked for background requests.
 
 import { spawn } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";

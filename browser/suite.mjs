@@ -9,6 +9,8 @@
 // sharing a room over Redis; and which HTTP carried the wss:// WebSockets: RFC 8441 extended
 // CONNECT on the page's HTTP/2 session for Chromium (its net log) and Firefox (its nsHttp log),
 // HTTP/1.1 Upgrade on connections of their own for WebKitGTK (their TLS ALPN offers).
+// A 1 MiB incompressible message is a known failure (node:test `todo`) on Firefox and WebKit,
+// which deflate it: see that test.
 //
 // SOCKEYE_BROWSER_BROKEN=1 runs only the WebSocket API test, against a server without deflate
 // (--no-compress) and expecting another close code than the page chose: the deflate and close
