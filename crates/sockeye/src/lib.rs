@@ -53,7 +53,7 @@
 //! | `proxy`    | yes | `Proxy` (HTTP CONNECT, SOCKS5, the proxy environment variables), [`Kind`]`::Proxy` | tokio-socks, base64 |
 //! | `blocking` | yes | `sockeye::blocking`: client and server over std's `Read + Write` | none |
 //! | `hyper`    | no  | `sockeye::hyper`: upgrades in a hyper 1 server, HTTP/1.1 and HTTP/2 (RFC 8441) | hyper, hyper-util |
-//! | `http2`    | no  | the client over HTTP/2 (RFC 8441): `ClientBuilder::connect_http2`, `sockeye::http2` (implies `rustls`) | h2 |
+//! | `http2`    | yes | the client over HTTP/2 (RFC 8441): `wss://` prefers it ([`Http2Policy`]), `ClientBuilder::connect_http2`, `sockeye::http2` (implies `rustls`) | h2 |
 //! | `axum`     | no  | `sockeye::axum::WebSocketUpgrade`, the axum 0.8 extractor (implies `hyper`) | axum-core |
 //!
 //! Without default features this is the tokio client and server over plain TCP (`ws://`;
@@ -67,7 +67,12 @@
 
 // The docs link the items of every feature; built with fewer, those links have no target.
 #![cfg_attr(
-    not(all(feature = "rustls", feature = "proxy", feature = "blocking")),
+    not(all(
+        feature = "rustls",
+        feature = "proxy",
+        feature = "blocking",
+        feature = "http2"
+    )),
     allow(rustdoc::broken_intra_doc_links)
 )]
 
@@ -97,7 +102,7 @@ mod tls;
 
 pub use sockeye_proto::{self as proto, CloseCode, CloseFrame, Config, Message, Role, Utf8Bytes};
 
-pub use crate::client::{ClientBuilder, SentRequest, connect};
+pub use crate::client::{ClientBuilder, Http2Policy, SentRequest, connect};
 pub use crate::config::{WebSocketConfig, WebSocketConfigBuilder};
 pub use crate::driver::Incoming;
 pub use crate::error::{Error, Kind, Timeout};

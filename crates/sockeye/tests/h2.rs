@@ -9,6 +9,7 @@ use sockeye_test_support as support;
 use std::convert::Infallible;
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use h2_client::{Client, extended_connect, h2_connect};
@@ -472,7 +473,11 @@ async fn one_tls_port_serves_both_versions() {
         ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
         assert!(ws.next().await.is_none());
 
-        let (mut ws, response) = client("/one").connect().await.unwrap();
+        let (mut ws, response) = client("/one")
+            .http2(sockeye::Http2Policy::Never)
+            .connect()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
         assert_eq!(ws.protocol(), Some("chat"));
         assert_eq!(
@@ -482,6 +487,248 @@ async fn one_tls_port_serves_both_versions() {
         ws.send(Message::text("h1")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("h1"));
         ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+    })
+    .await;
+}
+
+// ---- `connect` over TLS: HTTP/2 when the server takes it, HTTP/1.1 otherwise ----
+
+/// What a TLS test server saw: the protocol ALPN chose on each connection.
+type Seen = Arc<Mutex<Vec<Option<Vec<u8>>>>>;
+
+/// A TLS server on loopback for `localhost` offering `alpn`. HTTP/2 connections are served
+/// by `sockeye::hyper::serve_connection` when `websockets_over_h2`, otherwise by a hyper
+/// HTTP/2 server that does not enable the extended CONNECT; HTTP/1.1 ones by
+/// `serve_connection`. Each WebSocket is told the HTTP version of its request, then echoed.
+async fn tls_server(alpn: &[&str], websockets_over_h2: bool) -> (u16, support::Ca, Seen) {
+    let ca = support::Ca::new("h2 client test ca");
+    let leaf = ca.server(&["localhost"]);
+    let tls = sockeye::TlsAcceptor::builder(leaf.chain_pem.as_bytes(), leaf.key_pem.as_bytes())
+        .unwrap()
+        .alpn_protocols(alpn.iter().copied())
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Seen::default();
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (tls, record) = (tls.clone(), Arc::clone(&record));
+            tokio::spawn(async move {
+                let Ok(tls) = tls.accept(tcp).await else {
+                    return;
+                };
+                let stream = sockeye::MaybeTlsStream::ServerTls(Box::new(tls));
+                let alpn = stream.alpn_protocol().map(<[u8]>::to_vec);
+                record.lock().unwrap().push(alpn.clone());
+                if alpn.as_deref() == Some(b"h2") && !websockets_over_h2 {
+                    let service = service_fn(|_request: Request<Incoming>| {
+                        std::future::ready(Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(
+                            "pages only\n",
+                        ))))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                    return;
+                }
+                let _ = sockeye::hyper::serve_connection(
+                    ServerBuilder::new(),
+                    stream,
+                    |mut ws, request| async move {
+                        let version = format!("{:?}", request.version());
+                        if ws.send(Message::text(version)).await.is_err() {
+                            return;
+                        }
+                        while let Some(Ok(message)) = ws.next().await {
+                            if message.is_data() && ws.send(message).await.is_err() {
+                                break;
+                            }
+                        }
+                    },
+                )
+                .await;
+            });
+        }
+    });
+    (port, ca, seen)
+}
+
+fn tls_client(port: u16, ca: &support::Ca) -> sockeye::ClientBuilder {
+    sockeye::ClientBuilder::new(format!("wss://localhost:{port}/ws")).tls(
+        sockeye::TlsConfig::new()
+            .add_root_pem(ca.pem().as_bytes())
+            .unwrap(),
+    )
+}
+
+/// A message out and back, and the version the server saw, then the close handshake.
+async fn exchange(mut ws: sockeye::WebSocket<sockeye::MaybeTlsStream>, version: &str) {
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(version));
+    let big = vec![3u8; 300_000];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+    ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+    assert!(ws.next().await.is_none());
+}
+
+#[tokio::test]
+async fn connect_uses_http2_when_the_server_offers_it() {
+    bounded(async {
+        let (port, ca, seen) = tls_server(&["h2", "http/1.1"], true).await;
+        let (ws, response) = tls_client(port, &ca).connect().await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(ws.get_ref().http_version(), http::Version::HTTP_2);
+        assert!(ws.get_ref().is_tls());
+        assert_eq!(ws.get_ref().alpn_protocol(), Some(&b"h2"[..]));
+        assert!(ws.get_ref().tcp().is_none());
+        // The request as sent: the extended CONNECT's pseudo-headers.
+        let sent = response.extensions().get::<sockeye::SentRequest>().unwrap();
+        let sent = String::from_utf8_lossy(&sent.0);
+        assert!(
+            sent.starts_with(":method: CONNECT\r\n:protocol: websocket\r\n"),
+            "{sent}"
+        );
+        assert!(sent.contains(":path: /ws\r\n"), "{sent}");
+        exchange(ws, "HTTP/2.0").await;
+        assert_eq!(seen.lock().unwrap().as_slice(), [Some(b"h2".to_vec())]);
+        // Require: the same.
+        let (ws, response) = tls_client(port, &ca)
+            .http2(sockeye::Http2Policy::Require)
+            .connect()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        exchange(ws, "HTTP/2.0").await;
+        // Never: HTTP/1.1 on the same server.
+        let (ws, response) = tls_client(port, &ca)
+            .http2(sockeye::Http2Policy::Never)
+            .connect()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_11);
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(ws.get_ref().alpn_protocol(), Some(&b"http/1.1"[..]));
+        exchange(ws, "HTTP/1.1").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connect_falls_back_when_h2_lacks_the_extended_connect() {
+    bounded(async {
+        let (port, ca, seen) = tls_server(&["h2", "http/1.1"], false).await;
+        let (ws, response) = tls_client(port, &ca).connect().await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_11);
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(ws.get_ref().http_version(), http::Version::HTTP_11);
+        exchange(ws, "HTTP/1.1").await;
+        // The first connection chose h2 and was given up; the second offered http/1.1 alone.
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            [Some(b"h2".to_vec()), Some(b"http/1.1".to_vec())]
+        );
+
+        let error = tls_client(port, &ca)
+            .http2(sockeye::Http2Policy::Require)
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(sockeye::http2::is_http2_unavailable(&error), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("SETTINGS_ENABLE_CONNECT_PROTOCOL"),
+            "{error}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connect_falls_back_when_alpn_chooses_http11() {
+    bounded(async {
+        let (port, ca, seen) = tls_server(&["http/1.1"], true).await;
+        let (ws, response) = tls_client(port, &ca).connect().await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_11);
+        assert_eq!(ws.get_ref().alpn_protocol(), Some(&b"http/1.1"[..]));
+        exchange(ws, "HTTP/1.1").await;
+        // On the same connection: no second one.
+        assert_eq!(seen.lock().unwrap().len(), 1);
+
+        let error = tls_client(port, &ca)
+            .http2(sockeye::Http2Policy::Require)
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(sockeye::http2::is_http2_unavailable(&error), "{error}");
+        assert!(error.to_string().contains("did not choose h2"), "{error}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn plain_ws_stays_on_http11_unless_asked() {
+    bounded(async {
+        // An HTTP/1.1-only server: the default client never sends it an HTTP/2 preface.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut ws) = ServerBuilder::new().accept_tcp(tcp).await {
+                        while let Some(Ok(message)) = ws.next().await {
+                            if message.is_data() && ws.send(message).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let url = format!("ws://{addr}/");
+        let (mut ws, response) = sockeye::connect(&url).await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_11);
+        ws.send(Message::text("one")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("one"));
+        ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+        // Prefer: prior knowledge fails, HTTP/1.1 on a new connection.
+        let (mut ws, response) = sockeye::ClientBuilder::new(&url)
+            .http2(sockeye::Http2Policy::Prefer)
+            .connect()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_11);
+        ws.send(Message::text("two")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("two"));
+        ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+        // Require: a clear error.
+        let error = sockeye::ClientBuilder::new(&url)
+            .http2(sockeye::Http2Policy::Require)
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(sockeye::http2::is_http2_unavailable(&error), "{error}");
+
+        // And over a prior-knowledge HTTP/2 server, Prefer and Require use HTTP/2.
+        let addr = h2_server(ServerBuilder::new()).await;
+        for policy in [sockeye::Http2Policy::Prefer, sockeye::Http2Policy::Require] {
+            let (mut ws, response) = sockeye::ClientBuilder::new(format!("ws://{addr}/ws"))
+                .http2(policy)
+                .connect()
+                .await
+                .unwrap();
+            assert_eq!(response.version(), http::Version::HTTP_2);
+            assert!(!ws.get_ref().is_tls());
+            ws.send(Message::text("h2")).await.unwrap();
+            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("h2"));
+            ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+            assert!(ws.next().await.is_none());
+        }
     })
     .await;
 }
