@@ -732,3 +732,260 @@ async fn plain_ws_stays_on_http11_unless_asked() {
     })
     .await;
 }
+
+// ---- The protocol over an h2 stream: the client's and the server's state machines over an
+// in-memory HTTP/2 connection (`tokio::io::duplex`, sockeye's hyper server, its h2 client) ----
+
+/// How a server WebSocket of [`memory_server`] ended: its path, `Ok` when `next` ended with
+/// `None` or the error it gave, and the close status.
+type Ending = (String, Result<(), String>, Option<sockeye::proto::Closed>);
+
+/// sockeye's HTTP/2 server (`sockeye::hyper::http2_builder`) on one end of a small in-memory
+/// pipe, echoing; at `/close` it sends one message and closes with 4001 first. How each
+/// WebSocket ended comes back on the channel.
+fn memory_server() -> (
+    tokio::io::DuplexStream,
+    tokio::sync::mpsc::UnboundedReceiver<Ending>,
+) {
+    let (client, server) = tokio::io::duplex(16 << 10);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let builder = ServerBuilder::new();
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        let path = request.uri().path().to_owned();
+        let response: Response<Full<Bytes>> = match builder.upgrade(&mut request) {
+            Ok((response, websocket)) => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut ws) = websocket.await else {
+                        return;
+                    };
+                    if path == "/close" {
+                        ws.send(Message::text("closing")).await.unwrap();
+                        ws.close(sockeye::CloseCode(4001), "server bye")
+                            .await
+                            .unwrap();
+                    }
+                    let ended = loop {
+                        match ws.next().await {
+                            Some(Ok(message)) => {
+                                if message.is_data() && ws.send(message).await.is_err() {
+                                    break Err("sending failed".to_owned());
+                                }
+                            }
+                            Some(Err(e)) => break Err(e.to_string()),
+                            None => break Ok(()),
+                        }
+                    };
+                    let _ = tx.send((path, ended, ws.close_status().cloned()));
+                });
+                response
+            }
+            Err(refused) => refused.into_response(),
+        };
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    tokio::spawn(sockeye::hyper::http2_builder().serve_connection(TokioIo::new(server), service));
+    (client, rx)
+}
+
+/// Not compressible, so that it stays larger than every window on the wire.
+fn noise(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (u32::try_from(i).unwrap().wrapping_mul(2_654_435_761) >> 11).to_le_bytes()[0])
+        .collect()
+}
+
+#[tokio::test]
+async fn the_protocol_over_an_in_memory_h2_stream() {
+    bounded(Box::pin(async {
+        let (io, mut endings) = memory_server();
+        let connection = sockeye::http2::Http2Connection::open_on(
+            io,
+            &sockeye::ClientBuilder::new("ws://localhost/"),
+        )
+        .await
+        .unwrap();
+        let (mut ws, response) = connection
+            .websocket(sockeye::ClientBuilder::new("ws://localhost/ws"))
+            .await
+            .unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+
+        // Messages larger than the stream and connection windows (64 KiB by default), and
+        // than the pipe, both ways, several in flight.
+        let big = noise(700_000);
+        for i in 0..3u8 {
+            let mut message = big.clone();
+            message[0] = i;
+            ws.feed(Message::binary(message)).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+        for i in 0..3u8 {
+            let mut message = big.clone();
+            message[0] = i;
+            assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(message));
+        }
+        // Ping and Pong: the server's state machine answers.
+        ws.send(Message::ping(&b"over h2"[..])).await.unwrap();
+        loop {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Pong(data) => {
+                    assert_eq!(&data[..], b"over h2");
+                    break;
+                }
+                other => panic!("expected the Pong, got {other:?}"),
+            }
+        }
+        // The client closes with its own code: the server sees it, both sides end cleanly.
+        ws.close(sockeye::CloseCode(4000), "client bye")
+            .await
+            .unwrap();
+        assert!(ws.next().await.is_none());
+        let closed = ws.close_status().unwrap();
+        assert!(closed.is_clean(), "{closed:?}");
+        let (path, ended, status) = endings.recv().await.unwrap();
+        assert_eq!(path, "/ws");
+        assert_eq!(ended, Ok(()));
+        let status = status.unwrap();
+        assert!(status.is_clean(), "{status:?}");
+        assert_eq!(status.code(), sockeye::CloseCode(4000));
+        assert_eq!(status.remote.unwrap().reason, "client bye");
+
+        // The server closes with its code: the client sees it after the message before.
+        let (mut ws, _) = connection
+            .websocket(sockeye::ClientBuilder::new("ws://localhost/close"))
+            .await
+            .unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("closing"));
+        // The peer's Close is handed over, then the end.
+        match ws.next().await.unwrap().unwrap() {
+            Message::Close(Some(frame)) => {
+                assert_eq!(frame.code, sockeye::CloseCode(4001));
+                assert_eq!(frame.reason, "server bye");
+            }
+            other => panic!("expected the server's Close, got {other:?}"),
+        }
+        assert!(ws.next().await.is_none());
+        let closed = ws.close_status().unwrap();
+        assert!(closed.is_clean(), "{closed:?}");
+        assert_eq!(closed.code(), sockeye::CloseCode(4001));
+        let (path, ended, status) = endings.recv().await.unwrap();
+        assert_eq!(path, "/close");
+        assert_eq!(ended, Ok(()));
+        assert!(status.unwrap().is_clean());
+    }))
+    .await;
+}
+
+#[tokio::test]
+async fn fragments_and_stream_endings_over_an_in_memory_h2_stream() {
+    bounded(async {
+        let (io, mut endings) = memory_server();
+        let (sender, _driver) = h2_connect(io).await;
+
+        // The core's client state machine, by hand: a text message in fragments with a Ping
+        // between them, and a binary one whose fragments outgrow the windows.
+        let (head, client) = Client::open(&sender, extended_connect("http://localhost/ws")).await;
+        assert_eq!(head.status(), StatusCode::OK);
+        let mut client = client.unwrap();
+        let conn = client.connection();
+        conn.send_fragment(sockeye::DataKind::Text, &b"frag"[..], false)
+            .unwrap();
+        conn.send_ping(&b"between"[..]).unwrap();
+        // A code point split between two fragments.
+        conn.send_fragment(
+            sockeye::DataKind::Text,
+            &"mented \u{e9}".as_bytes()[..8],
+            false,
+        )
+        .unwrap();
+        conn.send_fragment(
+            sockeye::DataKind::Text,
+            &"mented \u{e9}".as_bytes()[8..],
+            true,
+        )
+        .unwrap();
+        client.flush().await.unwrap();
+        match client.next().await.unwrap() {
+            sockeye::proto::Event::Message(Message::Pong(data)) => {
+                assert_eq!(&data[..], b"between")
+            }
+            other => panic!("expected the Pong, got {other:?}"),
+        }
+        assert_eq!(client.message().await, Message::text("fragmented \u{e9}"));
+        let big = noise(300_000);
+        let conn = client.connection();
+        for (i, chunk) in big.chunks(100_000).enumerate() {
+            conn.send_fragment(sockeye::DataKind::Binary, chunk.to_vec(), i == 2)
+                .unwrap();
+        }
+        client.flush().await.unwrap();
+        assert_eq!(client.message().await, Message::binary(big));
+        // Ends with END_STREAM both ways (asserted by `close`).
+        client.close().await;
+        let (_, ended, status) = endings.recv().await.unwrap();
+        assert_eq!(ended, Ok(()));
+        assert_eq!(status.unwrap().code(), sockeye::CloseCode::NORMAL);
+
+        // RST_STREAM from the client: the server's WebSocket ends without a close handshake,
+        // an abort.
+        let (_, client) = Client::open(&sender, extended_connect("http://localhost/ws")).await;
+        let mut client = client.unwrap();
+        client.send(Message::text("then gone")).await;
+        assert_eq!(client.message().await, Message::text("then gone"));
+        client.reset();
+        let (_, ended, status) = endings.recv().await.unwrap();
+        let status = status.unwrap();
+        assert!(ended.is_err(), "a reset taken for a clean close: {ended:?}");
+        assert!(
+            !status.is_clean(),
+            "a reset taken for a clean close: {status:?}"
+        );
+        assert_eq!(status.code(), sockeye::CloseCode::ABNORMAL);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reset_stream_is_an_abort_for_the_client() {
+    bounded(async {
+        // A bare h2 server: it accepts the CONNECT, then resets the stream once data arrives.
+        let (client_io, server_io) = tokio::io::duplex(16 << 10);
+        tokio::spawn(async move {
+            let mut connection = h2::server::Builder::new()
+                .enable_connect_protocol()
+                .handshake::<_, Bytes>(server_io)
+                .await
+                .unwrap();
+            while let Some(Ok((request, mut respond))) = connection.accept().await {
+                let mut send = respond.send_response(Response::new(()), false).unwrap();
+                let mut body = request.into_body();
+                tokio::spawn(async move {
+                    let _ = body.data().await;
+                    send.send_reset(h2::Reason::INTERNAL_ERROR);
+                });
+            }
+        });
+        let connection = sockeye::http2::Http2Connection::open_on(
+            client_io,
+            &sockeye::ClientBuilder::new("ws://localhost/"),
+        )
+        .await
+        .unwrap();
+        let (mut ws, _) = connection
+            .websocket(sockeye::ClientBuilder::new("ws://localhost/ws"))
+            .await
+            .unwrap();
+        ws.send(Message::text("hello")).await.unwrap();
+        let error = ws
+            .next()
+            .await
+            .expect("a reset taken for a clean close")
+            .unwrap_err();
+        assert!(!error.is_misuse(), "{error}");
+        let closed = ws.close_status().unwrap();
+        assert!(!closed.is_clean(), "{closed:?}");
+        assert_eq!(closed.code(), sockeye::CloseCode::ABNORMAL);
+    })
+    .await;
+}
