@@ -50,6 +50,19 @@ use crate::error::{Error, Kind, Timeout};
 use crate::socket::WebSocket;
 use crate::stream::MaybeTlsStream;
 
+/// The receive window of each stream the client opens: what one WebSocket whose application
+/// stopped reading can hold of its connection's window.
+pub const STREAM_WINDOW: u32 = 256 << 10;
+/// The receive window of a client's connection, shared by its streams: sixteen stalled
+/// streams' worth, so that one WebSocket that is not read does not stall the others.
+pub const CONNECTION_WINDOW: u32 = 16 * STREAM_WINDOW;
+/// How much a stream may buffer for sending beyond what the server's window lets through: a
+/// WebSocket whose server stops reading then waits, it does not buffer more.
+pub const MAX_SEND_BUF_SIZE: usize = 256 << 10;
+/// The largest header list (HEADERS and CONTINUATION together, decoded) the client takes in a
+/// response: a CONTINUATION flood ends there.
+pub const MAX_HEADER_LIST_SIZE: u32 = 16 << 10;
+
 /// How much of a refusal's body is kept in the error.
 const REFUSAL_BODY_PREFIX: usize = 1024;
 
@@ -104,7 +117,13 @@ impl Http2Connection {
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let expired = |_| Error::new(Kind::Timeout(Timeout::Handshake));
-        let (send, mut connection) = tokio::time::timeout_at(deadline, h2::client::handshake(io))
+        let mut h2 = h2::client::Builder::new();
+        h2.initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_send_buffer_size(MAX_SEND_BUF_SIZE)
+            .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .enable_push(false);
+        let (send, mut connection) = tokio::time::timeout_at(deadline, h2.handshake(io))
             .await
             .map_err(expired)?
             .map_err(h2_error)?;
