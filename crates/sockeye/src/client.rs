@@ -232,7 +232,7 @@ impl ClientBuilder {
 
     /// [`connect`](Self::connect) over HTTP/1.1: ALPN offers `http/1.1` alone.
     pub(crate) async fn connect_http1(
-        self,
+        &self,
         uri: WsUri,
         deadline: tokio::time::Instant,
     ) -> Result<(WebSocket<MaybeTlsStream>, Response<()>), Error> {
@@ -253,7 +253,7 @@ impl ClientBuilder {
 
     /// The HTTP/1.1 handshake over `stream`, by `deadline`.
     pub(crate) async fn handshake_by(
-        self,
+        &self,
         uri: WsUri,
         stream: MaybeTlsStream,
         deadline: tokio::time::Instant,
@@ -420,7 +420,7 @@ impl ClientBuilder {
     }
 
     async fn handshake<S>(
-        self,
+        &self,
         uri: WsUri,
         mut stream: S,
     ) -> Result<(WebSocket<S>, Response<()>), Error>

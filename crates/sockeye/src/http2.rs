@@ -99,7 +99,7 @@ impl Http2Connection {
 
     /// Speaks HTTP/2 over a stream the caller opened (TLS that chose `h2`, a tunnel, an
     /// in-memory pipe) and waits for the server's SETTINGS, within `builder`'s handshake
-    /// timeout. Its WebSockets report no TLS ([`Http2Stream::is_tls`]), whatever `io` is.
+    /// timeout. Its streams say they have no TLS ([`Http2Stream::is_tls`]), whatever `io` is.
     ///
     /// # Errors
     /// An HTTP/2 error as an I/O error, [`Kind::Timeout`], or an error for which
@@ -193,7 +193,7 @@ impl Http2Connection {
         request
             .extensions_mut()
             .insert(h2::ext::Protocol::from_static("websocket"));
-        let sent = describe(&request);
+        let request_sent = describe(&request);
         let mut send = self.send.clone().ready().await.map_err(h2_error)?;
         let (response, stream) = send.send_request(request, false).map_err(h2_error)?;
         let (parts, mut recv) = response.await.map_err(h2_error)?.into_parts();
@@ -221,7 +221,7 @@ impl Http2Connection {
             Err(e) => return Err(e.into()),
         };
         let conn = builder.establish(&accepted)?;
-        accepted.response.extensions_mut().insert(sent);
+        accepted.response.extensions_mut().insert(request_sent);
         let stream = Http2Stream {
             send: stream,
             recv,

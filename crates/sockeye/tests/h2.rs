@@ -827,14 +827,9 @@ async fn the_protocol_over_an_in_memory_h2_stream() {
         }
         // Ping and Pong: the server's state machine answers.
         ws.send(Message::ping(&b"over h2"[..])).await.unwrap();
-        loop {
-            match ws.next().await.unwrap().unwrap() {
-                Message::Pong(data) => {
-                    assert_eq!(&data[..], b"over h2");
-                    break;
-                }
-                other => panic!("expected the Pong, got {other:?}"),
-            }
+        match ws.next().await.unwrap().unwrap() {
+            Message::Pong(data) => assert_eq!(&data[..], b"over h2"),
+            other => panic!("expected the Pong, got {other:?}"),
         }
         // The client closes with its own code: the server sees it, both sides end cleanly.
         ws.close(sockeye::CloseCode(4000), "client bye")
@@ -908,7 +903,7 @@ async fn fragments_and_stream_endings_over_an_in_memory_h2_stream() {
         client.flush().await.unwrap();
         match client.next().await.unwrap() {
             sockeye::proto::Event::Message(Message::Pong(data)) => {
-                assert_eq!(&data[..], b"between")
+                assert_eq!(&data[..], b"between");
             }
             other => panic!("expected the Pong, got {other:?}"),
         }

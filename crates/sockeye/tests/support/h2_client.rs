@@ -100,7 +100,7 @@ impl Client {
         &mut self.conn
     }
 
-    /// Resets the stream (RST_STREAM CANCEL): an abort, not a close.
+    /// Resets the stream (`RST_STREAM` `CANCEL`): an abort, not a close.
     pub fn reset(mut self) {
         self.send.send_reset(h2::Reason::CANCEL);
     }
