@@ -2,7 +2,7 @@
 //! HTTP/2 connection, opened by RFC 8441's extended CONNECT.
 //!
 //! [`connect`](crate::connect) and [`ClientBuilder::connect`] use it on their own for `wss://`
-//! URLs ([`Http2Policy::Prefer`](crate::Http2Policy::Prefer)): they offer ALPN `h2` and
+//! URLs ([`crate::Http2Policy::Prefer`]): they offer ALPN `h2` and
 //! `http/1.1`, and when the server chooses `h2` and enables the extended CONNECT the
 //! WebSocket is a stream ([`MaybeTlsStream::Http2`]); otherwise it is an HTTP/1.1 upgrade, on
 //! the same connection when the server chose `http/1.1`, on a new one when it chose `h2`
