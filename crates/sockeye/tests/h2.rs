@@ -984,3 +984,44 @@ async fn a_reset_stream_is_an_abort_for_the_client() {
     })
     .await;
 }
+
+/// The client's side of the stalled-stream defence: a WebSocket of an `Http2Connection` that
+/// the application does not read holds its stream's window, not the connection's, so the
+/// other WebSockets of the connection go on receiving. With the connection window equal to a
+/// stream's (h2's defaults, 64 KiB each), this hangs.
+#[tokio::test]
+async fn an_unread_client_websocket_does_not_stall_its_connection() {
+    bounded(Box::pin(async {
+        let addr = h2_server(ServerBuilder::new()).await;
+        let url = format!("ws://{addr}/ws");
+        let connection =
+            sockeye::http2::Http2Connection::open(&sockeye::ClientBuilder::new(&url))
+                .await
+                .unwrap();
+        let (mut unread, _) = connection
+            .websocket(sockeye::ClientBuilder::new(&url))
+            .await
+            .unwrap();
+        // Its echo comes back and is never read.
+        unread
+            .send(Message::binary(vec![1u8; 1 << 20]))
+            .await
+            .unwrap();
+        let (mut ws, _) = connection
+            .websocket(sockeye::ClientBuilder::new(&url))
+            .await
+            .unwrap();
+        for i in 0..12u8 {
+            let message = Message::binary(vec![i; 600 << 10]);
+            ws.send(message.clone()).await.unwrap();
+            assert_eq!(ws.next().await.unwrap().unwrap(), message);
+        }
+        ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
+        // The unread one still has its message, whole.
+        assert_eq!(
+            unread.next().await.unwrap().unwrap(),
+            Message::binary(vec![1u8; 1 << 20])
+        );
+    }))
+    .await;
+}
