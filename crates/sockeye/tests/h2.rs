@@ -994,10 +994,9 @@ async fn an_unread_client_websocket_does_not_stall_its_connection() {
     bounded(Box::pin(async {
         let addr = h2_server(ServerBuilder::new()).await;
         let url = format!("ws://{addr}/ws");
-        let connection =
-            sockeye::http2::Http2Connection::open(&sockeye::ClientBuilder::new(&url))
-                .await
-                .unwrap();
+        let connection = sockeye::http2::Http2Connection::open(&sockeye::ClientBuilder::new(&url))
+            .await
+            .unwrap();
         let (mut unread, _) = connection
             .websocket(sockeye::ClientBuilder::new(&url))
             .await
