@@ -987,7 +987,7 @@ async fn a_reset_stream_is_an_abort_for_the_client() {
 
 /// The client's side of the stalled-stream defence: a WebSocket of an `Http2Connection` that
 /// the application does not read holds its stream's window, not the connection's, so the
-/// other WebSockets of the connection go on receiving. With the connection window equal to a
+/// other WebSocket streams of the connection go on receiving. With the connection window equal to a
 /// stream's (h2's defaults, 64 KiB each), this hangs.
 #[tokio::test]
 async fn an_unread_client_websocket_does_not_stall_its_connection() {
