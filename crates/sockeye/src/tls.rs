@@ -148,7 +148,8 @@ impl Identity {
 /// The TLS settings of a client: which certificates it trusts, the certificate it presents.
 ///
 /// By default the server's certificate is verified against the Mozilla root store
-/// (`webpki-roots`) and its host name, SNI is sent, and ALPN offers `http/1.1`.
+/// (`webpki-roots`) and its host name, SNI is sent, and ALPN offers `http/1.1`, preceded by
+/// `h2` when the client may use HTTP/2 ([`Http2Policy`](crate::Http2Policy)).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -274,7 +275,10 @@ impl TlsConfig {
         }
     }
 
-    /// A rustls configuration of the caller's own, used as it is (set its ALPN to `http/1.1`).
+    /// A rustls configuration of the caller's own, used as it is (set its ALPN to `http/1.1`),
+    /// except that its ALPN list is replaced by `h2`, `http/1.1` when the client may use HTTP/2
+    /// ([`Http2Policy::Prefer`](crate::Http2Policy::Prefer), the default for `wss://`, or
+    /// `Require`).
     pub fn from_rustls(config: Arc<ClientConfig>) -> Self {
         Self {
             source: Source::Rustls(config),
