@@ -1024,3 +1024,40 @@ async fn an_unread_client_websocket_does_not_stall_its_connection() {
     }))
     .await;
 }
+
+/// Through proxies (tinyproxy's HTTP CONNECT, microsocks' SOCKS5) TLS runs end to end in the
+/// tunnel, ALPN with it: HTTP/2 when the server takes it, HTTP/1.1 when asked.
+#[tokio::test]
+async fn connect_uses_http2_through_proxies() {
+    bounded(async {
+        let (Some(http), Some(socks)) = (
+            support::tinyproxy("").await,
+            support::microsocks(None).await,
+        ) else {
+            return;
+        };
+        let (port, ca, seen) = tls_server(&["h2", "http/1.1"], true).await;
+        for proxy in [
+            sockeye::Proxy::http("127.0.0.1", http.port),
+            sockeye::Proxy::socks5("127.0.0.1", socks.port),
+        ] {
+            let (ws, response) = tls_client(port, &ca)
+                .proxy(proxy.clone())
+                .connect()
+                .await
+                .unwrap();
+            assert_eq!(response.version(), http::Version::HTTP_2, "{proxy:?}");
+            exchange(ws, "HTTP/2.0").await;
+            let (ws, response) = tls_client(port, &ca)
+                .proxy(proxy.clone())
+                .http2(sockeye::Http2Policy::Never)
+                .connect()
+                .await
+                .unwrap();
+            assert_eq!(response.version(), http::Version::HTTP_11, "{proxy:?}");
+            exchange(ws, "HTTP/1.1").await;
+        }
+        assert_eq!(seen.lock().unwrap().len(), 4);
+    })
+    .await;
+}
