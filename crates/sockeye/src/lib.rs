@@ -27,7 +27,7 @@
 //!
 //! `wss://` runs over rustls: [`TlsConfig`] says what a client trusts (the Mozilla roots by
 //! default) and [`TlsAcceptor`] what a server presents. A `wss://` client opens its WebSocket as
-//! an HTTP/2 stream (RFC 8441) when the server takes WebSockets over HTTP/2, HTTP/1.1 otherwise
+//! an HTTP/2 stream (RFC 8441) when the server takes WebSocket streams over HTTP/2, HTTP/1.1 otherwise
 //! ([`Http2Policy`]; `sockeye::http2` opens many on one connection). [`Proxy`] reaches servers through HTTP
 //! CONNECT or SOCKS5, or as the environment says. On the server, [`OriginPolicy`] refuses pages
 //! of other sites (403) and [`ServerBuilder::max_concurrent_handshakes`] bounds handshakes in
