@@ -330,7 +330,7 @@ async fn run_async(target: &Target, spec: &Spec) -> Outcome {
 }
 
 /// A process's CPU time so far (user + system), from `/proc/PID/stat`.
-fn cpu_secs(pid: u32) -> Option<f64> {
+pub fn cpu_secs(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces): state is field 3, utime 14 and
     // stime 15.

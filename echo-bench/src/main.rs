@@ -5,8 +5,11 @@
 //! echo-bench load ADDR|ws://ADDR/PATH|tcp://ADDR [--tcp] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
 //! echo-bench run [--quick] [--json] [--rounds N] [--secs S] [--idle N]
 //! echo-bench idle ADDR --pid PID [-n N]
+//! echo-bench h2 [--quick] [--rounds N] [--secs S] [--h2-conns N]
+//! echo-bench tls-load ADDR --h1|--h2 [-c CONNS] [--h2-conns N] [-s SIZE] [-d DEPTH] [-t SECS]
 //! ```
 
+mod h2;
 mod load;
 mod run;
 mod serve;
@@ -20,12 +23,17 @@ use crate::serve::Kind;
 const USAGE: &str = "\
 usage:
   echo-bench serve KIND ADDR        KIND: tcp sockeye tungstenite tungstenite-batched fastwebsockets
+                                    sockeye-tls (TLS, ALPN h2 and http/1.1, for the h2 row)
   echo-bench load TARGET [--tcp] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
                                     TARGET: IP:PORT, ws://IP:PORT/PATH or tcp://IP:PORT (loopback)
   echo-bench run [--quick] [--json] [--rounds N] [--secs S] [--idle N] [--only KIND,KIND]
   echo-bench idle TARGET --pid PID [-n N]
                                     N idle WebSocket connections to any server (PID: its process):
-                                    its RSS per connection held idle, then after each echoed once";
+                                    its RSS per connection held idle, then after each echoed once
+  echo-bench h2 [--quick] [--rounds N] [--secs S] [--h2-conns N]
+                                    many WebSockets on one HTTP/2 connection vs as many HTTP/1.1
+                                    connections, both over TLS, against sockeye-tls
+  echo-bench tls-load ADDR --h1|--h2 [-c CONNS] [--h2-conns N] [-s SIZE] [-d DEPTH] [-t SECS]";
 
 /// Raises `RLIMIT_NOFILE` to its hard limit; returns the soft limit in force afterwards.
 pub fn raise_nofile() -> u64 {
@@ -58,6 +66,8 @@ fn main() -> ExitCode {
         Some("load") => cmd_load(&args[1..]),
         Some("run") => run::cmd_run(&args[1..]),
         Some("idle") => cmd_idle(&args[1..]),
+        Some("h2") => h2::cmd_h2(&args[1..]),
+        Some("tls-load") => h2::cmd_tls_load(&args[1..]),
         _ => Err(USAGE.into()),
     };
     match result {
@@ -75,6 +85,9 @@ fn cmd_serve(args: &[String]) -> Res {
     let [kind, addr] = args else {
         return Err(USAGE.into());
     };
+    if kind == "sockeye-tls" {
+        return h2::serve_tls(addr);
+    }
     serve::serve(kind.parse::<Kind>()?, addr)
 }
 

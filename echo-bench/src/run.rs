@@ -36,21 +36,26 @@ fn size_label(n: usize) -> String {
 }
 
 /// A server child process; killed and reaped on drop.
-struct Server {
+pub struct Server {
     child: Child,
     addr: SocketAddr,
 }
 
 impl Server {
     fn spawn(kind: Kind) -> Result<Self, String> {
+        Self::spawn_named(kind.name())
+    }
+
+    /// `serve NAME 127.0.0.1:0` as a child of this executable.
+    pub fn spawn_named(name: &str) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let mut child = Command::new(exe)
-            .args(["serve", kind.name(), "127.0.0.1:0"])
+            .args(["serve", name, "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("spawn {}: {e}", kind.name()))?;
+            .map_err(|e| format!("spawn {name}: {e}"))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -67,8 +72,16 @@ impl Server {
             .trim()
             .strip_prefix("listening ")
             .and_then(|a| a.parse().ok())
-            .ok_or_else(|| format!("{} server did not start (said {line:?})", kind.name()))?;
+            .ok_or_else(|| format!("{name} server did not start (said {line:?})"))?;
         Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     fn target(&self, kind: Kind) -> Target {
@@ -108,7 +121,7 @@ struct Sample {
     first_error: Option<String>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| !x.is_nan());
     if v.is_empty() {
         return f64::NAN;

@@ -108,11 +108,8 @@ pub(crate) struct ConnectArgs {
     /// Print the handshake to stderr: the request and the response (a refusal's too).
     #[arg(long)]
     pub(crate) show_headers: bool,
-    /// Prefer HTTP/2 (RFC 8441): offer ALPN h2 (prior knowledge for ws://) and open the
-    /// WebSocket as a stream; HTTP/1.1 on a new connection when the server does not take it.
-    /// -v reports the version used.
-    #[arg(long)]
-    pub(crate) http2: bool,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
     /// Reconnect when the connection drops, with backoff.
     #[arg(long)]
     pub(crate) reconnect: bool,
@@ -122,6 +119,48 @@ pub(crate) struct ConnectArgs {
     /// Indent received JSON text messages.
     #[arg(long)]
     pub(crate) pretty: bool,
+}
+
+/// Which HTTP version carries a client's WebSockets. Without a flag, wss:// offers HTTP/2 and
+/// HTTP/1.1 (ALPN) and uses HTTP/2 when the server takes WebSockets over it (RFC 8441);
+/// ws:// speaks HTTP/1.1.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HttpArgs {
+    /// HTTP/2 only (RFC 8441: the WebSocket as a stream of an HTTP/2 connection, by ALPN h2,
+    /// or prior knowledge for ws://); fail when the server does not take it. -v and
+    /// --show-headers report the version used.
+    #[arg(long, conflicts_with_all = ["http1", "prefer_http2"])]
+    pub(crate) http2: bool,
+    /// HTTP/1.1 only (ALPN offers http/1.1 alone).
+    #[arg(long, conflicts_with = "prefer_http2")]
+    pub(crate) http1: bool,
+    /// HTTP/2 when the server takes it, HTTP/1.1 otherwise: the default for wss://; for
+    /// ws://, tries HTTP/2 with prior knowledge first.
+    #[arg(long)]
+    pub(crate) prefer_http2: bool,
+}
+
+impl HttpArgs {
+    /// The policy the flags ask for; `None`: the library's default for the URL's scheme.
+    pub(crate) fn policy(&self) -> Option<sockeye::Http2Policy> {
+        if self.http2 {
+            Some(sockeye::Http2Policy::Require)
+        } else if self.http1 {
+            Some(sockeye::Http2Policy::Never)
+        } else if self.prefer_http2 {
+            Some(sockeye::Http2Policy::Prefer)
+        } else {
+            None
+        }
+    }
+
+    /// Applies the policy to a client.
+    pub(crate) fn apply(&self, builder: sockeye::ClientBuilder) -> sockeye::ClientBuilder {
+        match self.policy() {
+            Some(policy) => builder.http2(policy),
+            None => builder,
+        }
+    }
 }
 
 /// How a client reaches a server: TLS trust and identity, proxies.
@@ -228,6 +267,8 @@ pub(crate) struct ForwardArgs {
     pub(crate) tls_key: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub(crate) net: NetArgs,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
 }
 
 #[derive(Debug, Args)]
@@ -257,6 +298,12 @@ pub(crate) struct BenchArgs {
     /// Print the result as JSON on stdout (no progress bar).
     #[arg(long)]
     pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+    /// With --http2: the HTTP/2 connections the WebSockets share (each opened once, the
+    /// WebSockets spread over them in turn).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "http2")]
+    pub(crate) h2_connections: usize,
 }
 
 /// "500ms", "2s", "1m", or plain seconds.

@@ -1540,23 +1540,32 @@ fn connect_http2_uses_h2_when_offered_and_falls_back_when_not() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "over h2\n");
     assert!(stderr(&out).contains("http=HTTP/2"), "{}", stderr(&out));
-    // Without --http2, HTTP/1.1 on the same port.
+    // Without a flag, wss:// prefers HTTP/2 too.
     let out = run(
         &["-v", "connect", "--once", "--cacert", &ca, &url],
+        "by default\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "by default\n");
+    assert!(stderr(&out).contains("http=HTTP/2"), "{}", stderr(&out));
+    // With --http1, HTTP/1.1 on the same port.
+    let out = run(
+        &["-v", "connect", "--once", "--http1", "--cacert", &ca, &url],
         "over h1\n",
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "over h1\n");
     assert!(stderr(&out).contains("http=HTTP/1.1"), "{}", stderr(&out));
 
-    // A server without HTTP/2 (plain ws://, HTTP/1.1 only): HTTP/1.1 on a new connection.
+    // A server without HTTP/2 (plain ws://, HTTP/1.1 only): --prefer-http2 tries HTTP/2 with
+    // prior knowledge, then HTTP/1.1 on a new connection.
     let (_server, addr) = start(&["serve", "--echo", "127.0.0.1:0"]);
     let out = run(
         &[
             "-v",
             "connect",
             "--once",
-            "--http2",
+            "--prefer-http2",
             &format!("ws://{addr}/"),
         ],
         "fallback\n",
@@ -1569,4 +1578,244 @@ fn connect_http2_uses_h2_when_offered_and_falls_back_when_not() {
         stderr(&out)
     );
     assert!(stderr(&out).contains("http=HTTP/1.1"), "{}", stderr(&out));
+}
+
+/// `--http2` requires HTTP/2: a server without it is an error that says so, not a fallback.
+#[test]
+fn connect_http2_requires_it_and_shows_the_extended_connect() {
+    let (_server, addr) = start(&["serve", "--echo", "127.0.0.1:0"]);
+    let out = run(
+        &["connect", "--once", "--http2", &format!("ws://{addr}/")],
+        "nothing\n",
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).contains("HTTP/2 unavailable"),
+        "{}",
+        stderr(&out)
+    );
+    // Contradictory flags are a usage error.
+    let out = run(
+        &["connect", "--http2", "--http1", &format!("ws://{addr}/")],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // --show-headers over HTTP/2: the extended CONNECT's pseudo-headers and the 200.
+    let certs = support::TlsFiles::new("cli-h2-headers");
+    let (_tls_server, tls_addr) = start(&[
+        "serve",
+        "--echo",
+        "--tls-cert",
+        &certs.chain_file,
+        "--tls-key",
+        &certs.key_file,
+        "127.0.0.1:0",
+    ]);
+    let url = format!("wss://localhost:{}/room", tls_addr.port());
+    let out = run(
+        &[
+            "connect",
+            "--once",
+            "--show-headers",
+            "--cacert",
+            &certs.ca_file,
+            &url,
+        ],
+        "shown\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    for line in [
+        "> :method: CONNECT",
+        "> :protocol: websocket",
+        "> :scheme: https",
+        "> :path: /room",
+        "> sec-websocket-version: 13",
+        "< HTTP/2.0 200 OK",
+    ] {
+        assert!(err.contains(line), "{line:?} not in {err}");
+    }
+    assert!(!err.contains("sec-websocket-key"), "{err}");
+}
+
+/// A TLS WebSocket server (ALPN h2 and http/1.1) that first sends each client the HTTP version
+/// of its request, then echoes.
+async fn version_echo_server(certs: &support::TlsFiles) -> SocketAddr {
+    let tls = sockeye::TlsAcceptorBuilder::from_pem_files(&certs.chain_file, &certs.key_file)
+        .unwrap()
+        .alpn_protocols(["h2", "http/1.1"])
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = tls.accept(tcp).await else {
+                    return;
+                };
+                let _ = sockeye::hyper::serve_connection(
+                    sockeye::ServerBuilder::new(),
+                    sockeye::MaybeTlsStream::ServerTls(Box::new(tls)),
+                    |mut ws, request| async move {
+                        let version = format!("{:?}\n", request.version());
+                        if ws
+                            .send(Message::binary(version.into_bytes()))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        while let Some(Ok(message)) = ws.next().await {
+                            if message.is_data() && ws.send(message).await.is_err() {
+                                break;
+                            }
+                        }
+                    },
+                )
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn forward_reaches_a_websocket_over_http2_or_http11_as_asked() {
+    let certs = support::TlsFiles::new("cli-h2-forward");
+    let addr = version_echo_server(&certs).await;
+    let url = format!("wss://localhost:{}/tunnel", addr.port());
+    for (flag, expected) in [
+        (None, "HTTP/2.0\n"),
+        (Some("--http2"), "HTTP/2.0\n"),
+        (Some("--http1"), "HTTP/1.1\n"),
+    ] {
+        let mut args = vec!["forward", "--listen", "tcp:127.0.0.1:0"];
+        args.extend(flag);
+        args.extend(["--cacert", &certs.ca_file, &url]);
+        let (_forward, tcp_addr) = start(&args);
+        let mut tcp = tokio::net::TcpStream::connect(tcp_addr).await.unwrap();
+        let mut first = vec![0u8; expected.len()];
+        tokio::time::timeout(Duration::from_secs(20), tcp.read_exact(&mut first))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&first), expected, "{flag:?}");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        tcp.write_all(&data).await.unwrap();
+        let mut back = vec![0u8; data.len()];
+        tokio::time::timeout(Duration::from_secs(20), tcp.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, data, "{flag:?}");
+    }
+    // --http2 and the like are for reaching a WebSocket URL, not for a WebSocket listener.
+    let out = run(
+        &[
+            "forward",
+            "--listen",
+            "ws://127.0.0.1:0",
+            "--http2",
+            "127.0.0.1:9",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn bench_multiplexes_over_http2_connections() {
+    let certs = support::TlsFiles::new("cli-h2-bench");
+    let (_server, addr) = start(&[
+        "serve",
+        "--echo",
+        "--tls-cert",
+        &certs.chain_file,
+        "--tls-key",
+        &certs.key_file,
+        "127.0.0.1:0",
+    ]);
+    let url = format!("wss://localhost:{}/", addr.port());
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            &url,
+            "--cacert",
+            &certs.ca_file,
+            "-c",
+            "6",
+            "-s",
+            "2000",
+            "--in-flight",
+            "2",
+            "-d",
+            "1s",
+            "--json",
+        ];
+        args.extend(extra);
+        let out = run(&args, "");
+        assert_eq!(out.status.code(), Some(0), "{extra:?}: {}", stderr(&out));
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+        assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(report["errors"].as_u64(), Some(0), "{report}");
+        report
+    };
+    // Six WebSockets over two HTTP/2 connections.
+    let report = bench(&["--http2", "--h2-connections", "2"]);
+    assert_eq!(report["http"], "HTTP/2", "{report}");
+    assert_eq!(report["websockets_over_http2"], 6, "{report}");
+    assert_eq!(report["http2_connections"], 2, "{report}");
+    // By default each connection of its own, over HTTP/2 since the server takes it.
+    let report = bench(&[]);
+    assert_eq!(report["http"], "HTTP/2", "{report}");
+    assert!(report["http2_connections"].is_null(), "{report}");
+    let report = bench(&["--http1"]);
+    assert_eq!(report["http"], "HTTP/1.1", "{report}");
+    assert_eq!(report["websockets_over_http2"], 0, "{report}");
+    // The text report says it too.
+    let out = run(
+        &[
+            "bench",
+            &url,
+            "--cacert",
+            &certs.ca_file,
+            "-c",
+            "3",
+            "-d",
+            "1s",
+            "--http2",
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("http: HTTP/2, 3 WebSockets over 1 HTTP/2 connection"),
+        "{text}"
+    );
+    // --h2-connections needs --http2; --http2 against a server without HTTP/2 fails.
+    let out = run(&["bench", &url, "--h2-connections", "2"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let (_plain, plain_addr) = start(&["serve", "--echo", "127.0.0.1:0"]);
+    let out = run(
+        &[
+            "bench",
+            &format!("ws://{plain_addr}/"),
+            "--http2",
+            "-d",
+            "1s",
+        ],
+        "",
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("HTTP/2 unavailable"),
+        "{}",
+        stderr(&out)
+    );
 }

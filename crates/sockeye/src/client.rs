@@ -27,7 +27,8 @@ use crate::tls::TlsHandshakeError;
 const REFUSAL_BODY_PREFIX: usize = 1024;
 
 /// Connects to a `ws://` or `wss://` URL with the default settings: certificates verified
-/// against the Mozilla root store, no proxy.
+/// against the Mozilla root store, no proxy, and for `wss://` HTTP/2 when the server takes
+/// WebSocket connections over it, HTTP/1.1 otherwise ([`Http2Policy::Prefer`]).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), sockeye::Error> {
@@ -52,8 +53,36 @@ pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream>, Response<(
 /// `Sec-WebSocket-Key` included): in the extensions of the response that
 /// [`ClientBuilder::connect`] returns, for logging the whole handshake. The server's reason
 /// phrase is there too, as [`ReasonPhrase`](sockeye_proto::handshake::ReasonPhrase).
+///
+/// Over HTTP/2 it is the extended CONNECT's header list as text, pseudo-headers first
+/// (`:method: CONNECT`, `:protocol: websocket`, `:scheme`, `:authority`, `:path`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentRequest(pub bytes::Bytes);
+
+/// Which HTTP version may carry a client's WebSocket: HTTP/1.1 (RFC 6455's upgrade) or
+/// HTTP/2 (RFC 8441's extended CONNECT, on a stream of an HTTP/2 connection). Set with
+/// [`ClientBuilder::http2`]; the default is [`Prefer`](Self::Prefer) for `wss://` URLs and
+/// [`Never`](Self::Never) for `ws://`. Whichever is used, the WebSocket is the same type and
+/// the handshake's response tells the version ([`Response::version`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Http2Policy {
+    /// Offer ALPN `h2` and `http/1.1` (for `ws://`, try HTTP/2 with prior knowledge), wait for
+    /// the server's SETTINGS, and open the WebSocket as an HTTP/2 stream when they enable the
+    /// extended CONNECT (`SETTINGS_ENABLE_CONNECT_PROTOCOL`). Otherwise HTTP/1.1: on the same
+    /// connection when the server chose `http/1.1`, on a new connection offering only
+    /// `http/1.1` when it chose `h2` without the extended CONNECT (or, for `ws://`, did not
+    /// speak HTTP/2). A server that answers the CONNECT with a refusal (403, 404) is not
+    /// asked again over HTTP/1.1: its refusal is the error. Needs the `http2` feature, without
+    /// which it is [`Never`](Self::Never).
+    Prefer,
+    /// HTTP/2 or nothing: the same negotiation, and an error for which
+    /// [`is_http2_unavailable`](crate::http2::is_http2_unavailable) holds where `Prefer` falls
+    /// back (always so without the `http2` feature).
+    Require,
+    /// HTTP/1.1 only: ALPN offers `http/1.1`, as before HTTP/2 existed.
+    Never,
+}
 
 /// Builds a client connection: subprotocols, headers, Origin, limits and timeouts.
 #[derive(Debug, Clone)]
@@ -69,6 +98,8 @@ pub struct ClientBuilder {
     tls: TlsConfig,
     #[cfg(feature = "proxy")]
     proxy: ProxyChoice,
+    /// `None`: the default for the URL's scheme.
+    http2: Option<Http2Policy>,
 }
 
 #[cfg(feature = "proxy")]
@@ -93,6 +124,7 @@ impl ClientBuilder {
             tls: TlsConfig::new(),
             #[cfg(feature = "proxy")]
             proxy: ProxyChoice::Direct,
+            http2: None,
         }
     }
 
@@ -151,8 +183,28 @@ impl ClientBuilder {
         self
     }
 
+    /// Which HTTP version may carry the WebSocket ([`Http2Policy`]). Default:
+    /// [`Prefer`](Http2Policy::Prefer) for `wss://`, [`Never`](Http2Policy::Never) for
+    /// `ws://` (HTTP/2 over plain TCP needs prior knowledge, which few servers have). Through a
+    /// proxy as directly: TLS runs end to end inside the tunnel, and ALPN with it.
+    /// [`connect_on`](Self::connect_on) and the blocking client always speak HTTP/1.1.
+    pub fn http2(mut self, policy: Http2Policy) -> Self {
+        self.http2 = Some(policy);
+        self
+    }
+
+    /// The HTTP version policy for `uri`: the one set, or the scheme's default.
+    fn http2_policy(&self, uri: &WsUri) -> Http2Policy {
+        self.http2.unwrap_or(if uri.is_secure() {
+            Http2Policy::Prefer
+        } else {
+            Http2Policy::Never
+        })
+    }
+
     /// Opens the transport (through the proxy, with TLS for `wss://`) and performs the
-    /// handshake, all within the handshake timeout.
+    /// handshake, all within the handshake timeout: over HTTP/2 or HTTP/1.1 as
+    /// [`http2`](Self::http2) says, which the response's [`version`](Response::version) tells.
     ///
     /// # Errors
     /// As [`connect`].
@@ -164,22 +216,51 @@ impl ClientBuilder {
         }
         // One budget for the whole opening, and the error says which stage ran out of it.
         let deadline = tokio::time::Instant::now() + self.config.handshake_timeout;
-        let expired = |stage| move |_| Error::new(Kind::Timeout(stage));
+        match self.http2_policy(&uri) {
+            Http2Policy::Never => {}
+            // Boxed: the HTTP/2 handshake makes a large future, and the HTTP/1.1 path keeps
+            // its size.
+            #[cfg(feature = "http2")]
+            policy => return Box::pin(crate::http2::connect(self, uri, policy, deadline)).await,
+            #[cfg(not(feature = "http2"))]
+            Http2Policy::Prefer => {}
+            #[cfg(not(feature = "http2"))]
+            Http2Policy::Require => return Err(no_http2()),
+        }
+        self.connect_http1(uri, deadline).await
+    }
+
+    /// [`connect`](Self::connect) over HTTP/1.1: ALPN offers `http/1.1` alone.
+    pub(crate) async fn connect_http1(
+        &self,
+        uri: WsUri,
+        deadline: tokio::time::Instant,
+    ) -> Result<(WebSocket<MaybeTlsStream>, Response<()>), Error> {
         let tcp = self.open_tcp(&uri, deadline).await?;
         #[cfg(feature = "rustls")]
         let stream = if uri.is_secure() {
             let tls = tokio::time::timeout_at(deadline, self.tls.connect(uri.host(), tcp))
                 .await
-                .map_err(expired(Timeout::Tls))??;
+                .map_err(|_| Error::new(Kind::Timeout(Timeout::Tls)))??;
             MaybeTlsStream::ClientTls(Box::new(tls))
         } else {
             MaybeTlsStream::Plain(tcp)
         };
         #[cfg(not(feature = "rustls"))]
         let stream = MaybeTlsStream::Plain(tcp);
+        self.handshake_by(uri, stream, deadline).await
+    }
+
+    /// The HTTP/1.1 handshake over `stream`, by `deadline`.
+    pub(crate) async fn handshake_by(
+        &self,
+        uri: WsUri,
+        stream: MaybeTlsStream,
+        deadline: tokio::time::Instant,
+    ) -> Result<(WebSocket<MaybeTlsStream>, Response<()>), Error> {
         tokio::time::timeout_at(deadline, self.handshake(uri, stream))
             .await
-            .map_err(expired(Timeout::Handshake))?
+            .map_err(|_| Error::new(Kind::Timeout(Timeout::Handshake)))?
     }
 
     /// Opens a WebSocket over HTTP/2 (RFC 8441) on a new connection: see
@@ -339,7 +420,7 @@ impl ClientBuilder {
     }
 
     async fn handshake<S>(
-        self,
+        &self,
         uri: WsUri,
         mut stream: S,
     ) -> Result<(WebSocket<S>, Response<()>), Error>
@@ -433,6 +514,16 @@ impl ClientBuilder {
             ProxyChoice::FromEnv => Proxy::from_env(uri.is_secure(), uri.host(), uri.port())?,
         })
     }
+}
+
+/// The error for [`Http2Policy::Require`] without HTTP/2 support.
+#[cfg(not(feature = "http2"))]
+fn no_http2() -> Error {
+    std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "HTTP/2 unavailable: Http2Policy::Require needs sockeye's `http2` feature",
+    )
+    .into()
 }
 
 /// The error for a `wss://` URL without TLS support.

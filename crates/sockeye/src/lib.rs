@@ -26,7 +26,9 @@
 //! mark, and reading pauses too), and a close that flushes what was sent first.
 //!
 //! `wss://` runs over rustls: [`TlsConfig`] says what a client trusts (the Mozilla roots by
-//! default) and [`TlsAcceptor`] what a server presents. [`Proxy`] reaches servers through HTTP
+//! default) and [`TlsAcceptor`] what a server presents. A `wss://` client opens its WebSocket as
+//! an HTTP/2 stream (RFC 8441) when the server takes WebSocket streams over HTTP/2, HTTP/1.1 otherwise
+//! ([`Http2Policy`]; `sockeye::http2` opens many on one connection). [`Proxy`] reaches servers through HTTP
 //! CONNECT or SOCKS5, or as the environment says. On the server, [`OriginPolicy`] refuses pages
 //! of other sites (403) and [`ServerBuilder::max_concurrent_handshakes`] bounds handshakes in
 //! progress (making room for a newcomer by closing the slowest stalled one). A [`Shutdown`]
@@ -53,7 +55,7 @@
 //! | `proxy`    | yes | `Proxy` (HTTP CONNECT, SOCKS5, the proxy environment variables), [`Kind`]`::Proxy` | tokio-socks, base64 |
 //! | `blocking` | yes | `sockeye::blocking`: client and server over std's `Read + Write` | none |
 //! | `hyper`    | no  | `sockeye::hyper`: upgrades in a hyper 1 server, HTTP/1.1 and HTTP/2 (RFC 8441) | hyper, hyper-util |
-//! | `http2`    | no  | the client over HTTP/2 (RFC 8441): `ClientBuilder::connect_http2`, `sockeye::http2` (implies `rustls`) | h2 |
+//! | `http2`    | yes | the client over HTTP/2 (RFC 8441): `wss://` prefers it ([`Http2Policy`]), `ClientBuilder::connect_http2`, `sockeye::http2` (implies `rustls`) | h2 |
 //! | `axum`     | no  | `sockeye::axum::WebSocketUpgrade`, the axum 0.8 extractor (implies `hyper`) | axum-core |
 //!
 //! Without default features this is the tokio client and server over plain TCP (`ws://`;
@@ -67,7 +69,12 @@
 
 // The docs link the items of every feature; built with fewer, those links have no target.
 #![cfg_attr(
-    not(all(feature = "rustls", feature = "proxy", feature = "blocking")),
+    not(all(
+        feature = "rustls",
+        feature = "proxy",
+        feature = "blocking",
+        feature = "http2"
+    )),
     allow(rustdoc::broken_intra_doc_links)
 )]
 
@@ -97,7 +104,7 @@ mod tls;
 
 pub use sockeye_proto::{self as proto, CloseCode, CloseFrame, Config, Message, Role, Utf8Bytes};
 
-pub use crate::client::{ClientBuilder, SentRequest, connect};
+pub use crate::client::{ClientBuilder, Http2Policy, SentRequest, connect};
 pub use crate::config::{WebSocketConfig, WebSocketConfigBuilder};
 pub use crate::driver::Incoming;
 pub use crate::error::{Error, Kind, Timeout};

@@ -9,7 +9,8 @@ use tokio::net::TcpStream;
 
 /// The stream under a connection that [`connect`](crate::connect) opened or
 /// [`ServerBuilder::accept_tcp`](crate::ServerBuilder::accept_tcp) accepted: TCP (perhaps
-/// through a proxy), perhaps with TLS over it.
+/// through a proxy), perhaps with TLS over it, or (feature `http2`) a stream of an HTTP/2
+/// connection (RFC 8441).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum MaybeTlsStream {
@@ -21,32 +22,60 @@ pub enum MaybeTlsStream {
     /// TLS over TCP, server side.
     #[cfg(feature = "rustls")]
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// A stream of an HTTP/2 connection, client side: what [`connect`](crate::connect) opens
+    /// when the server takes WebSocket connections over HTTP/2. The connection itself (its
+    /// TCP and TLS) belongs to a task of its own.
+    #[cfg(feature = "http2")]
+    Http2(Box<crate::http2::Http2Stream>),
 }
 
 impl MaybeTlsStream {
-    /// The TCP connection underneath (to the proxy, when there is one).
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP connection underneath (to the proxy, when there is one); `None` for a stream of
+    /// an HTTP/2 connection, whose TCP connection its connection's task holds.
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Self::Plain(tcp) => tcp,
+            Self::Plain(tcp) => Some(tcp),
             #[cfg(feature = "rustls")]
-            Self::ClientTls(tls) => tls.get_ref().0,
+            Self::ClientTls(tls) => Some(tls.get_ref().0),
             #[cfg(feature = "rustls")]
-            Self::ServerTls(tls) => tls.get_ref().0,
+            Self::ServerTls(tls) => Some(tls.get_ref().0),
+            #[cfg(feature = "http2")]
+            Self::Http2(_) => None,
         }
     }
 
     /// Whether TLS runs over the connection.
     pub fn is_tls(&self) -> bool {
-        !matches!(self, Self::Plain(_))
+        match self {
+            Self::Plain(_) => false,
+            #[cfg(feature = "http2")]
+            Self::Http2(stream) => stream.is_tls(),
+            #[cfg(feature = "rustls")]
+            _ => true,
+        }
     }
 
-    /// The application protocol TLS negotiated (ALPN): `http/1.1`, or `None` when the peer
-    /// offered or chose none, or without TLS.
+    /// The application protocol TLS negotiated (ALPN): `http/1.1` or `h2`, or `None` when the
+    /// peer offered or chose none, or without TLS.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        #[cfg(feature = "http2")]
+        if let Self::Http2(stream) = self {
+            return stream.is_tls().then_some(b"h2".as_slice());
+        }
         #[cfg(feature = "rustls")]
         return self.tls_state()?.alpn_protocol();
         #[cfg(not(feature = "rustls"))]
         None
+    }
+
+    /// The HTTP version that carries the WebSocket: HTTP/2 for a stream of an HTTP/2
+    /// connection, HTTP/1.1 otherwise.
+    pub fn http_version(&self) -> http::Version {
+        match self {
+            #[cfg(feature = "http2")]
+            Self::Http2(_) => http::Version::HTTP_2,
+            _ => http::Version::HTTP_11,
+        }
     }
 
     /// On a server, the host name the client asked for (SNI); clients connecting to an IP
@@ -70,9 +99,9 @@ impl MaybeTlsStream {
     #[cfg(feature = "rustls")]
     fn tls_state(&self) -> Option<&rustls::CommonState> {
         match self {
-            Self::Plain(_) => None,
             Self::ClientTls(tls) => Some(tls.get_ref().1),
             Self::ServerTls(tls) => Some(tls.get_ref().1),
+            _ => None,
         }
     }
 }
@@ -85,6 +114,8 @@ macro_rules! each {
             MaybeTlsStream::ClientTls($s) => $body,
             #[cfg(feature = "rustls")]
             MaybeTlsStream::ServerTls($s) => $body,
+            #[cfg(feature = "http2")]
+            MaybeTlsStream::Http2($s) => $body,
         }
     };
 }

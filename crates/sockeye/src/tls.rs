@@ -148,7 +148,8 @@ impl Identity {
 /// The TLS settings of a client: which certificates it trusts, the certificate it presents.
 ///
 /// By default the server's certificate is verified against the Mozilla root store
-/// (`webpki-roots`) and its host name, SNI is sent, and ALPN offers `http/1.1`.
+/// (`webpki-roots`) and its host name, SNI is sent, and ALPN offers `http/1.1`, preceded by
+/// `h2` when the client may use HTTP/2 ([`Http2Policy`](crate::Http2Policy)).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -274,7 +275,10 @@ impl TlsConfig {
         }
     }
 
-    /// A rustls configuration of the caller's own, used as it is (set its ALPN to `http/1.1`).
+    /// A rustls configuration of the caller's own, used as it is (set its ALPN to `http/1.1`),
+    /// except that its ALPN list is replaced by `h2`, `http/1.1` when the client may use HTTP/2
+    /// ([`Http2Policy::Prefer`](crate::Http2Policy::Prefer), the default for `wss://`, or
+    /// `Require`).
     pub fn from_rustls(config: Arc<ClientConfig>) -> Self {
         Self {
             source: Source::Rustls(config),
@@ -400,25 +404,30 @@ impl TlsConfig {
         Ok(stream)
     }
 
-    /// Runs the TLS handshake over `stream` for `host`, offering ALPN `h2` only (an HTTP/2
-    /// client, RFC 8441); `Ok(None)` when the server did not choose `h2`.
+    /// Runs the TLS handshake over `stream` for `host`, offering ALPN `h2` then `http/1.1` (an
+    /// HTTP/2 client, RFC 8441, that can fall back). The caller reads what the server chose:
+    /// `h2`, `http/1.1` or nothing; any other choice is an error, as for [`connect`](Self::connect).
     #[cfg(feature = "http2")]
     pub(crate) async fn connect_h2<S>(
         &self,
         host: &str,
         stream: S,
-    ) -> Result<Option<tokio_rustls::client::TlsStream<S>>, TlsHandshakeError>
+    ) -> Result<tokio_rustls::client::TlsStream<S>, TlsHandshakeError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut config = ClientConfig::clone(&*self.client_config()?);
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec(), ALPN_HTTP11.to_vec()];
         let name = server_name(host)?;
         let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, stream)
             .await
             .map_err(TlsHandshakeError::from_io)?;
-        Ok((stream.get_ref().1.alpn_protocol() == Some(b"h2")).then_some(stream))
+        let alpn = stream.get_ref().1.alpn_protocol();
+        if alpn != Some(b"h2") {
+            check_alpn(alpn)?;
+        }
+        Ok(stream)
     }
 
     /// TLS over a blocking TCP connection, the handshake done before `deadline` (an I/O error

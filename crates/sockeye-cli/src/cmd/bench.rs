@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use sockeye::{ClientBuilder, CloseCode, MaybeTlsStream, Message, Utf8Bytes, WebSocket};
+use sockeye::http2::Http2Connection;
+use sockeye::{ClientBuilder, CloseCode, Message, Utf8Bytes, WebSocket};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 
 use super::Usage;
@@ -25,6 +27,8 @@ struct Totals {
 
 struct ConnResult {
     latencies_us: Vec<u32>,
+    /// Whether the WebSocket ran over HTTP/2.
+    http2: bool,
     /// What ended the connection early, if anything did.
     error: Option<Failure>,
 }
@@ -51,17 +55,31 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
 
     let url = crate::addr::ws_url(&args.url);
     crate::addr::check_ws_url(&url).map_err(Usage)?;
-    let client = args.net.apply(ClientBuilder::new(&url))?;
+    let client = args.http.apply(args.net.apply(ClientBuilder::new(&url))?);
+    // --http2: the WebSockets share --h2-connections HTTP/2 connections, opened first.
+    let mut shared = Vec::new();
+    if args.http.http2 {
+        if args.h2_connections == 0 {
+            return Err(Usage("--h2-connections must be at least 1".into()).into());
+        }
+        for _ in 0..args.h2_connections {
+            shared.push(Http2Connection::open(&client).await?);
+        }
+    }
     let mut tasks = JoinSet::new();
-    for _ in 0..args.connections {
-        let client = client.clone();
+    for i in 0..args.connections {
+        let via = match shared.get(i % shared.len().max(1)) {
+            Some(connection) => Via::Shared(connection.clone(), client.clone()),
+            None => Via::Own(client.clone()),
+        };
         let payload = payload.clone();
         let totals = Arc::clone(&totals);
         let in_flight = args.in_flight;
-        tasks.spawn(async move {
-            connection(client, payload, in_flight, pace, deadline, &totals).await
-        });
+        tasks.spawn(
+            async move { connection(via, payload, in_flight, pace, deadline, &totals).await },
+        );
     }
+    drop(shared);
 
     let bar = (!args.json).then(|| {
         let bar = ProgressBar::new(args.duration.as_millis() as u64);
@@ -107,8 +125,46 @@ fn payload(size: usize, binary: bool) -> Message {
     }
 }
 
+/// How a connection of the run opens its WebSocket.
+enum Via {
+    /// A connection of its own (HTTP/2 or HTTP/1.1, as the client's policy says).
+    Own(ClientBuilder),
+    /// A stream of a shared HTTP/2 connection.
+    Shared(Http2Connection, ClientBuilder),
+}
+
 async fn connection(
-    client: ClientBuilder,
+    via: Via,
+    payload: Message,
+    in_flight: usize,
+    pace: Option<Duration>,
+    deadline: Instant,
+    totals: &Totals,
+) -> ConnResult {
+    let failed = |e: sockeye::Error| ConnResult {
+        latencies_us: Vec::new(),
+        http2: false,
+        error: Some(Failure::Connect(e.into())),
+    };
+    match via {
+        Via::Own(client) => match client.connect().await {
+            Ok((ws, response)) => {
+                let http2 = response.version() == http::Version::HTTP_2;
+                echoes(ws, http2, payload, in_flight, pace, deadline, totals).await
+            }
+            Err(e) => failed(e),
+        },
+        Via::Shared(connection, client) => match connection.websocket(client).await {
+            Ok((ws, _)) => echoes(ws, true, payload, in_flight, pace, deadline, totals).await,
+            Err(e) => failed(e),
+        },
+    }
+}
+
+/// One connection's run: the probe, then echoes until the deadline.
+async fn echoes<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: WebSocket<S>,
+    http2: bool,
     payload: Message,
     in_flight: usize,
     pace: Option<Duration>,
@@ -117,14 +173,8 @@ async fn connection(
 ) -> ConnResult {
     let mut result = ConnResult {
         latencies_us: Vec::new(),
+        http2,
         error: None,
-    };
-    let mut ws = match client.connect().await {
-        Ok((ws, _)) => ws,
-        Err(e) => {
-            result.error = Some(Failure::Connect(e.into()));
-            return result;
-        }
     };
     if let Err(why) = probe(&mut ws, &payload, deadline).await {
         result.error = Some(Failure::Run(why));
@@ -183,8 +233,8 @@ async fn connection(
 
 /// Sends one message and checks that the same comes back first: a room or a server that
 /// answers something else is not measured as if it echoed.
-async fn probe(
-    ws: &mut WebSocket<MaybeTlsStream>,
+async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocket<S>,
     payload: &Message,
     deadline: Instant,
 ) -> Result<(), String> {
@@ -223,7 +273,7 @@ async fn probe(
 }
 
 /// Why a connection the server closed ended: its close code and reason.
-fn server_closed(ws: &WebSocket<MaybeTlsStream>) -> String {
+fn server_closed<S: AsyncRead + AsyncWrite + Unpin>(ws: &WebSocket<S>) -> String {
     let how = ws.close_status().map_or_else(
         || "without a close frame".to_owned(),
         crate::display::close_line,
@@ -244,8 +294,12 @@ fn report(args: &BenchArgs, url: &str, results: Vec<ConnResult>) -> anyhow::Resu
     let mut reasons: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     let mut first_connect_error = None;
     let mut connected = 0_usize;
+    let mut over_h2 = 0_usize;
     for result in results {
         latencies.extend_from_slice(&result.latencies_us);
+        if result.http2 && !matches!(result.error, Some(Failure::Connect(_))) {
+            over_h2 += 1;
+        }
         match result.error {
             Some(Failure::Connect(e)) => {
                 *reasons.entry(exit::describe(&e)).or_default() += 1;
@@ -278,12 +332,22 @@ fn report(args: &BenchArgs, url: &str, results: Vec<ConnResult>) -> anyhow::Resu
     let seconds = args.duration.as_secs_f64().max(1e-3);
     let rate = messages as f64 / seconds;
     let mb_per_s = rate * args.size as f64 / 1e6;
+    // Which HTTP version carried the WebSockets that connected.
+    let http = match over_h2 {
+        0 => "HTTP/1.1".to_owned(),
+        n if n == connected => "HTTP/2".to_owned(),
+        n => format!("HTTP/2 for {n}, HTTP/1.1 for {}", connected - n),
+    };
+    let h2_connections = args.http.http2.then_some(args.h2_connections);
     if args.json {
         let value = serde_json::json!({
             "url": url,
             "connections": args.connections,
             "size": args.size,
             "in_flight": args.in_flight,
+            "http": http,
+            "websockets_over_http2": over_h2,
+            "http2_connections": h2_connections,
             "seconds": seconds,
             "messages": messages,
             "errors": errors,
@@ -303,6 +367,13 @@ fn report(args: &BenchArgs, url: &str, results: Vec<ConnResult>) -> anyhow::Resu
             "{messages} echoes in {seconds:.2} s over {} connections ({} bytes, {} in flight)",
             args.connections, args.size, args.in_flight
         );
+        match h2_connections {
+            Some(n) => println!(
+                "http: {http}, {over_h2} WebSockets over {n} HTTP/2 connection{}",
+                if n == 1 { "" } else { "s" }
+            ),
+            None => println!("http: {http}"),
+        }
         println!("throughput: {rate:.0} messages/s, {mb_per_s:.2} MB/s");
         println!(
             "latency: p50 {} us, p90 {} us, p99 {} us, max {} us",

@@ -93,7 +93,9 @@ fn builder(args: &ConnectArgs, url: &str) -> anyhow::Result<ClientBuilder> {
         .handshake_timeout(args.connect_timeout)
         .build()
         .map_err(|e| Usage(format!("{e}")))?;
-    let mut builder = args.net.apply(ClientBuilder::new(url).config(config))?;
+    let mut builder = args
+        .http
+        .apply(args.net.apply(ClientBuilder::new(url).config(config))?);
     for header in &args.headers {
         let (name, value) = header
             .split_once(':')
@@ -286,13 +288,38 @@ fn show_handshake(response: &http::Response<()>) {
     }
 }
 
+/// How logs and reports name the HTTP version a WebSocket was opened over.
+pub(crate) fn http_version(version: http::Version) -> &'static str {
+    if version == http::Version::HTTP_2 {
+        "HTTP/2"
+    } else {
+        "HTTP/1.1"
+    }
+}
+
+/// The HTTP version policy of this connect: the flags', or the library's default for the
+/// URL's scheme.
+fn effective_policy(args: &ConnectArgs, url: &str) -> sockeye::Http2Policy {
+    args.http.policy().unwrap_or(if url.starts_with("wss://") {
+        sockeye::Http2Policy::Prefer
+    } else {
+        sockeye::Http2Policy::Never
+    })
+}
+
 /// Prints the response of a refused handshake, for --show-headers.
-fn show_refusal(error: &sockeye::Error) {
+fn show_refusal(error: &sockeye::Error, policy: sockeye::Http2Policy) {
     if let Kind::Refused {
         status, headers, ..
     } = error.kind()
     {
-        eprintln!("< HTTP/1.1 {status}");
+        // Only HTTP/2 was tried, or the version is not known.
+        let version = match policy {
+            sockeye::Http2Policy::Require => "HTTP/2.0 ",
+            sockeye::Http2Policy::Never => "HTTP/1.1 ",
+            _ => "",
+        };
+        eprintln!("< {version}{status}");
         for (name, value) in headers {
             eprintln!("< {name}: {}", value.to_str().unwrap_or("<binary>"));
         }
@@ -306,33 +333,8 @@ async fn session(
     builder: ClientBuilder,
     rx: &mut mpsc::Receiver<Message>,
 ) -> anyhow::Result<End> {
-    if args.http2 {
-        let connected = tokio::select! {
-            connected = builder.clone().connect_http2() => connected,
-            () = crate::signal::terminate() => return Ok(End::Interrupted),
-        };
-        match connected {
-            Ok((ws, response)) => {
-                if args.show_headers {
-                    eprintln!("> CONNECT {url} (HTTP/2, :protocol websocket)");
-                    for header in &args.headers {
-                        eprintln!("> {header}");
-                    }
-                }
-                return converse(args, url, view, ws, &response, rx).await;
-            }
-            // --http2 prefers HTTP/2: HTTP/1.1 on a new connection when the server has none.
-            Err(e) if sockeye::http2::is_http2_unavailable(&e) => {
-                tracing::info!(%url, reason = %e, "falling back to HTTP/1.1");
-            }
-            Err(e) => {
-                if args.show_headers {
-                    show_refusal(&e);
-                }
-                return Err(e.into());
-            }
-        }
-    }
+    // HTTP/2 or HTTP/1.1 as --http2, --http1 or --prefer-http2 say (by default: HTTP/2 when a
+    // wss:// server takes it); the library falls back on its own.
     let connected = tokio::select! {
         connected = builder.connect() => connected,
         () = crate::signal::terminate() => return Ok(End::Interrupted),
@@ -341,11 +343,16 @@ async fn session(
         Ok(connected) => connected,
         Err(e) => {
             if args.show_headers {
-                show_refusal(&e);
+                show_refusal(&e, effective_policy(args, url));
             }
             return Err(e.into());
         }
     };
+    if effective_policy(args, url) == sockeye::Http2Policy::Prefer
+        && response.version() != http::Version::HTTP_2
+    {
+        tracing::info!(%url, "HTTP/2 unavailable: falling back to HTTP/1.1");
+    }
     converse(args, url, view, ws, &response, rx).await
 }
 
@@ -361,11 +368,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     if args.show_headers {
         show_handshake(response);
     }
-    let version = if response.version() == http::Version::HTTP_2 {
-        "HTTP/2"
-    } else {
-        "HTTP/1.1"
-    };
+    let version = http_version(response.version());
     tracing::info!(%url, http = %version, protocol = ?ws.protocol(), extension = ?ws.extension(), "connected");
     let mut stdout = tokio::io::stdout();
     greet(args, url, view, &ws, &mut stdout).await?;

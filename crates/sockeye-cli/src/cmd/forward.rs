@@ -83,6 +83,12 @@ fn parse(args: &ForwardArgs) -> Result<Listen, Usage> {
                     Usage(format!("target {e} (--listen {listen} forwards to TCP)"))
                 })?;
             }
+            if args.http.policy().is_some() {
+                return Err(Usage(format!(
+                    "--http2, --http1 and --prefer-http2 choose how to reach a WebSocket URL, not \
+                     --listen {listen}"
+                )));
+            }
             if *tls != args.tls_cert.is_some() {
                 return Err(Usage(if *tls {
                     "--listen wss:// needs --tls-cert and --tls-key".to_owned()
@@ -103,7 +109,7 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<u8> {
                 .with_context(|| format!("cannot listen on {addr}"))?;
             let url = crate::addr::ws_url(&args.target);
             eprintln!("sockeye forward: tcp://{} -> {url}", listener.local_addr()?);
-            let client = args.net.apply(ClientBuilder::new(&url))?;
+            let client = args.http.apply(args.net.apply(ClientBuilder::new(&url))?);
             loop {
                 let (tcp, peer) = listener.accept().await?;
                 let _ = tcp.set_nodelay(true);
@@ -121,7 +127,7 @@ pub(crate) async fn run(args: ForwardArgs) -> anyhow::Result<u8> {
                 .with_context(|| format!("cannot listen on unix:{}", path.display()))?;
             let url = crate::addr::ws_url(&args.target);
             eprintln!("sockeye forward: unix:{} -> {url}", path.display());
-            let client = args.net.apply(ClientBuilder::new(&url))?;
+            let client = args.http.apply(args.net.apply(ClientBuilder::new(&url))?);
             let result = async {
                 loop {
                     let (stream, _) = listener.accept().await?;
@@ -176,8 +182,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     match client.connect().await {
-        Ok((ws, _)) => {
-            tracing::info!(%peer, %url, "bridging");
+        Ok((ws, response)) => {
+            let http = super::connect::http_version(response.version());
+            tracing::info!(%peer, %url, %http, "bridging");
             bridge(ws, local).await;
         }
         Err(e) => {

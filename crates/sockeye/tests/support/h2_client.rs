@@ -95,6 +95,16 @@ impl Client {
         (head, Some(client))
     }
 
+    /// The core's connection, for what the WebSocket API does not do (fragments).
+    pub fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// Resets the stream (`RST_STREAM` `CANCEL`): an abort, not a close.
+    pub fn reset(mut self) {
+        self.send.send_reset(h2::Reason::CANCEL);
+    }
+
     pub async fn flush(&mut self) -> Result<(), h2::Error> {
         while let Some(mut bytes) = self.conn.poll_transmit() {
             while !bytes.is_empty() {
