@@ -61,8 +61,8 @@ pub mod backplane;
 pub mod core;
 mod relay;
 
-pub use crate::backplane::{Backplane, Inbound, Local, Overloaded};
+pub use crate::backplane::{Backplane, Inbound, Local, Overloaded, RemoteMember};
 #[cfg(feature = "redis")]
-pub use crate::backplane::{RedisBackplane, RedisError, RedisLimits};
+pub use crate::backplane::{RedisBackplane, RedisBuilder, RedisError, RedisLimits};
 pub use crate::core::{MemberId, QueueLimits};
 pub use crate::relay::{Relay, RelayBuilder, RelayStats};
