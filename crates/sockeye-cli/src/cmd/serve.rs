@@ -217,10 +217,15 @@ async fn rooms(args: &ServeArgs) -> anyhow::Result<Relay> {
         ),
         None => None,
     };
-    let backplane = RedisBackplane::connect(url, ca, limits)
+    let backplane = RedisBackplane::builder(url)
+        .ca(ca)
+        .limits(limits)
+        .prefix(args.redis_prefix.as_str())
+        .connect()
         .await
         .map_err(|e| match e {
             RedisError::Unreachable { .. } => anyhow::Error::new(e),
+            RedisError::Config(_) => Usage(format!("--redis-prefix: {e}")).into(),
             e => Usage(format!("--redis: {e}")).into(),
         })?;
     Ok(relay.backplane(backplane).build())

@@ -116,7 +116,7 @@ impl RedisLimits {
         self
     }
 
-    /// Bytes waiting to be published (each message plus its 21-byte header), at most; past it
+    /// Bytes waiting to be published (each message plus its 17-byte header), at most; past it
     /// senders are closed with 1013. Must hold the largest message. Default 64 MiB.
     #[must_use]
     pub fn queue_bytes(mut self, bytes: usize) -> Self {
@@ -534,14 +534,14 @@ struct Runner {
     requeue: mpsc::WeakSender<Outgoing>,
     subscriptions: mpsc::UnboundedReceiver<Subscription>,
     /// The sequence number of the last message taken off the queue.
-    seq: u64,
+    seq: u32,
     /// Taken off the queue and not yet known to be published: sent first by the next link.
     inflight: Vec<Sent>,
     /// Per channel, how many subscribers the last PUBLISH reached: after a reconnection, the
     /// link waits (a little) for that many to be back before it publishes there again.
     receivers: HashMap<String, i64>,
     /// Per node, the last sequence number taken from it.
-    seen: HashMap<u64, u64>,
+    seen: HashMap<u64, u32>,
 }
 
 impl Runner {
@@ -647,6 +647,9 @@ impl Runner {
         let subscribing = async {
             let mut ping = tokio::time::interval(PING_EVERY);
             let mut heartbeat = tokio::time::interval(presence::heartbeat(core.ttl));
+            // Entries are looked at ten times per time to live: a dead node's members leave
+            // within a tenth of it after it expired.
+            let mut sweep = tokio::time::interval(core.ttl.checked_div(10).unwrap_or(core.ttl));
             loop {
                 tokio::select! {
                     change = subscriptions.recv() => match change {
@@ -681,7 +684,8 @@ impl Runner {
                         for (room, state) in states {
                             core.notice(&queue, &room, &state);
                         }
-                        drop(queue);
+                    }
+                    _ = sweep.tick() => {
                         let events = core.presence().expire(Instant::now());
                         if let Some(inbound) = inbound.get() {
                             for event in events {
@@ -789,17 +793,25 @@ impl Runner {
     }
 }
 
-/// Whether `seq` from `node` is new; remembers it.
-fn fresh(seen: &mut HashMap<u64, u64>, node: u64, seq: u64) -> bool {
+/// Whether `seq` from `node` is new (after the last one seen, in serial number arithmetic:
+/// sequence numbers wrap); remembers it.
+fn fresh(seen: &mut HashMap<u64, u32>, node: u64, seq: u32) -> bool {
     if seen.len() >= MAX_NODES_SEEN && !seen.contains_key(&node) {
         // Nodes come and go (each process is a new one): forget them all rather than grow.
         seen.clear();
     }
-    let last = seen.entry(node).or_insert(0);
-    if seq <= *last {
-        return false;
+    match seen.get_mut(&node) {
+        Some(last) => {
+            let ahead = seq.wrapping_sub(*last);
+            if ahead == 0 || ahead > u32::MAX / 2 {
+                return false;
+            }
+            *last = seq;
+        }
+        None => {
+            seen.insert(node, seq);
+        }
     }
-    *last = seq;
     true
 }
 
@@ -809,7 +821,7 @@ async fn take_batch(
     outgoing: &mut mpsc::Receiver<Outgoing>,
     core: &Core,
     node: u64,
-    seq: &mut u64,
+    seq: &mut u32,
     batch: &mut Vec<Sent>,
 ) -> bool {
     let Some(first) = outgoing.recv().await else {
@@ -819,7 +831,7 @@ async fn take_batch(
     let mut next = Some(first);
     while let Some(message) = next.take() {
         bytes += message.len;
-        *seq += 1;
+        *seq = seq.wrapping_add(1);
         let payload = match &message.body {
             Body::Message(m) => wire::encode(node, *seq, m),
             Body::Presence(json) => Some(wire::encode_presence(node, *seq, json)),
@@ -959,6 +971,19 @@ mod tests {
             redacted("redis://h:6379/0?password=s3cret"),
             "redis://h:6379/0"
         );
+    }
+
+    #[test]
+    fn sequence_numbers_drop_what_was_seen_and_wrap() {
+        let mut seen = HashMap::new();
+        assert!(fresh(&mut seen, 1, 5));
+        assert!(!fresh(&mut seen, 1, 5));
+        assert!(!fresh(&mut seen, 1, 4));
+        assert!(fresh(&mut seen, 1, 6));
+        assert!(fresh(&mut seen, 2, 1));
+        assert!(fresh(&mut seen, 3, u32::MAX));
+        assert!(fresh(&mut seen, 3, 0));
+        assert!(!fresh(&mut seen, 3, u32::MAX));
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //!
 //! A room `NAME` is the channel `PREFIX:room:NAME` (the prefix is `sockeye` unless configured).
 //! A message is, in order: the magic and version `sky2` (4 bytes), the sending node's id (8
-//! bytes, big-endian), the sending node's sequence number (8 bytes, big-endian; it grows by one
-//! with every message the node publishes, on any channel), the kind (1 byte: 1 text, 2 binary,
+//! bytes, big-endian), the sending node's sequence number (4 bytes, big-endian; it grows by one,
+//! wrapping, with every message the node publishes, on any channel), the kind (1 byte: 1 text, 2 binary,
 //! 3 presence), then the payload. A presence payload is JSON (see the backplane's presence).
 //!
 //! The sequence number lets a node publish again what it is not sure Redis took (a link lost
@@ -35,7 +35,7 @@ pub const CHANNEL_PREFIX: &str = "sockeye:room:";
 /// The magic and version at the start of every message.
 pub const MAGIC: [u8; 4] = *b"sky2";
 /// The bytes before the payload: magic and version, node id, sequence number, kind.
-pub const HEADER_LEN: usize = 21;
+pub const HEADER_LEN: usize = 17;
 const KIND_TEXT: u8 = 1;
 const KIND_BINARY: u8 = 2;
 const KIND_PRESENCE: u8 = 3;
@@ -57,7 +57,7 @@ pub struct Decoded {
     /// The node that published it.
     pub node: u64,
     /// Its sequence number there.
-    pub seq: u64,
+    pub seq: u32,
     /// What it carries.
     pub payload: Payload,
 }
@@ -93,7 +93,7 @@ pub fn room_in<'a>(prefix: &str, channel: &'a str) -> Option<&'a str> {
 
 /// `message`, from `node` with sequence number `seq`, as published; `None` for anything but
 /// text and binary.
-pub fn encode(node: u64, seq: u64, message: &Message) -> Option<Bytes> {
+pub fn encode(node: u64, seq: u32, message: &Message) -> Option<Bytes> {
     let (kind, data) = match message {
         Message::Text(text) => (KIND_TEXT, text.as_bytes()),
         Message::Binary(data) => (KIND_BINARY, &data[..]),
@@ -103,15 +103,15 @@ pub fn encode(node: u64, seq: u64, message: &Message) -> Option<Bytes> {
 }
 
 /// A presence notice (`json`) from `node`, as published.
-pub fn encode_presence(node: u64, seq: u64, json: &[u8]) -> Bytes {
+pub fn encode_presence(node: u64, seq: u32, json: &[u8]) -> Bytes {
     frame(node, seq, KIND_PRESENCE, json)
 }
 
-fn frame(node: u64, seq: u64, kind: u8, data: &[u8]) -> Bytes {
+fn frame(node: u64, seq: u32, kind: u8, data: &[u8]) -> Bytes {
     let mut payload = BytesMut::with_capacity(HEADER_LEN.saturating_add(data.len()));
     payload.put_slice(&MAGIC);
     payload.put_u64(node);
-    payload.put_u64(seq);
+    payload.put_u32(seq);
     payload.put_u8(kind);
     payload.put_slice(data);
     payload.freeze()
@@ -123,7 +123,7 @@ pub fn decode(payload: &[u8], node: u64, max_message: usize) -> Option<Decoded> 
     let (header, data) = payload.split_first_chunk::<HEADER_LEN>()?;
     let (magic, rest) = header.split_first_chunk::<4>()?;
     let (from, rest) = rest.split_first_chunk::<8>()?;
-    let (seq, kind) = rest.split_first_chunk::<8>()?;
+    let (seq, kind) = rest.split_first_chunk::<4>()?;
     let from = u64::from_be_bytes(*from);
     if *magic != MAGIC || from == node || data.len() > max_message {
         return None;
@@ -136,7 +136,7 @@ pub fn decode(payload: &[u8], node: u64, max_message: usize) -> Option<Decoded> 
     };
     Some(Decoded {
         node: from,
-        seq: u64::from_be_bytes(*seq),
+        seq: u32::from_be_bytes(*seq),
         payload,
     })
 }
@@ -155,7 +155,7 @@ pub fn node_id() -> u64 {
 mod tests {
     use super::*;
 
-    fn encoded(node: u64, seq: u64, kind: u8, data: &[u8]) -> Vec<u8> {
+    fn encoded(node: u64, seq: u32, kind: u8, data: &[u8]) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(&node.to_be_bytes());
         out.extend_from_slice(&seq.to_be_bytes());
