@@ -192,8 +192,9 @@ pub(crate) struct ServeArgs {
     /// Share rooms with every other `sockeye serve` on this Redis (pub/sub), so members on
     /// different servers talk to each other: redis://[:PASSWORD@]HOST[:PORT], or rediss:// for
     /// TLS (verified against the system's roots, or --redis-cacert). A /DB other than /0 is
-    /// refused: pub/sub ignores it; separate servers with --redis-prefix.
-    #[arg(long, value_name = "URL")]
+    /// refused: pub/sub ignores it; separate servers with --redis-prefix. For a Redis Cluster
+    /// (sharded pub/sub, Redis 7), the URL of any node, or several separated by commas.
+    #[arg(long, value_name = "URL[,URL…]")]
     pub(crate) redis: Option<String>,
     /// The CA (PEM) to verify a rediss:// server against, instead of the system's roots.
     #[arg(long, value_name = "FILE", requires = "redis")]

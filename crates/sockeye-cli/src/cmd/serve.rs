@@ -217,7 +217,13 @@ async fn rooms(args: &ServeArgs) -> anyhow::Result<Relay> {
         ),
         None => None,
     };
-    let backplane = RedisBackplane::builder(url)
+    // Several URLs: nodes of a Redis Cluster (one node's URL is found to be one, too).
+    let builder = if url.contains(',') {
+        RedisBackplane::cluster_builder(url.split(','))
+    } else {
+        RedisBackplane::builder(url)
+    };
+    let backplane = builder
         .ca(ca)
         .limits(limits)
         .prefix(args.redis_prefix.as_str())

@@ -7,6 +7,8 @@
 //! over Redis pub/sub.
 
 #[cfg(feature = "redis")]
+mod link;
+#[cfg(feature = "redis")]
 mod presence;
 #[cfg(feature = "redis")]
 mod redis;

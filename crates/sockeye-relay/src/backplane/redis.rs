@@ -41,11 +41,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use sockeye::Message;
 use tokio::sync::mpsc;
 
+use super::link::{Link, Publisher, Target};
 use super::presence::{self, Notice, Presence};
 use super::wire::{self, HEADER_LEN, Payload};
 use super::{Backplane, Inbound, Overloaded, RemoteMember};
@@ -73,7 +72,7 @@ const MAX_BATCH_BYTES: usize = 4 << 20;
 /// the bytes of the queue to Redis).
 const INBOUND_QUEUE: usize = 4096;
 /// Nodes whose last sequence number is remembered, and channels whose subscribers are, at most.
-const MAX_NODES_SEEN: usize = 4096;
+const MAX_NODES_SEEN: usize = 65_536;
 const MAX_CHANNELS_TRACKED: usize = 65_536;
 /// The presence time to live: default and bounds.
 const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(6);
@@ -276,7 +275,8 @@ impl std::fmt::Debug for RedisBackplane {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct RedisBuilder {
-    url: String,
+    urls: Vec<String>,
+    cluster: bool,
     ca: Option<Vec<u8>>,
     limits: RedisLimits,
     prefix: String,
@@ -323,29 +323,6 @@ impl RedisBuilder {
     }
 }
 
-/// The two connections to Redis: one publishes, one is subscribed.
-struct Link {
-    publisher: MultiplexedConnection,
-    sink: PubSubSink,
-    stream: PubSubStream,
-}
-
-async fn connect(client: &redis::Client) -> redis::RedisResult<Link> {
-    // The crate's own response timeout (500 ms by default) would drop the link on any short
-    // stall of Redis; ours is the one timeout for every command.
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(COMMAND_TIMEOUT))
-        .set_response_timeout(Some(COMMAND_TIMEOUT));
-    let publisher = timed(client.get_multiplexed_async_connection_with_config(&config)).await?;
-    let pubsub = timed(client.get_async_pubsub()).await?;
-    let (sink, stream) = pubsub.split();
-    Ok(Link {
-        publisher,
-        sink,
-        stream,
-    })
-}
-
 impl RedisBackplane {
     /// Connects to Redis at `url` (`redis://[:PASSWORD@]HOST[:PORT]`, or `rediss://` for TLS,
     /// verified against `ca` (PEM) or else the system's roots) and starts the link, on the
@@ -353,7 +330,8 @@ impl RedisBackplane {
     /// reached now; later outages are ridden out (see the module docs).
     ///
     /// A database number in the URL other than 0 is refused: pub/sub ignores it, so it would
-    /// separate nothing; use [`RedisBuilder::prefix`].
+    /// separate nothing; use [`RedisBuilder::prefix`]. A Redis that is a node of a cluster is
+    /// taken as the way into that cluster (see [`cluster_builder`](Self::cluster_builder)).
     ///
     /// # Errors
     /// [`RedisError::Url`] for a URL or CA that cannot be used, [`RedisError::Limits`] for
@@ -370,7 +348,8 @@ impl RedisBackplane {
     /// [`connect`](RedisBuilder::connect)ing.
     pub fn builder(url: &str) -> RedisBuilder {
         RedisBuilder {
-            url: url.to_owned(),
+            urls: vec![url.to_owned()],
+            cluster: false,
             ca: None,
             limits: RedisLimits::default(),
             prefix: wire::DEFAULT_PREFIX.to_owned(),
@@ -378,9 +357,20 @@ impl RedisBackplane {
         }
     }
 
+    /// The settings for a backplane on the Redis Cluster that `nodes` (URLs of some of its
+    /// nodes) belong to: rooms are sharded channels (`SSUBSCRIBE`/`SPUBLISH`, Redis 7 or
+    /// later), spread over the shards by the hash slot of their channel.
+    pub fn cluster_builder<S: Into<String>>(nodes: impl IntoIterator<Item = S>) -> RedisBuilder {
+        let mut builder = Self::builder("");
+        builder.urls = nodes.into_iter().map(Into::into).collect();
+        builder.cluster = true;
+        builder
+    }
+
     async fn start(settings: RedisBuilder) -> Result<Self, RedisError> {
         let RedisBuilder {
-            url,
+            urls,
+            cluster,
             ca,
             limits,
             prefix,
@@ -398,35 +388,23 @@ impl RedisBackplane {
                 "the presence time to live must be 300 ms to 1 hour".to_owned(),
             ));
         }
-        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
-            .map_err(|e| RedisError::Url(e.to_string()))?;
-        if info.redis_settings().db() != 0 {
-            return Err(RedisError::Url(format!(
-                "{}: Redis pub/sub ignores the database number, so /{} would separate nothing; \
-                 use a prefix (--redis-prefix) instead",
-                redacted(&url),
-                info.redis_settings().db()
-            )));
+        let shown = urls
+            .iter()
+            .map(|u| redacted(u))
+            .collect::<Vec<_>>()
+            .join(",");
+        let unreachable = |e: redis::RedisError| RedisError::Unreachable {
+            url: shown.clone(),
+            reason: e.to_string(),
+        };
+        let mut target = target(&urls, cluster, ca.clone())?;
+        // A node of a cluster given as one Redis: the cluster it belongs to.
+        if let Target::Single(client) = &target
+            && in_cluster(client).await.map_err(unreachable)?
+        {
+            target = Target::Cluster(vec![client.get_connection_info().clone()], ca);
         }
-        let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
-        let info = info.set_tcp_settings(tcp);
-        let client = match ca {
-            Some(root_cert) => redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                },
-            ),
-            None => redis::Client::open(info),
-        }
-        .map_err(|e| RedisError::Url(e.to_string()))?;
-        let link = connect(&client)
-            .await
-            .map_err(|e| RedisError::Unreachable {
-                url: redacted(&url),
-                reason: e.to_string(),
-            })?;
+        let link = target.connect(COMMAND_TIMEOUT).await.map_err(unreachable)?;
         let (outgoing, outgoing_rx) = mpsc::channel(limits.queue);
         let (subscriptions, subscriptions_rx) = mpsc::unbounded_channel();
         let node = wire::node_id();
@@ -445,7 +423,7 @@ impl RedisBackplane {
             outgoing: outgoing.clone(),
         };
         let runner = Runner {
-            client,
+            target,
             inbound: Arc::clone(&backplane.inbound),
             node,
             core,
@@ -524,7 +502,7 @@ enum Received {
 
 /// The task that owns the connections to Redis.
 struct Runner {
-    client: redis::Client,
+    target: Target,
     inbound: Arc<OnceLock<Inbound>>,
     node: u64,
     core: Arc<Core>,
@@ -540,8 +518,9 @@ struct Runner {
     /// Per channel, how many subscribers the last PUBLISH reached: after a reconnection, the
     /// link waits (a little) for that many to be back before it publishes there again.
     receivers: HashMap<String, i64>,
-    /// Per node, the last sequence number taken from it.
-    seen: HashMap<u64, u32>,
+    /// Per node and room, the last sequence number taken from it (per room: on a cluster, the
+    /// rooms of one node come by different shards, each in order).
+    seen: HashMap<(u64, String), u32>,
 }
 
 impl Runner {
@@ -568,7 +547,7 @@ impl Runner {
             let wait = backoff(attempt, self.node);
             attempt = attempt.saturating_add(1);
             tokio::time::sleep(wait).await;
-            match connect(&self.client).await {
+            match self.target.connect(COMMAND_TIMEOUT).await {
                 Ok(new) => {
                     tracing::info!("reconnected to Redis");
                     link = Some(new);
@@ -592,15 +571,16 @@ impl Runner {
     async fn serve(&mut self, link: Link) -> redis::RedisResult<()> {
         let Link {
             mut publisher,
-            mut sink,
-            mut stream,
+            subscriber: mut sink,
+            incoming: mut stream,
         } = link;
         // The rooms in use now, then every change after. The changes queued so far are in the
         // snapshot already.
         while self.subscriptions.try_recv().is_ok() {}
         let rooms = self.inbound.get().map(Inbound::rooms).unwrap_or_default();
         for room in &rooms {
-            timed(sink.subscribe(self.core.channel(room))).await?;
+            sink.subscribe(&self.core.channel(room), COMMAND_TIMEOUT)
+                .await?;
         }
         // Subscribed: the other nodes' answers will arrive.
         if let Some(queue) = self.requeue.upgrade() {
@@ -654,7 +634,7 @@ impl Runner {
                 tokio::select! {
                     change = subscriptions.recv() => match change {
                         Some(Subscription::Subscribe(channel)) => {
-                            timed(sink.subscribe(&channel)).await?;
+                            sink.subscribe(&channel, COMMAND_TIMEOUT).await?;
                             if let (Some(queue), Some(room)) =
                                 (requeue.upgrade(), wire::room_in(&core.prefix, &channel))
                             {
@@ -665,12 +645,12 @@ impl Runner {
                         Some(Subscription::Unsubscribe(channel)) => {
                             let room = wire::room_in(&core.prefix, &channel).unwrap_or_default();
                             if !inbound.get().is_some_and(|i| i.has(room)) {
-                                timed(sink.unsubscribe(channel)).await?;
+                                sink.unsubscribe(&channel, COMMAND_TIMEOUT).await?;
                             }
                         }
                         None => return Ok(()),
                     },
-                    _ = ping.tick() => timed(sink.ping::<()>()).await?,
+                    _ = ping.tick() => sink.ping(COMMAND_TIMEOUT).await?,
                     _ = heartbeat.tick() => {
                         let Some(queue) = requeue.upgrade() else { return Ok(()) };
                         let states: Vec<(String, Notice)> = {
@@ -701,18 +681,16 @@ impl Runner {
         // cannot hold unbounded memory while the members here are served.
         let receiving = async {
             let mut dropped = 0u64;
-            while let Some(message) = stream.next().await {
-                let Some(room) = wire::room_in(&core.prefix, message.get_channel_name()) else {
+            while let Some((channel, payload)) = stream.next().await {
+                let Some(room) = wire::room_in(&core.prefix, &channel) else {
                     continue;
                 };
-                let Some(decoded) =
-                    wire::decode(message.get_payload_bytes(), *node, core.limits.max_message)
-                else {
+                let Some(decoded) = wire::decode(&payload, *node, core.limits.max_message) else {
                     tracing::trace!(room, "skipped a message on the backplane");
                     continue;
                 };
                 // Published again after a lost link, and seen already.
-                if !fresh(seen, decoded.node, decoded.seq) {
+                if !fresh(seen, decoded.node, room, decoded.seq) {
                     continue;
                 }
                 let (received, len) = match decoded.payload {
@@ -795,12 +773,13 @@ impl Runner {
 
 /// Whether `seq` from `node` is new (after the last one seen, in serial number arithmetic:
 /// sequence numbers wrap); remembers it.
-fn fresh(seen: &mut HashMap<u64, u32>, node: u64, seq: u32) -> bool {
-    if seen.len() >= MAX_NODES_SEEN && !seen.contains_key(&node) {
+fn fresh(seen: &mut HashMap<(u64, String), u32>, node: u64, room: &str, seq: u32) -> bool {
+    let key = (node, room.to_owned());
+    if seen.len() >= MAX_NODES_SEEN && !seen.contains_key(&key) {
         // Nodes come and go (each process is a new one): forget them all rather than grow.
         seen.clear();
     }
-    match seen.get_mut(&node) {
+    match seen.get_mut(&key) {
         Some(last) => {
             let ahead = seq.wrapping_sub(*last);
             if ahead == 0 || ahead > u32::MAX / 2 {
@@ -809,7 +788,7 @@ fn fresh(seen: &mut HashMap<u64, u32>, node: u64, seq: u32) -> bool {
             *last = seq;
         }
         None => {
-            seen.insert(node, seq);
+            seen.insert(key, seq);
         }
     }
     true
@@ -857,7 +836,7 @@ async fn take_batch(
 /// had before it (the other nodes subscribed again), or until `deadline`: what is published
 /// before a node subscribes again does not reach it.
 async fn wait_for_receivers(
-    publisher: &mut MultiplexedConnection,
+    publisher: &mut Publisher,
     batch: &[Sent],
     receivers: &HashMap<String, i64>,
     checked: &mut HashSet<String>,
@@ -875,9 +854,7 @@ async fn wait_for_receivers(
     }
     waiting.retain(|channel| receivers.get(*channel).is_some_and(|n| *n > 0));
     while !waiting.is_empty() && Instant::now() < deadline {
-        let mut cmd = redis::cmd("PUBSUB");
-        cmd.arg("NUMSUB").arg(&waiting);
-        let counts: Vec<(String, i64)> = timed(cmd.query_async(publisher)).await?;
+        let counts = publisher.subscribers(&waiting, COMMAND_TIMEOUT).await?;
         let back: HashSet<String> = counts
             .into_iter()
             .filter(|(channel, n)| receivers.get(channel).is_some_and(|want| n >= want))
@@ -891,21 +868,19 @@ async fn wait_for_receivers(
     Ok(())
 }
 
-/// Publishes `batch` in one pipeline; empties it once Redis took it all. On failure it stays,
-/// to be published again (with the same sequence numbers) by the next link.
+/// Publishes `batch`; empties it once Redis took it all. On failure it stays, to be published
+/// again (with the same sequence numbers) by the next link.
 async fn publish_batch(
-    publisher: &mut MultiplexedConnection,
+    publisher: &mut Publisher,
     batch: &mut Vec<Sent>,
     receivers: &mut HashMap<String, i64>,
     core: &Core,
 ) -> redis::RedisResult<()> {
-    let mut pipe = redis::pipe();
-    for sent in batch.iter() {
-        pipe.cmd("PUBLISH")
-            .arg(&sent.channel)
-            .arg(&sent.payload[..]);
-    }
-    let reached: Vec<i64> = timed(pipe.query_async(publisher)).await?;
+    let pairs: Vec<(&str, &Bytes)> = batch
+        .iter()
+        .map(|sent| (sent.channel.as_str(), &sent.payload))
+        .collect();
+    let reached = publisher.publish(&pairs, COMMAND_TIMEOUT).await?;
     if receivers.len() > MAX_CHANNELS_TRACKED {
         receivers.clear();
     }
@@ -917,6 +892,58 @@ async fn publish_batch(
     // Counted until Redis answered: the batch in flight is within the bound too.
     core.outgoing_bytes.fetch_sub(bytes, Ordering::Relaxed);
     Ok(())
+}
+
+/// Whether the Redis of `client` is a node of a cluster.
+async fn in_cluster(client: &redis::Client) -> redis::RedisResult<bool> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(COMMAND_TIMEOUT))
+        .set_response_timeout(Some(COMMAND_TIMEOUT));
+    let mut connection = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let info: String = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(&mut connection)
+        .await?;
+    Ok(info.contains("cluster_enabled:1"))
+}
+
+/// Where to connect: one Redis (one URL, no database number) or a cluster.
+fn target(urls: &[String], cluster: bool, ca: Option<Vec<u8>>) -> Result<Target, RedisError> {
+    let tcp = || redis::io::tcp::TcpSettings::default().set_nodelay(true);
+    let mut infos = Vec::with_capacity(urls.len());
+    for url in urls {
+        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+            .map_err(|e| RedisError::Url(e.to_string()))?;
+        let db = info.redis_settings().db();
+        if db != 0 {
+            return Err(RedisError::Url(format!(
+                "{}: Redis pub/sub ignores the database number, so /{db} would separate \
+                 nothing; use a prefix (--redis-prefix) instead",
+                redacted(url)
+            )));
+        }
+        infos.push(info.set_tcp_settings(tcp()));
+    }
+    let certificates = |root_cert| redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    };
+    if cluster {
+        if infos.is_empty() {
+            return Err(RedisError::Url("no cluster node given".to_owned()));
+        }
+        return Ok(Target::Cluster(infos, ca));
+    }
+    let [info] = <[_; 1]>::try_from(infos)
+        .map_err(|_| RedisError::Url("one Redis URL, or a cluster".to_owned()))?;
+    match ca {
+        Some(root_cert) => redis::Client::build_with_tls(info, certificates(root_cert)),
+        None => redis::Client::open(info),
+    }
+    .map(Target::Single)
+    .map_err(|e| RedisError::Url(e.to_string()))
 }
 
 /// The wait before reconnection attempt `attempt` (0 for the first after a failure): none,
@@ -935,16 +962,6 @@ fn backoff(attempt: u32, node: u64) -> Duration {
     let half = step / 2;
     let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
     half + Duration::from_nanos(hasher.finish() % nanos)
-}
-
-async fn timed<T>(future: impl Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
-    tokio::time::timeout(COMMAND_TIMEOUT, future)
-        .await
-        .unwrap_or_else(|_| {
-            Err(redis::RedisError::from(std::io::Error::from(
-                std::io::ErrorKind::TimedOut,
-            )))
-        })
 }
 
 /// The URL without its credentials (user information, and the query, which may hold a
@@ -976,14 +993,16 @@ mod tests {
     #[test]
     fn sequence_numbers_drop_what_was_seen_and_wrap() {
         let mut seen = HashMap::new();
-        assert!(fresh(&mut seen, 1, 5));
-        assert!(!fresh(&mut seen, 1, 5));
-        assert!(!fresh(&mut seen, 1, 4));
-        assert!(fresh(&mut seen, 1, 6));
-        assert!(fresh(&mut seen, 2, 1));
-        assert!(fresh(&mut seen, 3, u32::MAX));
-        assert!(fresh(&mut seen, 3, 0));
-        assert!(!fresh(&mut seen, 3, u32::MAX));
+        assert!(fresh(&mut seen, 1, "r", 5));
+        assert!(!fresh(&mut seen, 1, "r", 5));
+        assert!(!fresh(&mut seen, 1, "r", 4));
+        assert!(fresh(&mut seen, 1, "r", 6));
+        // Another room of the same node has its own order.
+        assert!(fresh(&mut seen, 1, "s", 2));
+        assert!(fresh(&mut seen, 2, "r", 1));
+        assert!(fresh(&mut seen, 3, "r", u32::MAX));
+        assert!(fresh(&mut seen, 3, "r", 0));
+        assert!(!fresh(&mut seen, 3, "r", u32::MAX));
     }
 
     #[test]
