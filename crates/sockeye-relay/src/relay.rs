@@ -182,7 +182,8 @@ impl Relay {
     /// `serve_until`). A named member takes part in presence: it is sent the room's named
     /// members when it joins, and the others are told of its joining and leaving, as small
     /// JSON text messages (the [presence format](crate#presence)). Members without a name
-    /// receive none of them. The lists cover the members of this process.
+    /// receive none of them. The lists cover the members of this process, and those of the
+    /// other nodes when the backplane shares presence ([`Backplane::remote_members`]).
     ///
     /// # Errors
     /// As [`serve`](Self::serve).
