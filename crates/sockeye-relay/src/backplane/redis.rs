@@ -433,7 +433,7 @@ impl RedisBackplane {
             seq: 0,
             inflight: Vec::new(),
             receivers: HashMap::new(),
-            seen: HashMap::new(),
+            seen: Seen::default(),
         };
         drop(outgoing);
         tokio::spawn(runner.run(link));
@@ -520,7 +520,7 @@ struct Runner {
     receivers: HashMap<String, i64>,
     /// Per node and room, the last sequence number taken from it (per room: on a cluster, the
     /// rooms of one node come by different shards, each in order).
-    seen: HashMap<(u64, String), u32>,
+    seen: Seen,
 }
 
 impl Runner {
@@ -771,27 +771,46 @@ impl Runner {
     }
 }
 
-/// Whether `seq` from `node` is new (after the last one seen, in serial number arithmetic:
-/// sequence numbers wrap); remembers it.
-fn fresh(seen: &mut HashMap<(u64, String), u32>, node: u64, room: &str, seq: u32) -> bool {
-    let key = (node, room.to_owned());
-    if seen.len() >= MAX_NODES_SEEN && !seen.contains_key(&key) {
+/// Whether `seq` from `node` in `room` is new (after the last one seen, in serial number
+/// arithmetic: sequence numbers wrap); remembers it.
+fn fresh(seen: &mut Seen, node: u64, room: &str, seq: u32) -> bool {
+    let known = seen
+        .nodes
+        .get(&node)
+        .is_some_and(|rooms| rooms.contains_key(room));
+    if !known {
         // Nodes come and go (each process is a new one): forget them all rather than grow.
-        seen.clear();
-    }
-    match seen.get_mut(&key) {
-        Some(last) => {
-            let ahead = seq.wrapping_sub(*last);
-            if ahead == 0 || ahead > u32::MAX / 2 {
-                return false;
-            }
-            *last = seq;
+        seen.entries += 1;
+        if seen.entries > MAX_NODES_SEEN {
+            seen.nodes.clear();
+            seen.entries = 1;
         }
-        None => {
-            seen.insert(key, seq);
-        }
+        seen.nodes
+            .entry(node)
+            .or_default()
+            .insert(room.to_owned(), seq);
+        return true;
     }
+    let Some(last) = seen
+        .nodes
+        .get_mut(&node)
+        .and_then(|rooms| rooms.get_mut(room))
+    else {
+        return true;
+    };
+    let ahead = seq.wrapping_sub(*last);
+    if ahead == 0 || ahead > u32::MAX / 2 {
+        return false;
+    }
+    *last = seq;
     true
+}
+
+/// Per node and room, the last sequence number seen, and how many there are.
+#[derive(Default)]
+struct Seen {
+    nodes: HashMap<u64, HashMap<String, u32>>,
+    entries: usize,
 }
 
 /// Takes up to `MAX_BATCH` messages (and `MAX_BATCH_BYTES`) off the queue, numbered; `false`
@@ -992,7 +1011,7 @@ mod tests {
 
     #[test]
     fn sequence_numbers_drop_what_was_seen_and_wrap() {
-        let mut seen = HashMap::new();
+        let mut seen = Seen::default();
         assert!(fresh(&mut seen, 1, "r", 5));
         assert!(!fresh(&mut seen, 1, "r", 5));
         assert!(!fresh(&mut seen, 1, "r", 4));
