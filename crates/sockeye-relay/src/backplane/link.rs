@@ -217,13 +217,13 @@ impl Subscriber {
 
 impl Incoming {
     /// The next message (channel, payload); `None` when the link is gone.
-    pub(super) async fn next(&mut self) -> Option<(String, Vec<u8>)> {
+    pub(super) async fn next(&mut self) -> Option<(String, Bytes)> {
         match self {
             Self::Single(stream) => {
                 let message = stream.next().await?;
                 Some((
                     message.get_channel_name().to_owned(),
-                    message.get_payload_bytes().to_vec(),
+                    Bytes::copy_from_slice(message.get_payload_bytes()),
                 ))
             }
             Self::Cluster(pushes) => loop {
@@ -241,7 +241,7 @@ impl Incoming {
                     (data.next(), data.next())
                     && let Ok(channel) = String::from_utf8(channel)
                 {
-                    return Some((channel, payload));
+                    return Some((channel, Bytes::from(payload)));
                 }
             },
         }

@@ -685,7 +685,8 @@ impl Runner {
                 let Some(room) = wire::room_in(&core.prefix, &channel) else {
                     continue;
                 };
-                let Some(decoded) = wire::decode(&payload, *node, core.limits.max_message) else {
+                let Some(decoded) = wire::decode_bytes(&payload, *node, core.limits.max_message)
+                else {
                     tracing::trace!(room, "skipped a message on the backplane");
                     continue;
                 };
@@ -1015,7 +1016,10 @@ mod tests {
     fn the_back_off_starts_at_once_and_stays_small() {
         assert_eq!(backoff(0, 1), Duration::ZERO);
         let first = backoff(1, 1);
-        assert!(first >= BACKOFF_FIRST / 2 && first <= BACKOFF_FIRST, "{first:?}");
+        assert!(
+            first >= BACKOFF_FIRST / 2 && first <= BACKOFF_FIRST,
+            "{first:?}"
+        );
         for attempt in 2..40 {
             let wait = backoff(attempt, 7);
             assert!(wait <= BACKOFF_MAX, "{wait:?}");

@@ -26,7 +26,7 @@
 use std::hash::{BuildHasher, Hasher};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use sockeye::Message;
+use sockeye::{Message, Utf8Bytes};
 
 /// The default prefix of the channel names.
 pub const DEFAULT_PREFIX: &str = "sockeye";
@@ -120,6 +120,11 @@ fn frame(node: u64, seq: u32, kind: u8, data: &[u8]) -> Bytes {
 /// A message published by another node; `None` for our own (`node`), and for anything else
 /// (not from a sockeye relay, another version, malformed, or over `max_message` bytes).
 pub fn decode(payload: &[u8], node: u64, max_message: usize) -> Option<Decoded> {
+    decode_bytes(&Bytes::copy_from_slice(payload), node, max_message)
+}
+
+/// As [`decode`], keeping the message's bytes where they are (no copy).
+pub fn decode_bytes(payload: &Bytes, node: u64, max_message: usize) -> Option<Decoded> {
     let (header, data) = payload.split_first_chunk::<HEADER_LEN>()?;
     let (magic, rest) = header.split_first_chunk::<4>()?;
     let (from, rest) = rest.split_first_chunk::<8>()?;
@@ -128,15 +133,18 @@ pub fn decode(payload: &[u8], node: u64, max_message: usize) -> Option<Decoded> 
     if *magic != MAGIC || from == node || data.len() > max_message {
         return None;
     }
+    let seq = u32::from_be_bytes(*seq);
+    let kind = kind.first().copied();
+    let data = payload.slice(HEADER_LEN..);
     let payload = match kind {
-        [KIND_TEXT] => Payload::Message(std::str::from_utf8(data).ok().map(Message::text)?),
-        [KIND_BINARY] => Payload::Message(Message::binary(Bytes::copy_from_slice(data))),
-        [KIND_PRESENCE] => Payload::Presence(Bytes::copy_from_slice(data)),
+        Some(KIND_TEXT) => Payload::Message(Message::Text(Utf8Bytes::try_from(data).ok()?)),
+        Some(KIND_BINARY) => Payload::Message(Message::Binary(data)),
+        Some(KIND_PRESENCE) => Payload::Presence(data),
         _ => return None,
     };
     Some(Decoded {
         node: from,
-        seq: u32::from_be_bytes(*seq),
+        seq,
         payload,
     })
 }
