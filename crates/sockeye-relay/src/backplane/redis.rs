@@ -727,16 +727,17 @@ impl Runner {
             )))
         };
         let deliver = |received: Received| {
+            let len = match &received {
+                Received::Message(_, message) => message.len(),
+                Received::Presence(.., len) => *len,
+            };
+            queued_bytes.fetch_sub(len, Ordering::Relaxed);
             let Some(inbound) = inbound.get() else {
                 return;
             };
             match received {
-                Received::Message(room, message) => {
-                    queued_bytes.fetch_sub(message.len(), Ordering::Relaxed);
-                    inbound.deliver(&room, message);
-                }
-                Received::Presence(room, from, notice, len) => {
-                    queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                Received::Message(room, message) => inbound.deliver(&room, message),
+                Received::Presence(room, from, notice, _) => {
                     let (events, sync) = {
                         let mut presence = core.presence();
                         let (events, sync) =
