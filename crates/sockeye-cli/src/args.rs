@@ -229,9 +229,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, requires = "tls_cert", value_name = "FILE")]
     pub(crate) tls_key: Option<std::path::PathBuf>,
     /// Share rooms with every other `sockeye serve` on this Redis (pub/sub), so members on
-    /// different servers talk to each other: redis://[:PASSWORD@]HOST[:PORT][/DB], or
-    /// rediss:// for TLS (verified against the system's roots, or --redis-cacert).
-    #[arg(long, value_name = "URL")]
+    /// different servers talk to each other: redis://[:PASSWORD@]HOST[:PORT], or rediss:// for
+    /// TLS (verified against the system's roots, or --redis-cacert). A /DB other than /0 is
+    /// refused: pub/sub ignores it; separate servers with --redis-prefix. For a Redis Cluster
+    /// (sharded pub/sub, Redis 7), the URL of any node, or several separated by commas.
+    #[arg(long, value_name = "URL[,URL…]")]
     pub(crate) redis: Option<String>,
     /// The CA (PEM) to verify a rediss:// server against, instead of the system's roots.
     #[arg(long, value_name = "FILE", requires = "redis")]
@@ -247,6 +249,15 @@ pub(crate) struct ServeArgs {
     /// Bytes waiting to go to Redis before senders are closed with 1013 (try again later).
     #[arg(long, default_value_t = 64 << 20, value_name = "BYTES", requires = "redis")]
     pub(crate) redis_queue_bytes: usize,
+    /// The namespace on Redis: servers share rooms only with the servers of the same prefix
+    /// (channels PREFIX:room:NAME). 1 to 64 visible ASCII characters without { or }.
+    #[arg(
+        long,
+        default_value = "sockeye",
+        value_name = "PREFIX",
+        requires = "redis"
+    )]
+    pub(crate) redis_prefix: String,
 }
 
 #[derive(Debug, Args)]

@@ -42,8 +42,10 @@
 //!   `{"sockeye":"presence","event":"join","member":{"id":9,"name":"cy"}}`, and `"leave"`.
 //!
 //! Names are display names, not identities: control characters are dropped and they are cut
-//! to 32 characters. The lists cover the members of this process; the notices go through the
-//! members' queues and count against their limits like any message.
+//! to 32 characters. The lists cover the members of this process, and with a backplane that
+//! shares presence (`RedisBackplane` does) those of the other nodes, whose ids are strings
+//! (`"NODE.ID"`); the notices go through the members' queues and count against their limits
+//! like any message.
 //!
 //! # Layers
 //! - [`core`]: the rooms without I/O. Joining, leaving and publishing return who gets a message
@@ -61,8 +63,8 @@ pub mod backplane;
 pub mod core;
 mod relay;
 
-pub use crate::backplane::{Backplane, Inbound, Local, Overloaded};
+pub use crate::backplane::{Backplane, Inbound, Local, Overloaded, RemoteMember};
 #[cfg(feature = "redis")]
-pub use crate::backplane::{RedisBackplane, RedisError, RedisLimits};
+pub use crate::backplane::{RedisBackplane, RedisBuilder, RedisError, RedisLimits};
 pub use crate::core::{MemberId, QueueLimits};
 pub use crate::relay::{Relay, RelayBuilder, RelayStats};

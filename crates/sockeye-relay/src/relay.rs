@@ -182,7 +182,8 @@ impl Relay {
     /// `serve_until`). A named member takes part in presence: it is sent the room's named
     /// members when it joins, and the others are told of its joining and leaving, as small
     /// JSON text messages (the [presence format](crate#presence)). Members without a name
-    /// receive none of them. The lists cover the members of this process.
+    /// receive none of them. The lists cover the members of this process, and those of the
+    /// other nodes when the backplane shares presence ([`Backplane::remote_members`]).
     ///
     /// # Errors
     /// As [`serve`](Self::serve).
@@ -279,7 +280,9 @@ impl Relay {
                 .iter()
                 .filter_map(|m| state.names.get(m).map(|n| (*m, n.as_str())))
                 .collect();
-            let list = presence::members(member, &name, &listed);
+            let remote = self.shared.backplane.remote_members(room);
+            self.shared.backplane.member_joined(room, member, &name);
+            let list = presence::members(member, &name, &listed, &remote);
             state.notify(room, list, |m| m == member, &*self.shared.backplane);
             let news = presence::event("join", member, &name);
             let names = state
@@ -306,6 +309,7 @@ impl Relay {
         }
         // A named member's leaving (closed as too slow included) is news to the others.
         if let (Some(name), Some(room)) = (state.names.remove(&member), room) {
+            self.shared.backplane.member_left(&room, member, &name);
             let news = presence::event("leave", member, &name);
             let names = state
                 .names
@@ -505,6 +509,29 @@ impl Inbound {
         })
     }
 
+    /// Tells the named members of `room` here that a member of another node (`id`, as
+    /// [`RemoteMember::id`](crate::backplane::RemoteMember)) joined or left, as a presence
+    /// `"join"` or `"leave"` message.
+    pub fn presence(&self, room: &str, joined: bool, id: &str, name: &str) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let event = if joined { "join" } else { "leave" };
+        let text = serde_json::json!({
+            "sockeye": "presence",
+            "event": event,
+            "member": { "id": id, "name": name },
+        })
+        .to_string();
+        let mut state = shared.lock();
+        let names = state
+            .names
+            .keys()
+            .copied()
+            .collect::<std::collections::HashSet<_>>();
+        state.notify(room, text, |m| names.contains(&m), &*shared.backplane);
+    }
+
     /// Whether `room` has members here.
     pub fn has(&self, room: &str) -> bool {
         self.shared
@@ -521,6 +548,7 @@ impl std::fmt::Debug for Inbound {
 
 /// The presence messages: small JSON texts.
 mod presence {
+    use crate::backplane::RemoteMember;
     use crate::core::MemberId;
 
     /// The longest display name kept, in characters.
@@ -547,12 +575,20 @@ mod presence {
     }
 
     /// The list sent to a member that joins.
-    pub(super) fn members(you: MemberId, name: &str, members: &[(MemberId, &str)]) -> String {
+    pub(super) fn members(
+        you: MemberId,
+        name: &str,
+        members: &[(MemberId, &str)],
+        remote: &[RemoteMember],
+    ) -> String {
+        let remote = remote
+            .iter()
+            .map(|m| serde_json::json!({ "id": m.id, "name": m.name }));
         serde_json::json!({
             "sockeye": "presence",
             "event": "members",
             "you": member(you, name),
-            "members": members.iter().map(|(id, name)| member(*id, name)).collect::<Vec<_>>(),
+            "members": members.iter().map(|(id, name)| member(*id, name)).chain(remote).collect::<Vec<_>>(),
         })
         .to_string()
     }

@@ -27,4 +27,7 @@ pub use daemon::{Daemon, TempDir, free_port, listen, listen_blocking, program};
 pub use deadline::{LIMIT, bounded};
 pub use echo::echo_server;
 pub use proxies::{microsocks, tinyproxy};
-pub use redis::{redis_command, redis_server, redis_server_tls, until_redis_subscribers};
+pub use redis::{
+    RedisCluster, redis_command, redis_server, redis_server_tls, until_redis_subscribers,
+    until_shard_subscribers,
+};

@@ -84,3 +84,130 @@ pub async fn until_redis_subscribers(port: u16, channel: &str, subscribers: usiz
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A local Redis Cluster of masters without replicas, one `redis-server` per port; `None` when
+/// Redis is not installed. Dropping it stops every node.
+pub struct RedisCluster {
+    /// The nodes' ports, in the order of their slots (the first owns slots 0 to 5460 of three).
+    pub ports: Vec<u16>,
+    nodes: Vec<Option<Daemon>>,
+    dirs: Vec<TempDir>,
+}
+
+fn cluster_node(port: u16, dir: &TempDir) -> Option<Command> {
+    let mut command = Command::new(program("redis-server")?);
+    command
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ])
+        .args(["--cluster-node-timeout", "5000"])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir.path());
+    Some(command)
+}
+
+impl RedisCluster {
+    /// Starts `nodes` nodes on free ports, makes them one cluster (`redis-cli --cluster
+    /// create`) and waits until every node says the cluster is ok.
+    pub async fn start(nodes: usize) -> Option<Self> {
+        let cli = program("redis-cli")?;
+        let mut cluster = Self {
+            ports: Vec::new(),
+            nodes: Vec::new(),
+            dirs: Vec::new(),
+        };
+        for _ in 0..nodes {
+            let port = crate::free_port();
+            let dir = TempDir::new("redis-cluster");
+            let command = cluster_node(port, &dir)?;
+            cluster
+                .nodes
+                .push(Some(Daemon::start(command, port, None).await));
+            cluster.ports.push(port);
+            cluster.dirs.push(dir);
+        }
+        let addresses: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let created = tokio::task::spawn_blocking(move || {
+            Command::new(cli)
+                .arg("--cluster")
+                .arg("create")
+                .args(&addresses)
+                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(created.status.success(), "{created:?}");
+        for port in cluster.ports.clone() {
+            cluster.until_ok(port).await;
+        }
+        Some(cluster)
+    }
+
+    /// The nodes' URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// Kills node `index` (SIGKILL).
+    pub fn kill(&mut self, index: usize) {
+        self.nodes[index] = None;
+    }
+
+    /// Starts node `index` again on its port, with its cluster state, and waits until the
+    /// cluster is ok again on it.
+    pub async fn restart(&mut self, index: usize) {
+        let port = self.ports[index];
+        let command = cluster_node(port, &self.dirs[index]).unwrap();
+        self.nodes[index] = Some(Daemon::start(command, port, None).await);
+        for port in self.ports.clone() {
+            self.until_ok(port).await;
+        }
+    }
+
+    async fn until_ok(&self, port: u16) {
+        while !redis_command(port, &["CLUSTER", "INFO"])
+            .await
+            .contains("cluster_state:ok")
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The index of the node that owns `key`'s slot (the slots are split evenly, in order).
+    pub async fn owner(&self, key: &str) -> usize {
+        let reply = redis_command(self.ports[0], &["CLUSTER", "KEYSLOT", key]).await;
+        let slot: usize = reply.trim_start_matches(':').trim_end().parse().unwrap();
+        // redis-cli gives each of n masters 16384 / n slots, the remainder spread from the
+        // first: the owner is found by the ranges' ends.
+        let nodes = self.ports.len();
+        (0..nodes)
+            .find(|i| slot < (16_384 * (i + 1)).div_ceil(nodes))
+            .unwrap_or(nodes - 1)
+    }
+}
+
+/// Waits until `channel` (a shard channel) has `subscribers` subscribers on the cluster node on
+/// `port`.
+pub async fn until_shard_subscribers(port: u16, channel: &str, subscribers: usize) {
+    let want = format!(":{subscribers}\r\n");
+    while !redis_command(port, &["PUBSUB", "SHARDNUMSUB", channel])
+        .await
+        .ends_with(&want)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

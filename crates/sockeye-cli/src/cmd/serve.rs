@@ -217,10 +217,21 @@ async fn rooms(args: &ServeArgs) -> anyhow::Result<Relay> {
         ),
         None => None,
     };
-    let backplane = RedisBackplane::connect(url, ca, limits)
+    // Several URLs: nodes of a Redis Cluster (one node's URL is found to be one, too).
+    let builder = if url.contains(',') {
+        RedisBackplane::cluster_builder(url.split(','))
+    } else {
+        RedisBackplane::builder(url)
+    };
+    let backplane = builder
+        .ca(ca)
+        .limits(limits)
+        .prefix(args.redis_prefix.as_str())
+        .connect()
         .await
         .map_err(|e| match e {
             RedisError::Unreachable { .. } => anyhow::Error::new(e),
+            RedisError::Config(_) => Usage(format!("--redis-prefix: {e}")).into(),
             e => Usage(format!("--redis: {e}")).into(),
         })?;
     Ok(relay.backplane(backplane).build())

@@ -7,13 +7,19 @@
 //! over Redis pub/sub.
 
 #[cfg(feature = "redis")]
+mod link;
+#[cfg(feature = "redis")]
+mod presence;
+#[cfg(feature = "redis")]
 mod redis;
 pub mod wire;
 
 use sockeye::Message;
 
+use crate::core::MemberId;
+
 #[cfg(feature = "redis")]
-pub use self::redis::{RedisBackplane, RedisError, RedisLimits};
+pub use self::redis::{RedisBackplane, RedisBuilder, RedisError, RedisLimits};
 pub use crate::relay::Inbound;
 
 /// The backplane could not take a message (its queue is full, or it is gone): the sender is
@@ -51,6 +57,33 @@ pub trait Backplane: Send + Sync + 'static {
     /// [`Overloaded`] when it cannot be taken now; the sender is then closed with 1013 and the
     /// message is not delivered here either.
     fn publish(&self, room: &str, message: &Message) -> Result<(), Overloaded>;
+
+    /// A member with a display `name` joined `room` here: tell the other nodes (presence).
+    /// Called under the relay's lock, like the rest. Default: nothing.
+    fn member_joined(&self, room: &str, member: MemberId, name: &str) {
+        let _ = (room, member, name);
+    }
+
+    /// A named member of `room` here left. Default: nothing.
+    fn member_left(&self, room: &str, member: MemberId, name: &str) {
+        let _ = (room, member, name);
+    }
+
+    /// The named members of `room` on the other nodes, as known now. Default: none.
+    fn remote_members(&self, room: &str) -> Vec<RemoteMember> {
+        let _ = room;
+        Vec::new()
+    }
+}
+
+/// A named member of a room on another node, as presence lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteMember {
+    /// Its id in presence messages: `NODE.ID`, unique across the nodes (the ids of the members
+    /// here are numbers).
+    pub id: String,
+    /// Its display name.
+    pub name: String,
 }
 
 /// The in-process backplane: this process holds every member, there are no other nodes.

@@ -1,42 +1,68 @@
 //! Rooms shared by several processes over Redis pub/sub.
 //!
 //! Each process subscribes to the channel of every room that has members there (see
-//! [`wire`](super::wire)). A message a member sends goes to the other members of its process at
-//! once, and to Redis for the other processes; a process skips what it published itself. One
-//! connection publishes, in order, so what one member sends reaches every other member in the
-//! order it was sent. Delivery across processes is at most once: a message published while
-//! Redis is unreachable is dropped, and the link reconnects (with back-off) and subscribes again
-//! to the rooms in use.
+//! [`wire`](super::wire)), under a prefix (`sockeye` unless [configured](RedisBuilder::prefix)):
+//! relays share rooms only with the relays of the same prefix on the same Redis. A message a
+//! member sends goes to the other members of its process at once, and to Redis for the other
+//! processes; a process skips what it published itself. One connection publishes, in order, so
+//! what one member sends reaches every other member in the order it was sent.
+//!
+//! # Outages
+//! When the link to Redis fails, it is made again at once, then after waits doubling from 10 ms
+//! to 100 ms (drawn at random between half and all of each; from the start again once a link
+//! stayed up 2 s), and subscribes again to the rooms in use. Meanwhile what members send waits
+//! in the queue to Redis, and goes out in order once the link is back: after a reconnection,
+//! the link waits (at most 1 s) for each room's channel to have as many subscribers as the last
+//! message there reached, so that it is not published before the other nodes are subscribed
+//! again. What was being published when the link failed is published again; each message
+//! carries its node's sequence number, and a node drops what it has seen already. So across an
+//! outage that the queue can hold, nothing is lost, duplicated or reordered, unless a node
+//! leaves a room meanwhile or the outage outlasts what Redis's clients buffer. Members of one
+//! process still talk to each other while Redis is away.
 //!
 //! Every queue is bounded: the queue to Redis in messages and bytes (the batch being sent
-//! included), beyond which the sender is closed with 1013 (try again later); and the queue from
-//! Redis, beyond which messages from other nodes are dropped (and counted in the log) rather
-//! than held. While the link is down, members of one process still talk to each other; what
-//! they send is not queued for the other processes.
+//! included), beyond which the sender is closed with 1013 (try again later), during an outage
+//! too; and the queue from Redis, beyond which messages from other nodes are dropped (and
+//! counted in the log) rather than held.
 //!
-//! The link notices a dead Redis by the timeout on every command and by a PING on the
-//! subscribed connection every few seconds.
+//! The link notices a dead Redis by the connection closing, by the timeout on every command
+//! and by a PING on the subscribed connection every few seconds.
+//!
+//! # Presence
+//! The named members of a room are known on every node: each node publishes its own on the
+//! room's channel as they join and leave, and all of them every third of the
+//! [time to live](RedisBuilder::presence_ttl); a node not heard from within it drops out of
+//! the lists of the others (see the relay's [presence](crate#presence)).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use sockeye::Message;
 use tokio::sync::mpsc;
 
-use super::wire::{self, HEADER_LEN};
-use super::{Backplane, Inbound, Overloaded};
+use super::link::{Link, Publisher, Target};
+use super::presence::{self, Notice, Presence};
+use super::wire::{self, HEADER_LEN, Payload};
+use super::{Backplane, Inbound, Overloaded, RemoteMember};
+use crate::core::MemberId;
 
 /// The most a Redis command (connecting included) may take before the link is dropped and made
 /// again.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-/// Waits between reconnection attempts: doubling from the first to the last.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+/// Waits between reconnection attempts after the first (which is at once): doubling from the
+/// first to the last, each jittered.
+const BACKOFF_FIRST: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_millis(100);
 /// A link that stayed up this long starts the back-off again from its first step.
-const HEALTHY: Duration = Duration::from_secs(10);
+const HEALTHY: Duration = Duration::from_secs(2);
+/// How long a new link waits at most for the other nodes to subscribe again before it
+/// publishes what waited, and how often it looks.
+const SETTLE: Duration = Duration::from_secs(1);
+const SETTLE_POLL: Duration = Duration::from_millis(5);
 /// How often the subscribed connection is pinged.
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// PUBLISH commands sent in one pipeline at most, and their bytes.
@@ -45,6 +71,13 @@ const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Messages from other nodes waiting to be handed to the members here, at most (and at most
 /// the bytes of the queue to Redis).
 const INBOUND_QUEUE: usize = 4096;
+/// Nodes whose last sequence number is remembered, and channels whose subscribers are, at most.
+const MAX_NODES_SEEN: usize = 65_536;
+const MAX_CHANNELS_TRACKED: usize = 65_536;
+/// The presence time to live: default and bounds.
+const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(6);
+const MIN_PRESENCE_TTL: Duration = Duration::from_millis(300);
+const MAX_PRESENCE_TTL: Duration = Duration::from_secs(3600);
 
 /// Limits of the Redis backplane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +115,7 @@ impl RedisLimits {
         self
     }
 
-    /// Bytes waiting to be published (each message plus its 13-byte header), at most; past it
+    /// Bytes waiting to be published (each message plus its 17-byte header), at most; past it
     /// senders are closed with 1013. Must hold the largest message. Default 64 MiB.
     #[must_use]
     pub fn queue_bytes(mut self, bytes: usize) -> Self {
@@ -133,10 +166,27 @@ pub enum RedisError {
         /// What went wrong.
         reason: String,
     },
+    /// Another setting (the prefix, the presence time to live) is not usable.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What waits to be published: a member's message or a presence notice.
+enum Body {
+    Message(Message),
+    Presence(Vec<u8>),
 }
 
 /// A message on its way to Redis.
 struct Outgoing {
+    room: String,
+    body: Body,
+    /// Its bytes on the wire (header included), as counted against the queue's bound.
+    len: usize,
+}
+
+/// Published once: its sequence number is fixed, and so is what it is sent again as.
+struct Sent {
     channel: String,
     payload: Bytes,
 }
@@ -146,15 +196,69 @@ enum Subscription {
     Unsubscribe(String),
 }
 
+/// The state the backplane and its task share.
+struct Core {
+    prefix: String,
+    limits: RedisLimits,
+    ttl: Duration,
+    /// Bytes waiting to be published (and in flight), against `limits.queue_bytes`.
+    outgoing_bytes: AtomicUsize,
+    presence: Mutex<Presence>,
+}
+
+impl Core {
+    fn channel(&self, room: &str) -> String {
+        wire::channel_in(&self.prefix, room)
+    }
+
+    fn presence(&self) -> MutexGuard<'_, Presence> {
+        self.presence.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `body` for `room` within the bounds, without waiting.
+    fn enqueue(
+        &self,
+        queue: &mpsc::Sender<Outgoing>,
+        room: &str,
+        body: Body,
+    ) -> Result<(), Overloaded> {
+        let data = match &body {
+            Body::Message(Message::Text(text)) => text.len(),
+            Body::Message(Message::Binary(data)) => data.len(),
+            Body::Message(_) => return Ok(()),
+            Body::Presence(json) => json.len(),
+        };
+        let len = data + HEADER_LEN;
+        // Counted before it is queued, so that the publisher never takes away more than was
+        // added.
+        if self.outgoing_bytes.fetch_add(len, Ordering::Relaxed) + len > self.limits.queue_bytes {
+            self.outgoing_bytes.fetch_sub(len, Ordering::Relaxed);
+            return Err(Overloaded);
+        }
+        let outgoing = Outgoing {
+            room: room.to_owned(),
+            body,
+            len,
+        };
+        if queue.try_send(outgoing).is_err() {
+            self.outgoing_bytes.fetch_sub(len, Ordering::Relaxed);
+            return Err(Overloaded);
+        }
+        Ok(())
+    }
+
+    fn notice(&self, queue: &mpsc::Sender<Outgoing>, room: &str, notice: &Notice) {
+        // A notice that does not fit now is made up for by the next heartbeat.
+        let _ = self.enqueue(queue, room, Body::Presence(notice.to_json()));
+    }
+}
+
 /// Rooms over Redis; see the module docs.
 pub struct RedisBackplane {
     node: u64,
+    core: Arc<Core>,
     outgoing: mpsc::Sender<Outgoing>,
-    outgoing_bytes: Arc<AtomicUsize>,
-    limits: RedisLimits,
     subscriptions: mpsc::UnboundedSender<Subscription>,
-    /// The link to Redis is up: what members send is queued for the other nodes.
-    linked: Arc<AtomicBool>,
     inbound: Arc<OnceLock<Inbound>>,
 }
 
@@ -162,38 +266,72 @@ impl std::fmt::Debug for RedisBackplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackplane")
             .field("node", &format_args!("{:016x}", self.node))
+            .field("prefix", &self.core.prefix)
             .finish_non_exhaustive()
     }
 }
 
-/// The two connections to Redis: one publishes, one is subscribed.
-struct Link {
-    publisher: MultiplexedConnection,
-    sink: PubSubSink,
-    stream: PubSubStream,
+/// The settings of a [`RedisBackplane`]; [`RedisBackplane::builder`] makes one.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisBuilder {
+    urls: Vec<String>,
+    cluster: bool,
+    ca: Option<Vec<u8>>,
+    limits: RedisLimits,
+    prefix: String,
+    presence_ttl: Duration,
 }
 
-async fn connect(client: &redis::Client) -> redis::RedisResult<Link> {
-    // The crate's own response timeout (500 ms by default) would drop the link on any short
-    // stall of Redis; ours is the one timeout for every command.
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(COMMAND_TIMEOUT))
-        .set_response_timeout(Some(COMMAND_TIMEOUT));
-    let publisher = timed(client.get_multiplexed_async_connection_with_config(&config)).await?;
-    let pubsub = timed(client.get_async_pubsub()).await?;
-    let (sink, stream) = pubsub.split();
-    Ok(Link {
-        publisher,
-        sink,
-        stream,
-    })
+impl RedisBuilder {
+    /// The CA (PEM) to verify a `rediss://` server against, instead of the system's roots.
+    pub fn ca(mut self, pem: Option<Vec<u8>>) -> Self {
+        self.ca = pem;
+        self
+    }
+
+    /// The bounds of the queues. Default [`RedisLimits::default`].
+    pub fn limits(mut self, limits: RedisLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The namespace of the channels: rooms are shared only between relays with the same
+    /// prefix on the same Redis (its room `NAME` is the channel `PREFIX:room:NAME`). 1 to 64
+    /// bytes of visible ASCII without `{` or `}`. Default `sockeye`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long the named members of another node stay listed after its last word: it
+    /// refreshes them every third of it, and a node that stops (dies, or loses Redis) drops
+    /// out of the lists within it. 300 ms to 1 hour; default 6 s.
+    pub fn presence_ttl(mut self, ttl: Duration) -> Self {
+        self.presence_ttl = ttl;
+        self
+    }
+
+    /// Connects and starts the link, on the current tokio runtime; see
+    /// [`RedisBackplane::connect`].
+    ///
+    /// # Errors
+    /// As [`RedisBackplane::connect`], and [`RedisError::Config`] for a prefix or time to live
+    /// that cannot be used.
+    pub async fn connect(self) -> Result<RedisBackplane, RedisError> {
+        RedisBackplane::start(self).await
+    }
 }
 
 impl RedisBackplane {
-    /// Connects to Redis at `url` (`redis://[:PASSWORD@]HOST[:PORT][/DB]`, or `rediss://` for
-    /// TLS, verified against `ca` (PEM) or else the system's roots) and starts the link, on
-    /// the current tokio runtime. Fails when Redis cannot be reached now; later outages are
-    /// ridden out.
+    /// Connects to Redis at `url` (`redis://[:PASSWORD@]HOST[:PORT]`, or `rediss://` for TLS,
+    /// verified against `ca` (PEM) or else the system's roots) and starts the link, on the
+    /// current tokio runtime, with the default prefix (`sockeye`). Fails when Redis cannot be
+    /// reached now; later outages are ridden out (see the module docs).
+    ///
+    /// A database number in the URL other than 0 is refused: pub/sub ignores it, so it would
+    /// separate nothing; use [`RedisBuilder::prefix`]. A Redis that is a node of a cluster is
+    /// taken as the way into that cluster (see [`cluster_builder`](Self::cluster_builder)).
     ///
     /// # Errors
     /// [`RedisError::Url`] for a URL or CA that cannot be used, [`RedisError::Limits`] for
@@ -203,49 +341,101 @@ impl RedisBackplane {
         ca: Option<Vec<u8>>,
         limits: RedisLimits,
     ) -> Result<Self, RedisError> {
-        limits.validate()?;
-        let info = redis::IntoConnectionInfo::into_connection_info(url)
-            .map_err(|e| RedisError::Url(e.to_string()))?;
-        let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
-        let info = info.set_tcp_settings(tcp);
-        let client = match ca {
-            Some(root_cert) => redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                },
-            ),
-            None => redis::Client::open(info),
+        Self::builder(url).ca(ca).limits(limits).connect().await
+    }
+
+    /// The settings for a backplane on the Redis at `url`, to change before
+    /// [`connect`](RedisBuilder::connect)ing.
+    pub fn builder(url: &str) -> RedisBuilder {
+        RedisBuilder {
+            urls: vec![url.to_owned()],
+            cluster: false,
+            ca: None,
+            limits: RedisLimits::default(),
+            prefix: wire::DEFAULT_PREFIX.to_owned(),
+            presence_ttl: DEFAULT_PRESENCE_TTL,
         }
-        .map_err(|e| RedisError::Url(e.to_string()))?;
-        let link = connect(&client)
-            .await
-            .map_err(|e| RedisError::Unreachable {
-                url: redacted(url),
-                reason: e.to_string(),
-            })?;
+    }
+
+    /// The settings for a backplane on the Redis Cluster that `nodes` (URLs of some of its
+    /// nodes) belong to: rooms are sharded channels (`SSUBSCRIBE`/`SPUBLISH`, Redis 7 or
+    /// later), spread over the shards by the hash slot of their channel.
+    pub fn cluster_builder<S: Into<String>>(nodes: impl IntoIterator<Item = S>) -> RedisBuilder {
+        let mut builder = Self::builder("");
+        builder.urls = nodes.into_iter().map(Into::into).collect();
+        builder.cluster = true;
+        builder
+    }
+
+    async fn start(settings: RedisBuilder) -> Result<Self, RedisError> {
+        let RedisBuilder {
+            urls,
+            cluster,
+            ca,
+            limits,
+            prefix,
+            presence_ttl,
+        } = settings;
+        limits.validate()?;
+        if !wire::valid_prefix(&prefix) {
+            return Err(RedisError::Config(format!(
+                "the prefix must be 1 to {} bytes of visible ASCII without {{ or }}",
+                wire::MAX_PREFIX
+            )));
+        }
+        if !(MIN_PRESENCE_TTL..=MAX_PRESENCE_TTL).contains(&presence_ttl) {
+            return Err(RedisError::Config(
+                "the presence time to live must be 300 ms to 1 hour".to_owned(),
+            ));
+        }
+        let shown = urls
+            .iter()
+            .map(|u| redacted(u))
+            .collect::<Vec<_>>()
+            .join(",");
+        let unreachable = |e: redis::RedisError| RedisError::Unreachable {
+            url: shown.clone(),
+            reason: e.to_string(),
+        };
+        let mut target = target(&urls, cluster, ca.clone())?;
+        // A node of a cluster given as one Redis: the cluster it belongs to.
+        if let Target::Single(client) = &target
+            && in_cluster(client).await.map_err(unreachable)?
+        {
+            target = Target::Cluster(vec![client.get_connection_info().clone()], ca);
+        }
+        let link = target.connect(COMMAND_TIMEOUT).await.map_err(unreachable)?;
         let (outgoing, outgoing_rx) = mpsc::channel(limits.queue);
         let (subscriptions, subscriptions_rx) = mpsc::unbounded_channel();
-        let backplane = Self {
-            node: wire::node_id(),
-            outgoing,
-            outgoing_bytes: Arc::new(AtomicUsize::new(0)),
+        let node = wire::node_id();
+        let core = Arc::new(Core {
+            prefix,
             limits,
+            ttl: presence_ttl,
+            outgoing_bytes: AtomicUsize::new(0),
+            presence: Mutex::new(Presence::default()),
+        });
+        let backplane = Self {
+            node,
+            core: Arc::clone(&core),
             subscriptions,
-            linked: Arc::new(AtomicBool::new(false)),
             inbound: Arc::new(OnceLock::new()),
+            outgoing: outgoing.clone(),
         };
         let runner = Runner {
-            client,
+            target,
             inbound: Arc::clone(&backplane.inbound),
-            node: backplane.node,
-            outgoing_bytes: Arc::clone(&backplane.outgoing_bytes),
-            limits,
+            node,
+            core,
             outgoing: outgoing_rx,
+            requeue: outgoing.downgrade(),
             subscriptions: subscriptions_rx,
-            linked: Arc::clone(&backplane.linked),
+            seq: 0,
+            inflight: Vec::new(),
+            receivers: HashMap::new(),
+            seen: Seen::default(),
         };
+        drop(outgoing);
         tokio::spawn(runner.run(link));
         Ok(backplane)
     }
@@ -253,6 +443,11 @@ impl RedisBackplane {
     /// This node's id on the wire.
     pub fn node(&self) -> u64 {
         self.node
+    }
+
+    /// The prefix of this backplane's channels.
+    pub fn prefix(&self) -> &str {
+        &self.core.prefix
     }
 }
 
@@ -265,58 +460,73 @@ impl Backplane for RedisBackplane {
         // Called under the relay's lock, so the link sees joins and leaves in their order.
         let _ = self
             .subscriptions
-            .send(Subscription::Subscribe(wire::channel(room)));
+            .send(Subscription::Subscribe(self.core.channel(room)));
     }
 
     fn unsubscribe(&self, room: &str) {
+        self.core.presence().forget(room);
         let _ = self
             .subscriptions
-            .send(Subscription::Unsubscribe(wire::channel(room)));
+            .send(Subscription::Unsubscribe(self.core.channel(room)));
     }
 
     fn publish(&self, room: &str, message: &Message) -> Result<(), Overloaded> {
-        if !self.linked.load(Ordering::Relaxed) {
-            // Redis is away: the members here still get it; the other nodes cannot.
-            return Ok(());
-        }
-        let Some(payload) = wire::encode(self.node, message) else {
-            return Ok(());
-        };
-        let len = payload.len();
-        // Counted before it is queued, so that the publisher never takes away more than was
-        // added.
-        if self.outgoing_bytes.fetch_add(len, Ordering::Relaxed) + len > self.limits.queue_bytes {
-            self.outgoing_bytes.fetch_sub(len, Ordering::Relaxed);
-            return Err(Overloaded);
-        }
-        let outgoing = Outgoing {
-            channel: wire::channel(room),
-            payload,
-        };
-        if self.outgoing.try_send(outgoing).is_err() {
-            self.outgoing_bytes.fetch_sub(len, Ordering::Relaxed);
-            return Err(Overloaded);
-        }
-        Ok(())
+        // Queued whether the link is up or not: while Redis is away, the queue holds what
+        // members send (up to its bounds) and the link publishes it when it is back.
+        self.core
+            .enqueue(&self.outgoing, room, Body::Message(message.clone()))
     }
+
+    fn member_joined(&self, room: &str, member: MemberId, name: &str) {
+        self.core.presence().joined(room, member.get(), name);
+        let notice = Notice::Join(member.get(), name.to_owned());
+        self.core.notice(&self.outgoing, room, &notice);
+    }
+
+    fn member_left(&self, room: &str, member: MemberId, _name: &str) {
+        self.core.presence().left(room, member.get());
+        self.core
+            .notice(&self.outgoing, room, &Notice::Leave(member.get()));
+    }
+
+    fn remote_members(&self, room: &str) -> Vec<RemoteMember> {
+        self.core.presence().remote_members(room)
+    }
+}
+
+/// What the subscribed connection brought, for the members here.
+enum Received {
+    Message(String, Message),
+    Presence(String, u64, Notice, usize),
 }
 
 /// The task that owns the connections to Redis.
 struct Runner {
-    client: redis::Client,
+    target: Target,
     inbound: Arc<OnceLock<Inbound>>,
     node: u64,
-    outgoing_bytes: Arc<AtomicUsize>,
-    limits: RedisLimits,
+    core: Arc<Core>,
     outgoing: mpsc::Receiver<Outgoing>,
+    /// The way into the queue for the task's own notices (heartbeats, answers to a sync);
+    /// weak, so that the queue closes when the backplane is dropped.
+    requeue: mpsc::WeakSender<Outgoing>,
     subscriptions: mpsc::UnboundedReceiver<Subscription>,
-    linked: Arc<AtomicBool>,
+    /// The sequence number of the last message taken off the queue.
+    seq: u32,
+    /// Taken off the queue and not yet known to be published: sent first by the next link.
+    inflight: Vec<Sent>,
+    /// Per channel, how many subscribers the last PUBLISH reached: after a reconnection, the
+    /// link waits (a little) for that many to be back before it publishes there again.
+    receivers: HashMap<String, i64>,
+    /// Per node and room, the last sequence number taken from it (per room: on a cluster, the
+    /// rooms of one node come by different shards, each in order).
+    seen: Seen,
 }
 
 impl Runner {
     async fn run(mut self, first: Link) {
         let mut link = Some(first);
-        let mut backoff = BACKOFF.0;
+        let mut attempt = 0u32;
         loop {
             if let Some(current) = link.take() {
                 let since = Instant::now();
@@ -325,71 +535,144 @@ impl Runner {
                     Ok(()) => return,
                     Err(e) => tracing::warn!(error = %e, "lost the link to Redis; reconnecting"),
                 }
-                self.linked.store(false, Ordering::Relaxed);
                 if since.elapsed() >= HEALTHY {
-                    backoff = BACKOFF.0;
+                    attempt = 0;
                 }
             }
-            // After any failure, whether connecting or later: a Redis that accepts and then
-            // refuses (or keeps dropping us) is not hammered either.
-            if self.forget_queued() {
+            if self.outgoing.is_closed() && self.outgoing.is_empty() {
                 return;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF.1);
-            match connect(&self.client).await {
+            // While Redis is away, the members of a node that stopped leave the lists too.
+            self.expire_presence();
+            let wait = backoff(attempt, self.node);
+            attempt = attempt.saturating_add(1);
+            tokio::time::sleep(wait).await;
+            match self.target.connect(COMMAND_TIMEOUT).await {
                 Ok(new) => {
                     tracing::info!("reconnected to Redis");
                     link = Some(new);
                 }
-                Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "cannot reach Redis"),
+                Err(e) => tracing::debug!(error = %e, "cannot reach Redis yet"),
+            }
+        }
+    }
+
+    fn expire_presence(&self) {
+        let events = self.core.presence().expire(Instant::now());
+        if let Some(inbound) = self.inbound.get() {
+            for event in events {
+                inbound.presence(&event.room, event.joined, &event.id, &event.name);
             }
         }
     }
 
     /// Runs one link until it fails; `Ok` when there is nothing left to do.
+    #[allow(clippy::too_many_lines)] // the link's four loops, side by side
     async fn serve(&mut self, link: Link) -> redis::RedisResult<()> {
         let Link {
             mut publisher,
-            mut sink,
-            mut stream,
+            subscriber: mut sink,
+            incoming: mut stream,
         } = link;
         // The rooms in use now, then every change after. The changes queued so far are in the
         // snapshot already.
         while self.subscriptions.try_recv().is_ok() {}
         let rooms = self.inbound.get().map(Inbound::rooms).unwrap_or_default();
-        for room in rooms {
-            timed(sink.subscribe(wire::channel(&room))).await?;
+        for room in &rooms {
+            sink.subscribe(&self.core.channel(room), COMMAND_TIMEOUT)
+                .await?;
         }
-        self.linked.store(true, Ordering::Relaxed);
+        // Subscribed: the other nodes' answers will arrive.
+        if let Some(queue) = self.requeue.upgrade() {
+            for room in &rooms {
+                self.core.notice(&queue, room, &Notice::Sync);
+            }
+        }
+        let settle_until = Instant::now() + SETTLE;
         let Self {
             inbound,
             node,
-            outgoing_bytes,
-            limits,
+            core,
             outgoing,
+            requeue,
             subscriptions,
+            seq,
+            inflight,
+            receivers,
+            seen,
             ..
         } = self;
-        let (queue, mut queue_rx) = mpsc::channel::<(String, Message)>(INBOUND_QUEUE);
+        let core = &**core;
+        let (queue, mut queue_rx) = mpsc::channel::<Received>(INBOUND_QUEUE);
         let queued_bytes = AtomicUsize::new(0);
-        let publishing = publish_all(outgoing, outgoing_bytes, &mut publisher);
+        let publishing = async {
+            let mut checked = HashSet::new();
+            loop {
+                if inflight.is_empty() && !take_batch(outgoing, core, *node, seq, inflight).await {
+                    return Ok(());
+                }
+                if Instant::now() < settle_until {
+                    wait_for_receivers(
+                        &mut publisher,
+                        inflight,
+                        receivers,
+                        &mut checked,
+                        settle_until,
+                    )
+                    .await?;
+                }
+                publish_batch(&mut publisher, inflight, receivers, core).await?;
+            }
+        };
         let subscribing = async {
             let mut ping = tokio::time::interval(PING_EVERY);
+            let mut heartbeat = tokio::time::interval(presence::heartbeat(core.ttl));
+            // Entries are looked at ten times per time to live: a dead node's members leave
+            // within a tenth of it after it expired.
+            let mut sweep = tokio::time::interval(core.ttl.checked_div(10).unwrap_or(core.ttl));
             loop {
                 tokio::select! {
                     change = subscriptions.recv() => match change {
-                        Some(Subscription::Subscribe(channel)) => timed(sink.subscribe(channel)).await?,
+                        Some(Subscription::Subscribe(channel)) => {
+                            sink.subscribe(&channel, COMMAND_TIMEOUT).await?;
+                            if let (Some(queue), Some(room)) =
+                                (requeue.upgrade(), wire::room_in(&core.prefix, &channel))
+                            {
+                                core.notice(&queue, room, &Notice::Sync);
+                            }
+                        }
                         // A room that has members here again (they joined since) stays.
                         Some(Subscription::Unsubscribe(channel)) => {
-                            let room = wire::room(&channel).unwrap_or_default();
+                            let room = wire::room_in(&core.prefix, &channel).unwrap_or_default();
                             if !inbound.get().is_some_and(|i| i.has(room)) {
-                                timed(sink.unsubscribe(channel)).await?;
+                                sink.unsubscribe(&channel, COMMAND_TIMEOUT).await?;
                             }
                         }
                         None => return Ok(()),
                     },
-                    _ = ping.tick() => timed(sink.ping::<()>()).await?,
+                    _ = ping.tick() => sink.ping(COMMAND_TIMEOUT).await?,
+                    _ = heartbeat.tick() => {
+                        let Some(queue) = requeue.upgrade() else { return Ok(()) };
+                        let states: Vec<(String, Notice)> = {
+                            let presence = core.presence();
+                            presence
+                                .local_rooms()
+                                .into_iter()
+                                .filter_map(|room| presence.state(&room).map(|s| (room, s)))
+                                .collect()
+                        };
+                        for (room, state) in states {
+                            core.notice(&queue, &room, &state);
+                        }
+                    }
+                    _ = sweep.tick() => {
+                        let events = core.presence().expire(Instant::now());
+                        if let Some(inbound) = inbound.get() {
+                            for event in events {
+                                inbound.presence(&event.room, event.joined, &event.id, &event.name);
+                            }
+                        }
+                    }
                 }
             }
         };
@@ -398,19 +681,36 @@ impl Runner {
         // cannot hold unbounded memory while the members here are served.
         let receiving = async {
             let mut dropped = 0u64;
-            while let Some(message) = stream.next().await {
-                let Some(room) = wire::room(message.get_channel_name()) else {
+            while let Some((channel, payload)) = stream.next().await {
+                let Some(room) = wire::room_in(&core.prefix, &channel) else {
                     continue;
                 };
-                let Some(message) =
-                    wire::decode(message.get_payload_bytes(), *node, limits.max_message)
+                let Some(decoded) = wire::decode_bytes(&payload, *node, core.limits.max_message)
                 else {
                     tracing::trace!(room, "skipped a message on the backplane");
                     continue;
                 };
-                let len = message.len();
-                if queued_bytes.fetch_add(len, Ordering::Relaxed) + len > limits.queue_bytes
-                    || queue.try_send((room.to_owned(), message)).is_err()
+                // Published again after a lost link, and seen already.
+                if !fresh(seen, decoded.node, room, decoded.seq) {
+                    continue;
+                }
+                let (received, len) = match decoded.payload {
+                    Payload::Message(m) => {
+                        let len = m.len();
+                        (Received::Message(room.to_owned(), m), len)
+                    }
+                    Payload::Presence(json) => {
+                        let Some(notice) = Notice::parse(&json) else {
+                            continue;
+                        };
+                        (
+                            Received::Presence(room.to_owned(), decoded.node, notice, json.len()),
+                            json.len(),
+                        )
+                    }
+                };
+                if queued_bytes.fetch_add(len, Ordering::Relaxed) + len > core.limits.queue_bytes
+                    || queue.try_send(received).is_err()
                 {
                     queued_bytes.fetch_sub(len, Ordering::Relaxed);
                     dropped += 1;
@@ -426,89 +726,265 @@ impl Runner {
                 std::io::ErrorKind::ConnectionReset,
             )))
         };
-        let delivering = async {
-            while let Some((room, message)) = queue_rx.recv().await {
-                queued_bytes.fetch_sub(message.len(), Ordering::Relaxed);
-                if let Some(inbound) = inbound.get() {
-                    inbound.deliver(&room, message);
+        let deliver = |received: Received| {
+            let len = match &received {
+                Received::Message(_, message) => message.len(),
+                Received::Presence(.., len) => *len,
+            };
+            queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            let Some(inbound) = inbound.get() else {
+                return;
+            };
+            match received {
+                Received::Message(room, message) => inbound.deliver(&room, message),
+                Received::Presence(room, from, notice, _) => {
+                    let (events, sync) = {
+                        let mut presence = core.presence();
+                        let (events, sync) =
+                            presence.apply(&room, from, notice, Instant::now() + core.ttl);
+                        (events, sync.then(|| presence.state(&room)).flatten())
+                    };
+                    for event in events {
+                        inbound.presence(&event.room, event.joined, &event.id, &event.name);
+                    }
+                    if let (Some(state), Some(queue)) = (sync, requeue.upgrade()) {
+                        core.notice(&queue, &room, &state);
+                    }
                 }
+            }
+        };
+        let delivering = async {
+            while let Some(received) = queue_rx.recv().await {
+                deliver(received);
             }
             Ok(())
         };
-        tokio::select! {
+        let result = tokio::select! {
             result = publishing => result,
             result = subscribing => result,
             result = receiving => result,
             result = delivering => result,
+        };
+        // What arrived before the link failed is still for the members here.
+        while let Ok(received) = queue_rx.try_recv() {
+            deliver(received);
         }
-    }
-
-    /// While Redis is away, what waits to be published is dropped, and so are subscription
-    /// changes (the next link subscribes to the rooms in use then). Returns whether the
-    /// backplane is gone.
-    fn forget_queued(&mut self) -> bool {
-        let mut dropped = 0;
-        loop {
-            match self.outgoing.try_recv() {
-                Ok(message) => {
-                    self.outgoing_bytes
-                        .fetch_sub(message.payload.len(), Ordering::Relaxed);
-                    dropped += 1;
-                }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => return true,
-            }
-        }
-        while self.subscriptions.try_recv().is_ok() {}
-        if dropped > 0 {
-            tracing::warn!(
-                dropped,
-                "messages for other nodes dropped while Redis is away"
-            );
-        }
-        false
+        result
     }
 }
 
-/// Publishes what members here send, in order, in pipelines of up to `MAX_BATCH` messages.
-async fn publish_all(
+/// Whether `seq` from `node` in `room` is new (after the last one seen, in serial number
+/// arithmetic: sequence numbers wrap); remembers it.
+fn fresh(seen: &mut Seen, node: u64, room: &str, seq: u32) -> bool {
+    let known = seen
+        .nodes
+        .get(&node)
+        .is_some_and(|rooms| rooms.contains_key(room));
+    if !known {
+        // Nodes come and go (each process is a new one): forget them all rather than grow.
+        seen.entries += 1;
+        if seen.entries > MAX_NODES_SEEN {
+            seen.nodes.clear();
+            seen.entries = 1;
+        }
+        seen.nodes
+            .entry(node)
+            .or_default()
+            .insert(room.to_owned(), seq);
+        return true;
+    }
+    let Some(last) = seen
+        .nodes
+        .get_mut(&node)
+        .and_then(|rooms| rooms.get_mut(room))
+    else {
+        return true;
+    };
+    let ahead = seq.wrapping_sub(*last);
+    if ahead == 0 || ahead > u32::MAX / 2 {
+        return false;
+    }
+    *last = seq;
+    true
+}
+
+/// Per node and room, the last sequence number seen, and how many there are.
+#[derive(Default)]
+struct Seen {
+    nodes: HashMap<u64, HashMap<String, u32>>,
+    entries: usize,
+}
+
+/// Takes up to `MAX_BATCH` messages (and `MAX_BATCH_BYTES`) off the queue, numbered; `false`
+/// when the queue is closed and empty.
+async fn take_batch(
     outgoing: &mut mpsc::Receiver<Outgoing>,
-    outgoing_bytes: &AtomicUsize,
-    publisher: &mut MultiplexedConnection,
+    core: &Core,
+    node: u64,
+    seq: &mut u32,
+    batch: &mut Vec<Sent>,
+) -> bool {
+    let Some(first) = outgoing.recv().await else {
+        return false;
+    };
+    let mut bytes = 0;
+    let mut next = Some(first);
+    while let Some(message) = next.take() {
+        bytes += message.len;
+        *seq = seq.wrapping_add(1);
+        let payload = match &message.body {
+            Body::Message(m) => wire::encode(node, *seq, m),
+            Body::Presence(json) => Some(wire::encode_presence(node, *seq, json)),
+        };
+        match payload {
+            Some(payload) => batch.push(Sent {
+                channel: core.channel(&message.room),
+                payload,
+            }),
+            None => {
+                core.outgoing_bytes
+                    .fetch_sub(message.len, Ordering::Relaxed);
+            }
+        }
+        if batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            next = outgoing.try_recv().ok();
+        }
+    }
+    true
+}
+
+/// After a reconnection, waits until the channels of `batch` have as many subscribers as they
+/// had before it (the other nodes subscribed again), or until `deadline`: what is published
+/// before a node subscribes again does not reach it.
+async fn wait_for_receivers(
+    publisher: &mut Publisher,
+    batch: &[Sent],
+    receivers: &HashMap<String, i64>,
+    checked: &mut HashSet<String>,
+    deadline: Instant,
 ) -> redis::RedisResult<()> {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = outgoing.recv().await {
-        let mut bytes = first.payload.len();
-        batch.push(first);
-        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            let Ok(next) = outgoing.try_recv() else { break };
-            bytes += next.payload.len();
-            batch.push(next);
+    let mut waiting: Vec<&str> = batch
+        .iter()
+        .map(|sent| sent.channel.as_str())
+        .filter(|channel| !checked.contains(*channel))
+        .collect();
+    waiting.sort_unstable();
+    waiting.dedup();
+    for channel in &waiting {
+        checked.insert((*channel).to_owned());
+    }
+    waiting.retain(|channel| receivers.get(*channel).is_some_and(|n| *n > 0));
+    while !waiting.is_empty() && Instant::now() < deadline {
+        let counts = publisher.subscribers(&waiting, COMMAND_TIMEOUT).await?;
+        let back: HashSet<String> = counts
+            .into_iter()
+            .filter(|(channel, n)| receivers.get(channel).is_some_and(|want| n >= want))
+            .map(|(channel, _)| channel)
+            .collect();
+        waiting.retain(|channel| !back.contains(*channel));
+        if !waiting.is_empty() {
+            tokio::time::sleep(SETTLE_POLL).await;
         }
-        let mut pipe = redis::pipe();
-        for message in batch.drain(..) {
-            pipe.cmd("PUBLISH")
-                .arg(message.channel)
-                .arg(&message.payload[..])
-                .ignore();
-        }
-        let sent = timed(pipe.query_async::<()>(publisher)).await;
-        // Counted until Redis answered (or the link failed): the batch in flight is within the
-        // bound too.
-        outgoing_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        sent?;
     }
     Ok(())
 }
 
-async fn timed<T>(future: impl Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
-    tokio::time::timeout(COMMAND_TIMEOUT, future)
+/// Publishes `batch`; empties it once Redis took it all. On failure it stays, to be published
+/// again (with the same sequence numbers) by the next link.
+async fn publish_batch(
+    publisher: &mut Publisher,
+    batch: &mut Vec<Sent>,
+    receivers: &mut HashMap<String, i64>,
+    core: &Core,
+) -> redis::RedisResult<()> {
+    let pairs: Vec<(&str, &Bytes)> = batch
+        .iter()
+        .map(|sent| (sent.channel.as_str(), &sent.payload))
+        .collect();
+    let reached = publisher.publish(&pairs, COMMAND_TIMEOUT).await?;
+    if receivers.len() > MAX_CHANNELS_TRACKED {
+        receivers.clear();
+    }
+    let mut bytes = 0;
+    for (sent, reached) in batch.drain(..).zip(reached) {
+        bytes += sent.payload.len();
+        receivers.insert(sent.channel, reached);
+    }
+    // Counted until Redis answered: the batch in flight is within the bound too.
+    core.outgoing_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether the Redis of `client` is a node of a cluster.
+async fn in_cluster(client: &redis::Client) -> redis::RedisResult<bool> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(COMMAND_TIMEOUT))
+        .set_response_timeout(Some(COMMAND_TIMEOUT));
+    let mut connection = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    // A user whose ACL refuses INFO is not on a cluster as far as we can tell.
+    let info: Option<String> = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(&mut connection)
         .await
-        .unwrap_or_else(|_| {
-            Err(redis::RedisError::from(std::io::Error::from(
-                std::io::ErrorKind::TimedOut,
-            )))
-        })
+        .ok();
+    Ok(info.is_some_and(|info| info.contains("cluster_enabled:1")))
+}
+
+/// Where to connect: one Redis (one URL, no database number) or a cluster.
+fn target(urls: &[String], cluster: bool, ca: Option<Vec<u8>>) -> Result<Target, RedisError> {
+    let tcp = || redis::io::tcp::TcpSettings::default().set_nodelay(true);
+    let mut infos = Vec::with_capacity(urls.len());
+    for url in urls {
+        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+            .map_err(|e| RedisError::Url(e.to_string()))?;
+        let db = info.redis_settings().db();
+        if db != 0 {
+            return Err(RedisError::Url(format!(
+                "{}: Redis pub/sub ignores the database number, so /{db} would separate \
+                 nothing; use a prefix (--redis-prefix) instead",
+                redacted(url)
+            )));
+        }
+        infos.push(info.set_tcp_settings(tcp()));
+    }
+    let certificates = |root_cert| redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    };
+    if cluster {
+        if infos.is_empty() {
+            return Err(RedisError::Url("no cluster node given".to_owned()));
+        }
+        return Ok(Target::Cluster(infos, ca));
+    }
+    let [info] = <[_; 1]>::try_from(infos)
+        .map_err(|_| RedisError::Url("one Redis URL, or a cluster".to_owned()))?;
+    match ca {
+        Some(root_cert) => redis::Client::build_with_tls(info, certificates(root_cert)),
+        None => redis::Client::open(info),
+    }
+    .map(Target::Single)
+    .map_err(|e| RedisError::Url(e.to_string()))
+}
+
+/// The wait before reconnection attempt `attempt` (0 for the first after a failure): none,
+/// then doubling from 10 ms to at most 100 ms, each drawn at random between half and all of
+/// it, so that the nodes of a cluster do not all come at once.
+fn backoff(attempt: u32, node: u64) -> Duration {
+    if attempt == 0 {
+        return Duration::ZERO;
+    }
+    let step = BACKOFF_FIRST
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(node);
+    hasher.write_u32(attempt);
+    let half = step / 2;
+    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
+    half + Duration::from_nanos(hasher.finish() % nanos)
 }
 
 /// The URL without its credentials (user information, and the query, which may hold a
@@ -538,6 +1014,36 @@ mod tests {
     }
 
     #[test]
+    fn the_back_off_starts_at_once_and_stays_small() {
+        assert_eq!(backoff(0, 1), Duration::ZERO);
+        let first = backoff(1, 1);
+        assert!(
+            first >= BACKOFF_FIRST / 2 && first <= BACKOFF_FIRST,
+            "{first:?}"
+        );
+        for attempt in 2..40 {
+            let wait = backoff(attempt, 7);
+            assert!(wait <= BACKOFF_MAX, "{wait:?}");
+        }
+        assert!(backoff(39, 7) >= BACKOFF_MAX / 2);
+    }
+
+    #[test]
+    fn sequence_numbers_drop_what_was_seen_and_wrap() {
+        let mut seen = Seen::default();
+        assert!(fresh(&mut seen, 1, "r", 5));
+        assert!(!fresh(&mut seen, 1, "r", 5));
+        assert!(!fresh(&mut seen, 1, "r", 4));
+        assert!(fresh(&mut seen, 1, "r", 6));
+        // Another room of the same node has its own order.
+        assert!(fresh(&mut seen, 1, "s", 2));
+        assert!(fresh(&mut seen, 2, "r", 1));
+        assert!(fresh(&mut seen, 3, "r", u32::MAX));
+        assert!(fresh(&mut seen, 3, "r", 0));
+        assert!(!fresh(&mut seen, 3, "r", u32::MAX));
+    }
+
+    #[test]
     fn limits_must_fit_together() {
         assert!(RedisLimits::new().validate().is_ok());
         assert!(RedisLimits::new().queue(0).validate().is_err());
@@ -548,7 +1054,7 @@ mod tests {
                 .is_err()
         );
         let tight = RedisLimits::new().max_message(1000);
-        assert!(tight.queue_bytes(1012).validate().is_err());
-        assert!(tight.queue_bytes(1013).validate().is_ok());
+        assert!(tight.queue_bytes(1000 + HEADER_LEN - 1).validate().is_err());
+        assert!(tight.queue_bytes(1000 + HEADER_LEN).validate().is_ok());
     }
 }

@@ -1,10 +1,16 @@
 //! The format of messages between nodes on Redis: one channel per room, and a small header
-//! before each message so that a node can skip its own messages and anything it does not
-//! understand.
+//! before each message so that a node can skip its own messages, the ones it has seen already,
+//! and anything it does not understand.
 //!
-//! A room `NAME` is the channel `sockeye:room:NAME`. A message is, in order: the magic and
-//! version `sky1` (4 bytes), the sending node's id (8 bytes, big-endian), the kind (1 byte: 1
-//! text, 2 binary), then the payload.
+//! A room `NAME` is the channel `PREFIX:room:NAME` (the prefix is `sockeye` unless configured).
+//! A message is, in order: the magic and version `sky2` (4 bytes), the sending node's id (8
+//! bytes, big-endian), the sending node's sequence number (4 bytes, big-endian; it grows by one,
+//! wrapping, with every message the node publishes, on any channel), the kind (1 byte: 1 text, 2 binary,
+//! 3 presence), then the payload. A presence payload is JSON (see the backplane's presence).
+//!
+//! The sequence number lets a node publish again what it is not sure Redis took (a link lost
+//! mid-pipeline) without the others seeing it twice: a node drops what comes from a node with a
+//! sequence number not above the last it saw from it.
 
 #![cfg_attr(
     not(test),
@@ -20,56 +26,127 @@
 use std::hash::{BuildHasher, Hasher};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use sockeye::Message;
+use sockeye::{Message, Utf8Bytes};
 
-/// The prefix of the rooms' channel names.
+/// The default prefix of the channel names.
+pub const DEFAULT_PREFIX: &str = "sockeye";
+/// The prefix of the rooms' channel names with the default prefix.
 pub const CHANNEL_PREFIX: &str = "sockeye:room:";
 /// The magic and version at the start of every message.
-pub const MAGIC: [u8; 4] = *b"sky1";
-/// The bytes before the payload: magic and version, node id, kind.
-pub const HEADER_LEN: usize = 13;
+pub const MAGIC: [u8; 4] = *b"sky2";
+/// The bytes before the payload: magic and version, node id, sequence number, kind.
+pub const HEADER_LEN: usize = 17;
 const KIND_TEXT: u8 = 1;
 const KIND_BINARY: u8 = 2;
+const KIND_PRESENCE: u8 = 3;
+/// The longest prefix.
+pub const MAX_PREFIX: usize = 64;
 
-/// The channel of `room`.
+/// What a message on a room's channel carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// A message for the room's members.
+    Message(Message),
+    /// A presence notice (JSON) for the backplane.
+    Presence(Bytes),
+}
+
+/// A message from another node, as decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// The node that published it.
+    pub node: u64,
+    /// Its sequence number there.
+    pub seq: u32,
+    /// What it carries.
+    pub payload: Payload,
+}
+
+/// Whether `prefix` can name channels: 1 to 64 bytes of visible ASCII, no `{` or `}` (they
+/// would pick a Redis Cluster hash slot).
+pub fn valid_prefix(prefix: &str) -> bool {
+    (1..=MAX_PREFIX).contains(&prefix.len())
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+}
+
+/// The channel of `room`, with the default prefix.
 pub fn channel(room: &str) -> String {
-    format!("{CHANNEL_PREFIX}{room}")
+    channel_in(DEFAULT_PREFIX, room)
 }
 
-/// The room of a channel; `None` for a channel that is not a room's.
+/// The channel of `room` under `prefix`.
+pub fn channel_in(prefix: &str, room: &str) -> String {
+    format!("{prefix}:room:{room}")
+}
+
+/// The room of a channel with the default prefix; `None` for a channel that is not a room's.
 pub fn room(channel: &str) -> Option<&str> {
-    channel.strip_prefix(CHANNEL_PREFIX)
+    room_in(DEFAULT_PREFIX, channel)
 }
 
-/// `message`, from `node`, as published; `None` for anything but text and binary.
-pub fn encode(node: u64, message: &Message) -> Option<Bytes> {
+/// The room of a channel under `prefix`; `None` for a channel that is not a room's.
+pub fn room_in<'a>(prefix: &str, channel: &'a str) -> Option<&'a str> {
+    channel.strip_prefix(prefix)?.strip_prefix(":room:")
+}
+
+/// `message`, from `node` with sequence number `seq`, as published; `None` for anything but
+/// text and binary.
+pub fn encode(node: u64, seq: u32, message: &Message) -> Option<Bytes> {
     let (kind, data) = match message {
         Message::Text(text) => (KIND_TEXT, text.as_bytes()),
         Message::Binary(data) => (KIND_BINARY, &data[..]),
         _ => return None,
     };
+    Some(frame(node, seq, kind, data))
+}
+
+/// A presence notice (`json`) from `node`, as published.
+pub fn encode_presence(node: u64, seq: u32, json: &[u8]) -> Bytes {
+    frame(node, seq, KIND_PRESENCE, json)
+}
+
+fn frame(node: u64, seq: u32, kind: u8, data: &[u8]) -> Bytes {
     let mut payload = BytesMut::with_capacity(HEADER_LEN.saturating_add(data.len()));
     payload.put_slice(&MAGIC);
     payload.put_u64(node);
+    payload.put_u32(seq);
     payload.put_u8(kind);
     payload.put_slice(data);
-    Some(payload.freeze())
+    payload.freeze()
 }
 
 /// A message published by another node; `None` for our own (`node`), and for anything else
 /// (not from a sockeye relay, another version, malformed, or over `max_message` bytes).
-pub fn decode(payload: &[u8], node: u64, max_message: usize) -> Option<Message> {
+pub fn decode(payload: &[u8], node: u64, max_message: usize) -> Option<Decoded> {
+    decode_bytes(&Bytes::copy_from_slice(payload), node, max_message)
+}
+
+/// As [`decode`], keeping the message's bytes where they are (no copy).
+pub fn decode_bytes(payload: &Bytes, node: u64, max_message: usize) -> Option<Decoded> {
     let (header, data) = payload.split_first_chunk::<HEADER_LEN>()?;
     let (magic, rest) = header.split_first_chunk::<4>()?;
-    let (from, kind) = rest.split_first_chunk::<8>()?;
-    if *magic != MAGIC || u64::from_be_bytes(*from) == node || data.len() > max_message {
+    let (from, rest) = rest.split_first_chunk::<8>()?;
+    let (seq, kind) = rest.split_first_chunk::<4>()?;
+    let from = u64::from_be_bytes(*from);
+    if *magic != MAGIC || from == node || data.len() > max_message {
         return None;
     }
-    match kind {
-        [KIND_TEXT] => std::str::from_utf8(data).ok().map(Message::text),
-        [KIND_BINARY] => Some(Message::binary(Bytes::copy_from_slice(data))),
-        _ => None,
-    }
+    let seq = u32::from_be_bytes(*seq);
+    let kind = kind.first().copied();
+    let data = payload.slice(HEADER_LEN..);
+    let payload = match kind {
+        Some(KIND_TEXT) => Payload::Message(Message::Text(Utf8Bytes::try_from(data).ok()?)),
+        Some(KIND_BINARY) => Payload::Message(Message::Binary(data)),
+        Some(KIND_PRESENCE) => Payload::Presence(data),
+        _ => return None,
+    };
+    Some(Decoded {
+        node: from,
+        seq,
+        payload,
+    })
 }
 
 /// A node id, different for every process (std's random hasher keys, the pid and the time).
@@ -86,53 +163,85 @@ pub fn node_id() -> u64 {
 mod tests {
     use super::*;
 
-    fn encoded(node: u64, kind: u8, data: &[u8]) -> Vec<u8> {
+    fn encoded(node: u64, seq: u32, kind: u8, data: &[u8]) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(&node.to_be_bytes());
+        out.extend_from_slice(&seq.to_be_bytes());
         out.push(kind);
         out.extend_from_slice(data);
         out
     }
 
+    fn message(decoded: Option<Decoded>) -> Option<Message> {
+        match decoded?.payload {
+            Payload::Message(m) => Some(m),
+            Payload::Presence(_) => None,
+        }
+    }
+
     #[test]
     fn messages_of_other_nodes_are_decoded_and_ours_skipped() {
         assert_eq!(
-            decode(&encoded(7, KIND_TEXT, b"hi"), 1, 100),
+            message(decode(&encoded(7, 1, KIND_TEXT, b"hi"), 1, 100)),
             Some(Message::text("hi"))
         );
         assert_eq!(
-            decode(&encoded(7, KIND_BINARY, &[0, 255]), 1, 100),
+            message(decode(&encoded(7, 2, KIND_BINARY, &[0, 255]), 1, 100)),
             Some(Message::binary(vec![0u8, 255]))
         );
-        assert_eq!(decode(&encoded(1, KIND_TEXT, b"hi"), 1, 100), None);
+        assert_eq!(decode(&encoded(1, 3, KIND_TEXT, b"hi"), 1, 100), None);
+        let decoded = decode(&encoded(7, 9, KIND_PRESENCE, b"{}"), 1, 100).unwrap();
+        assert_eq!((decoded.node, decoded.seq), (7, 9));
+        assert_eq!(
+            decoded.payload,
+            Payload::Presence(Bytes::from_static(b"{}"))
+        );
     }
 
     #[test]
     fn encode_is_the_format_decode_reads() {
         assert_eq!(
-            &encode(7, &Message::text("hi")).unwrap()[..],
-            encoded(7, KIND_TEXT, b"hi")
+            &encode(7, 5, &Message::text("hi")).unwrap()[..],
+            encoded(7, 5, KIND_TEXT, b"hi")
         );
         assert_eq!(
-            &encode(7, &Message::binary(vec![0u8, 255])).unwrap()[..],
-            encoded(7, KIND_BINARY, &[0, 255])
+            &encode(7, 6, &Message::binary(vec![0u8, 255])).unwrap()[..],
+            encoded(7, 6, KIND_BINARY, &[0, 255])
         );
-        assert_eq!(encode(7, &Message::ping("x")), None);
+        assert_eq!(
+            &encode_presence(7, 8, b"{}")[..],
+            encoded(7, 8, KIND_PRESENCE, b"{}")
+        );
+        assert_eq!(encode(7, 1, &Message::ping("x")), None);
         assert_eq!(channel("lobby"), "sockeye:room:lobby");
         assert_eq!(room("sockeye:room:lobby"), Some("lobby"));
         assert_eq!(room("other"), None);
+        assert_eq!(channel_in("app1", "lobby"), "app1:room:lobby");
+        assert_eq!(room_in("app1", "app1:room:lobby"), Some("lobby"));
+        assert_eq!(room_in("app1", "sockeye:room:lobby"), None);
+        assert_eq!(room_in("app", "app1:room:lobby"), None);
+    }
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(valid_prefix("sockeye"));
+        assert!(valid_prefix("app-1.staging"));
+        assert!(!valid_prefix(""));
+        assert!(!valid_prefix("a b"));
+        assert!(!valid_prefix("{tag}"));
+        assert!(!valid_prefix(&"x".repeat(MAX_PREFIX + 1)));
     }
 
     #[test]
     fn malformed_or_oversized_payloads_are_skipped() {
         assert_eq!(decode(b"short", 1, 100), None);
-        let mut other_version = encoded(7, KIND_TEXT, b"hi");
-        other_version[3] = b'2';
+        let mut other_version = encoded(7, 1, KIND_TEXT, b"hi");
+        other_version[3] = b'1';
         assert_eq!(decode(&other_version, 1, 100), None);
-        assert_eq!(decode(&encoded(7, 9, b"x"), 1, 100), None);
-        assert_eq!(decode(&encoded(7, KIND_TEXT, b"\xff"), 1, 100), None);
-        assert_eq!(decode(&encoded(7, KIND_BINARY, &[0; 101]), 1, 100), None);
-        assert!(decode(&encoded(7, KIND_BINARY, &[0; 100]), 1, 100).is_some());
+        assert_eq!(decode(&encoded(7, 1, 9, b"x"), 1, 100), None);
+        assert_eq!(decode(&encoded(7, 1, KIND_TEXT, b"\xff"), 1, 100), None);
+        assert_eq!(decode(&encoded(7, 1, KIND_BINARY, &[0; 101]), 1, 100), None);
+        assert!(decode(&encoded(7, 1, KIND_BINARY, &[0; 100]), 1, 100).is_some());
     }
 
     #[test]

@@ -1,0 +1,72 @@
+//! What the Redis tests share: relays on loopback whose members join `/ROOM?NAME`.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sockeye::{ClientBuilder, Message, ServerBuilder};
+use sockeye_relay::{RedisBackplane, Relay};
+use tokio::net::TcpListener;
+
+pub type Ws = sockeye::WebSocket<sockeye::MaybeTlsStream>;
+
+/// A relay over the Redis at `url` with `prefix`, and the presence time to live `ttl`.
+pub async fn redis_relay(url: &str, prefix: &str, ttl: Duration) -> Relay {
+    let backplane = RedisBackplane::builder(url)
+        .prefix(prefix)
+        .presence_ttl(ttl)
+        .connect()
+        .await
+        .unwrap();
+    Relay::builder().backplane(backplane).build()
+}
+
+/// Serves `relay` on a loopback port: a connection to `/ROOM?NAME` joins `ROOM`, named `NAME`
+/// when there is a query. Returns the address and the task (abort it to kill the server: its
+/// members' tasks are aborted with it, as in a process that dies).
+pub async fn serve(relay: Relay) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut members = tokio::task::JoinSet::new();
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let relay = relay.clone();
+            members.spawn(async move {
+                let Ok((ws, request)) = ServerBuilder::new().accept_with_request(tcp).await else {
+                    return;
+                };
+                let room = request.uri().path().trim_start_matches('/').to_owned();
+                let name = request.uri().query().map(str::to_owned);
+                let _ = relay
+                    .serve_named_until(ws, &room, name.as_deref(), std::future::pending())
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+pub async fn member(addr: SocketAddr, path: &str) -> Ws {
+    ClientBuilder::new(format!("ws://{addr}/{path}"))
+        .connect()
+        .await
+        .unwrap()
+        .0
+}
+
+/// Waits until `room` has `members` members in `relay`'s process.
+pub async fn until_members(relay: &Relay, room: &str, members: usize) {
+    while relay.members(room) != members {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The next text message of `ws`, as JSON.
+pub async fn json(ws: &mut Ws) -> serde_json::Value {
+    match ws.next().await.unwrap().unwrap() {
+        Message::Text(text) => serde_json::from_str(&text).unwrap(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
