@@ -18,6 +18,20 @@ use crate::prepared::SharedEncoding;
 /// The extension's registered name.
 pub const NAME: &str = "permessage-deflate";
 
+/// The most room a message of `len` bytes can need once deflated, for sizing a frame limit
+/// that must admit every compressed frame of a message within a message limit.
+///
+/// Deflate cannot shrink incompressible data, and an encoder need not fall back to stored
+/// blocks: zlib's fastest level (and any encoder whose window no longer holds the input) codes
+/// every byte with the fixed Huffman codes, at most 9 bits for 8. The allowance is that eighth
+/// plus 64 bytes for block headers and the final flush. A receiver whose frame limit equals its
+/// message limit would otherwise refuse, with 1009, a compressed frame of random bytes whose
+/// message is within the limit.
+#[must_use]
+pub const fn max_compressed_len(len: usize) -> usize {
+    len.saturating_add(len / 8).saturating_add(64)
+}
+
 /// The four octets a compressed message's deflate data ends with, removed by the sender and
 /// appended again by the receiver (RFC 7692 section 7.2.1 and 7.2.2).
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];

@@ -693,3 +693,35 @@ fn client_side_deflate() -> Deflate {
         .accept_response(&ExtensionParams::new(NAME))
         .unwrap()
 }
+
+/// Random bytes do not compress: the worst case for [`max_compressed_len`].
+fn incompressible(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+#[test]
+fn max_compressed_len_bounds_every_window_and_level() {
+    for len in [0, 1, 100, 512, 513, 4096, 65_536, 150_000] {
+        let data = incompressible(len);
+        for window in 9..=15 {
+            // Level 0 sends stored blocks; level 1 fixed-code blocks, about 5% larger than random input.
+            for level in [0, 1, 9] {
+                let out = compress_once(&data, window, level).unwrap();
+                assert!(
+                    out.len() <= max_compressed_len(len),
+                    "{len} bytes at window {window}, level {level}: {} compressed, bound {}",
+                    out.len(),
+                    max_compressed_len(len)
+                );
+            }
+        }
+    }
+}
