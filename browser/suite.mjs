@@ -9,8 +9,6 @@
 // sharing a room over Redis; and which HTTP carried the wss:// WebSockets: RFC 8441 extended
 // CONNECT on the page's HTTP/2 session for Chromium (its net log) and Firefox (its nsHttp log),
 // HTTP/1.1 Upgrade on connections of their own for WebKitGTK (their TLS ALPN offers).
-// A 1 MiB incompressible message is a known failure (node:test `todo`) on Firefox and WebKit,
-// which deflate it: see that test.
 //
 // SOCKEYE_BROWSER_BROKEN=1 runs only the WebSocket API test, against a server without deflate
 // (--no-compress) and expecting another close code than the page chose: the deflate and close
@@ -173,11 +171,8 @@ export function defineSuite(engine) {
         assert.equal(closed.wasClean, true);
       });
       // Firefox and WebKit deflate every message, and a deflated incompressible message is a
-      // little larger than the message: `serve` bounds frames by --max-message too, so it
-      // refuses that frame (1009) though the message is within --max-message. Chromium sends
-      // such a message uncompressed. Known, and shown here until serve allows for it.
-      const todo = engine === "chromium" ? false : "serve refuses the deflated frame of an incompressible 1 MiB message (1009)";
-      await t.test("1 MiB of random bytes (incompressible) on a new socket", { todo }, async () => {
+      // little larger than the message: serve's frame limit must allow for that.
+      await t.test("1 MiB of random bytes (incompressible) on a new socket", async () => {
         await alice.run(openSocket, `/rooms/${room}`);
         await bob.run(() => (window.received = []));
         const sent = await alice.run(sendMebibyte, "random");
