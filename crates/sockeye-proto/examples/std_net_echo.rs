@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use sockeye_proto::handshake::{OriginPolicy, RequestParser, ServerHandshake};
-use sockeye_proto::{CloseCode, Event, Progress};
+use sockeye_proto::{CloseCode, Closed, Event, Progress};
 
 fn main() -> io::Result<()> {
     let addr = std::env::args()
@@ -68,13 +68,13 @@ pub(crate) fn serve(server: &ServerHandshake, mut tcp: TcpStream) -> io::Result<
         loop {
             let progress = conn.handle_bytes(&mut buf, Instant::now());
             while let Some(event) = conn.poll_event() {
-                if let Event::Message(message) = event {
-                    if message.is_data() {
-                        // Fails only once the connection is closing: nothing to echo then.
-                        let _ = conn.send(message);
-                    }
-                }
                 // Pings are answered and a Close is replied to by the core itself.
+                if let Event::Message(message) = event
+                    && message.is_data()
+                {
+                    // Fails only once the connection is closing: nothing to echo then.
+                    let _ = conn.send(message);
+                }
             }
             if progress == Progress::NeedBytes {
                 break;
@@ -85,7 +85,7 @@ pub(crate) fn serve(server: &ServerHandshake, mut tcp: TcpStream) -> io::Result<
         }
         if conn.should_close_transport() {
             // Dropping `tcp` closes it: the server closes first (RFC 6455, section 7.1.1).
-            return Ok(conn.close_status().map(|closed| closed.code()));
+            return Ok(conn.close_status().map(Closed::code));
         }
         let wait = conn
             .poll_timeout()
@@ -98,7 +98,7 @@ pub(crate) fn serve(server: &ServerHandshake, mut tcp: TcpStream) -> io::Result<
                 while let Some(chunk) = conn.poll_transmit() {
                     let _ = tcp.write_all(&chunk);
                 }
-                return Ok(conn.close_status().map(|closed| closed.code()));
+                return Ok(conn.close_status().map(Closed::code));
             }
             Ok(_) => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
