@@ -14,6 +14,10 @@ use sockeye_test_support::{Ca, TempDir, bounded, listen, listen_blocking, tinypr
 mod echo;
 
 #[allow(dead_code)]
+#[path = "../examples/client.rs"]
+mod client;
+
+#[allow(dead_code)]
 #[path = "../examples/blocking_client.rs"]
 mod blocking_client;
 
@@ -54,6 +58,17 @@ async fn echo_echoes_text_and_binary_and_closes_cleanly() {
         );
         ws.close(CloseCode::NORMAL, "").await.unwrap();
         assert!(ws.next().await.is_none(), "the close handshake completed");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn client_gets_an_answer_to_each_message() {
+    bounded(async {
+        let addr = echo_example().await;
+        let texts = vec!["one".to_owned(), "two".to_owned()];
+        let answers = client::ask(&format!("ws://{addr}/"), &texts).await.unwrap();
+        assert_eq!(answers, vec![Message::text("one"), Message::text("two")]);
     })
     .await;
 }
