@@ -64,6 +64,11 @@ fn substitute(text: &str, from: &str, to: &str) -> String {
 
 /// nginx on a fresh port in front of `upstream`, with the documented file and `read_timeout`.
 async fn nginx(upstream: SocketAddr, read_timeout: &str) -> Option<Daemon> {
+    nginx_with(upstream, read_timeout, true).await
+}
+
+/// As [`nginx`], without the documented `Host` line when `pass_host` is false.
+async fn nginx_with(upstream: SocketAddr, read_timeout: &str, pass_host: bool) -> Option<Daemon> {
     let exe = program("nginx")?;
     let dir = TempDir::new("nginx");
     let port = free_port();
@@ -82,6 +87,11 @@ async fn nginx(upstream: SocketAddr, read_timeout: &str) -> Option<Daemon> {
         "proxy_read_timeout 1h;",
         &format!("proxy_read_timeout {read_timeout};"),
     );
+    let site = if pass_host {
+        site
+    } else {
+        substitute(&site, "proxy_set_header Host $http_host;", "")
+    };
     let d = dir.path().display();
     std::fs::write(dir.path().join("sockeye.conf"), site).unwrap();
     // What Debian's /etc/nginx/nginx.conf provides around a conf.d file, in the test's directory.
@@ -188,6 +198,20 @@ async fn behind_nginx() {
             return;
         };
         chat_through(proxy.port).await;
+        // Without the Host line, the server sees nginx's name for it and refuses the page.
+        let proxy = nginx_with(addr, "1h", false).await.unwrap();
+        let url = format!("ws://127.0.0.1:{}/rooms/proxied", proxy.port);
+        let origin = HeaderValue::from_str(&format!("http://127.0.0.1:{}", proxy.port)).unwrap();
+        let refused = ClientBuilder::new(url)
+            .origin(origin)
+            .connect()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.status(),
+            Some(http::StatusCode::FORBIDDEN),
+            "{refused}"
+        );
     })
     .await;
 }
