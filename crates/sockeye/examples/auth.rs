@@ -68,8 +68,8 @@ pub(crate) async fn serve(listener: TcpListener, server: ServerBuilder) -> std::
         let (tcp, _peer) = listener.accept().await?;
         let server = server.clone();
         tokio::spawn(async move {
-            // The request comes back with the WebSocket: who it is, without a second lookup
-            // table keyed by connection.
+            // The request the callback admitted comes back with the WebSocket: the same
+            // credentials name the user for the rest of the connection.
             let Ok((mut ws, request)) = server.accept_tcp_with_request(tcp).await else {
                 return;
             };
