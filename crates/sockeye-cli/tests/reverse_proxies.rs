@@ -94,11 +94,12 @@ async fn nginx_with(upstream: SocketAddr, read_timeout: &str, pass_host: bool) -
     };
     let d = dir.path().display();
     std::fs::write(dir.path().join("sockeye.conf"), site).unwrap();
-    // What Debian's /etc/nginx/nginx.conf provides around a conf.d file, in the test's directory.
+    // What Debian's /etc/nginx/nginx.conf provides around a conf.d file, in the test's directory;
+    // one process (no master and workers), so that killing it leaves nothing behind.
     std::fs::write(
         dir.path().join("nginx.conf"),
         format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 64; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
