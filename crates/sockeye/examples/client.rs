@@ -13,7 +13,10 @@ async fn main() -> Result<(), sockeye::Error> {
     let url = args.next().unwrap_or_else(|| "ws://127.0.0.1:9001/".into());
     let texts: Vec<String> = args.collect();
     for answer in ask(&url, &texts).await? {
-        println!("{answer:?}");
+        match answer {
+            Message::Text(text) => println!("{text}"),
+            other => println!("{other:?}"),
+        }
     }
     Ok(())
 }
