@@ -15,6 +15,10 @@ use sockeye::{
 use sockeye_test_support::{Daemon, TempDir, bounded, free_port, program};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sockeye");
+
+/// One test at a time: each picks free ports for its proxy, and two picked at once could be
+/// the same.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const NGINX_CONF: &str = include_str!("../../../docs/how-to/nginx.conf");
 const CADDYFILE: &str = include_str!("../../../docs/how-to/Caddyfile");
 
@@ -129,8 +133,11 @@ async fn caddy(upstream: SocketAddr) -> Option<Daemon> {
         "reverse_proxy 127.0.0.1:9001",
         &format!("reverse_proxy {upstream}"),
     );
-    // No admin endpoint, no certificates: a test instance.
-    let config = format!("{{\n  admin off\n  auto_https off\n}}\n{site}");
+    // No admin endpoint, no certificates, no HTTP/3 (a UDP port nobody checked is free): a
+    // test instance.
+    let config = format!(
+        "{{\n  admin off\n  auto_https off\n  servers {{\n    protocols h1 h2\n  }}\n}}\n{site}"
+    );
     let file = dir.path().join("Caddyfile");
     std::fs::write(&file, config).unwrap();
     let mut command = Command::new(exe);
@@ -193,6 +200,7 @@ async fn chat_through(port: u16) {
 
 #[tokio::test]
 async fn behind_nginx() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     bounded(async {
         let (_server, addr) = serve(&[]);
         let Some(proxy) = nginx(addr, "1h").await else {
@@ -231,6 +239,7 @@ async fn data_or_end(
 
 #[tokio::test]
 async fn behind_nginx_an_idle_connection_lives_as_long_as_it_pings() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     bounded(async {
         let (_server, addr) = serve(&[]);
         let Some(proxy) = nginx(addr, "1s").await else {
@@ -274,6 +283,7 @@ async fn behind_nginx_an_idle_connection_lives_as_long_as_it_pings() {
 
 #[tokio::test]
 async fn behind_caddy() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     bounded(async {
         let (_server, addr) = serve(&[]);
         let Some(proxy) = caddy(addr).await else {
