@@ -62,6 +62,8 @@
 //! sources, [`utf8`] the streaming validator, [`close`] close codes and frames, [`extension`]
 //! the extension seam, [`handshake`] the opening handshake for both roles.
 
+// docs.rs (`--cfg docsrs`, on nightly): each item marked with the Cargo features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 // Everything here may read what a peer sent: no indexing, unwrapping, panicking or overflowing
 // arithmetic outside the tests, for the whole crate (an exception is allowed where it is

@@ -59,6 +59,9 @@
 //! - [`backplane`]: the [`Backplane`] trait, the in-process [`Local`] and `RedisBackplane`,
 //!   and the [wire format](backplane::wire) on Redis.
 
+// docs.rs (`--cfg docsrs`, on nightly): each item marked with the Cargo features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod backplane;
 pub mod core;
 mod relay;

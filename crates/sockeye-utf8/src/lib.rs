@@ -7,6 +7,8 @@
 //! binary decoding. Here every constructor validates (with `simdutf8`) or starts from a `str`,
 //! so [`Utf8Bytes::as_str`] can skip the check.
 
+// docs.rs (`--cfg docsrs`, on nightly): each item marked with the Cargo features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 // `try_from` reads what a peer sent: no indexing, unwrapping, panicking or overflowing arithmetic
 // outside the tests.

@@ -67,6 +67,8 @@
 //! under the connection (`driver`, `socket`, `split`) and the front doors (`client`,
 //! `server`, `blocking`, `hyper`, `axum`).
 
+// docs.rs (`--cfg docsrs`, on nightly): each item marked with the Cargo features it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // The docs link the items of every feature; built with fewer, those links have no target.
 #![cfg_attr(
     not(all(
