@@ -127,7 +127,13 @@ async fn caddy(upstream: SocketAddr) -> Option<Daemon> {
     let exe = program("caddy")?;
     let dir = TempDir::new("caddy");
     let port = free_port();
-    let site = substitute(CADDYFILE, ":8080 {", &format!("http://127.0.0.1:{port} {{"));
+    // Bound to 127.0.0.1 only, the address `free_port` found free: Caddy's default, every
+    // address, can collide with a socket elsewhere on the machine.
+    let site = substitute(
+        CADDYFILE,
+        ":8080 {",
+        &format!("http://127.0.0.1:{port} {{\n    bind 127.0.0.1"),
+    );
     let site = substitute(
         &site,
         "reverse_proxy 127.0.0.1:9001",

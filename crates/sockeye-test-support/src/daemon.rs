@@ -85,10 +85,16 @@ impl Daemon {
     /// Starts `command` (which listens on `port` of 127.0.0.1) and waits until the port
     /// accepts; `dir`, its files, is removed when the daemon is dropped.
     pub async fn start(mut command: Command, port: u16, dir: Option<TempDir>) -> Self {
+        // Its standard error goes to a file of `dir`, to say why it exited if it does.
+        let log = dir.as_ref().map(|dir| dir.path().join("stderr.log"));
+        let stderr = log
+            .as_ref()
+            .and_then(|path| std::fs::File::create(path).ok())
+            .map_or_else(Stdio::null, Stdio::from);
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
         let mut daemon = Self {
@@ -102,7 +108,13 @@ impl Daemon {
             .is_err()
         {
             if let Some(status) = daemon.child.try_wait().unwrap() {
-                panic!("{command:?} exited with {status}");
+                let said = log
+                    .as_ref()
+                    .and_then(|path| std::fs::read_to_string(path).ok())
+                    .unwrap_or_default();
+                let tail: Vec<&str> = said.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!("{command:?} exited with {status}:\n{}", tail.join("\n"));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
