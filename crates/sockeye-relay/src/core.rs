@@ -366,8 +366,10 @@ impl Rooms {
     }
 
     /// `member` has written out `messages` messages of `bytes` payload bytes from its queue.
-    /// Returns whether it stopped holding its room back by that (senders waiting for the room
-    /// may publish again).
+    /// Returns whether it stopped holding its room back by that, leaving at most one member of
+    /// the room that does (perhaps the waiting sender itself): senders waiting for the room may
+    /// publish again. Told once per wait, not once per member, so a room of hundreds does not
+    /// wake its senders hundreds of times.
     pub fn sent(&mut self, member: MemberId, messages: usize, bytes: usize) -> bool {
         let limits = self.limits;
         let Some(m) = self.members.get_mut(&member) else {
@@ -382,8 +384,8 @@ impl Rooms {
             m.full_since = None;
             if let Some(room) = self.by_room.get_mut(&m.room) {
                 room.full = room.full.saturating_sub(1);
+                return room.full <= 1;
             }
-            return true;
         }
         false
     }
@@ -711,6 +713,17 @@ mod tests {
         assert!(!h.rooms.sent(b, 0, 0), "still at the threshold");
         assert!(h.rooms.sent(b, 1, 5), "below it now");
         assert!(!h.rooms.sent(b, 1, 5), "told once");
+        // With several members holding the room back, only the last but one tells.
+        let c = h.join("r");
+        let d = h.join("r");
+        let e = h.join("r");
+        for i in 0..2 {
+            assert!(h.publish(a, i, 5));
+        }
+        assert!(!h.rooms.sent(b, 3, 15), "c, d and e still hold the room");
+        assert!(!h.rooms.sent(c, 2, 10), "d and e still hold the room");
+        assert!(h.rooms.sent(d, 2, 10), "e may be the sender itself");
+        assert!(h.rooms.sent(e, 2, 10), "nobody holds the room");
     }
 
     #[test]
