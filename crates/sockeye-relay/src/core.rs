@@ -97,6 +97,7 @@ impl QueueLimits {
     /// The pause threshold: when another member of a sender's room has `messages` messages or
     /// `bytes` payload bytes queued, the sender waits before its next message is taken. Kept at
     /// most the hard bound (and at least one message). Default: half the hard bound.
+    #[must_use]
     pub fn pause_at(mut self, messages: usize, bytes: usize) -> Self {
         self.pause_messages = Some(messages);
         self.pause_bytes = Some(bytes);
@@ -105,6 +106,7 @@ impl QueueLimits {
 
     /// How long a member may stay at the pause threshold (holding its room's senders back)
     /// before it is closed with 1008 as too slow. Default [`DEFAULT_MAX_STALL`] (5 s).
+    #[must_use]
     pub fn max_stall(mut self, stall: Duration) -> Self {
         self.max_stall = stall;
         self
@@ -714,16 +716,17 @@ mod tests {
         assert!(h.rooms.sent(b, 1, 5), "below it now");
         assert!(!h.rooms.sent(b, 1, 5), "told once");
         // With several members holding the room back, only the last but one tells.
-        let c = h.join("r");
-        let d = h.join("r");
-        let e = h.join("r");
+        let more: Vec<MemberId> = (0..3).map(|_| h.join("r")).collect();
         for i in 0..2 {
             assert!(h.publish(a, i, 5));
         }
-        assert!(!h.rooms.sent(b, 3, 15), "c, d and e still hold the room");
-        assert!(!h.rooms.sent(c, 2, 10), "d and e still hold the room");
-        assert!(h.rooms.sent(d, 2, 10), "e may be the sender itself");
-        assert!(h.rooms.sent(e, 2, 10), "nobody holds the room");
+        assert!(!h.rooms.sent(b, 3, 15), "three still hold the room");
+        assert!(!h.rooms.sent(more[0], 2, 10), "two still hold the room");
+        assert!(
+            h.rooms.sent(more[1], 2, 10),
+            "the last may be the sender itself"
+        );
+        assert!(h.rooms.sent(more[2], 2, 10), "nobody holds the room");
     }
 
     #[test]
@@ -770,7 +773,7 @@ mod tests {
         assert_eq!(h.drain(quick, 5), [1, 2]);
         let start = h.now;
         assert!(!h.publish(a, 3, 5), "stuck holds the room");
-        h.now = start + stall - Duration::from_millis(1);
+        h.now = start + stall / 2;
         assert!(!h.publish(a, 3, 5), "not yet due");
         assert!(h.closed.is_empty());
         h.now = start + stall;

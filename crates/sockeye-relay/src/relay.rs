@@ -61,7 +61,10 @@ const DRAIN_CHUNK: usize = 16;
 ///     })
 /// }
 ///
-/// # async fn run() -> std::io::Result<()> {
+/// # async fn run(
+/// #     stop: impl std::future::Future<Output = ()> + Send + 'static,
+/// # ) -> std::io::Result<()> {
+/// // `stop`: SIGINT or SIGTERM (tokio::signal), or any other reason to stop.
 /// let shutdown = Shutdown::new().grace_period(Duration::from_secs(5));
 /// let relay = Relay::builder().shutdown(&shutdown).build();
 /// let app = axum::Router::new()
@@ -71,7 +74,7 @@ const DRAIN_CHUNK: usize = 16;
 /// let trigger = shutdown.clone();
 /// axum::serve(listener, app)
 ///     .with_graceful_shutdown(async move {
-///         let _ = tokio::signal::ctrl_c().await;
+///         stop.await;
 ///         trigger.trigger();
 ///     })
 ///     .await?;
