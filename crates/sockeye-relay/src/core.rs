@@ -392,6 +392,30 @@ impl Rooms {
         false
     }
 
+    /// Whether a message from elsewhere for `room` should wait, for a caller that can (a
+    /// backplane that may pause its reads): `Some(until)` while a member of the room here is at
+    /// the pause threshold, `until` being when the first of them is due to be closed. `None`:
+    /// deliver now (nobody holds the room back, or someone's time is up and the delivery will
+    /// close it).
+    pub fn held_back(&self, room: &str, now: Instant) -> Option<Instant> {
+        if self.stopped || self.by_room.get(room).is_none_or(|r| r.full == 0) {
+            return None;
+        }
+        let stall = self.limits.max_stall;
+        let mut until: Option<Instant> = None;
+        for id in self.members(room) {
+            let Some(since) = self.members.get(id).and_then(|m| m.full_since) else {
+                continue;
+            };
+            let due = since.checked_add(stall).unwrap_or(since);
+            if now >= due {
+                return None;
+            }
+            until = Some(until.map_or(due, |u| u.min(due)));
+        }
+        until
+    }
+
     /// Whether `room` has members here.
     pub fn has(&self, room: &str) -> bool {
         self.by_room.contains_key(room)
@@ -822,6 +846,28 @@ mod tests {
         assert!(h.publish(a, 10, 5));
         assert_eq!(h.drain(b, 5), [10]);
         assert_eq!(h.drain(a, 5), [1, 2]);
+    }
+
+    #[test]
+    fn messages_from_elsewhere_may_wait_while_a_member_holds_the_room_back() {
+        let stall = Duration::from_secs(1);
+        let mut h = Harness::new(QueueLimits::new(4, 1 << 20).max_stall(stall));
+        let a = h.join("r");
+        assert_eq!(h.rooms.held_back("r", h.now), None);
+        h.deliver("r", 1, 5);
+        h.deliver("r", 2, 5);
+        assert_eq!(h.rooms.held_back("r", h.now), Some(h.now + stall));
+        assert_eq!(h.drain(a, 5), [1, 2]);
+        assert_eq!(h.rooms.held_back("r", h.now), None, "written out");
+        h.deliver("r", 3, 5);
+        h.deliver("r", 4, 5);
+        h.now += stall;
+        assert_eq!(
+            h.rooms.held_back("r", h.now),
+            None,
+            "due: the next delivery closes it"
+        );
+        assert_eq!(h.rooms.held_back("elsewhere", h.now), None);
     }
 
     #[test]

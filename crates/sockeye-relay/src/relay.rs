@@ -823,6 +823,42 @@ impl Inbound {
         state.carry_out(room, fanout, &prepared, &*shared.backplane);
     }
 
+    /// Waits while a member of `room` here holds its room back (is at the pause threshold),
+    /// until it has written its queue out or is due to be closed: a backplane that awaits this
+    /// before each [`deliver`](Self::deliver) paces what it reads from other nodes by the
+    /// members here, as a local sender is paced, instead of overflowing their queues. Returns
+    /// at once when nobody holds the room back.
+    pub async fn ready(&self, room: &str) {
+        loop {
+            let Some(shared) = self.shared.upgrade() else {
+                return;
+            };
+            let (mut notified, until) = {
+                let mut state = shared.lock();
+                let Some(until) = state.rooms.held_back(room, Instant::now()) else {
+                    return;
+                };
+                let Some(name) = state
+                    .rooms
+                    .members(room)
+                    .first()
+                    .and_then(|m| state.rooms.room_name(*m))
+                else {
+                    return;
+                };
+                let notify = Arc::clone(state.waiters.entry(name).or_default());
+                let mut notified = Box::pin(notify.notified_owned());
+                notified.as_mut().enable();
+                (notified, until)
+            };
+            drop(shared);
+            tokio::select! {
+                () = notified.as_mut() => {}
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(until)) => return,
+            }
+        }
+    }
+
     /// The rooms with members here.
     pub fn rooms(&self) -> Vec<String> {
         self.shared.upgrade().map_or_else(Vec::new, |shared| {

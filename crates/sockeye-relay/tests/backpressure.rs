@@ -3,10 +3,11 @@
 //! still closed with 1008 once it has held its room back past its bound.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sockeye::{ClientBuilder, CloseCode, Message, ServerBuilder, WebSocket};
-use sockeye_relay::{QueueLimits, Relay};
+use sockeye_relay::{Backplane, Inbound, Overloaded, QueueLimits, Relay};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use sockeye_test_support as support;
@@ -170,6 +171,57 @@ async fn a_member_that_stops_reading_is_closed_with_1008_within_its_bound() {
         assert_eq!(close.code, CloseCode::POLICY_VIOLATION);
         assert!(close.reason.starts_with("too slow"), "{close:?}");
         assert!(next > 0 && next < count, "cut short: {next} messages");
+    })
+    .await;
+}
+
+/// A backplane that hands the test its way into the relay.
+struct Capture(Arc<OnceLock<Inbound>>);
+
+impl Backplane for Capture {
+    fn attach(&self, inbound: Inbound) {
+        let _ = self.0.set(inbound);
+    }
+    fn subscribe(&self, _room: &str) {}
+    fn unsubscribe(&self, _room: &str) {}
+    fn publish(&self, _room: &str, _message: &Message) -> Result<(), Overloaded> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backplane_can_wait_while_the_members_here_hold_the_room_back() {
+    support::bounded(async {
+        let inbound = Arc::new(OnceLock::new());
+        let relay = Relay::builder()
+            .queue_limits(QueueLimits::new(64, 64 << 20).max_stall(Duration::from_secs(10)))
+            .backplane(Capture(Arc::clone(&inbound)))
+            .build();
+        let inbound = inbound.get().unwrap().clone();
+        let addr = serve(&relay).await;
+        let slow = member(addr, Some(4096)).await;
+        until_members(&relay, 1).await;
+        // Messages from another node, as fast as `ready` lets them in, to a member not reading.
+        let mut sent = 0;
+        while tokio::time::timeout(Duration::from_millis(200), inbound.ready("x"))
+            .await
+            .is_ok()
+        {
+            inbound.deliver("x", numbered(sent, 16 << 10));
+            sent += 1;
+            assert!(sent < 10_000, "never held back");
+        }
+        assert!(
+            sent >= 32,
+            "held back at the pause threshold, not before ({sent})"
+        );
+        // The member reads: the room is free again, and nothing was lost.
+        let reading = reader(slow, sent);
+        tokio::time::timeout(Duration::from_secs(5), inbound.ready("x"))
+            .await
+            .expect("ready once the member has written its queue out");
+        let _slow = reading.await.unwrap();
+        assert_eq!(relay.stats().closed_slow, 0);
     })
     .await;
 }
