@@ -94,14 +94,15 @@ impl Server {
     }
 }
 
-/// A member of room `drain`, its receive buffer `rcvbuf` bytes when given.
+/// A named member of room `drain` (named members are told of each other's joining), its
+/// receive buffer `rcvbuf` bytes when given.
 async fn member(addr: SocketAddr, rcvbuf: Option<u32>) -> WebSocket<TcpStream> {
     let socket = TcpSocket::new_v4().unwrap();
     if let Some(size) = rcvbuf {
         socket.set_recv_buffer_size(size).unwrap();
     }
     let tcp = socket.connect(addr).await.unwrap();
-    ClientBuilder::new(format!("ws://{addr}/rooms/drain"))
+    ClientBuilder::new(format!("ws://{addr}/rooms/drain?name=m"))
         .connect_on(tcp)
         .await
         .unwrap()
@@ -136,6 +137,39 @@ fn reader(
     })
 }
 
+/// Waits (bounded) until `others` other members are in the room with `ws`, as its presence
+/// notices tell: the list it got on joining, and the joins since.
+async fn until_joined(ws: &mut WebSocket<TcpStream>, others: usize) {
+    let mut ids = std::collections::HashSet::new();
+    let mut me = None;
+    while ids.len() < others {
+        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("presence notices")
+            .unwrap()
+            .unwrap();
+        let Message::Text(text) = message else {
+            panic!("only presence notices before the first message");
+        };
+        let notice: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+        match notice["event"].as_str() {
+            Some("members") => {
+                me = notice["you"]["id"].as_u64();
+                for member in notice["members"].as_array().unwrap() {
+                    ids.insert(member["id"].as_u64().unwrap());
+                }
+            }
+            Some("join") => {
+                ids.insert(notice["member"]["id"].as_u64().unwrap());
+            }
+            _ => {}
+        }
+        if let Some(me) = me {
+            ids.remove(&me);
+        }
+    }
+}
+
 /// Sends `COUNT` numbered messages, then reads until the server closes.
 fn sender(mut ws: WebSocket<TcpStream>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -155,6 +189,7 @@ fn sender(mut ws: WebSocket<TcpStream>) -> tokio::task::JoinHandle<()> {
 async fn slow_members_lose_nothing_on(signal: &str) {
     let mut server = Server::start();
     let addr = server.addr;
+    let mut send = member(addr, None).await;
     let mut slow = Vec::new();
     for _ in 0..6 {
         slow.push(reader(
@@ -162,11 +197,8 @@ async fn slow_members_lose_nothing_on(signal: &str) {
             Duration::from_millis(1),
         ));
     }
-    let fast = member(addr, None).await;
-    let send = member(addr, None).await;
-    // Everyone has joined once the first message reaches the fast member: messages are sent
-    // only after all eight connected, and each goes to everyone in the room then.
-    let fast = reader_until(fast, COUNT);
+    let fast = reader_until(member(addr, None).await, COUNT);
+    until_joined(&mut send, 7).await;
     let _sending = sender(send);
     let fast = tokio::time::timeout(Duration::from_secs(30), fast)
         .await
@@ -232,14 +264,20 @@ async fn a_second_signal_exits_at_once_with_130() {
     let mut server = Server::start();
     let addr = server.addr;
     // A member that never reads: the drain would wait for it until the grace period ends.
+    let mut send = member(addr, None).await;
     let stalled = member(addr, Some(4096)).await;
-    let send = member(addr, None).await;
     let mut probe = member(addr, None).await;
+    until_joined(&mut send, 2).await;
     let _sending = sender(send);
     // Published (at least) once the probe has the first message.
-    let _ = tokio::time::timeout(Duration::from_secs(10), probe.next())
-        .await
-        .unwrap();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), probe.next())
+            .await
+            .unwrap();
+        if let Some(Ok(Message::Binary(_))) = message {
+            break;
+        }
+    }
     server.signal("-INT");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
