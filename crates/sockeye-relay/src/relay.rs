@@ -633,14 +633,15 @@ impl Relay {
         bytes: usize,
         guard: Option<&mut DrainGuard>,
     ) -> Result<(), Error> {
-        tracing::info!(
-            member = member.get(),
-            dropped_messages = messages,
-            "shutdown: member cut at the end of the grace period with messages unsent"
-        );
         self.shared.lock().stats.dropped_at_shutdown += messages as u64;
-        if let Some(guard) = guard {
-            guard.dropped(messages as u64, bytes as u64);
+        match guard {
+            // The shutdown's report counts them, and its log line names the count.
+            Some(guard) => guard.dropped(messages as u64, bytes as u64),
+            None => tracing::info!(
+                member = member.get(),
+                dropped_messages = messages,
+                "member cut with messages unsent"
+            ),
         }
         Err(Error::from(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
