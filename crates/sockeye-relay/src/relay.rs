@@ -634,14 +634,15 @@ impl Relay {
         guard: Option<&mut DrainGuard>,
     ) -> Result<(), Error> {
         self.shared.lock().stats.dropped_at_shutdown += messages as u64;
-        match guard {
+        if let Some(guard) = guard {
             // The shutdown's report counts them, and its log line names the count.
-            Some(guard) => guard.dropped(messages as u64, bytes as u64),
-            None => tracing::info!(
+            guard.dropped(messages as u64, bytes as u64);
+        } else {
+            tracing::info!(
                 member = member.get(),
                 dropped_messages = messages,
                 "member cut with messages unsent"
-            ),
+            );
         }
         Err(Error::from(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
