@@ -160,14 +160,14 @@ async fn run(args: Args) -> std::io::Result<()> {
         sending.push(tokio::spawn(async move {
             for sent in 0..messages {
                 // Stay within a window of the slowest member (senders receive the others').
-                while window > 0 {
+                loop {
                     let slowest = counts
                         .iter()
                         .skip(senders)
                         .map(|c| c.load(Ordering::Relaxed))
                         .min();
                     let behind = slowest.unwrap_or(u64::MAX) / senders as u64;
-                    if sent < behind + window {
+                    if window == 0 || sent < behind + window {
                         break;
                     }
                     tokio::task::yield_now().await;
