@@ -533,3 +533,41 @@ impl Watch {
             .finish(self.index, self.refused, unsent as u64, messages);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drain_guards_count_in_the_report() {
+        let shutdown = Shutdown::new();
+        let drained = shutdown.register();
+        let mut cut = shutdown.register();
+        // Ended before the signal: not in the report.
+        drop(shutdown.register());
+        assert_eq!(shutdown.connections(), 2);
+        assert!(!drained.is_triggered());
+        assert_eq!(drained.deadline(), None);
+        shutdown.trigger();
+        drained.triggered().await;
+        shutdown.triggered().await;
+        assert!(cut.deadline().is_some());
+        cut.dropped(3, 30);
+        drop(drained);
+        drop(cut);
+        let report = tokio::time::timeout(Duration::from_secs(5), shutdown.drained())
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                report.connections,
+                report.drained,
+                report.cut,
+                report.dropped_messages,
+                report.dropped_bytes,
+                report.remaining
+            ),
+            (2, 1, 1, 3, 30, 0)
+        );
+    }
+}
