@@ -207,10 +207,12 @@ pub(crate) struct ServeArgs {
     /// Do not offer permessage-deflate to clients that ask for it.
     #[arg(long)]
     pub(crate) no_compress: bool,
-    /// Messages queued for one client before it is closed with 1008 as too slow.
+    /// Messages queued for one client at most: senders to its room wait while it has half of
+    /// that queued; it is closed with 1008 as too slow when it holds its room back for 5 s, or
+    /// when messages that cannot wait (from other servers) fill it.
     #[arg(long, default_value_t = 256, value_name = "MESSAGES")]
     pub(crate) client_queue: usize,
-    /// Bytes queued for one client before it is closed with 1008 as too slow.
+    /// Bytes queued for one client at most, with the same rules as --client-queue.
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     pub(crate) client_queue_bytes: usize,
     /// Largest message a client may send, in bytes (after decompression); larger ones close

@@ -4,13 +4,15 @@
 //! ```text
 //! cargo run --release -p sockeye-relay --example fanout -- ADDR PID [--members 100]
 //!     [--senders 1] [--messages 2000] [--size 64] [--deflate | --deflate-takeover] [--room x]
+//!     [--window 64]
 //! ```
 //!
 //! `ADDR` is a loopback `IP:PORT` serving rooms at `/rooms/NAME` (`sockeye serve`), `PID` that
 //! server's process, whose CPU time is read from `/proc/PID/stat`. `--members` connections
 //! (the senders among them) join the room; each sender sends `--messages` binary messages of
-//! `--size` bytes, keeping at most 64 ahead of the slowest member so that nobody is shed as
-//! too slow. Every member reads every message but its own. `--deflate` offers permessage-deflate
+//! `--size` bytes, keeping at most `--window` (64) ahead of the slowest member; `--window 0`
+//! sends as fast as the server reads, leaving the pacing to its backpressure (nobody that
+//! reads may be shed as too slow either way). Every member reads every message but its own. `--deflate` offers permessage-deflate
 //! with `server_no_context_takeover` (members can share one compressed frame),
 //! `--deflate-takeover` without it (each member's compressor keeps its context). Reports
 //! deliveries per second and the server's CPU time per delivery. The members are raw sockets
@@ -30,7 +32,7 @@ use tokio::net::tcp::OwnedReadHalf;
 
 /// Frames received with RSV1 (compressed).
 static COMPRESSED: AtomicU64 = AtomicU64::new(0);
-/// How many messages a sender may be ahead of the slowest member.
+/// How many messages a sender may be ahead of the slowest member, by default.
 const WINDOW: u64 = 64;
 /// The most the whole run may take.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -45,6 +47,8 @@ struct Args {
     /// permessage-deflate offered: `Some(true)` with `server_no_context_takeover`.
     deflate: Option<bool>,
     room: String,
+    /// How many messages a sender may be ahead of the slowest member; 0: no limit.
+    window: u64,
 }
 
 fn parse() -> Result<Args, String> {
@@ -71,6 +75,7 @@ fn parse() -> Result<Args, String> {
         size: 64,
         deflate: None,
         room: "x".into(),
+        window: WINDOW,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -80,6 +85,7 @@ fn parse() -> Result<Args, String> {
             "--messages" => parsed.messages = value()?.parse().map_err(|e| format!("{e}"))?,
             "--size" => parsed.size = value()?.parse().map_err(|e| format!("{e}"))?,
             "--room" => parsed.room = value()?,
+            "--window" => parsed.window = value()?.parse().map_err(|e| format!("{e}"))?,
             "--deflate" => parsed.deflate = Some(true),
             "--deflate-takeover" => parsed.deflate = Some(false),
             other => return Err(format!("unknown option {other}")),
@@ -144,11 +150,12 @@ async fn run(args: Args) -> std::io::Result<()> {
     let start = Instant::now();
     let mut sending = Vec::new();
     for mut writer in writers.drain(..args.senders) {
-        let (counts, frame, messages, senders) = (
+        let (counts, frame, messages, senders, window) = (
             Arc::clone(&counts),
             frame.clone(),
             args.messages,
             args.senders,
+            args.window,
         );
         sending.push(tokio::spawn(async move {
             for sent in 0..messages {
@@ -160,7 +167,7 @@ async fn run(args: Args) -> std::io::Result<()> {
                         .map(|c| c.load(Ordering::Relaxed))
                         .min();
                     let behind = slowest.unwrap_or(u64::MAX) / senders as u64;
-                    if sent < behind + WINDOW {
+                    if window == 0 || sent < behind + window {
                         break;
                     }
                     tokio::task::yield_now().await;

@@ -47,15 +47,27 @@
 //! (`"NODE.ID"`); the notices go through the members' queues and count against their limits
 //! like any message.
 //!
+//! # Backpressure and shutdown
+//! A sender whose room cannot take more waits, its reads paused, while another member has
+//! half its queue bound waiting ([`QueueLimits::pause_at`]); a member is closed with 1008 only
+//! for being slow: when it holds its room back for longer than [`QueueLimits::max_stall`]
+//! (5 s), or when a message that cannot wait (from another node, from [`Relay::publish`])
+//! would put it over its hard bound. Given a [`Shutdown`](sockeye::Shutdown)
+//! ([`RelayBuilder::shutdown`]), the relay drains its members: each writes out what was queued
+//! for it before the signal, closes with 1001, and what a member could not write within the
+//! grace period is counted in the [`DrainReport`](sockeye::DrainReport).
+//!
 //! # Layers
-//! - [`core`]: the rooms without I/O. Joining, leaving and publishing return who gets a message
-//!   and who is closed with which code (1008 for a member too slow to keep up with its room,
-//!   1013 for a sender the backplane cannot take a message from); each member's queue is
-//!   bounded in messages and bytes ([`QueueLimits`]). Tested without sockets or runtime.
+//! - [`core`]: the rooms without I/O. Joining, leaving and publishing return who gets a message,
+//!   whether the sender waits, and who is closed with which code (1008 for a member too slow to
+//!   keep up with its room, 1013 for a sender the backplane cannot take a message from); each
+//!   member's queue is bounded in messages and bytes ([`QueueLimits`]). Tested without sockets
+//!   or runtime.
 //! - [`Relay`]: that core on tokio; [`Relay::serve`] runs one member's connection. A message is
 //!   framed once ([`PreparedMessage`](sockeye::PreparedMessage)) and the same bytes are written
-//!   to every member; members that negotiated permessage-deflate without server context
-//!   takeover share one compressed frame, the others compress their own.
+//!   to every member, everything queued for a member in one flush; members that negotiated
+//!   permessage-deflate without server context takeover share one compressed frame, the others
+//!   compress their own.
 //! - [`backplane`]: the [`Backplane`] trait, the in-process [`Local`] and `RedisBackplane`,
 //!   and the [wire format](backplane::wire) on Redis.
 
@@ -69,5 +81,5 @@ mod relay;
 pub use crate::backplane::{Backplane, Inbound, Local, Overloaded, RemoteMember};
 #[cfg(feature = "redis")]
 pub use crate::backplane::{RedisBackplane, RedisBuilder, RedisError, RedisLimits};
-pub use crate::core::{MemberId, QueueLimits};
+pub use crate::core::{DEFAULT_MAX_STALL, MemberId, QueueLimits};
 pub use crate::relay::{Relay, RelayBuilder, RelayStats};

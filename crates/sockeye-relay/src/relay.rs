@@ -2,27 +2,87 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sockeye::{CloseCode, Error, Message, PreparedMessage, WebSocket};
+use sockeye::{CloseCode, DrainGuard, Error, Message, PreparedMessage, Shutdown, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::backplane::{Backplane, Local, Overloaded};
 use crate::core::{Fanout, MemberId, QueueLimits, Rooms};
 
-/// Messages a member writes in one go at most (then it reads again).
-const MAX_BATCH: usize = 64;
+/// Messages a member writes between two flushes while it drains at shutdown: what was fed and
+/// not flushed when the grace period ends counts as dropped, so this bounds the overcount.
+const DRAIN_CHUNK: usize = 16;
 
 /// Rooms for WebSocket connections: every message a member sends reaches every other member of
 /// its room, here and (with a [`Backplane`]) on the other nodes. Cheap to clone; every clone is
 /// the same rooms.
 ///
 /// Each member's connection is run by [`serve`](Self::serve), in its own task. A message is
-/// framed once ([`PreparedMessage`]) and the same bytes are written to every member. A member
-/// that cannot keep up is closed with 1008 once its queue ([`QueueLimits`]) is full; a sender
-/// whose message the backplane cannot take is closed with 1013.
+/// framed once ([`PreparedMessage`]) and the same bytes are written to every member; a member
+/// writes everything queued for it in one flush.
+///
+/// Backpressure is fair: a sender whose room cannot take more (another member has
+/// [`pause_messages`](QueueLimits::pause_messages) queued) waits, its reads paused, until the
+/// members have written their queues out. Only a member that holds its room back for longer
+/// than [`QueueLimits::max_stall`], or whose queue a message that cannot wait (from another
+/// node, from [`publish`](Self::publish)) would put over the hard bound, is closed with 1008. A
+/// sender whose message the backplane cannot take is closed with 1013.
+///
+/// # Graceful shutdown
+/// Given a [`Shutdown`] ([`RelayBuilder::shutdown`]), the relay drains its members when it is
+/// triggered, as the [`ServerBuilder`](sockeye::ServerBuilder) drains plain connections: the
+/// rooms take no more messages, each member writes out everything that was queued for it
+/// before the signal, closes with 1001 (or the 1008 it was due) and waits for its peer's Close,
+/// all within the grace period; a member still writing at its end is cut, and what it had not
+/// written counts in the [`DrainReport`](sockeye::DrainReport) (and a log line names the
+/// count). Messages members send after the signal are not delivered.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use axum::extract::{Path, State};
+/// use axum::response::Response;
+/// use axum::routing::get;
+/// use sockeye::{ServerBuilder, Shutdown};
+/// use sockeye::axum::WebSocketUpgrade;
+/// use sockeye_relay::Relay;
+///
+/// async fn room(
+///     Path(name): Path<String>,
+///     State(relay): State<Relay>,
+///     upgrade: WebSocketUpgrade,
+/// ) -> Response {
+///     // The relay drains room members itself: this builder does not watch the Shutdown.
+///     upgrade.accept(&ServerBuilder::new(), move |ws| async move {
+///         let _ = relay.serve(ws, &name).await;
+///     })
+/// }
+///
+/// # async fn run(
+/// #     stop: impl std::future::Future<Output = ()> + Send + 'static,
+/// # ) -> std::io::Result<()> {
+/// // `stop`: SIGINT or SIGTERM (tokio::signal), or any other reason to stop.
+/// let shutdown = Shutdown::new().grace_period(Duration::from_secs(5));
+/// let relay = Relay::builder().shutdown(&shutdown).build();
+/// let app = axum::Router::new()
+///     .route("/rooms/{name}", get(room))
+///     .with_state(relay);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let trigger = shutdown.clone();
+/// axum::serve(listener, app)
+///     .with_graceful_shutdown(async move {
+///         stop.await;
+///         trigger.trigger();
+///     })
+///     .await?;
+/// // Every member has written out its queue, or was cut at the end of the grace period.
+/// let report = shutdown.drained().await;
+/// eprintln!("{report}");
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Relay {
     shared: Arc<Shared>,
@@ -32,6 +92,7 @@ struct Shared {
     state: Mutex<State>,
     backplane: Box<dyn Backplane>,
     send_timeout: Duration,
+    shutdown: Option<Shutdown>,
 }
 
 struct State {
@@ -39,6 +100,9 @@ struct State {
     outboxes: HashMap<MemberId, mpsc::UnboundedSender<Outgoing>>,
     /// The members that joined with a name: they are listed, and told of joins and leaves.
     names: HashMap<MemberId, String>,
+    /// Where the senders waiting for room in a room wait: woken when one of its members has
+    /// written its queue out or leaves.
+    waiters: HashMap<Arc<str>, Arc<Notify>>,
     stats: RelayStats,
 }
 
@@ -61,6 +125,11 @@ pub struct RelayStats {
     pub closed_slow: u64,
     /// Senders closed with 1013 because the backplane was full.
     pub closed_overloaded: u64,
+    /// Times a sender waited because its room could not take more.
+    pub paused: u64,
+    /// Messages members had not written out when they were cut at the end of a shutdown's
+    /// grace period.
+    pub dropped_at_shutdown: u64,
 }
 
 /// Settings of a [`Relay`].
@@ -69,6 +138,7 @@ pub struct RelayBuilder {
     limits: QueueLimits,
     send_timeout: Duration,
     backplane: Box<dyn Backplane>,
+    shutdown: Option<Shutdown>,
 }
 
 impl std::fmt::Debug for RelayBuilder {
@@ -76,6 +146,7 @@ impl std::fmt::Debug for RelayBuilder {
         f.debug_struct("RelayBuilder")
             .field("limits", &self.limits)
             .field("send_timeout", &self.send_timeout)
+            .field("shutdown", &self.shutdown)
             .finish_non_exhaustive()
     }
 }
@@ -86,13 +157,14 @@ impl Default for RelayBuilder {
             limits: QueueLimits::default(),
             send_timeout: Duration::from_secs(10),
             backplane: Box::new(Local),
+            shutdown: None,
         }
     }
 }
 
 impl RelayBuilder {
-    /// How much may wait for one member before it is closed with 1008. Default:
-    /// [`QueueLimits::default`].
+    /// How much may wait for one member, when its room's senders wait, and how long it may
+    /// hold them back before it is closed with 1008. Default: [`QueueLimits::default`].
     pub fn queue_limits(mut self, limits: QueueLimits) -> Self {
         self.limits = limits;
         self
@@ -112,6 +184,19 @@ impl RelayBuilder {
         self
     }
 
+    /// Graceful shutdown: when `shutdown` is triggered, every member writes out what was queued
+    /// for it, closes with 1001 and ends within the grace period (see
+    /// [`Relay`'s docs](Relay#graceful-shutdown)). Each member counts among the shutdown's
+    /// connections, and in its [`DrainReport`](sockeye::DrainReport).
+    ///
+    /// Accept the members with a [`ServerBuilder`](sockeye::ServerBuilder) that does not watch
+    /// the same `shutdown`: a WebSocket that watches it refuses, once it is triggered, the
+    /// messages the relay still has to write to it.
+    pub fn shutdown(mut self, shutdown: &Shutdown) -> Self {
+        self.shutdown = Some(shutdown.clone());
+        self
+    }
+
     /// The relay.
     pub fn build(self) -> Relay {
         let shared = Arc::new(Shared {
@@ -119,10 +204,12 @@ impl RelayBuilder {
                 rooms: Rooms::new(self.limits),
                 outboxes: HashMap::new(),
                 names: HashMap::new(),
+                waiters: HashMap::new(),
                 stats: RelayStats::default(),
             }),
             backplane: self.backplane,
             send_timeout: self.send_timeout,
+            shutdown: self.shutdown,
         });
         shared.backplane.attach(Inbound {
             shared: Arc::downgrade(&shared),
@@ -137,6 +224,24 @@ impl Default for Relay {
     }
 }
 
+/// What woke a member's task.
+enum Event {
+    /// The shutdown, or the caller's `stop`.
+    Stop,
+    /// Something to write.
+    Write(Option<Outgoing>),
+    /// The room a held message waits for may take it now.
+    Retry,
+    /// Something read.
+    Read(Option<Result<Message, Error>>),
+}
+
+/// A message a member sent that its room could not take yet, and what it waits for.
+struct Held {
+    message: Arc<PreparedMessage>,
+    room_freed: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
 impl Relay {
     /// Rooms in this process, with the default limits.
     pub fn new() -> Self {
@@ -149,8 +254,10 @@ impl Relay {
     }
 
     /// Runs `ws` as a member of `room` until it closes: what it sends goes to the other
-    /// members, what they send is written to it. Closes it with 1008 when it cannot keep up,
-    /// 1013 when the backplane cannot take what it sends.
+    /// members, what they send is written to it. Its reads pause while its room cannot take
+    /// more; it is closed with 1008 when it cannot keep up, 1013 when the backplane cannot take
+    /// what it sends, and drains and closes with 1001 when the relay's
+    /// [`Shutdown`](RelayBuilder::shutdown) is triggered.
     ///
     /// # Errors
     /// How the connection ended, when that was not a clean close.
@@ -161,8 +268,9 @@ impl Relay {
         self.serve_until(ws, room, std::future::pending()).await
     }
 
-    /// As [`serve`](Self::serve), and closes the member with 1001 (going away) when `stop`
-    /// completes: for a server shutting down.
+    /// As [`serve`](Self::serve), and drains the member when `stop` completes, as at a shutdown:
+    /// it writes out what was queued for it (for at most the send timeout), then closes with
+    /// 1001 (going away).
     ///
     /// # Errors
     /// As [`serve`](Self::serve).
@@ -197,13 +305,15 @@ impl Relay {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let mut guard = self.shared.shutdown.as_ref().map(Shutdown::register);
         let mut stop = std::pin::pin!(stop);
         // Accepted while shutting down: no room, just the 1001.
-        let stopped = tokio::select! {
-            biased;
-            () = stop.as_mut() => true,
-            () = std::future::ready(()) => false,
-        };
+        let stopped = guard.as_ref().is_some_and(DrainGuard::is_triggered)
+            || tokio::select! {
+                biased;
+                () = stop.as_mut() => true,
+                () = std::future::ready(()) => false,
+            };
         if stopped {
             return going_away(&mut ws).await;
         }
@@ -212,25 +322,50 @@ impl Relay {
             relay: self,
             member,
         };
+        let mut held: Option<Held> = None;
         loop {
-            tokio::select! {
-                message = ws.next() => match message {
-                    Some(Ok(message)) if message.is_data() => self.publish_from(member, message),
+            let event = tokio::select! {
+                biased;
+                () = stop.as_mut() => Event::Stop,
+                () = triggered(guard.as_ref()) => Event::Stop,
+                first = outbox.recv() => Event::Write(first),
+                () = room_freed(held.as_mut()), if held.is_some() => Event::Retry,
+                message = ws.next(), if held.is_none() => Event::Read(message),
+            };
+            match event {
+                Event::Stop => {
+                    return self.drain(&mut ws, member, outbox, guard.as_mut()).await;
+                }
+                Event::Write(first) => {
+                    let end = self
+                        .write(&mut ws, member, first, &mut outbox, guard.as_mut())
+                        .await;
+                    if let Some(end) = end {
+                        return end;
+                    }
+                }
+                Event::Retry => {
+                    if let Some(Held { message, .. }) = held.take() {
+                        held = self.publish_prepared(member, message);
+                    }
+                }
+                Event::Read(message) => match message {
+                    Some(Ok(message)) if message.is_data() => {
+                        // Framed before the lock is taken: once, for every member.
+                        if let Some(prepared) = PreparedMessage::new(message) {
+                            held = self.publish_prepared(member, Arc::new(prepared));
+                        }
+                    }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Err(e),
                     None => return Ok(()),
                 },
-                first = outbox.recv() => {
-                    if let Some(end) = self.write(&mut ws, member, first, &mut outbox).await {
-                        return end;
-                    }
-                }
-                () = &mut stop => return going_away(&mut ws).await,
             }
         }
     }
 
-    /// Sends `message` to every member of `room`, here and on the other nodes.
+    /// Sends `message` to every member of `room`, here and on the other nodes. It does not
+    /// wait: a member it would put over the hard bound of its queue is closed with 1008.
     ///
     /// # Errors
     /// [`Overloaded`] when the backplane cannot take it; nobody gets it then.
@@ -242,9 +377,11 @@ impl Relay {
         let message = message.into();
         let mut state = self.shared.lock();
         self.shared.backplane.publish(room, message.message())?;
-        let fanout = state.rooms.deliver(room, message.payload().len());
+        let fanout = state
+            .rooms
+            .deliver(room, message.payload().len(), Instant::now());
         state.stats.prepared += 1;
-        state.carry_out(fanout, &message, &*self.shared.backplane);
+        state.carry_out(room, fanout, &message, &*self.shared.backplane);
         Ok(())
     }
 
@@ -303,12 +440,18 @@ impl Relay {
     fn leave(&self, member: MemberId) {
         let mut state = self.shared.lock();
         state.outboxes.remove(&member);
-        let room = state.rooms.room_of(member).map(str::to_owned);
+        let Some(room) = state.rooms.room_name(member) else {
+            return;
+        };
         if let Some(emptied) = state.rooms.leave(member) {
             self.shared.backplane.unsubscribe(&emptied);
+            state.waiters.remove(emptied.as_str());
+        } else {
+            // It may have been the one its room's senders waited for.
+            state.wake(&room);
         }
         // A named member's leaving (closed as too slow included) is news to the others.
-        if let (Some(name), Some(room)) = (state.names.remove(&member), room) {
+        if let Some(name) = state.names.remove(&member) {
             self.shared.backplane.member_left(&room, member, &name);
             let news = presence::event("leave", member, &name);
             let names = state
@@ -320,70 +463,91 @@ impl Relay {
         }
     }
 
-    fn publish_from(&self, member: MemberId, message: Message) {
-        // Framed before the lock is taken: once, for every member.
-        let Some(prepared) = PreparedMessage::new(message) else {
-            return;
-        };
-        let prepared = Arc::new(prepared);
+    /// Publishes a member's message; `Some` when its room cannot take it yet: the sender keeps
+    /// it and waits.
+    fn publish_prepared(&self, member: MemberId, prepared: Arc<PreparedMessage>) -> Option<Held> {
         let backplane = &*self.shared.backplane;
         let mut state = self.shared.lock();
-        let fanout = state
-            .rooms
-            .publish(member, prepared.payload().len(), |room| {
-                backplane.publish(room, prepared.message())
-            });
-        state.stats.prepared += 1;
-        state.carry_out(fanout, &prepared, backplane);
+        let room = state.rooms.room_name(member)?;
+        let fanout =
+            state
+                .rooms
+                .publish(member, prepared.payload().len(), Instant::now(), |room| {
+                    backplane.publish(room, prepared.message())
+                });
+        let Some(until) = fanout.wait else {
+            state.stats.prepared += 1;
+            state.carry_out(&room, fanout, &prepared, backplane);
+            return None;
+        };
+        state.stats.paused += 1;
+        let notify = Arc::clone(state.waiters.entry(Arc::clone(&room)).or_default());
+        // Registered before the lock is let go: a member that drains meanwhile wakes it.
+        let mut notified = Box::pin(notify.notified_owned());
+        notified.as_mut().enable();
+        state.carry_out(&room, fanout, &prepared, backplane);
+        drop(state);
+        let until = tokio::time::Instant::from_std(until);
+        let room_freed = async move {
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(until) => {}
+            }
+        };
+        Some(Held {
+            message: prepared,
+            room_freed: Box::pin(room_freed),
+        })
     }
 
-    /// Writes what the room queued for `member`, `first` and what else is queued already, in
-    /// one batch; `Some` when the member's connection is done.
+    /// Writes what the room queued for `member`, `first` and everything else queued already,
+    /// in one flush; `Some` when the member's connection is done.
     async fn write<S>(
         &self,
         ws: &mut WebSocket<S>,
         member: MemberId,
         first: Option<Outgoing>,
         outbox: &mut mpsc::UnboundedReceiver<Outgoing>,
+        guard: Option<&mut DrainGuard>,
     ) -> Option<Result<(), Error>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let Some(first) = first else {
+            // The relay let go of this member without a word: only when it is dropped.
+            return Some(going_away(ws).await);
+        };
         let mut batch = Vec::new();
         let mut bytes = 0;
         let mut close = None;
-        let mut next = first;
-        loop {
-            match next {
-                Some(Outgoing::Message(message)) => {
+        let mut next = Some(first);
+        while let Some(outgoing) = next {
+            match outgoing {
+                Outgoing::Message(message) => {
                     bytes += message.payload().len();
                     batch.push(message);
                 }
-                Some(Outgoing::Close(code, reason)) => {
+                Outgoing::Close(code, reason) => {
                     close = Some((code, reason));
                     break;
                 }
-                // The relay let go of this member without a word: only when it is dropped.
-                None if batch.is_empty() => return Some(going_away(ws).await),
-                None => break,
-            }
-            if batch.len() >= MAX_BATCH {
-                break;
             }
             next = outbox.try_recv().ok();
-            if next.is_none() {
-                break;
-            }
         }
-        // Taken off the queue: the room may queue that much again.
-        self.shared.lock().rooms.sent(member, batch.len(), bytes);
-        let written = tokio::time::timeout(self.shared.send_timeout, async {
+        let write = tokio::time::timeout(self.shared.send_timeout, async {
             for message in &batch {
                 ws.feed_prepared(message).await?;
             }
             ws.flush().await
-        })
-        .await;
+        });
+        let written = tokio::select! {
+            written = write => written,
+            // A shutdown's grace period ended while the member was still writing.
+            () = grace_over(guard.as_deref()) => {
+                let rest = drain_outbox(outbox);
+                return Some(self.cut(member, batch.len() + rest.0, bytes + rest.1, guard));
+            }
+        };
         match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Some(Err(e)),
@@ -394,9 +558,141 @@ impl Relay {
                 return Some(Ok(()));
             }
         }
+        // Written out: the room may queue that much again for it.
+        {
+            let mut state = self.shared.lock();
+            if state.rooms.sent(member, batch.len(), bytes)
+                && let Some(room) = state.rooms.room_name(member)
+            {
+                state.wake(&room);
+            }
+        }
         let (code, reason) = close?;
         Some(ws.close(code, reason).await)
     }
+
+    /// The member's part of a shutdown (or of its `stop`): it leaves its room (and, at a
+    /// shutdown, the rooms take no more messages), writes out what was queued for it, and
+    /// closes with 1001, all by the end of the grace period (or the send timeout).
+    async fn drain<S>(
+        &self,
+        ws: &mut WebSocket<S>,
+        member: MemberId,
+        mut outbox: mpsc::UnboundedReceiver<Outgoing>,
+        guard: Option<&mut DrainGuard>,
+    ) -> Result<(), Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        // Out of the room under the lock: nothing more is queued for it, and everything
+        // queued before is in the outbox now.
+        self.leave(member);
+        let mut queue = Vec::new();
+        let mut bytes = 0;
+        let mut close = (CloseCode::GOING_AWAY, "server shutting down");
+        while let Ok(outgoing) = outbox.try_recv() {
+            match outgoing {
+                Outgoing::Message(message) => {
+                    bytes += message.payload().len();
+                    queue.push(message);
+                }
+                Outgoing::Close(code, reason) => {
+                    close = (code, reason);
+                    break;
+                }
+            }
+        }
+        let deadline = guard
+            .as_deref()
+            .and_then(DrainGuard::deadline)
+            .unwrap_or_else(|| tokio::time::Instant::now() + self.shared.send_timeout);
+        // Messages written out for sure (flushed), and their bytes.
+        let mut flushed = 0;
+        let mut flushed_bytes = 0;
+        let drained = tokio::time::timeout_at(deadline, async {
+            for chunk in queue.chunks(DRAIN_CHUNK) {
+                for message in chunk {
+                    ws.feed_prepared(message).await?;
+                }
+                ws.flush().await?;
+                flushed += chunk.len();
+                flushed_bytes += chunk.iter().map(|m| m.payload().len()).sum::<usize>();
+            }
+            // The Close, then the peer's.
+            ws.close(close.0, close.1).await
+        })
+        .await;
+        match drained {
+            Ok(result) => result,
+            Err(_) => self.cut(member, queue.len() - flushed, bytes - flushed_bytes, guard),
+        }
+    }
+
+    /// The grace period is over with `messages` messages (`bytes` payload bytes) not written
+    /// out to `member`: they are dropped, counted and logged.
+    fn cut(
+        &self,
+        member: MemberId,
+        messages: usize,
+        bytes: usize,
+        guard: Option<&mut DrainGuard>,
+    ) -> Result<(), Error> {
+        self.shared.lock().stats.dropped_at_shutdown += messages as u64;
+        if let Some(guard) = guard {
+            // The shutdown's report counts them, and its log line names the count.
+            guard.dropped(messages as u64, bytes as u64);
+        } else {
+            tracing::info!(
+                member = member.get(),
+                dropped_messages = messages,
+                "member cut with messages unsent"
+            );
+        }
+        Err(Error::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "server shutting down: grace period over",
+        )))
+    }
+}
+
+/// Resolves when the shutdown is triggered; never without one.
+async fn triggered(guard: Option<&DrainGuard>) {
+    match guard {
+        Some(guard) => guard.triggered().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves at the end of the shutdown's grace period; never without one.
+async fn grace_over(guard: Option<&DrainGuard>) {
+    let Some(guard) = guard else {
+        return std::future::pending().await;
+    };
+    guard.triggered().await;
+    match guard.deadline() {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the room a held message waits for may take it.
+async fn room_freed(held: Option<&mut Held>) {
+    match held {
+        Some(held) => held.room_freed.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Takes what is left in an outbox: how many messages, and their payload bytes.
+fn drain_outbox(outbox: &mut mpsc::UnboundedReceiver<Outgoing>) -> (usize, usize) {
+    let mut rest = (0, 0);
+    while let Ok(outgoing) = outbox.try_recv() {
+        if let Outgoing::Message(message) = outgoing {
+            rest.0 += 1;
+            rest.1 += message.payload().len();
+        }
+    }
+    rest
 }
 
 impl std::fmt::Debug for Relay {
@@ -427,11 +723,26 @@ impl Drop for Leave<'_> {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every change to the state is whole before anything that could panic.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        // Once the shutdown is triggered, the rooms take nothing more, whoever calls first.
+        if !state.rooms.is_stopped() && self.shutdown.as_ref().is_some_and(Shutdown::is_triggered) {
+            state.rooms.stop();
+            for waiters in state.waiters.values() {
+                waiters.notify_waiters();
+            }
+        }
+        state
     }
 }
 
 impl State {
+    /// Wakes the senders waiting for room in `room`.
+    fn wake(&self, room: &str) {
+        if let Some(waiters) = self.waiters.get(room) {
+            waiters.notify_waiters();
+        }
+    }
+
     /// Sends a presence message to the members of `room` here that `to` picks, through their
     /// queues (a notice counts against a member's limits like any message).
     fn notify(
@@ -445,13 +756,16 @@ impl State {
             return;
         };
         let prepared = Arc::new(prepared);
-        let fanout = self.rooms.deliver_to(room, prepared.payload().len(), to);
-        self.carry_out(fanout, &prepared, backplane);
+        let fanout = self
+            .rooms
+            .deliver_to(room, prepared.payload().len(), Instant::now(), to);
+        self.carry_out(room, fanout, &prepared, backplane);
     }
 
-    /// Hands `message` to the members the core chose and closes the ones it closed.
+    /// Hands `message` to the members of `room` the core chose and closes the ones it closed.
     fn carry_out(
         &mut self,
+        room: &str,
         fanout: Fanout,
         message: &Arc<PreparedMessage>,
         backplane: &dyn Backplane,
@@ -462,19 +776,28 @@ impl State {
                 self.stats.deliveries += 1;
             }
         }
-        for close in fanout.close {
-            if close.code == CloseCode::POLICY_VIOLATION {
-                tracing::info!(member = close.member.get(), "member too slow; closing it");
-                self.stats.closed_slow += 1;
-            } else {
-                self.stats.closed_overloaded += 1;
+        if !fanout.close.is_empty() {
+            for close in fanout.close {
+                if close.code == CloseCode::POLICY_VIOLATION {
+                    tracing::info!(
+                        member = close.member.get(),
+                        reason = close.reason,
+                        "member too slow; closing it"
+                    );
+                    self.stats.closed_slow += 1;
+                } else {
+                    self.stats.closed_overloaded += 1;
+                }
+                if let Some(outbox) = self.outboxes.remove(&close.member) {
+                    let _ = outbox.send(Outgoing::Close(close.code, close.reason));
+                }
             }
-            if let Some(outbox) = self.outboxes.remove(&close.member) {
-                let _ = outbox.send(Outgoing::Close(close.code, close.reason));
-            }
+            // Those closed may have been what the room's senders waited for.
+            self.wake(room);
         }
         if let Some(room) = fanout.emptied {
             backplane.unsubscribe(&room);
+            self.waiters.remove(room.as_str());
         }
     }
 }
@@ -487,7 +810,9 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// Hands a message from another node to every member of `room` here.
+    /// Hands a message from another node to every member of `room` here. It does not wait: a
+    /// member it would put over the hard bound of its queue, or that has held its room back
+    /// for too long, is closed with 1008.
     pub fn deliver(&self, room: &str, message: Message) {
         let Some(shared) = self.shared.upgrade() else {
             return;
@@ -497,9 +822,47 @@ impl Inbound {
         };
         let prepared = Arc::new(prepared);
         let mut state = shared.lock();
-        let fanout = state.rooms.deliver(room, prepared.payload().len());
+        let fanout = state
+            .rooms
+            .deliver(room, prepared.payload().len(), Instant::now());
         state.stats.prepared += 1;
-        state.carry_out(fanout, &prepared, &*shared.backplane);
+        state.carry_out(room, fanout, &prepared, &*shared.backplane);
+    }
+
+    /// Waits while a member of `room` here holds its room back (is at the pause threshold),
+    /// until it has written its queue out or is due to be closed: a backplane that awaits this
+    /// before each [`deliver`](Self::deliver) paces what it reads from other nodes by the
+    /// members here, as a local sender is paced, instead of overflowing their queues. Returns
+    /// at once when nobody holds the room back.
+    pub async fn ready(&self, room: &str) {
+        loop {
+            let Some(shared) = self.shared.upgrade() else {
+                return;
+            };
+            let (mut notified, until) = {
+                let mut state = shared.lock();
+                let Some(until) = state.rooms.held_back(room, Instant::now()) else {
+                    return;
+                };
+                let Some(name) = state
+                    .rooms
+                    .members(room)
+                    .first()
+                    .and_then(|m| state.rooms.room_name(*m))
+                else {
+                    return;
+                };
+                let notify = Arc::clone(state.waiters.entry(name).or_default());
+                let mut notified = Box::pin(notify.notified_owned());
+                notified.as_mut().enable();
+                (notified, until)
+            };
+            drop(shared);
+            tokio::select! {
+                () = notified.as_mut() => {}
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(until)) => return,
+            }
+        }
     }
 
     /// The rooms with members here.

@@ -117,7 +117,7 @@ pub use crate::server::{
     Accept, DEFAULT_HANDSHAKE_MEMORY, DEFAULT_MAX_CONCURRENT_HANDSHAKES,
     DEFAULT_MIN_HANDSHAKE_RATE, HANDSHAKE_OVERHEAD, OriginPolicy, Reject, ServerBuilder, accept,
 };
-pub use crate::shutdown::{DEFAULT_GRACE_PERIOD, DrainReport, Shutdown};
+pub use crate::shutdown::{DEFAULT_GRACE_PERIOD, DrainGuard, DrainReport, Shutdown};
 pub use crate::socket::WebSocket;
 pub use crate::split::{WsReader, WsWriter};
 pub use crate::stream::MaybeTlsStream;

@@ -238,22 +238,66 @@ impl Shutdown {
         }
     }
 
+    /// Resolves once [`trigger`](Self::trigger) was called (at once if it was already).
+    pub async fn triggered(&self) {
+        loop {
+            let notified = self.inner.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_triggered() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The end of the grace period, once triggered.
+    #[must_use]
+    pub fn deadline(&self) -> Option<Instant> {
+        self.inner.deadline.get().copied()
+    }
+
+    /// Registers a connection that its own task drains, rather than the WebSocket's driver: one
+    /// whose queue lives outside the WebSocket (a relay's room member, say). The connection
+    /// counts among [`connections`](Self::connections) and [`drained`](Self::drained) waits for
+    /// it until the returned guard is dropped; what the task could not send is told with
+    /// [`DrainGuard::dropped`] and goes into the [`DrainReport`].
+    ///
+    /// The WebSocket of such a connection must not watch the same handle (through
+    /// [`ServerBuilder::shutdown`](crate::ServerBuilder::shutdown)): it would refuse the
+    /// messages its task still has to write once the shutdown began.
+    #[must_use]
+    pub fn register(&self) -> DrainGuard {
+        let (slot, index) = self.enroll();
+        DrainGuard {
+            inner: Arc::clone(&self.inner),
+            slot,
+            index,
+            dropped_messages: 0,
+            dropped_bytes: 0,
+        }
+    }
+
+    /// Adds a connection to the registry.
+    fn enroll(&self) -> (Arc<Slot>, usize) {
+        let slot = Arc::new(Slot::default());
+        let mut registry = self.inner.lock();
+        registry.live += 1;
+        let index = if let Some(index) = registry.free.pop() {
+            if let Some(entry) = registry.slots.get_mut(index) {
+                *entry = Some(Arc::clone(&slot));
+            }
+            index
+        } else {
+            registry.slots.push(Some(Arc::clone(&slot)));
+            registry.slots.len() - 1
+        };
+        (slot, index)
+    }
+
     /// Registers a new connection.
     pub(crate) fn watch(&self) -> Watch {
-        let slot = Arc::new(Slot::default());
-        let index = {
-            let mut registry = self.inner.lock();
-            registry.live += 1;
-            if let Some(index) = registry.free.pop() {
-                if let Some(entry) = registry.slots.get_mut(index) {
-                    *entry = Some(Arc::clone(&slot));
-                }
-                index
-            } else {
-                registry.slots.push(Some(Arc::clone(&slot)));
-                registry.slots.len() - 1
-            }
-        };
+        let (slot, index) = self.enroll();
         Watch {
             inner: Arc::clone(&self.inner),
             slot,
@@ -271,6 +315,115 @@ impl Shutdown {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection in slot `index` ended, with `unsent` bytes and `messages` messages not
+    /// handed to its transport; `counted`: it ended after the signal (it goes in the report).
+    fn finish(&self, index: usize, counted: bool, unsent: u64, messages: u64) {
+        let mut registry = self.lock();
+        if let Some(entry) = registry.slots.get_mut(index) {
+            *entry = None;
+            registry.free.push(index);
+        }
+        registry.live = registry.live.saturating_sub(1);
+        if counted || self.triggered.load(Ordering::Acquire) {
+            let report = &mut registry.report;
+            report.connections += 1;
+            if unsent == 0 && messages == 0 {
+                report.drained += 1;
+            } else {
+                report.cut += 1;
+                report.dropped_bytes = report.dropped_bytes.saturating_add(unsent);
+                report.dropped_messages = report.dropped_messages.saturating_add(messages);
+                tracing::info!(
+                    unsent_bytes = unsent,
+                    unsent_messages = messages,
+                    "shutdown: connection cut with output unsent"
+                );
+            }
+        }
+        let last = registry.live == 0;
+        drop(registry);
+        if last {
+            self.drained.notify_waiters();
+        }
+    }
+}
+
+/// A connection drained by its own task, registered with [`Shutdown::register`]: counted by
+/// the shutdown until dropped.
+pub struct DrainGuard {
+    inner: Arc<Inner>,
+    slot: Arc<Slot>,
+    index: usize,
+    dropped_messages: u64,
+    dropped_bytes: u64,
+}
+
+impl DrainGuard {
+    /// Whether the shutdown was triggered; if not, the task of `cx` is woken when it is.
+    pub fn poll_triggered(&self, cx: &Context<'_>) -> bool {
+        {
+            let mut waker = self
+                .slot
+                .waker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match &*waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *waker = Some(cx.waker().clone()),
+            }
+        }
+        // Checked after registering: a trigger in between wakes the waker just left.
+        self.is_triggered()
+    }
+
+    /// Resolves once the shutdown was triggered. Cheap to poll often: it waits on this
+    /// connection's own slot, not on a lock shared with the others.
+    pub async fn triggered(&self) {
+        std::future::poll_fn(|cx| {
+            if self.poll_triggered(cx) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    /// Whether the shutdown was triggered.
+    #[must_use]
+    pub fn is_triggered(&self) -> bool {
+        self.inner.triggered.load(Ordering::Acquire)
+    }
+
+    /// The end of the grace period, once triggered.
+    #[must_use]
+    pub fn deadline(&self) -> Option<Instant> {
+        self.inner.deadline.get().copied()
+    }
+
+    /// The connection is ending with `messages` messages (`bytes` bytes) it could not send:
+    /// they count as dropped in the report. Adds to what earlier calls told.
+    pub fn dropped(&mut self, messages: u64, bytes: u64) {
+        self.dropped_messages = self.dropped_messages.saturating_add(messages);
+        self.dropped_bytes = self.dropped_bytes.saturating_add(bytes);
+    }
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        self.inner
+            .finish(self.index, false, self.dropped_bytes, self.dropped_messages);
+    }
+}
+
+impl fmt::Debug for DrainGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DrainGuard")
+            .field("triggered", &self.is_triggered())
+            .field("dropped_messages", &self.dropped_messages)
+            .finish_non_exhaustive()
     }
 }
 
@@ -376,32 +529,45 @@ impl Watch {
     pub(crate) fn finish(&self, unsent: usize) {
         let unsent = self.cut.unwrap_or(unsent);
         let messages = u64::from(self.first_end.is_some()) + self.more_ends.len() as u64;
-        let mut registry = self.inner.lock();
-        if let Some(entry) = registry.slots.get_mut(self.index) {
-            *entry = None;
-            registry.free.push(self.index);
-        }
-        registry.live = registry.live.saturating_sub(1);
-        if self.refused || self.inner.triggered.load(Ordering::Acquire) {
-            let report = &mut registry.report;
-            report.connections += 1;
-            if unsent == 0 && messages == 0 {
-                report.drained += 1;
-            } else {
-                report.cut += 1;
-                report.dropped_bytes = report.dropped_bytes.saturating_add(unsent as u64);
-                report.dropped_messages = report.dropped_messages.saturating_add(messages);
-                tracing::info!(
-                    unsent_bytes = unsent,
-                    unsent_messages = messages,
-                    "shutdown: connection cut with output unsent"
-                );
-            }
-        }
-        let last = registry.live == 0;
-        drop(registry);
-        if last {
-            self.inner.drained.notify_waiters();
-        }
+        self.inner
+            .finish(self.index, self.refused, unsent as u64, messages);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drain_guards_count_in_the_report() {
+        let shutdown = Shutdown::new();
+        let drained = shutdown.register();
+        let mut cut = shutdown.register();
+        // Ended before the signal: not in the report.
+        drop(shutdown.register());
+        assert_eq!(shutdown.connections(), 2);
+        assert!(!drained.is_triggered());
+        assert_eq!(drained.deadline(), None);
+        shutdown.trigger();
+        drained.triggered().await;
+        shutdown.triggered().await;
+        assert!(cut.deadline().is_some());
+        cut.dropped(3, 30);
+        drop(drained);
+        drop(cut);
+        let report = tokio::time::timeout(Duration::from_secs(5), shutdown.drained())
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                report.connections,
+                report.drained,
+                report.cut,
+                report.dropped_messages,
+                report.dropped_bytes,
+                report.remaining
+            ),
+            (2, 1, 1, 3, 30, 0)
+        );
     }
 }

@@ -17,13 +17,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sockeye::hyper::{PendingUpgrade, is_upgrade_request};
 use sockeye::proto::extension::deflate;
 use sockeye::{
-    Accept, CloseCode, Config, DeflateConfig, MaybeTlsStream, OriginPolicy, Reject, ServerBuilder,
+    Accept, Config, DeflateConfig, MaybeTlsStream, OriginPolicy, Reject, ServerBuilder, Shutdown,
     TlsAcceptor, TlsAcceptorBuilder, WebSocket, WebSocketConfig,
 };
 use sockeye_relay::backplane::wire::HEADER_LEN;
 use sockeye_relay::{QueueLimits, RedisBackplane, RedisError, RedisLimits, Relay};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use super::Usage;
@@ -47,7 +47,8 @@ const HTTP_LIFETIME: Duration = Duration::from_secs(60);
 const MAX_OPENING: usize = sockeye::DEFAULT_MAX_CONCURRENT_HANDSHAKES;
 /// How long one send to a room member may wait for the member to read.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long connections get to finish their close handshakes at shutdown.
+/// How long connections get, from the first Ctrl-C or SIGTERM, to write out what was queued for
+/// them and finish their close handshakes; then they are cut and what they lost is reported.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
 
 struct Shared {
@@ -60,7 +61,9 @@ struct Shared {
     h2: http2::Builder<TokioExecutor>,
     rooms: Relay,
     echo: bool,
-    shutdown: watch::Receiver<bool>,
+    /// Every connection drains on it: the echo server's through the builder, room members
+    /// through the relay.
+    shutdown: Shutdown,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
@@ -80,7 +83,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         ),
         _ => None,
     };
-    let rooms = rooms(&args).await?;
+    let shutdown = Shutdown::new().grace_period(SHUTDOWN_GRACE);
+    let rooms = rooms(&args, &shutdown).await?;
     let (http, ws) = if tls.is_some() {
         ("https", "wss")
     } else {
@@ -124,11 +128,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     if !args.no_compress {
         server = server.deflate(DeflateConfig::new());
     }
+    // Echo connections drain through the builder; room members through the relay, which
+    // writes out their queues first (a builder watching the same shutdown would refuse them).
+    if args.echo {
+        server = server.shutdown(&shutdown);
+    }
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
         .max_buf_size(MAX_HEAD);
-    let (stop, shutdown) = watch::channel(false);
     let shared = Arc::new(Shared {
         server,
         tls,
@@ -136,19 +144,30 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         h2: sockeye::hyper::http2_builder(),
         rooms,
         echo: args.echo,
-        shutdown,
+        shutdown: shutdown.clone(),
     });
     let mut tasks = accept_until_stopped(&listener, &shared).await;
-    eprintln!(
-        "sockeye serve: shutting down, closing {} connections with 1001",
-        tasks.len()
-    );
-    let _ = stop.send(true);
+    // The first signal drains: every connection writes out what was queued for it before the
+    // signal, then closes with 1001, within the grace period; a second exits at once (130).
+    shutdown.trigger();
     drop(listener);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+    eprintln!(
+        "sockeye serve: shutting down: {} connection(s) write out their queues and close with 1001 (at most {} s; Ctrl-C again to quit now)",
+        shutdown.connections(),
+        SHUTDOWN_GRACE.as_secs()
+    );
+    // Connections are cut at the end of the grace period; a moment more for their tasks.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    let report = shutdown.report();
+    tracing::info!(
+        dropped_messages = report.dropped_messages,
+        cut = report.cut,
+        "shutdown: done"
+    );
+    eprintln!("sockeye serve: shutdown: {report}");
     Ok(exit::OK)
 }
 
@@ -189,10 +208,11 @@ async fn accept_until_stopped(listener: &TcpListener, shared: &Arc<Shared>) -> J
 }
 
 /// The rooms: in this process, or shared with other servers over Redis.
-async fn rooms(args: &ServeArgs) -> anyhow::Result<Relay> {
+async fn rooms(args: &ServeArgs, shutdown: &Shutdown) -> anyhow::Result<Relay> {
     let relay = Relay::builder()
         .queue_limits(QueueLimits::new(args.client_queue, args.client_queue_bytes))
-        .send_timeout(SEND_TIMEOUT);
+        .send_timeout(SEND_TIMEOUT)
+        .shutdown(shutdown);
     let Some(url) = &args.redis else {
         return Ok(relay.build());
     };
@@ -352,11 +372,10 @@ async fn handle(
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     let mut connection = std::pin::pin!(connection);
-    let mut shutdown = shared.shutdown.clone();
     let served = tokio::select! {
         served = connection.as_mut() => served,
         // Finish the request in progress (an upgrade among them), then close.
-        _ = shutdown.changed() => {
+        () = shared.shutdown.triggered() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
@@ -404,7 +423,6 @@ async fn serve_h2(
     let connection = shared.h2.serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
     let mut websockets = JoinSet::new();
-    let mut shutdown = shared.shutdown.clone();
     let mut stopping = false;
     // hyper's HTTP/2 server has no header read timeout: a connection that sends no request
     // gives its place among those opening back after `HEAD_TIMEOUT`, by closing.
@@ -425,8 +443,9 @@ async fn serve_h2(
                 websockets.spawn(run_websocket(Arc::clone(&shared), peer, upgrade));
             }
             Some(_) = websockets.join_next(), if !websockets.is_empty() => {}
-            _ = shutdown.changed(), if !stopping => {
-                // GOAWAY: no new streams; the WebSockets close with 1001 on the same signal.
+            () = shared.shutdown.triggered(), if !stopping => {
+                // GOAWAY: no new streams; the WebSockets drain and close with 1001 on the same
+                // signal.
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
             }
@@ -461,7 +480,7 @@ async fn run_websocket(shared: Arc<Shared>, peer: SocketAddr, upgrade: Upgrade) 
     };
     tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
     let result = if shared.echo {
-        echo(ws, shared.shutdown.clone()).await
+        echo(ws).await
     } else {
         let room = room_name(&path).unwrap_or("lobby").to_owned();
         member(ws, &shared, &room, name.as_deref()).await
@@ -588,23 +607,18 @@ fn text(
 
 type Ws = WebSocket<sockeye::hyper::Upgraded>;
 
-async fn echo(mut ws: Ws, mut shutdown: watch::Receiver<bool>) -> Result<(), sockeye::Error> {
-    if *shutdown.borrow_and_update() {
-        return ws
-            .close(CloseCode::GOING_AWAY, "server shutting down")
-            .await;
-    }
-    loop {
-        tokio::select! {
-            message = ws.next() => match message {
-                Some(Ok(message)) if message.is_data() => ws.send(message).await?,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e),
-                None => return Ok(()),
-            },
-            _ = shutdown.changed() => return ws.close(CloseCode::GOING_AWAY, "server shutting down").await,
+/// Echoes every message until the connection ends. At shutdown the WebSocket drains itself
+/// (it watches the server's [`Shutdown`]): its sends fail from the signal on, and it is read
+/// until its close handshake is over.
+async fn echo(mut ws: Ws) -> Result<(), sockeye::Error> {
+    while let Some(message) = ws.next().await {
+        let message = message?;
+        if message.is_data() {
+            // Refused once the shutdown began; reading goes on until the end.
+            let _ = ws.send(message).await;
         }
     }
+    Ok(())
 }
 
 /// The `name` of a room URL's query (`/rooms/lobby?name=ann`): a member that gives one takes
@@ -643,17 +657,17 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A room member: the relay drains it at shutdown (it watches the server's [`Shutdown`]).
 async fn member(
     ws: Ws,
     shared: &Shared,
     room: &str,
     name: Option<&str>,
 ) -> Result<(), sockeye::Error> {
-    let mut shutdown = shared.shutdown.clone();
-    let stop = async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    };
-    shared.rooms.serve_named_until(ws, room, name, stop).await
+    shared
+        .rooms
+        .serve_named_until(ws, room, name, std::future::pending())
+        .await
 }
 
 #[cfg(test)]

@@ -755,6 +755,11 @@ impl Runner {
         };
         let delivering = async {
             while let Some(received) = queue_rx.recv().await {
+                // Paced by the members here as a local sender is: while one of them holds its
+                // room back, what other nodes sent waits in the bounded queue from Redis.
+                if let (Received::Message(room, _), Some(inbound)) = (&received, inbound.get()) {
+                    inbound.ready(room).await;
+                }
                 deliver(received);
             }
             Ok(())

@@ -1,0 +1,219 @@
+//! Graceful shutdown of rooms over loopback: members that are slow but keep reading get every
+//! message published before the signal, then the 1001; a member that does not read is cut at
+//! the end of the grace period, and what it lost is counted.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sockeye::{ClientBuilder, CloseCode, Message, ServerBuilder, Shutdown, WebSocket};
+use sockeye_relay::{QueueLimits, Relay};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+
+use sockeye_test_support as support;
+
+const SIZE: usize = 16 << 10;
+
+/// Accepts every connection into `relay`'s room `x`, with a builder that does not watch the
+/// shutdown (the relay drains its members). With `stop`, members are served with
+/// `serve_until` and drain when it turns true.
+async fn serve(relay: &Relay, stop: Option<watch::Receiver<bool>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let relay = relay.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (relay, stop) = (relay.clone(), stop.clone());
+            tokio::spawn(async move {
+                let ws = ServerBuilder::new().accept(tcp).await.unwrap();
+                match stop {
+                    Some(mut stop) => {
+                        let stop = async move {
+                            let _ = stop.wait_for(|stop| *stop).await;
+                        };
+                        let _ = relay.serve_until(ws, "x", stop).await;
+                    }
+                    None => {
+                        let _ = relay.serve(ws, "x").await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A member whose socket's receive buffer is `rcvbuf` bytes when given.
+async fn member(addr: SocketAddr, rcvbuf: Option<u32>) -> WebSocket<TcpStream> {
+    let socket = TcpSocket::new_v4().unwrap();
+    if let Some(size) = rcvbuf {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    let tcp = socket.connect(addr).await.unwrap();
+    ClientBuilder::new(format!("ws://{addr}/"))
+        .connect_on(tcp)
+        .await
+        .unwrap()
+        .0
+}
+
+async fn until_members(relay: &Relay, members: usize) {
+    while relay.members("x") != members {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A slow member: reads one message every millisecond or so, each the next number; returns
+/// how many it got and the close code.
+fn slow_reader(mut ws: WebSocket<TcpStream>) -> tokio::task::JoinHandle<(u32, Option<CloseCode>)> {
+    tokio::spawn(async move {
+        let mut received = 0_u32;
+        let mut code = None;
+        while let Some(Ok(message)) = ws.next().await {
+            match message {
+                Message::Binary(payload) => {
+                    let n = u32::from_be_bytes(payload[..4].try_into().unwrap());
+                    assert_eq!(n, received, "in order, none missing");
+                    received += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Message::Close(frame) => code = frame.map(|f| f.code),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (received, code)
+    })
+}
+
+/// 6 slow members with small receive buffers, 720 messages of 16 KiB (more than the kernel buffers hold) published by a seventh
+/// before the signal; `signal` starts the drain. Every slow member must count all 720.
+async fn slow_members_get_everything(
+    relay: &Relay,
+    addr: SocketAddr,
+    signal: impl FnOnce(),
+) -> Vec<(u32, Option<CloseCode>)> {
+    let mut readers = Vec::new();
+    for _ in 0..6 {
+        readers.push(slow_reader(member(addr, Some(4096)).await));
+    }
+    let mut sender = member(addr, None).await;
+    until_members(relay, 7).await;
+    let count = 720_u32;
+    let sending = tokio::spawn(async move {
+        for i in 0..count {
+            let mut payload = vec![0_u8; SIZE];
+            payload[..4].copy_from_slice(&i.to_be_bytes());
+            sender.send(Message::binary(payload)).await.unwrap();
+        }
+        // Reads until the server closes.
+        while let Some(Ok(_)) = sender.next().await {}
+    });
+    // Published: the relay has taken every message before the signal.
+    while relay.stats().prepared < u64::from(count) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    signal();
+    let mut results = Vec::new();
+    for reader in readers {
+        results.push(reader.await.unwrap());
+    }
+    sending.await.unwrap();
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_members_get_every_message_published_before_the_shutdown() {
+    support::bounded(async {
+        let shutdown = Shutdown::new().grace_period(Duration::from_secs(15));
+        // Queues large enough for the whole burst: nobody is closed as too slow.
+        let relay = Relay::builder()
+            .queue_limits(QueueLimits::new(1024, 32 << 20))
+            .shutdown(&shutdown)
+            .build();
+        let addr = serve(&relay, None).await;
+        let results = slow_members_get_everything(&relay, addr, || shutdown.trigger()).await;
+        for (received, code) in results {
+            assert_eq!(received, 720, "every message published before the signal");
+            assert_eq!(code, Some(CloseCode::GOING_AWAY));
+        }
+        let report = shutdown.drained().await;
+        assert_eq!(report.connections, 7, "{report}");
+        assert_eq!(report.drained, 7, "{report}");
+        assert_eq!(report.dropped_messages, 0, "{report}");
+        assert_eq!(relay.stats().closed_slow, 0);
+        assert_eq!(relay.stats().dropped_at_shutdown, 0);
+        // Newcomers after the signal get the 1001 at once.
+        let mut late = member(addr, None).await;
+        match late.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(frame.code, CloseCode::GOING_AWAY);
+            }
+            other => panic!("expected 1001, got {other:?}"),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_until_drains_the_member_before_its_1001() {
+    support::bounded(async {
+        let relay = Relay::builder()
+            .queue_limits(QueueLimits::new(1024, 32 << 20))
+            .build();
+        let (stop, stopped) = watch::channel(false);
+        let addr = serve(&relay, Some(stopped)).await;
+        let results = slow_members_get_everything(&relay, addr, || {
+            stop.send(true).unwrap();
+        })
+        .await;
+        for (received, code) in results {
+            assert_eq!(received, 720);
+            assert_eq!(code, Some(CloseCode::GOING_AWAY));
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_does_not_read_is_cut_at_the_grace_period_and_counted() {
+    support::bounded(async {
+        let grace = Duration::from_millis(500);
+        let shutdown = Shutdown::new().grace_period(grace);
+        let relay = Relay::builder()
+            .queue_limits(QueueLimits::new(1024, 64 << 20))
+            .shutdown(&shutdown)
+            .build();
+        let addr = serve(&relay, None).await;
+        let stalled = member(addr, Some(4096)).await;
+        let reader = slow_reader(member(addr, None).await);
+        until_members(&relay, 2).await;
+        let count = 200_u32;
+        for i in 0..count {
+            let mut payload = vec![0_u8; 16 << 10];
+            payload[..4].copy_from_slice(&i.to_be_bytes());
+            relay
+                .publish(
+                    "x",
+                    sockeye::PreparedMessage::new(Message::binary(payload)).unwrap(),
+                )
+                .unwrap();
+        }
+        shutdown.trigger();
+        let report = tokio::time::timeout(grace * 10, shutdown.drained())
+            .await
+            .expect("drained within the grace period");
+        let (received, code) = reader.await.unwrap();
+        assert_eq!(received, count, "the reading member got everything");
+        assert_eq!(code, Some(CloseCode::GOING_AWAY));
+        assert_eq!(report.connections, 2, "{report}");
+        assert_eq!(report.cut, 1, "{report}");
+        assert!(
+            report.dropped_messages > 0 && report.dropped_messages <= u64::from(count),
+            "{report}"
+        );
+        assert_eq!(relay.stats().dropped_at_shutdown, report.dropped_messages);
+        drop(stalled);
+    })
+    .await;
+}
