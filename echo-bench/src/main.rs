@@ -5,8 +5,10 @@
 //! echo-bench load ADDR|ws://ADDR/PATH|tcp://ADDR [--tcp] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
 //! echo-bench run [--quick] [--json] [--rounds N] [--secs S] [--idle N]
 //! echo-bench idle ADDR --pid PID [-n N]
+//! echo-bench faults [--checks idle,storm,nonreading,resets,shutdown] [--only KIND,...] [-n N]
 //! ```
 
+mod faults;
 mod load;
 mod run;
 mod serve;
@@ -25,7 +27,10 @@ usage:
   echo-bench run [--quick] [--json] [--rounds N] [--secs S] [--idle N] [--only KIND,KIND]
   echo-bench idle TARGET --pid PID [-n N]
                                     N idle WebSocket connections to any server (PID: its process):
-                                    its RSS per connection held idle, then after each echoed once";
+                                    its RSS per connection held idle, then after each echoed once
+  echo-bench faults [--checks CHECK,...] [--only SERVER,...] [-n IDLE]
+                                    load and fault checks (idle, storm, nonreading, resets,
+                                    shutdown) against Sockeye's servers and the peers";
 
 /// Raises `RLIMIT_NOFILE` to its hard limit; returns the soft limit in force afterwards.
 pub fn raise_nofile() -> u64 {
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
         Some("load") => cmd_load(&args[1..]),
         Some("run") => run::cmd_run(&args[1..]),
         Some("idle") => cmd_idle(&args[1..]),
+        Some("faults") => faults::cmd_faults(&args[1..]),
         _ => Err(USAGE.into()),
     };
     match result {

@@ -84,6 +84,9 @@ pub(crate) struct Driver<S> {
     io_error: Option<io::Error>,
     /// The transport was shut down and the final item handed out.
     finished: bool,
+    /// Data came after the handshake: until then, an idle connection's buffers (the
+    /// handshake's) are released at the first read that finds nothing, not after a delay.
+    data_seen: bool,
     /// Our side of the transport was shut down (the close handshake is over for us).
     shut_down: bool,
     /// While the peer may still be sending after our side was shut down, how long what it
@@ -144,6 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             read_done: false,
             io_error: None,
             finished: false,
+            data_seen: false,
             shut_down: false,
             linger: None,
             high_water: config.write_buffer_high_water,
@@ -415,6 +419,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 self.conn.handle_eof();
             }
             Ok(n) => {
+                self.data_seen = true;
                 // A read that took all it was given suggests more was waiting: ask for more.
                 if n >= spare {
                     self.read_chunk = (self.read_chunk * 2).min(MAX_READ_CHUNK);
@@ -427,38 +432,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// A read found nothing and nothing is buffered: releases the buffers once no data came
-    /// for `release_after_ms`. The timer is armed once per idle period, not per read: while data
-    /// keeps coming, it fires at most once per period, finds recent data and is
-    /// re-armed; the connection's task is woken by it once when it goes idle.
+    /// for `release_after_ms` (at once before any data came). The timer is armed once per idle period, not per read: while
+    /// data keeps coming, it fires at most once per period, finds recent data and is re-armed;
+    /// the connection's task is woken by it once when it goes idle.
+    ///
+    /// The timer is polled (its waker registered) only when it is armed or re-armed; otherwise
+    /// a read that finds nothing only asks whether it fired, which is what keeps this cheap
+    /// with one message at a time in flight. Should the connection move to another task while
+    /// the timer runs, the release waits for the next read that finds nothing.
     fn poll_release(&mut self, cx: &mut Context<'_>) {
-        if self.release_after_ms == 0 {
+        // A connection that has been sent nothing since its handshake is not busy: freeing the
+        // handshake's buffers at once lets the next connection's handshake reuse the memory,
+        // where a release a second later, after thousands of other handshakes, leaves holes.
+        if self.release_after_ms == 0 || !self.data_seen {
             self.release_idle();
             return;
         }
         let after = std::time::Duration::from_millis(u64::from(self.release_after_ms));
         let due = tokio::time::Instant::from_std(self.read_at + after);
-        loop {
-            let timer = match &mut self.idle_timer {
-                Some(timer) => timer,
-                None if self.read_buf.capacity() > 0 || self.out.capacity() > 0 => self
+        let timer = match &mut self.idle_timer {
+            Some(timer) if !timer.is_elapsed() => return,
+            Some(timer) => timer,
+            None if self.read_buf.capacity() > 0 || self.out.capacity() > 0 => {
+                let timer = self
                     .idle_timer
-                    .insert(Box::pin(tokio::time::sleep_until(due))),
-                // No data came since the last release: only what sending queued in the core
-                // may be held (a server pushing to a quiet client), released as before.
-                None => {
-                    self.conn.release_idle_buffers();
+                    .insert(Box::pin(tokio::time::sleep_until(due)));
+                if timer.as_mut().poll(cx).is_pending() {
                     return;
                 }
-            };
-            if timer.as_mut().poll(cx).is_pending() {
+                timer
+            }
+            // No data came since the last release: only what sending queued in the core
+            // may be held (a server pushing to a quiet client), released as before.
+            None => {
+                self.conn.release_idle_buffers();
                 return;
             }
+        };
+        loop {
             if due <= tokio::time::Instant::now() {
                 self.release_idle();
                 return;
             }
             // Data came since the timer was armed: wait for the rest of the period.
             timer.as_mut().reset(due);
+            if timer.as_mut().poll(cx).is_pending() {
+                return;
+            }
         }
     }
 

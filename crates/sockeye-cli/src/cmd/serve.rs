@@ -339,14 +339,16 @@ async fn handle(
         .http
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    let mut connection = std::pin::pin!(connection);
+    // On the heap, and dropped before the WebSocket runs: hyper's connection state would
+    // otherwise stay in this task's future for the WebSocket's whole life.
+    let mut connection = Box::pin(connection);
     let mut shutdown = shared.shutdown.clone();
     let served = tokio::select! {
         served = connection.as_mut() => served,
         // Finish the request in progress (an upgrade among them), then close.
         _ = shutdown.changed() => {
             connection.as_mut().graceful_shutdown();
-            connection.await
+            connection.as_mut().await
         }
         () = tokio::time::sleep(HTTP_LIFETIME) => {
             connection.as_mut().graceful_shutdown();
@@ -365,6 +367,7 @@ async fn handle(
             tracing::info!(%peer, error = %e, "connection failed");
         }
     }
+    drop(connection);
     let upgrade = lock(&handover.upgrade).take();
     if let Some(upgrade) = upgrade {
         run_websocket(shared, peer, upgrade).await;
@@ -448,11 +451,13 @@ async fn run_websocket(shared: Arc<Shared>, peer: SocketAddr, upgrade: Upgrade) 
         }
     };
     tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
+    // Each on the heap, at its own size: inline, every connection's task would be as large as
+    // the larger of the two (a room member's), echo connections included.
     let result = if shared.echo {
-        echo(ws, shared.shutdown.clone()).await
+        Box::pin(echo(ws, shared.shutdown.clone())).await
     } else {
         let room = room_name(&path).unwrap_or("lobby").to_owned();
-        member(ws, &shared, &room, name.as_deref()).await
+        Box::pin(member(ws, &shared, &room, name.as_deref())).await
     };
     match result {
         Ok(()) => tracing::info!(%peer, "disconnected"),
