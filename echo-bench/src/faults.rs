@@ -213,7 +213,11 @@ pub fn cmd_faults(args: &[String]) -> Res {
                     .split(',')
                     .map(str::to_string)
                     .collect();
-                if let Some(bad) = options.checks.iter().find(|c| !CHECKS.contains(&c.as_str())) {
+                if let Some(bad) = options
+                    .checks
+                    .iter()
+                    .find(|c| !CHECKS.contains(&c.as_str()))
+                {
                     return Err(format!("unknown check {bad:?}\n{USAGE}").into());
                 }
             }
@@ -430,7 +434,13 @@ fn request(addr: SocketAddr) -> String {
 
 async fn idle(server: &Server, subject: Subject, count: usize) -> String {
     let rooms = subject == Subject::ServeRooms;
-    let target = |i: usize| server.target(&if rooms { format!("/rooms/r{}", i % 100) } else { "/".into() });
+    let target = |i: usize| {
+        server.target(&if rooms {
+            format!("/rooms/r{}", i % 100)
+        } else {
+            "/".into()
+        })
+    };
     let (warm, _) = load::connect_many(&target(0), 1, 1).await;
     tokio::time::sleep(SETTLE).await;
     let before = server.rss();
@@ -702,7 +712,12 @@ async fn resets(server: &Server) -> String {
 
 /// A client left mid-head (0), mid-header (1), mid-payload (2) or with a large echo owed and a
 /// frame half sent (3).
-async fn reset_client(target: &Target, request: &str, large: &[u8], kind: usize) -> Option<TcpStream> {
+async fn reset_client(
+    target: &Target,
+    request: &str,
+    large: &[u8],
+    kind: usize,
+) -> Option<TcpStream> {
     if kind == 0 {
         let mut tcp = TcpStream::connect(target.addr).await.ok()?;
         tcp.write_all(&request.as_bytes()[..40]).await.ok()?;
@@ -769,7 +784,10 @@ async fn shutdown(server: Server) -> String {
             got.push(byte[0]);
         }
         if !got.starts_with(b"HTTP/1.1 101") {
-            return format!("member refused: {}", String::from_utf8_lossy(&got[..12.min(got.len())]));
+            return format!(
+                "member refused: {}",
+                String::from_utf8_lossy(&got[..12.min(got.len())])
+            );
         }
         ready.push((slow, tcp));
     }
@@ -791,7 +809,11 @@ async fn shutdown(server: Server) -> String {
                             }
                         }
                         Ok((0x8, len, code)) => {
-                            close = Some(if len >= 2 { u16::from_be_bytes(code) } else { 1005 });
+                            close = Some(if len >= 2 {
+                                u16::from_be_bytes(code)
+                            } else {
+                                1005
+                            });
                             // Our Close back (masked, empty), as a client does.
                             let _ = tcp.write_all(&[0x88, 0x80, 0, 0, 0, 0]).await;
                             return;
@@ -815,7 +837,11 @@ async fn shutdown(server: Server) -> String {
         let mut text = format!("{{\"n\":{i},\"pad\":\"");
         text.extend(std::iter::repeat_n('x', 1024 - text.len() - 2));
         text.push_str("\"}");
-        if sender.write_all(&load::masked_frame(0x1, text.as_bytes())).await.is_err() {
+        if sender
+            .write_all(&load::masked_frame(0x1, text.as_bytes()))
+            .await
+            .is_err()
+        {
             return "sender failed".into();
         }
     }

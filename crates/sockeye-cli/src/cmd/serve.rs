@@ -312,10 +312,12 @@ async fn handle(
 ) {
     let _ = tcp.set_nodelay(true);
     let stream = match &shared.tls {
-        Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(tcp)).await {
+        // Boxed, as is `serve_h2` below: what an `await` holds inline stays in this task's
+        // future for the WebSocket's whole life, as large as the largest of them.
+        Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, Box::pin(tls.accept(tcp))).await {
             Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
                 let stream = MaybeTlsStream::ServerTls(Box::new(tls));
-                return serve_h2(shared, stream, peer, opening).await;
+                return Box::pin(serve_h2(shared, stream, peer, opening)).await;
             }
             Ok(Ok(tls)) => MaybeTlsStream::ServerTls(Box::new(tls)),
             Ok(Err(e)) => {
@@ -369,6 +371,7 @@ async fn handle(
     }
     drop(connection);
     let upgrade = lock(&handover.upgrade).take();
+    drop(handover);
     if let Some(upgrade) = upgrade {
         run_websocket(shared, peer, upgrade).await;
     }
@@ -581,21 +584,29 @@ fn text(
 
 type Ws = WebSocket<sockeye::hyper::Upgraded>;
 
-async fn echo(mut ws: Ws, mut shutdown: watch::Receiver<bool>) -> Result<(), sockeye::Error> {
-    if *shutdown.borrow_and_update() {
-        return ws
-            .close(CloseCode::GOING_AWAY, "server shutting down")
-            .await;
-    }
-    loop {
-        tokio::select! {
-            message = ws.next() => match message {
-                Some(Ok(message)) if message.is_data() => ws.send(message).await?,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e),
-                None => return Ok(()),
-            },
-            _ = shutdown.changed() => return ws.close(CloseCode::GOING_AWAY, "server shutting down").await,
+/// Not an `async fn`: one keeps its arguments twice in its future (the argument, and the local
+/// it is moved into), a second WebSocket's worth of memory for the connection's whole life.
+#[allow(clippy::manual_async_fn)]
+fn echo(
+    mut ws: Ws,
+    mut shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = Result<(), sockeye::Error>> {
+    async move {
+        if *shutdown.borrow_and_update() {
+            return ws
+                .close(CloseCode::GOING_AWAY, "server shutting down")
+                .await;
+        }
+        loop {
+            tokio::select! {
+                message = ws.next() => match message {
+                    Some(Ok(message)) if message.is_data() => ws.send(message).await?,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok(()),
+                },
+                _ = shutdown.changed() => return ws.close(CloseCode::GOING_AWAY, "server shutting down").await,
+            }
         }
     }
 }
