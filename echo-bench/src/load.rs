@@ -298,16 +298,7 @@ async fn run_async(target: &Target, spec: &Spec) -> Outcome {
         let shared = Arc::clone(&shared);
         set.spawn(async move {
             let mut c = ConnOutcome::default();
-            if let Err(e) = drive(
-                stream,
-                leftover,
-                &shared,
-                start,
-                measure_from,
-                deadline,
-                &mut c,
-            )
-            .await
+            if let Err(e) = drive(stream, leftover, &shared, start, measure_from, deadline, &mut c).await
             {
                 c.error = Some(e.to_string());
             }
@@ -560,11 +551,7 @@ pub async fn probe(target: &Target) -> Result<(), String> {
                     return Err("EOF".to_string());
                 }
             }
-            return if buf == msg {
-                Ok(())
-            } else {
-                Err("echo differs".into())
-            };
+            return if buf == msg { Ok(()) } else { Err("echo differs".into()) };
         }
         let text = "h\u{e9}llo, \u{2713} echo";
         let (t1, t2) = text.as_bytes().split_at(3);
@@ -635,8 +622,7 @@ fn parse_frame(b: &[u8]) -> Result<Option<(bool, u8, Vec<u8>, usize)>, String> {
     let (len, hdr) = match len7 {
         126 if b.len() >= 4 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
         127 if b.len() >= 10 => (
-            usize::try_from(u64::from_be_bytes(b[2..10].try_into().expect("8")))
-                .unwrap_or(usize::MAX),
+            usize::try_from(u64::from_be_bytes(b[2..10].try_into().expect("8"))).unwrap_or(usize::MAX),
             10,
         ),
         126 | 127 => return Ok(None),
@@ -645,20 +631,11 @@ fn parse_frame(b: &[u8]) -> Result<Option<(bool, u8, Vec<u8>, usize)>, String> {
     if b.len() < hdr + len {
         return Ok(None);
     }
-    Ok(Some((
-        b[0] & 0x80 != 0,
-        b[0] & 0x0f,
-        b[hdr..hdr + len].to_vec(),
-        hdr + len,
-    )))
+    Ok(Some((b[0] & 0x80 != 0, b[0] & 0x0f, b[hdr..hdr + len].to_vec(), hdr + len)))
 }
 
 /// Opens `count` idle WebSocket connections and holds them while `measure` runs.
-pub fn hold_idle<T>(
-    target: &Target,
-    count: usize,
-    measure: impl FnOnce(usize) -> T,
-) -> (T, Vec<String>) {
+pub fn hold_idle<T>(target: &Target, count: usize, measure: impl FnOnce(usize) -> T) -> (T, Vec<String>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

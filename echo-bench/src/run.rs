@@ -19,30 +19,10 @@ struct Workload {
 }
 
 const WORKLOADS: [Workload; 4] = [
-    Workload {
-        id: "a",
-        conns: 100,
-        size: 20,
-        depth: 1,
-    },
-    Workload {
-        id: "b",
-        conns: 100,
-        size: 20,
-        depth: 16,
-    },
-    Workload {
-        id: "c",
-        conns: 10,
-        size: 16 << 10,
-        depth: 1,
-    },
-    Workload {
-        id: "d",
-        conns: 4,
-        size: 1 << 20,
-        depth: 1,
-    },
+    Workload { id: "a", conns: 100, size: 20, depth: 1 },
+    Workload { id: "b", conns: 100, size: 20, depth: 16 },
+    Workload { id: "c", conns: 10, size: 16 << 10, depth: 1 },
+    Workload { id: "d", conns: 4, size: 1 << 20, depth: 1 },
 ];
 
 fn size_label(n: usize) -> String {
@@ -135,11 +115,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
 /// Per-metric medians over rounds; errors and checks summed.
@@ -234,11 +210,7 @@ fn idle_memory(kind: Kind, count: usize) -> Result<IdleMem, String> {
     errors.extend(warm_errors);
     drop(server);
     if let Some(e) = errors.first() {
-        eprintln!(
-            "  {}: {} idle connections failed (first: {e})",
-            kind.name(),
-            errors.len()
-        );
+        eprintln!("  {}: {} idle connections failed (first: {e})", kind.name(), errors.len());
     }
     Ok(IdleMem {
         kind,
@@ -250,11 +222,7 @@ fn idle_memory(kind: Kind, count: usize) -> Result<IdleMem, String> {
 }
 
 fn fmt_ratio(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.2}x")
-    } else {
-        "-".into()
-    }
+    if x.is_finite() { format!("{x:.2}x") } else { "-".into() }
 }
 
 fn json_str(s: &str) -> String {
@@ -274,11 +242,7 @@ fn json_str(s: &str) -> String {
 }
 
 fn json_num(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.3}")
-    } else {
-        "null".into()
-    }
+    if x.is_finite() { format!("{x:.3}") } else { "null".into() }
 }
 
 #[allow(clippy::too_many_lines)]
@@ -300,13 +264,7 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                 .map_err(|e| e.to_string())?;
             rt.block_on(load::probe(&target))
         });
-        eprintln!(
-            "  {:<22} {}",
-            kind.name(),
-            result
-                .as_ref()
-                .map_or_else(|e| format!("FAILED: {e}"), |()| "ok".into())
-        );
+        eprintln!("  {:<22} {}", kind.name(), result.as_ref().map_or_else(|e| format!("FAILED: {e}"), |()| "ok".into()));
         checks.push((kind, result));
     }
 
@@ -410,24 +368,11 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
 
     if opts.json {
         let mut j = String::from("{\n");
-        let _ = writeln!(
-            j,
-            "  \"rounds\": {}, \"secs_per_run\": {}, \"elapsed_secs\": {},",
-            opts.rounds,
-            json_num(opts.secs),
-            json_num(elapsed)
-        );
+        let _ = writeln!(j, "  \"rounds\": {}, \"secs_per_run\": {}, \"elapsed_secs\": {},", opts.rounds, json_num(opts.secs), json_num(elapsed));
         j.push_str("  \"echo_check\": {");
         let parts: Vec<String> = checks
             .iter()
-            .map(|(k, r)| {
-                format!(
-                    "{}: {}",
-                    json_str(k.name()),
-                    r.as_ref()
-                        .map_or_else(|e| json_str(e), |()| "\"ok\"".into())
-                )
-            })
+            .map(|(k, r)| format!("{}: {}", json_str(k.name()), r.as_ref().map_or_else(|e| json_str(e), |()| "\"ok\"".into())))
             .collect();
         j.push_str(&parts.join(", "));
         j.push_str("},\n  \"workloads\": [\n");
@@ -467,34 +412,14 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         "echo-bench: {} round(s), {:.1} s per server per workload per round ({:.2} s warm-up not counted); median over rounds.",
         opts.rounds, opts.secs, opts.warmup
     );
-    let _ = writeln!(
-        out,
-        "MB/s = payload MB (10^6 B) echoed per second, one way. Latency = round trip per message."
-    );
-    let _ = writeln!(
-        out,
-        "vs tungstenite = msg/s over the best of tungstenite and tungstenite-batched; vs tcp = msg/s over bare TCP echo."
-    );
-    let _ = writeln!(
-        out,
-        "checked = connections whose first echoed message matched byte for byte / connections run."
-    );
-    let _ = writeln!(
-        out,
-        "CPU us/msg = the server process's CPU time (user + system) in the window per echoed message; CPU vs tcp = that over bare TCP's (lower is better)."
-    );
-    let _ = writeln!(
-        out,
-        "The CPU figures do not depend on how the 2 cores are shared with the load generator, so they are steadier than msg/s."
-    );
+    let _ = writeln!(out, "MB/s = payload MB (10^6 B) echoed per second, one way. Latency = round trip per message.");
+    let _ = writeln!(out, "vs tungstenite = msg/s over the best of tungstenite and tungstenite-batched; vs tcp = msg/s over bare TCP echo.");
+    let _ = writeln!(out, "checked = connections whose first echoed message matched byte for byte / connections run.");
+    let _ = writeln!(out, "CPU us/msg = the server process's CPU time (user + system) in the window per echoed message; CPU vs tcp = that over bare TCP's (lower is better).");
+    let _ = writeln!(out, "The CPU figures do not depend on how the 2 cores are shared with the load generator, so they are steadier than msg/s.");
     let _ = write!(out, "echo check (fragmented text, binary, ping):");
     for (k, r) in &checks {
-        let _ = write!(
-            out,
-            " {} {};",
-            k.name(),
-            if r.is_ok() { "ok" } else { "FAILED" }
-        );
+        let _ = write!(out, " {} {};", k.name(), if r.is_ok() { "ok" } else { "FAILED" });
     }
     out.push('\n');
     for (w, wl) in WORKLOADS.iter().enumerate() {
@@ -515,17 +440,7 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         let _ = writeln!(
             out,
             "{:<22} {:>12} {:>10} {:>10} {:>10} {:>15} {:>8} {:>11} {:>11} {:>9} {:>7}",
-            "server",
-            "msg/s",
-            "MB/s",
-            "p50 us",
-            "p99 us",
-            "vs tungstenite",
-            "vs tcp",
-            "CPU us/msg",
-            "CPU vs tcp",
-            "checked",
-            "errors"
+            "server", "msg/s", "MB/s", "p50 us", "p99 us", "vs tungstenite", "vs tcp", "CPU us/msg", "CPU vs tcp", "checked", "errors"
         );
         let tcp_cpu = idx(Kind::Tcp).map_or(f64::NAN, |i| results[w][i].cpu_us_per_msg);
         for (k, kind) in kinds.iter().enumerate() {
@@ -551,10 +466,7 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     if !mem.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nmemory per idle connection ({idle} idle WebSocket connections, server VmRSS after - before)"
-        );
+        let _ = writeln!(out, "\nmemory per idle connection ({idle} idle WebSocket connections, server VmRSS after - before)");
         if let Some(n) = &idle_note {
             let _ = writeln!(out, "note: {n}");
         }
