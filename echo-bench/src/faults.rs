@@ -574,7 +574,7 @@ async fn storm(server: &Server) -> String {
     format!(
         "echoers' p99 {calm:.2} ms calm ({calm_n}), {during:.2} ms in the storm ({during_n}), \
          {failed} of {ECHOERS} lost; newcomers served {admitted} of {tried}; stalled opened {}, \
-         dropped by the server {}; server fds after {held_fds}",
+         dropped by the server {}; server fds at the storm's end {held_fds}",
         opened.load(Ordering::Relaxed),
         dropped.load(Ordering::Relaxed)
     )
@@ -619,29 +619,46 @@ async fn non_reading_one(server: &Server, flood: Flood) -> String {
     let burst = Arc::new(burst);
     let from = Instant::now();
     let end = from + NON_READING;
-    let (conns, _) = load::connect_many(&target, NON_READERS, 50).await;
+    // The senders run on a runtime of their own (one thread): on the echoers' runtime, their
+    // write loops would delay the echoers' tasks, and the p99 would measure this program.
+    let flood_rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return format!("no runtime for the senders: {e}"),
+    };
     let sent = Arc::new(AtomicU64::new(0));
-    let mut tasks = JoinSet::new();
-    for (mut tcp, _) in conns {
-        let (burst, sent) = (burst.clone(), sent.clone());
-        tasks.spawn(async move {
-            let until = tokio::time::Instant::from_std(end);
-            let _ = tokio::time::timeout_at(until, async {
-                while tcp.write_all(&burst).await.is_ok() {
-                    sent.fetch_add(burst.len() as u64, Ordering::Relaxed);
-                }
-            })
-            .await;
-            // Held (unread) until the phase ends, then dropped.
-            tokio::time::sleep_until(until).await;
-        });
-    }
+    let flood = {
+        let (target, sent) = (target.clone(), sent.clone());
+        flood_rt.spawn(async move {
+            let (conns, _) = load::connect_many(&target, NON_READERS, 50).await;
+            let mut tasks = JoinSet::new();
+            for (mut tcp, _) in conns {
+                let (burst, sent) = (burst.clone(), sent.clone());
+                tasks.spawn(async move {
+                    let until = tokio::time::Instant::from_std(end);
+                    let _ = tokio::time::timeout_at(until, async {
+                        while tcp.write_all(&burst).await.is_ok() {
+                            sent.fetch_add(burst.len() as u64, Ordering::Relaxed);
+                        }
+                    })
+                    .await;
+                    // Held (unread) until the phase ends, then dropped.
+                    tokio::time::sleep_until(until).await;
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+        })
+    };
     let mut peak = before;
     while Instant::now() < end {
         peak = peak.max(server.rss());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    while tasks.join_next().await.is_some() {}
+    let _ = flood.await;
+    flood_rt.shutdown_background();
     let (calm, _) = echoers.p99_ms(calm_from, from);
     let (during, n) = echoers.p99_ms(from, end);
     let failed = echoers.stop().await;
