@@ -758,11 +758,15 @@ async fn reset_client(
     Some(tcp)
 }
 
-/// Slow room members: a small receive buffer, and 1 KiB read every 20 ms (50 KiB/s).
+/// Slow room members: a small receive buffer, and one message read every 20 ms.
 const SLOW_MEMBERS: usize = 6;
 const FAST_MEMBERS: usize = 2;
-/// Messages the sender publishes, 1 KiB each.
+/// Messages the sender publishes, `PUBLISHED_SIZE` each (5.6 MiB for each member): more than
+/// a member's WebSocket queues before `send` waits (1 MiB) plus what the sockets buffer, less
+/// than that and the relay's queue (4 MiB) together, so that a slow member still has messages
+/// waiting in the relay when the signal comes.
 const PUBLISHED: usize = 120;
+const PUBLISHED_SIZE: usize = 48 << 10;
 
 async fn shutdown(server: Server) -> String {
     let mut server = server;
@@ -852,7 +856,7 @@ async fn shutdown(server: Server) -> String {
     tokio::time::sleep(Duration::from_millis(500)).await;
     for i in 0..PUBLISHED {
         let mut text = format!("{{\"n\":{i},\"pad\":\"");
-        text.extend(std::iter::repeat_n('x', 1024 - text.len() - 2));
+        text.extend(std::iter::repeat_n('x', PUBLISHED_SIZE - text.len() - 2));
         text.push_str("\"}");
         if sender
             .write_all(&load::masked_frame(0x1, text.as_bytes()))
@@ -899,9 +903,10 @@ async fn shutdown(server: Server) -> String {
     let slow_want = SLOW_MEMBERS * PUBLISHED;
     let fast_want = FAST_MEMBERS * PUBLISHED;
     format!(
-        "SIGTERM after {PUBLISHED} x 1 KiB published to {} members: slow members got {slow_got} of \
+        "SIGTERM after {PUBLISHED} x {} KiB published to {} members: slow members got {slow_got} of \
          {slow_want} (LOST {}), fast members {fast_got} of {fast_want} (LOST {}); close codes \
          seen {}; server {status} {:.1} s after the signal",
+        PUBLISHED_SIZE >> 10,
         SLOW_MEMBERS + FAST_MEMBERS,
         slow_want - slow_got.min(slow_want),
         fast_want - fast_got.min(fast_want),
