@@ -121,7 +121,8 @@ fn cmd_idle(args: &[String]) -> Res {
         .build()?;
     rt.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let settle = || tokio::time::sleep(Duration::from_millis(700));
+        // Past the 1 s after which Sockeye releases the buffers of a connection gone idle.
+        let settle = || tokio::time::sleep(Duration::from_millis(1500));
         // One connection first, so that lazily set up state is in the baseline.
         let (warm, _) = load::connect_many(&target, 1, 1).await;
         settle().await;
