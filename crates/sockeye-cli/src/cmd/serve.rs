@@ -446,14 +446,19 @@ async fn serve_h2(
 /// echo server or its room.
 async fn run_websocket(shared: Arc<Shared>, peer: SocketAddr, upgrade: Upgrade) {
     let (websocket, path, name) = upgrade;
-    let ws = match websocket.await {
-        Ok(ws) => ws,
-        Err(e) => {
-            tracing::info!(%peer, error = %e, "handshake failed");
-            return;
-        }
+    // In a block: a local that the log line borrows stays in the task's future for the
+    // connection's whole life (a second WebSocket's worth); one moved out of a block does not.
+    let ws = {
+        let ws = match websocket.await {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "handshake failed");
+                return;
+            }
+        };
+        tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
+        ws
     };
-    tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
     // Each on the heap, at its own size: inline, every connection's task would be as large as
     // the larger of the two (a room member's), echo connections included.
     let result = if shared.echo {
