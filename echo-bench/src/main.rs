@@ -7,8 +7,10 @@
 //! echo-bench idle ADDR --pid PID [-n N]
 //! echo-bench h2 [--quick] [--rounds N] [--secs S] [--h2-conns N]
 //! echo-bench tls-load ADDR --h1|--h2 [-c CONNS] [--h2-conns N] [-s SIZE] [-d DEPTH] [-t SECS]
+//! echo-bench faults [--checks idle,storm,nonreading,resets,shutdown] [--only KIND,...] [-n N]
 //! ```
 
+mod faults;
 mod h2;
 mod load;
 mod run;
@@ -33,7 +35,10 @@ usage:
   echo-bench h2 [--quick] [--rounds N] [--secs S] [--h2-conns N]
                                     many WebSockets on one HTTP/2 connection vs as many HTTP/1.1
                                     connections, both over TLS, against sockeye-tls
-  echo-bench tls-load ADDR --h1|--h2 [-c CONNS] [--h2-conns N] [-s SIZE] [-d DEPTH] [-t SECS]";
+  echo-bench tls-load ADDR --h1|--h2 [-c CONNS] [--h2-conns N] [-s SIZE] [-d DEPTH] [-t SECS]
+  echo-bench faults [--checks CHECK,...] [--only SERVER,...] [-n IDLE]
+                                    load and fault checks (idle, storm, nonreading, resets,
+                                    shutdown) against Sockeye's servers and the peers";
 
 /// Raises `RLIMIT_NOFILE` to its hard limit; returns the soft limit in force afterwards.
 pub fn raise_nofile() -> u64 {
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
         Some("idle") => cmd_idle(&args[1..]),
         Some("h2") => h2::cmd_h2(&args[1..]),
         Some("tls-load") => h2::cmd_tls_load(&args[1..]),
+        Some("faults") => faults::cmd_faults(&args[1..]),
         _ => Err(USAGE.into()),
     };
     match result {
@@ -128,7 +134,8 @@ fn cmd_idle(args: &[String]) -> Res {
         .build()?;
     rt.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let settle = || tokio::time::sleep(Duration::from_millis(700));
+        // Past the 1 s after which Sockeye releases the buffers of a connection gone idle.
+        let settle = || tokio::time::sleep(Duration::from_millis(1500));
         // One connection first, so that lazily set up state is in the baseline.
         let (warm, _) = load::connect_many(&target, 1, 1).await;
         settle().await;

@@ -4,6 +4,10 @@ use std::time::Duration;
 
 use sockeye_proto::{Config, ConfigError};
 
+/// How long a connection with nothing to read keeps its read buffer and output queues by
+/// default ([`WebSocketConfigBuilder::release_idle_buffers_after`]).
+const DEFAULT_RELEASE_IDLE_BUFFERS_AFTER: Duration = Duration::from_secs(1);
+
 /// Settings of a WebSocket connection: the protocol limits and timers of [`Config`] plus the I/O
 /// knobs of this crate. Build with [`WebSocketConfig::builder`].
 #[derive(Debug, Clone)]
@@ -13,6 +17,7 @@ pub struct WebSocketConfig {
     pub(crate) read_buffer_size: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) nodelay: bool,
+    pub(crate) release_idle_buffers_after: Duration,
     /// The server's drain handle, set by [`ServerBuilder::shutdown`](crate::ServerBuilder::shutdown).
     pub(crate) shutdown: Option<crate::Shutdown>,
 }
@@ -25,6 +30,7 @@ impl Default for WebSocketConfig {
             read_buffer_size: 1 << 10,
             handshake_timeout: Duration::from_secs(10),
             nodelay: true,
+            release_idle_buffers_after: DEFAULT_RELEASE_IDLE_BUFFERS_AFTER,
             shutdown: None,
         }
     }
@@ -49,6 +55,12 @@ impl WebSocketConfig {
     /// Time allowed for the opening handshake.
     pub fn handshake_timeout(&self) -> Duration {
         self.handshake_timeout
+    }
+
+    /// How long an idle connection keeps its buffers. See
+    /// [`WebSocketConfigBuilder::release_idle_buffers_after`].
+    pub fn release_idle_buffers_after(&self) -> Duration {
+        self.release_idle_buffers_after
     }
 }
 
@@ -77,11 +89,25 @@ impl WebSocketConfigBuilder {
     /// Initial size of a read, in bytes. Default 1 KiB. Reads that fill the buffer double the
     /// next read's size, up to 64 KiB, so a busy connection reads in large chunks; the buffer
     /// also grows to hold the frame being read (up to the frame limit) and is reused while
-    /// data keeps coming. An idle connection holds no read buffer: it is released when a read
-    /// finds nothing with the buffer empty, and the next read goes to the stack (up to 4 KiB)
-    /// and allocates only for what arrived (see `docs/topics/memory.md`).
+    /// data keeps coming. An idle connection holds no read buffer: it is released once the
+    /// connection has had nothing to read for
+    /// [`release_idle_buffers_after`](Self::release_idle_buffers_after), and the next read goes
+    /// to the stack (up to 4 KiB) and allocates only for what arrived (see
+    /// `docs/topics/memory.md`).
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.0.read_buffer_size = bytes;
+        self
+    }
+
+    /// How long a connection that has nothing to read (no data for this long, nothing buffered)
+    /// keeps its read buffer and empty output queues before releasing them. Default 1 s. A busy connection reuses its buffers from one
+    /// message to the next; an idle one then holds no buffer, only its state (about 2 KiB in
+    /// all). Zero releases them at every read that finds nothing, the least memory for the most
+    /// allocations: with one message at a time in flight, every message then allocates its
+    /// buffers again. The timer is armed once per idle period, and wakes the connection's task
+    /// once when it fires.
+    pub fn release_idle_buffers_after(mut self, after: Duration) -> Self {
+        self.0.release_idle_buffers_after = after;
         self
     }
 

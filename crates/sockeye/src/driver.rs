@@ -84,6 +84,9 @@ pub(crate) struct Driver<S> {
     io_error: Option<io::Error>,
     /// The transport was shut down and the final item handed out.
     finished: bool,
+    /// Data came after the handshake: until then, an idle connection's buffers (the
+    /// handshake's) are released at the first read that finds nothing, not after a delay.
+    data_seen: bool,
     /// Our side of the transport was shut down (the close handshake is over for us).
     shut_down: bool,
     /// While the peer may still be sending after our side was shut down, how long what it
@@ -99,6 +102,12 @@ pub(crate) struct Driver<S> {
     stashed: Option<DataFrame>,
     /// The server's [`Shutdown`](crate::Shutdown), when the connection watches one.
     watch: Option<Box<Watch>>,
+    /// Armed while the connection holds buffers and has nothing to read: when it fires and no
+    /// data came for `release_after_ms`, the buffers are released (`release_idle`).
+    idle_timer: Option<Pin<Box<Sleep>>>,
+    /// How long a connection with nothing to read keeps its buffers, in milliseconds (zero:
+    /// released at once); 4 bytes rather than a `Duration`'s 16 in every connection.
+    release_after_ms: u32,
 }
 
 impl<S> Drop for Driver<S> {
@@ -138,6 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             read_done: false,
             io_error: None,
             finished: false,
+            data_seen: false,
             shut_down: false,
             linger: None,
             high_water: config.write_buffer_high_water,
@@ -148,6 +158,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 .shutdown
                 .as_ref()
                 .map(|shutdown| Box::new(shutdown.watch())),
+            idle_timer: None,
+            release_after_ms: u32::try_from(config.release_idle_buffers_after.as_millis())
+                .unwrap_or(u32::MAX),
         }
     }
 
@@ -367,7 +380,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let polled = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf);
         let Poll::Ready(result) = polled else {
             if self.read_buf.is_empty() {
-                self.release_idle();
+                self.poll_release(cx);
             }
             return Poll::Pending;
         };
@@ -380,7 +393,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); IDLE_READ];
         let mut buf = tokio::io::ReadBuf::uninit(&mut stack);
         let Poll::Ready(result) = Pin::new(&mut self.io).poll_read(cx, &mut buf) else {
-            self.release_idle();
+            // The read buffer is gone already; the core's queues may have been used since.
+            self.poll_release(cx);
             return Poll::Pending;
         };
         let result = result.map(|()| {
@@ -405,6 +419,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 self.conn.handle_eof();
             }
             Ok(n) => {
+                self.data_seen = true;
                 // A read that took all it was given suggests more was waiting: ask for more.
                 if n >= spare {
                     self.read_chunk = (self.read_chunk * 2).min(MAX_READ_CHUNK);
@@ -416,8 +431,60 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
     }
 
+    /// A read found nothing and nothing is buffered: releases the buffers once no data came
+    /// for `release_after_ms` (at once before any data came). The timer is armed once per idle period, not per read: while
+    /// data keeps coming, it fires at most once per period, finds recent data and is re-armed;
+    /// the connection's task is woken by it once when it goes idle.
+    ///
+    /// The timer is polled (its waker registered) only when it is armed or re-armed; otherwise
+    /// a read that finds nothing only asks whether it fired, which is what keeps this cheap
+    /// with one message at a time in flight. Should the connection move to another task while
+    /// the timer runs, the release waits for the next read that finds nothing.
+    fn poll_release(&mut self, cx: &mut Context<'_>) {
+        // A connection that has been sent nothing since its handshake is not busy: freeing the
+        // handshake's buffers at once lets the next connection's handshake reuse the memory,
+        // where a release a second later, after thousands of other handshakes, leaves holes.
+        if self.release_after_ms == 0 || !self.data_seen {
+            self.release_idle();
+            return;
+        }
+        let after = std::time::Duration::from_millis(u64::from(self.release_after_ms));
+        let due = tokio::time::Instant::from_std(self.read_at + after);
+        let timer = match &mut self.idle_timer {
+            Some(timer) if !timer.is_elapsed() => return,
+            Some(timer) => timer,
+            None if self.read_buf.capacity() > 0 || self.out.capacity() > 0 => {
+                let timer = self
+                    .idle_timer
+                    .insert(Box::pin(tokio::time::sleep_until(due)));
+                if timer.as_mut().poll(cx).is_pending() {
+                    return;
+                }
+                timer
+            }
+            // No data came since the last release: only what sending queued in the core
+            // may be held (a server pushing to a quiet client), released as before.
+            None => {
+                self.conn.release_idle_buffers();
+                return;
+            }
+        };
+        loop {
+            if due <= tokio::time::Instant::now() {
+                self.release_idle();
+                return;
+            }
+            // Data came since the timer was armed: wait for the rest of the period.
+            timer.as_mut().reset(due);
+            if timer.as_mut().poll(cx).is_pending() {
+                return;
+            }
+        }
+    }
+
     /// Releases the buffers of a connection that has nothing buffered.
     fn release_idle(&mut self) {
+        self.idle_timer = None;
         self.read_buf = BytesMut::new();
         if self.out.is_empty() && self.out.capacity() > 0 {
             self.out = VecDeque::new();

@@ -344,10 +344,12 @@ async fn handle(
 ) {
     let _ = tcp.set_nodelay(true);
     let stream = match &shared.tls {
-        Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(tcp)).await {
+        // Boxed, as is `serve_h2` below: what an `await` holds inline stays in this task's
+        // future for the WebSocket's whole life, as large as the largest of them.
+        Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, Box::pin(tls.accept(tcp))).await {
             Ok(Ok(tls)) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
                 let stream = MaybeTlsStream::ServerTls(Box::new(tls));
-                return serve_h2(shared, stream, peer, opening).await;
+                return Box::pin(serve_h2(shared, stream, peer, opening)).await;
             }
             Ok(Ok(tls)) => MaybeTlsStream::ServerTls(Box::new(tls)),
             Ok(Err(e)) => {
@@ -371,13 +373,15 @@ async fn handle(
         .http
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    let mut connection = std::pin::pin!(connection);
+    // On the heap, and dropped before the WebSocket runs: hyper's connection state would
+    // otherwise stay in this task's future for the WebSocket's whole life.
+    let mut connection = Box::pin(connection);
     let served = tokio::select! {
         served = connection.as_mut() => served,
         // Finish the request in progress (an upgrade among them), then close.
         () = shared.shutdown.triggered() => {
             connection.as_mut().graceful_shutdown();
-            connection.await
+            connection.as_mut().await
         }
         () = tokio::time::sleep(HTTP_LIFETIME) => {
             connection.as_mut().graceful_shutdown();
@@ -396,7 +400,9 @@ async fn handle(
             tracing::info!(%peer, error = %e, "connection failed");
         }
     }
+    drop(connection);
     let upgrade = lock(&handover.upgrade).take();
+    drop(handover);
     if let Some(upgrade) = upgrade {
         run_websocket(shared, peer, upgrade).await;
     }
@@ -471,19 +477,26 @@ async fn serve_h2(
 /// echo server or its room.
 async fn run_websocket(shared: Arc<Shared>, peer: SocketAddr, upgrade: Upgrade) {
     let (websocket, path, name) = upgrade;
-    let ws = match websocket.await {
-        Ok(ws) => ws,
-        Err(e) => {
-            tracing::info!(%peer, error = %e, "handshake failed");
-            return;
-        }
+    // In a block: a local that the log line borrows stays in the task's future for the
+    // connection's whole life (a second WebSocket's worth); one moved out of a block does not.
+    let ws = {
+        let ws = match websocket.await {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "handshake failed");
+                return;
+            }
+        };
+        tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
+        ws
     };
-    tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
+    // Each on the heap, at its own size: inline, every connection's task would be as large as
+    // the larger of the two (a room member's), echo connections included.
     let result = if shared.echo {
-        echo(ws).await
+        Box::pin(echo(ws)).await
     } else {
         let room = room_name(&path).unwrap_or("lobby").to_owned();
-        member(ws, &shared, &room, name.as_deref()).await
+        Box::pin(member(ws, &shared, &room, name.as_deref())).await
     };
     match result {
         Ok(()) => tracing::info!(%peer, "disconnected"),
@@ -610,15 +623,21 @@ type Ws = WebSocket<sockeye::hyper::Upgraded>;
 /// Echoes every message until the connection ends. At shutdown the WebSocket drains itself
 /// (it watches the server's [`Shutdown`]): its sends fail from the signal on, and it is read
 /// until its close handshake is over.
-async fn echo(mut ws: Ws) -> Result<(), sockeye::Error> {
-    while let Some(message) = ws.next().await {
-        let message = message?;
-        if message.is_data() {
-            // Refused once the shutdown began; reading goes on until the end.
-            let _ = ws.send(message).await;
+///
+/// Not an `async fn`: one keeps its argument twice in its future (the argument, and the local
+/// it is moved into), a second WebSocket's worth of memory for the connection's whole life.
+#[allow(clippy::manual_async_fn)]
+fn echo(mut ws: Ws) -> impl Future<Output = Result<(), sockeye::Error>> {
+    async move {
+        while let Some(message) = ws.next().await {
+            let message = message?;
+            if message.is_data() {
+                // Refused once the shutdown began; reading goes on until the end.
+                let _ = ws.send(message).await;
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// The `name` of a room URL's query (`/rooms/lobby?name=ann`): a member that gives one takes
