@@ -25,6 +25,7 @@ use sockeye_relay::{QueueLimits, RedisBackplane, RedisError, RedisLimits, Relay}
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 
 use super::Usage;
 use crate::args::ServeArgs;
@@ -64,6 +65,9 @@ struct Shared {
     /// Every connection drains on it: the echo server's through the builder, room members
     /// through the relay.
     shutdown: Shutdown,
+    /// Every connection's task, and every WebSocket's once it runs in a task of its own: the
+    /// shutdown waits for them.
+    tasks: TaskTracker,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
@@ -145,8 +149,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         rooms,
         echo: args.echo,
         shutdown: shutdown.clone(),
+        tasks: TaskTracker::new(),
     });
-    let mut tasks = accept_until_stopped(&listener, &shared).await;
+    accept_until_stopped(&listener, &shared).await;
+    shared.tasks.close();
     // The first signal drains: every connection writes out what was queued for it before the
     // signal, then closes with 1001, within the grace period; a second exits at once (130).
     shutdown.trigger();
@@ -157,10 +163,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         SHUTDOWN_GRACE.as_secs()
     );
     // Connections are cut at the end of the grace period; a moment more for their tasks.
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let _ =
+        tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), shared.tasks.wait()).await;
     let report = shutdown.report();
     tracing::info!(
         dropped_messages = report.dropped_messages,
@@ -171,15 +175,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// Serves every connection in a task of its own until Ctrl-C; returns the tasks still running.
-async fn accept_until_stopped(listener: &TcpListener, shared: &Arc<Shared>) -> JoinSet<()> {
+/// Serves every connection in a task of its own (in `shared.tasks`) until Ctrl-C.
+async fn accept_until_stopped(listener: &TcpListener, shared: &Arc<Shared>) {
     // The one bound on connections still opening (TLS, then their first request head) lives
     // here, in the accept loop: hyper reads the heads, and the library's
     // `max_concurrent_handshakes` bounds only its own accept, not `ServerBuilder::upgrade`. A
     // connection holds its permit until its first request reaches `answer`; hyper's header read
     // timeout closes one that sends nothing, so the permits come back.
     let opening = Arc::new(Semaphore::new(MAX_OPENING));
-    let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -193,18 +196,14 @@ async fn accept_until_stopped(listener: &TcpListener, shared: &Arc<Shared>) -> J
                     }
                 };
                 if let Ok(permit) = Arc::clone(&opening).try_acquire_owned() {
-                    tasks.spawn(handle(Arc::clone(shared), tcp, peer, permit));
+                    shared.tasks.spawn(handle(Arc::clone(shared), tcp, peer, permit));
                 } else {
                     tracing::info!(%peer, "too many connections opening at once; closed");
                 }
             }
             () = crate::signal::terminate() => break,
         }
-        // Reap finished connections so the set does not grow.
-        while tasks.try_join_next().is_some() {}
     }
-    while tasks.try_join_next().is_some() {}
-    tasks
 }
 
 /// The rooms: in this process, or shared with other servers over Redis.
@@ -334,7 +333,7 @@ fn service(
 }
 
 /// One connection: TLS, then HTTP/1.1 requests served by hyper until one of them upgrades to a
-/// WebSocket, which then runs in this same task (so that shutdown finds it); or, when the client
+/// WebSocket, which then runs in a task of its own in `shared.tasks` (so that shutdown finds it); or, when the client
 /// chose `h2` by ALPN, an HTTP/2 connection ([`serve_h2`]).
 async fn handle(
     shared: Arc<Shared>,
@@ -404,7 +403,10 @@ async fn handle(
     let upgrade = lock(&handover.upgrade).take();
     drop(handover);
     if let Some(upgrade) = upgrade {
-        run_websocket(shared, peer, upgrade).await;
+        // A task of its own, holding only the WebSocket's future: this one's (the TLS and HTTP
+        // states it went through) ends here rather than live as long as the WebSocket.
+        let tasks = shared.tasks.clone();
+        tasks.spawn(run_websocket(shared, peer, upgrade));
     }
 }
 
