@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p sockeye-relay --example crossnode -- ADDR1 PID1 ADDR2 PID2
 //!     [--redis-pid PID] [--members 200] [--senders 10] [--messages 2000] [--size 64]
-//!     [--window 64] [--room x]
+//!     [--window 160] [--room x]
 //! ```
 //!
 //! `ADDR1` and `ADDR2` are loopback `IP:PORT`s serving rooms at `/rooms/NAME` (two
@@ -12,8 +12,9 @@
 //! (CPU time from `/proc/PID/stat`, RSS from `/proc/PID/status`), `--redis-pid` the
 //! `redis-server`'s, whose CPU is reported apart. Member `i` joins node `i % 2`; the first
 //! `--senders` members (so half on each node) each send `--messages` binary messages of
-//! `--size` bytes, at most `--window` ahead of the slowest member, so that nobody is shed as too
-//! slow. Each payload carries its sender, its sequence number and when it was sent: members on
+//! `--size` bytes, each at most `--window / --senders` ahead of the slowest member, so that no
+//! member ever has more than `--window` messages outstanding (below the server's 256-message
+//! member queue) and nobody is shed as too slow. Each payload carries its sender, its sequence number and when it was sent: members on
 //! the other node than the sender measure the cross-node latency, and every member counts, per
 //! sender, what it never got, got twice, or got after a later one. Reports deliveries per
 //! second, the CPU per delivery of both nodes together and of Redis, cross-node latency p50 and
@@ -89,7 +90,7 @@ fn parse() -> Result<Args, String> {
         senders: 10,
         messages: 2000,
         size: 64,
-        window: 64,
+        window: 160,
         room: "x".into(),
     };
     while let Some(flag) = args.next() {
@@ -116,8 +117,8 @@ fn parse() -> Result<Args, String> {
     if parsed.size < HEAD || parsed.size > 65_535 {
         return Err(format!("need {HEAD} <= size <= 65535"));
     }
-    if parsed.window == 0 || parsed.window > 10_000 {
-        return Err("need 1 <= window <= 10,000".into());
+    if parsed.window < parsed.senders as u64 || parsed.window > 10_000 {
+        return Err("need senders <= window <= 10,000".into());
     }
     Ok(parsed)
 }
@@ -410,8 +411,9 @@ async fn send(
                 .min()
                 .unwrap_or(u64::MAX);
             let behind = slowest / senders as u64;
-            if sent < behind + window {
-                break behind + window - sent;
+            let ahead = window / senders as u64;
+            if sent < behind + ahead {
+                break behind + ahead - sent;
             }
             // The timeout only guards against a missed wake-up.
             let _ = tokio::time::timeout(Duration::from_millis(50), progress).await;
@@ -501,7 +503,15 @@ impl Member {
                         self.shared.probed[self.index].fetch_or(bit, Ordering::Relaxed);
                     }
                     // A Close: the member was shed.
-                    0x8 => return Err(std::io::Error::other("closed by the server")),
+                    0x8 => {
+                        let code = payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+                        let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default());
+                        return Err(std::io::Error::other(format!(
+                            "member {} (node {}): closed by the server: {code:?} {reason}",
+                            self.index,
+                            self.index % 2 + 1
+                        )));
+                    }
                     _ => {}
                 }
                 at += head + len;
@@ -522,7 +532,11 @@ impl Member {
                 () = &mut stopped => return Ok(seen),
             };
             if n == 0 {
-                return Err(std::io::Error::other("the server closed the connection"));
+                return Err(std::io::Error::other(format!(
+                    "member {} (node {}): the server closed the connection",
+                    self.index,
+                    self.index % 2 + 1
+                )));
             }
             buf.extend_from_slice(&chunk[..n]);
         }
