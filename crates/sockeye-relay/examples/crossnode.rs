@@ -286,14 +286,12 @@ async fn run(args: Args) -> std::io::Result<bool> {
     }
     let mut seen = Vec::new();
     for reader in readers {
-        match reader.await {
-            Ok(Ok(s)) => seen.push(s),
-            Ok(Err(e)) => {
-                eprintln!("crossnode: a member: {e}");
-                closed = true;
-            }
-            Err(e) => return Err(std::io::Error::other(e)),
+        let (s, error) = reader.await.map_err(std::io::Error::other)?;
+        if let Some(e) = error {
+            eprintln!("crossnode: {e}");
+            closed = true;
         }
+        seen.push(s);
     }
 
     let received: u64 = seen
@@ -397,20 +395,22 @@ async fn send(
     let mut batch = Vec::new();
     let mut sent = 0;
     while sent < messages {
-        // Stay within a window of the slowest member that is not a sender (senders receive the
+        // Stay within a window of the slowest member, senders included (they receive the
         // others' messages, not their own).
         let allowed = loop {
             let progress = shared.progress.notified();
             tokio::pin!(progress);
             progress.as_mut().enable();
-            let slowest = shared
+            let behind = shared
                 .counts
                 .iter()
-                .skip(senders)
-                .map(|c| c.load(Ordering::Relaxed))
+                .enumerate()
+                .map(|(i, c)| {
+                    let from = if i < senders { senders - 1 } else { senders };
+                    c.load(Ordering::Relaxed) / from as u64
+                })
                 .min()
                 .unwrap_or(u64::MAX);
-            let behind = slowest / senders as u64;
             let ahead = window / senders as u64;
             if sent < behind + ahead {
                 break behind + ahead - sent;
@@ -467,7 +467,7 @@ struct Member {
 
 impl Member {
     /// Reads frames until the run stops, checking each message against its sender's sequence.
-    async fn read(self, mut read: OwnedReadHalf, mut buf: Vec<u8>) -> std::io::Result<Seen> {
+    async fn read(self, read: OwnedReadHalf, buf: Vec<u8>) -> (Seen, Option<std::io::Error>) {
         let words = self.messages.div_ceil(64) as usize;
         let mut seen = Seen {
             from: vec![
@@ -480,6 +480,16 @@ impl Member {
             latencies: Vec::new(),
             foreign: 0,
         };
+        let error = self.read_into(read, buf, &mut seen).await.err();
+        (seen, error)
+    }
+
+    async fn read_into(
+        &self,
+        mut read: OwnedReadHalf,
+        mut buf: Vec<u8>,
+        seen: &mut Seen,
+    ) -> std::io::Result<()> {
         let mut chunk = vec![0u8; 64 << 10];
         loop {
             let mut at = 0;
@@ -491,7 +501,7 @@ impl Member {
                 let payload = &buf[at + head..at + head + len];
                 match opcode & 0x0f {
                     0x2 => {
-                        self.message(payload, &mut seen);
+                        self.message(payload, seen);
                         got += 1;
                     }
                     0x1 => {
@@ -525,11 +535,11 @@ impl Member {
             tokio::pin!(stopped);
             stopped.as_mut().enable();
             if self.shared.stop.load(Ordering::Relaxed) {
-                return Ok(seen);
+                return Ok(());
             }
             let n = tokio::select! {
                 n = read.read(&mut chunk) => n?,
-                () = &mut stopped => return Ok(seen),
+                () = &mut stopped => return Ok(()),
             };
             if n == 0 {
                 return Err(std::io::Error::other(format!(
