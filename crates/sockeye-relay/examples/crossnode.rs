@@ -281,9 +281,6 @@ async fn run(args: Args) -> std::io::Result<bool> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     shared.stop.store(true, Ordering::Relaxed);
     shared.stopped.notify_waiters();
-    for task in sending {
-        task.abort();
-    }
     let mut seen = Vec::new();
     for reader in readers {
         let (s, error) = reader.await.map_err(std::io::Error::other)?;
@@ -292,6 +289,10 @@ async fn run(args: Args) -> std::io::Result<bool> {
             closed = true;
         }
         seen.push(s);
+    }
+    // Only now may the senders' connections close (the members have stopped reading).
+    for task in sending {
+        task.abort();
     }
 
     let received: u64 = seen
@@ -542,6 +543,9 @@ impl Member {
                 () = &mut stopped => return Ok(()),
             };
             if n == 0 {
+                if self.shared.stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
                 return Err(std::io::Error::other(format!(
                     "member {} (node {}): the server closed the connection",
                     self.index,
