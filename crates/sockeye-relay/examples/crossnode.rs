@@ -23,8 +23,13 @@
 //! reordered, or a member was closed. The members are raw sockets that parse frames without
 //! copying payloads, so the load costs little next to the servers.
 
-// Counts and rates are printed as floats; frame lengths are bounded by their match arms.
-#![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+// Counts and rates are printed as floats; frame lengths are bounded by their match arms;
+// percentiles index with a non-negative float.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss
+)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -178,6 +183,8 @@ struct Shared {
     stopped: Notify,
 }
 
+// One run from connecting to the report, read top to bottom.
+#[allow(clippy::too_many_lines)]
 async fn run(args: Args) -> std::io::Result<bool> {
     micros();
     let shared = Arc::new(Shared {
@@ -212,7 +219,9 @@ async fn run(args: Args) -> std::io::Result<bool> {
     let joined_by = Instant::now() + Duration::from_secs(30);
     while !everyone() {
         if Instant::now() > joined_by {
-            return Err(std::io::Error::other("members did not all join within 30 s"));
+            return Err(std::io::Error::other(
+                "members did not all join within 30 s",
+            ));
         }
         writers[0].write_all(&masked(0x1, b"probe0")).await?;
         writers[1].write_all(&masked(0x1, b"probe1")).await?;
@@ -222,8 +231,7 @@ async fn run(args: Args) -> std::io::Result<bool> {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let pids = [args.nodes[0].1, args.nodes[1].1];
-    let nodes_cpu =
-        || -> Option<f64> { Some(cpu_secs(pids[0])? + cpu_secs(pids[1])?) };
+    let nodes_cpu = || -> Option<f64> { Some(cpu_secs(pids[0])? + cpu_secs(pids[1])?) };
     let cpu_before = nodes_cpu().ok_or(std::io::Error::other("cannot read the nodes' CPU time"))?;
     let redis_before = args.redis_pid.and_then(cpu_secs);
     let start = Instant::now();
@@ -247,13 +255,16 @@ async fn run(args: Args) -> std::io::Result<bool> {
     let deliveries: u64 = (0..args.members).map(expected).sum();
     // Until every member has everything, or nothing more came for IDLE after the senders were
     // done (what is missing then is lost).
-    let mut last = (0, Instant::now());
+    let mut progress_at = (0, Instant::now());
     let mut closed = false;
     loop {
-        let received: u64 = shared.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let received: u64 = shared
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
         if received >= deliveries
-            && (0..args.members)
-                .all(|i| shared.counts[i].load(Ordering::Relaxed) >= expected(i))
+            && (0..args.members).all(|i| shared.counts[i].load(Ordering::Relaxed) >= expected(i))
         {
             break;
         }
@@ -261,10 +272,10 @@ async fn run(args: Args) -> std::io::Result<bool> {
             closed = true;
             break;
         }
-        if received != last.0 {
-            last = (received, Instant::now());
+        if received != progress_at.0 {
+            progress_at = (received, Instant::now());
         } else if sending.iter().all(tokio::task::JoinHandle::is_finished)
-            && last.1.elapsed() > IDLE
+            && progress_at.1.elapsed() > IDLE
         {
             break;
         }
@@ -295,12 +306,11 @@ async fn run(args: Args) -> std::io::Result<bool> {
         task.abort();
     }
 
-    let received: u64 = seen
+    let received: u64 = seen.iter().flat_map(|s| &s.from).map(|f| f.distinct).sum();
+    let mut latencies: Vec<u32> = seen
         .iter()
-        .flat_map(|s| &s.from)
-        .map(|f| f.distinct)
-        .sum();
-    let mut latencies: Vec<u32> = seen.iter().flat_map(|s| s.latencies.iter().copied()).collect();
+        .flat_map(|s| s.latencies.iter().copied())
+        .collect();
     latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
         if latencies.is_empty() {
