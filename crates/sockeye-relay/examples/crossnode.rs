@@ -19,7 +19,10 @@
 //! sender, what it never got, got twice, or got after a later one. Reports deliveries per
 //! second, the CPU per delivery of both nodes together and of Redis, cross-node latency p50 and
 //! p99, both nodes' RSS, and the lost, duplicated and reordered counts per sender, then a
-//! `RESULT key=value …` line for scripts. Exits 1 if anything was lost, duplicated or
+//! `RESULT key=value …` line for scripts. `--socketio` speaks to Socket.IO servers instead (the
+//! WebSocket transport, Engine.IO 4: each message an event `m` whose one argument is a string of
+//! `--size` characters, the header in hex then padding, which the server sends on to the room's
+//! other members), for a side-by-side run with the same client. Exits 1 if anything was lost, duplicated or
 //! reordered, or a member was closed. The members are raw sockets that parse frames without
 //! copying payloads, so the load costs little next to the servers.
 
@@ -50,6 +53,9 @@ const IDLE: Duration = Duration::from_secs(3);
 const SAMPLES: usize = 100_000;
 /// The payload's header: sender (u32), sequence number (u64), sent at (µs, u64).
 const HEAD: usize = 20;
+
+/// Socket.IO servers instead of `sockeye serve` (`--socketio`).
+static SOCKET_IO: AtomicBool = AtomicBool::new(false);
 
 /// When the run started: the clock the payloads' timestamps count from.
 static BASE: OnceLock<Instant> = OnceLock::new();
@@ -110,6 +116,7 @@ fn parse() -> Result<Args, String> {
             "--size" => parsed.size = value()?.parse().map_err(|e| format!("{e}"))?,
             "--window" => parsed.window = value()?.parse().map_err(|e| format!("{e}"))?,
             "--room" => parsed.room = value()?,
+            "--socketio" => SOCKET_IO.store(true, Ordering::Relaxed),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -223,8 +230,8 @@ async fn run(args: Args) -> std::io::Result<bool> {
                 "members did not all join within 30 s",
             ));
         }
-        writers[0].write_all(&masked(0x1, b"probe0")).await?;
-        writers[1].write_all(&masked(0x1, b"probe1")).await?;
+        writers[0].write_all(&probe(b"probe0")).await?;
+        writers[1].write_all(&probe(b"probe1")).await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Let the last probes in flight land before counting.
@@ -433,7 +440,11 @@ async fn send(
         for _ in 0..allowed.min(messages - sent) {
             payload[4..12].copy_from_slice(&sent.to_le_bytes());
             payload[12..20].copy_from_slice(&micros().to_le_bytes());
-            batch.extend_from_slice(&masked(0x2, &payload));
+            if SOCKET_IO.load(Ordering::Relaxed) {
+                batch.extend_from_slice(&masked(0x1, &event(&payload)));
+            } else {
+                batch.extend_from_slice(&masked(0x2, &payload));
+            }
             sent += 1;
         }
         writer.write_all(&batch).await?;
@@ -446,8 +457,14 @@ async fn send(
 async fn connect(addr: SocketAddr, room: &str) -> std::io::Result<(TcpStream, Vec<u8>)> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
+    let socket_io = SOCKET_IO.load(Ordering::Relaxed);
+    let path = if socket_io {
+        "/socket.io/?EIO=4&transport=websocket".to_owned()
+    } else {
+        format!("/rooms/{room}")
+    };
     let request = format!(
-        "GET /rooms/{room} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
@@ -465,7 +482,45 @@ async fn connect(addr: SocketAddr, room: &str) -> std::io::Result<(TcpStream, Ve
             String::from_utf8_lossy(&buf[..end]).into_owned(),
         ));
     }
+    if socket_io {
+        // Joins the default namespace (the server puts every connection in the room).
+        stream.write_all(&masked(0x1, b"40")).await?;
+    }
     Ok((stream, buf.split_off(end)))
+}
+
+/// A Socket.IO event `m` carrying `payload` as a string: its header in hex, then padding to
+/// `payload.len()` characters.
+fn event(payload: &[u8]) -> Vec<u8> {
+    let mut event = br#"42["m",""#.to_vec();
+    for byte in &payload[..HEAD] {
+        event.extend_from_slice(format!("{byte:02x}").as_bytes());
+    }
+    event.resize(event.len() + payload.len().saturating_sub(2 * HEAD), b'Z');
+    event.extend_from_slice(br#""]"#);
+    event
+}
+
+/// The header of a Socket.IO event `m` made by [`event`].
+fn unevent(text: &[u8]) -> Option<[u8; HEAD]> {
+    let hex = text.strip_prefix(br#"42["m",""#)?.get(..2 * HEAD)?;
+    let mut head = [0u8; HEAD];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        head[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(head)
+}
+
+/// A probe message: as it is, or as a Socket.IO event `m`.
+fn probe(text: &[u8]) -> Vec<u8> {
+    if SOCKET_IO.load(Ordering::Relaxed) {
+        let mut event = br#"42["m",""#.to_vec();
+        event.extend_from_slice(text);
+        event.extend_from_slice(br#""]"#);
+        masked(0x1, &event)
+    } else {
+        masked(0x1, text)
+    }
 }
 
 /// One member's reading side.
@@ -515,11 +570,22 @@ impl Member {
                         self.message(payload, seen);
                         got += 1;
                     }
+                    0x1 if SOCKET_IO.load(Ordering::Relaxed) && unevent(payload).is_some() => {
+                        if let Some(head) = unevent(payload) {
+                            self.message(&head, seen);
+                            got += 1;
+                        }
+                    }
                     0x1 => {
-                        let bit = match payload {
-                            b"probe0" => 1,
-                            b"probe1" => 2,
-                            _ => 0,
+                        let bit = if payload.ends_with(b"probe0")
+                            || payload.ends_with(br#"probe0"]"#)
+                        {
+                            1
+                        } else if payload.ends_with(b"probe1") || payload.ends_with(br#"probe1"]"#)
+                        {
+                            2
+                        } else {
+                            0
                         };
                         self.shared.probed[self.index].fetch_or(bit, Ordering::Relaxed);
                     }
