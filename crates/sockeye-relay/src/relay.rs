@@ -550,6 +550,16 @@ impl Relay {
         };
         match written {
             Ok(Ok(())) => {}
+            // The connection no longer takes messages: the peer's Close arrived while this
+            // batch was written (or the transport failed). The reply to that Close is queued;
+            // reading on until the end sends it, so the peer sees its close handshake finish.
+            Ok(Err(e)) if e.is_misuse() => {
+                let _ = tokio::time::timeout(self.shared.send_timeout, async {
+                    while let Some(Ok(_)) = ws.next().await {}
+                })
+                .await;
+                return Some(Ok(()));
+            }
             Ok(Err(e)) => return Some(Err(e)),
             // A member that does not read at all: give up on it without a close frame, which
             // could not be delivered either.
