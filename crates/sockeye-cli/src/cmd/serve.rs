@@ -403,9 +403,10 @@ async fn handle(
     let upgrade = lock(&handover.upgrade).take();
     drop(handover);
     if let Some(upgrade) = upgrade {
-        // Detached: the WebSocket's loop goes on in a task of its own, and this one (with the
-        // TLS and HTTP states it went through) ends rather than live as long as the WebSocket.
-        run_websocket(shared, peer, upgrade, true).await;
+        // A task of its own, holding only the WebSocket's future: this one's (the TLS and HTTP
+        // states it went through) ends here rather than live as long as the WebSocket.
+        let tasks = shared.tasks.clone();
+        tasks.spawn(run_websocket(shared, peer, upgrade));
     }
 }
 
@@ -447,7 +448,7 @@ async fn serve_h2(
                 break;
             }
             Some(upgrade) = accepted.recv() => {
-                websockets.spawn(run_websocket(Arc::clone(&shared), peer, upgrade, false));
+                websockets.spawn(run_websocket(Arc::clone(&shared), peer, upgrade));
             }
             Some(_) = websockets.join_next(), if !websockets.is_empty() => {}
             () = shared.shutdown.triggered(), if !stopping => {
@@ -475,11 +476,8 @@ async fn serve_h2(
 }
 
 /// An accepted upgrade (HTTP/1.1 or HTTP/2): the WebSocket once the response is sent, in the
-/// echo server or its room. With `detach` (HTTP/1.1, whose connection's task has ended), the
-/// WebSocket then runs in a task of its own in `shared.tasks` holding only its loop, this
-/// task's state (the upgrade, the path) gone with it; an HTTP/2 stream's runs here, in the set
-/// its connection waits for.
-async fn run_websocket(shared: Arc<Shared>, peer: SocketAddr, upgrade: Upgrade, detach: bool) {
+/// echo server or its room.
+async fn run_websocket(shared: Arc<Shared>, peer: SocketAddr, upgrade: Upgrade) {
     let (websocket, path, name) = upgrade;
     // In a block: a local that the log line borrows stays in the task's future for the
     // connection's whole life (a second WebSocket's worth); one moved out of a block does not.
@@ -494,38 +492,17 @@ async fn run_websocket(shared: Arc<Shared>, peer: SocketAddr, upgrade: Upgrade, 
         tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
         ws
     };
-    // Each at its own size: together, every connection's task would be as large as the larger
-    // of the two (a room member's), echo connections included.
-    if shared.echo {
-        let serve = logged(peer, echo(ws));
-        if detach {
-            shared.tasks.spawn(serve);
-        } else {
-            Box::pin(serve).await;
-        }
+    // Each on the heap, at its own size: inline, every connection's task would be as large as
+    // the larger of the two (a room member's), echo connections included.
+    let result = if shared.echo {
+        Box::pin(echo(ws)).await
     } else {
         let room = room_name(&path).unwrap_or("lobby").to_owned();
-        let serve = logged(peer, member(ws, shared.rooms.clone(), room, name));
-        if detach {
-            shared.tasks.spawn(serve);
-        } else {
-            Box::pin(serve).await;
-        }
-    }
-}
-
-/// Runs a WebSocket's loop, then logs how it ended. Not an `async fn`, which would keep the
-/// loop's future twice (see [`echo`]).
-#[allow(clippy::manual_async_fn)]
-fn logged(
-    peer: SocketAddr,
-    serve: impl Future<Output = Result<(), sockeye::Error>>,
-) -> impl Future<Output = ()> {
-    async move {
-        match serve.await {
-            Ok(()) => tracing::info!(%peer, "disconnected"),
-            Err(e) => tracing::info!(%peer, error = %e, "disconnected"),
-        }
+        Box::pin(member(ws, &shared, &room, name.as_deref())).await
+    };
+    match result {
+        Ok(()) => tracing::info!(%peer, "disconnected"),
+        Err(e) => tracing::info!(%peer, error = %e, "disconnected"),
     }
 }
 
@@ -702,18 +679,16 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// A room member: the relay drains it at shutdown (it watches the server's [`Shutdown`]).
-#[allow(clippy::manual_async_fn)]
-fn member(
+async fn member(
     ws: Ws,
-    rooms: Relay,
-    room: String,
-    name: Option<String>,
-) -> impl Future<Output = Result<(), sockeye::Error>> {
-    async move {
-        rooms
-            .serve_named_until(ws, &room, name.as_deref(), std::future::pending())
-            .await
-    }
+    shared: &Shared,
+    room: &str,
+    name: Option<&str>,
+) -> Result<(), sockeye::Error> {
+    shared
+        .rooms
+        .serve_named_until(ws, room, name, std::future::pending())
+        .await
 }
 
 #[cfg(test)]
