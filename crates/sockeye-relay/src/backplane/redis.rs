@@ -14,7 +14,9 @@
 //! in the queue to Redis, and goes out in order once the link is back: after a reconnection,
 //! the link waits (at most 1 s) for each room's channel to have as many subscribers as the last
 //! message there reached, so that it is not published before the other nodes are subscribed
-//! again. What was being published when the link failed is published again; each message
+//! again. What was being published when the link failed is published again, and so is what
+//! Redis took in the last second before it (up to a bound): a Redis that dies after it answered
+//! a PUBLISH may not have passed the message on to the subscribers yet. Each message
 //! carries its node's sequence number, and a node drops what it has seen already. So across an
 //! outage that the queue can hold, nothing is lost, duplicated or reordered, unless a node
 //! leaves a room meanwhile or the outage outlasts what Redis's clients buffer. Members of one
@@ -34,7 +36,7 @@
 //! [time to live](RedisBuilder::presence_ttl); a node not heard from within it drops out of
 //! the lists of the others (see the relay's [presence](crate#presence)).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -63,6 +65,12 @@ const HEALTHY: Duration = Duration::from_secs(2);
 /// publishes what waited, and how often it looks.
 const SETTLE: Duration = Duration::from_secs(1);
 const SETTLE_POLL: Duration = Duration::from_millis(5);
+/// What Redis took this recently is published again by the next link: a Redis that dies after
+/// it answered a PUBLISH may not have written the message to its subscribers yet. The nodes
+/// drop what they have seen already.
+const REPLAY: Duration = Duration::from_secs(1);
+/// At most this many messages are kept for that.
+const REPLAY_MESSAGES: usize = 1024;
 /// How often the subscribed connection is pinged.
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// PUBLISH commands sent in one pipeline at most, and their bytes.
@@ -186,6 +194,7 @@ struct Outgoing {
 }
 
 /// Published once: its sequence number is fixed, and so is what it is sent again as.
+#[derive(Clone)]
 struct Sent {
     channel: String,
     payload: Bytes,
@@ -432,6 +441,7 @@ impl RedisBackplane {
             subscriptions: subscriptions_rx,
             seq: 0,
             inflight: Vec::new(),
+            recent: Recent::default(),
             receivers: HashMap::new(),
             seen: Seen::default(),
         };
@@ -515,6 +525,8 @@ struct Runner {
     seq: u32,
     /// Taken off the queue and not yet known to be published: sent first by the next link.
     inflight: Vec<Sent>,
+    /// Published lately: sent again first by the next link ([`REPLAY`]).
+    recent: Recent,
     /// Per channel, how many subscribers the last PUBLISH reached: after a reconnection, the
     /// link waits (a little) for that many to be back before it publishes there again.
     receivers: HashMap<String, i64>,
@@ -588,6 +600,15 @@ impl Runner {
                 self.core.notice(&queue, room, &Notice::Sync);
             }
         }
+        // What the last link published lately goes out again first, then what it was publishing.
+        let replay = self.recent.take(Instant::now());
+        if !replay.is_empty() {
+            let bytes: usize = replay.iter().map(|sent| sent.payload.len()).sum();
+            // Counted again until Redis answers, as the batch in flight is.
+            self.core.outgoing_bytes.fetch_add(bytes, Ordering::Relaxed);
+            let rest = std::mem::replace(&mut self.inflight, replay);
+            self.inflight.extend(rest);
+        }
         let settle_until = Instant::now() + SETTLE;
         let Self {
             inbound,
@@ -598,6 +619,7 @@ impl Runner {
             subscriptions,
             seq,
             inflight,
+            recent,
             receivers,
             seen,
             ..
@@ -621,7 +643,7 @@ impl Runner {
                     )
                     .await?;
                 }
-                publish_batch(&mut publisher, inflight, receivers, core).await?;
+                publish_batch(&mut publisher, inflight, recent, receivers, core).await?;
             }
         };
         let subscribing = async {
@@ -899,6 +921,7 @@ async fn wait_for_receivers(
 async fn publish_batch(
     publisher: &mut Publisher,
     batch: &mut Vec<Sent>,
+    recent: &mut Recent,
     receivers: &mut HashMap<String, i64>,
     core: &Core,
 ) -> redis::RedisResult<()> {
@@ -911,13 +934,52 @@ async fn publish_batch(
         receivers.clear();
     }
     let mut bytes = 0;
+    let now = Instant::now();
     for (sent, reached) in batch.drain(..).zip(reached) {
         bytes += sent.payload.len();
-        receivers.insert(sent.channel, reached);
+        receivers.insert(sent.channel.clone(), reached);
+        recent.push(now, sent, core.limits.queue_bytes);
     }
     // Counted until Redis answered: the batch in flight is within the bound too.
     core.outgoing_bytes.fetch_sub(bytes, Ordering::Relaxed);
     Ok(())
+}
+
+/// What Redis took in the last [`REPLAY`], oldest first, bounded by [`REPLAY_MESSAGES`] and a
+/// byte bound (the queue's own).
+#[derive(Default)]
+struct Recent {
+    sent: VecDeque<(Instant, Sent)>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn push(&mut self, now: Instant, sent: Sent, max_bytes: usize) {
+        self.bytes += sent.payload.len();
+        self.sent.push_back((now, sent));
+        while self.sent.len() > REPLAY_MESSAGES || self.bytes > max_bytes {
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some((_, sent)) = self.sent.pop_front() {
+            self.bytes -= sent.payload.len();
+        }
+    }
+
+    /// Empties it, returning what is no older than [`REPLAY`].
+    fn take(&mut self, now: Instant) -> Vec<Sent> {
+        while self
+            .sent
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > REPLAY)
+        {
+            self.pop();
+        }
+        self.bytes = 0;
+        self.sent.drain(..).map(|(_, sent)| sent).collect()
+    }
 }
 
 /// Whether the Redis of `client` is a node of a cluster.
