@@ -34,6 +34,11 @@ pub(crate) fn code_for(error: &anyhow::Error) -> u8 {
         }
         return ERROR;
     };
+    // `--http2` against a server that does not take it: the connection could not be made as
+    // asked.
+    if sockeye::http2::is_http2_unavailable(ws) {
+        return CONNECT;
+    }
     match ws.kind() {
         Kind::Url(_) | Kind::HandshakeMisuse(_) | Kind::ProxyUrl(_) | Kind::TlsSetup(_) => USAGE,
         // The connection ended before the handshake did: it was never made (a TLS port

@@ -1588,7 +1588,8 @@ fn connect_http2_requires_it_and_shows_the_extended_connect() {
         &["connect", "--once", "--http2", &format!("ws://{addr}/")],
         "nothing\n",
     );
-    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Exit code 3: the connection could not be made as asked.
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
     assert!(
         stderr(&out).contains("HTTP/2 unavailable"),
