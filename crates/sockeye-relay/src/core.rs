@@ -49,6 +49,12 @@ impl MemberId {
     pub(crate) fn for_tests(id: u64) -> Self {
         Self(id)
     }
+
+    /// The member numbered `id` (as [`get`](Self::get) gave it), for a backplane that carried
+    /// the number to another node and back.
+    pub(crate) fn from_raw(id: u64) -> Self {
+        Self(id)
+    }
 }
 
 impl std::fmt::Display for MemberId {
@@ -215,6 +221,8 @@ pub struct Rooms {
     members: HashMap<MemberId, Member>,
     next_id: u64,
     stopped: bool,
+    /// The backplane hands every message back, the sender's node included.
+    backplane_delivers: bool,
 }
 
 /// How a message that is not a member's own is offered to a room.
@@ -244,6 +252,41 @@ impl Rooms {
     /// what they had queued before this, and close).
     pub fn stop(&mut self) {
         self.stopped = true;
+    }
+
+    /// A member's message is not handed to the members here when it is published: the
+    /// backplane orders the rooms' messages (it keeps their history and numbers them) and hands
+    /// each back to every node, this one included, where it is delivered with
+    /// [`deliver_to`](Self::deliver_to) to all but its sender. [`publish`](Self::publish) still
+    /// decides whether the sender waits and whether the backplane took it.
+    pub fn set_backplane_delivers(&mut self, yes: bool) {
+        self.backplane_delivers = yes;
+    }
+
+    /// Whether [`set_backplane_delivers`](Self::set_backplane_delivers) is on.
+    pub fn backplane_delivers(&self) -> bool {
+        self.backplane_delivers
+    }
+
+    /// How many more messages and payload bytes `member`'s queue may take under its hard
+    /// bound (none for a member that is not in a room).
+    pub fn room_left(&self, member: MemberId) -> (usize, usize) {
+        self.members.get(&member).map_or((0, 0), |m| {
+            (
+                self.limits.messages.saturating_sub(m.queued),
+                self.limits.bytes.saturating_sub(m.queued_bytes),
+            )
+        })
+    }
+
+    /// Counts `messages` messages of `bytes` payload bytes more in `member`'s queue, handed to
+    /// it outside a fan-out (a replay from history within [`room_left`](Self::room_left), or
+    /// the small id notice that follows a message): [`sent`](Self::sent) takes them back.
+    pub fn queued(&mut self, member: MemberId, messages: usize, bytes: usize) {
+        if let Some(m) = self.members.get_mut(&member) {
+            m.queued = m.queued.saturating_add(messages);
+            m.queued_bytes = m.queued_bytes.saturating_add(bytes);
+        }
     }
 
     /// Whether [`stop`](Self::stop) was called.
@@ -336,6 +379,9 @@ impl Rooms {
                 reason: OVERLOADED,
             });
             fanout.emptied = fanout.emptied.or(emptied);
+            return fanout;
+        }
+        if self.backplane_delivers {
             return fanout;
         }
         self.fan_out(&room, Offer::From(from), len, now, fanout)

@@ -76,10 +76,12 @@
 
 pub mod backplane;
 pub mod core;
+pub mod history;
 mod relay;
 
 pub use crate::backplane::{Backplane, Inbound, Local, Overloaded, RemoteMember};
 #[cfg(feature = "redis")]
 pub use crate::backplane::{RedisBackplane, RedisBuilder, RedisError, RedisLimits};
 pub use crate::core::{DEFAULT_MAX_STALL, MemberId, QueueLimits};
-pub use crate::relay::{Relay, RelayBuilder, RelayStats};
+pub use crate::history::{HistoryId, HistoryLimits, Since};
+pub use crate::relay::{JoinOptions, Relay, RelayBuilder, RelayStats};

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::backplane::{Backplane, Local, Overloaded};
 use crate::core::{Fanout, MemberId, QueueLimits, Rooms};
+use crate::history::{self, HistoryId, HistoryLimits, MemoryHistory, Replay, Since};
 
 /// Messages a member writes between two flushes while it drains at shutdown: what was fed and
 /// not flushed when the grace period ends counts as dropped, so this bounds the overcount.
@@ -104,7 +105,15 @@ struct State {
     /// written its queue out or leaves.
     waiters: HashMap<Arc<str>, Arc<Notify>>,
     stats: RelayStats,
+    /// History kept here (with a backplane that does not keep it itself).
+    history: Option<MemoryHistory>,
+    /// The members sent ids ([`Since`]): `Some` while their history is read, with the live
+    /// messages that arrived meanwhile.
+    ids: HashMap<MemberId, Option<Vec<Pending>>>,
 }
+
+/// A live message for a member whose history is being read: the message and its id notice.
+type Pending = (HistoryId, (Arc<PreparedMessage>, Arc<PreparedMessage>));
 
 /// What a member's task is told to do. The queue is unbounded as a channel; the core bounds
 /// what is in it.
@@ -139,6 +148,7 @@ pub struct RelayBuilder {
     send_timeout: Duration,
     backplane: Box<dyn Backplane>,
     shutdown: Option<Shutdown>,
+    history: Option<HistoryLimits>,
 }
 
 impl std::fmt::Debug for RelayBuilder {
@@ -147,6 +157,7 @@ impl std::fmt::Debug for RelayBuilder {
             .field("limits", &self.limits)
             .field("send_timeout", &self.send_timeout)
             .field("shutdown", &self.shutdown)
+            .field("history", &self.history)
             .finish_non_exhaustive()
     }
 }
@@ -158,6 +169,7 @@ impl Default for RelayBuilder {
             send_timeout: Duration::from_secs(10),
             backplane: Box::new(Local),
             shutdown: None,
+            history: None,
         }
     }
 }
@@ -197,15 +209,37 @@ impl RelayBuilder {
         self
     }
 
+    /// Keeps each room's last messages within `limits`, numbered, so that a member that
+    /// comes back after a drop with the id of the last message it saw gets what it missed
+    /// ([`JoinOptions::since`]; see [history](crate#history)). With the in-process backplane
+    /// the relay keeps them in memory; a backplane that keeps history itself
+    /// ([`Backplane::keep_history`]; `RedisBackplane` does, in a stream per room) numbers
+    /// them for every node. Default: no history, no ids.
+    pub fn history(mut self, limits: HistoryLimits) -> Self {
+        self.history = Some(limits);
+        self
+    }
+
     /// The relay.
     pub fn build(self) -> Relay {
+        let mut rooms = Rooms::new(self.limits);
+        let history = self.history.and_then(|limits| {
+            if self.backplane.keep_history(limits) {
+                rooms.set_backplane_delivers(true);
+                None
+            } else {
+                Some(MemoryHistory::new(limits, history::now_ms()))
+            }
+        });
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                rooms: Rooms::new(self.limits),
+                rooms,
                 outboxes: HashMap::new(),
                 names: HashMap::new(),
                 waiters: HashMap::new(),
                 stats: RelayStats::default(),
+                history,
+                ids: HashMap::new(),
             }),
             backplane: self.backplane,
             send_timeout: self.send_timeout,
@@ -221,6 +255,38 @@ impl RelayBuilder {
 impl Default for Relay {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// How a member joins: with a display name (presence), with ids and what it missed
+/// (history).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use]
+pub struct JoinOptions {
+    name: Option<String>,
+    since: Option<Since>,
+}
+
+impl JoinOptions {
+    /// No name, no ids: as [`Relay::serve_until`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes part in presence with this display name (see
+    /// [`Relay::serve_named_until`]).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Asks for ids: after each room message, the member is sent its id (the
+    /// [format](crate#history)); with [`Since::After`], it first gets what its room carried
+    /// after that id (with a relay that keeps [history](RelayBuilder::history)). Without
+    /// history the member gets no ids.
+    pub fn since(mut self, since: Since) -> Self {
+        self.since = Some(since);
+        self
     }
 }
 
@@ -297,7 +363,7 @@ impl Relay {
     /// As [`serve`](Self::serve).
     pub async fn serve_named_until<S>(
         &self,
-        mut ws: WebSocket<S>,
+        ws: WebSocket<S>,
         room: &str,
         name: Option<&str>,
         stop: impl Future<Output = ()>,
@@ -305,6 +371,29 @@ impl Relay {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        let options = JoinOptions {
+            name: name.map(str::to_owned),
+            since: None,
+        };
+        self.serve_with(ws, room, &options, stop).await
+    }
+
+    /// As [`serve_named_until`](Self::serve_named_until), with every way of joining:
+    /// a name (presence) and ids with what the member missed (history), as `options` say.
+    ///
+    /// # Errors
+    /// As [`serve`](Self::serve).
+    pub async fn serve_with<S>(
+        &self,
+        mut ws: WebSocket<S>,
+        room: &str,
+        options: &JoinOptions,
+        stop: impl Future<Output = ()>,
+    ) -> Result<(), Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let name = options.name.as_deref();
         let mut guard = self.shared.shutdown.as_ref().map(Shutdown::register);
         let mut stop = std::pin::pin!(stop);
         // Accepted while shutting down: no room, just the 1001.
@@ -317,11 +406,14 @@ impl Relay {
         if stopped {
             return going_away(&mut ws).await;
         }
-        let (member, mut outbox) = self.join(room, name);
+        let (member, mut outbox) = self.join(room, name, options.since.is_some());
         let _leave = Leave {
             relay: self,
             member,
         };
+        if let Some(since) = options.since {
+            outbox = self.resume(member, room, since, outbox).await;
+        }
         let mut held: Option<Held> = None;
         loop {
             let event = tokio::select! {
@@ -377,11 +469,16 @@ impl Relay {
         let message = message.into();
         let mut state = self.shared.lock();
         self.shared.backplane.publish(room, message.message())?;
+        if state.rooms.backplane_delivers() {
+            // The backplane hands it back, numbered, to every node.
+            return Ok(());
+        }
         let fanout = state
             .rooms
             .deliver(room, message.payload().len(), Instant::now());
         state.stats.prepared += 1;
-        state.carry_out(room, fanout, &message, &*self.shared.backplane);
+        let id = state.remember(room, message.message());
+        state.carry_out_with_id(room, fanout, &message, id, &*self.shared.backplane);
         Ok(())
     }
 
@@ -399,6 +496,7 @@ impl Relay {
         &self,
         room: &str,
         name: Option<&str>,
+        ids: bool,
     ) -> (MemberId, mpsc::UnboundedReceiver<Outgoing>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut state = self.shared.lock();
@@ -408,6 +506,10 @@ impl Relay {
         }
         let member = joined.member;
         state.outboxes.insert(member, tx);
+        if ids {
+            // Live messages wait aside until its history is read (`resume`).
+            state.ids.insert(member, Some(Vec::new()));
+        }
         if let Some(name) = name.map(presence::clean_name) {
             state.names.insert(member, name.clone());
             // The newcomer gets the list (itself included), the others the news.
@@ -440,6 +542,7 @@ impl Relay {
     fn leave(&self, member: MemberId) {
         let mut state = self.shared.lock();
         state.outboxes.remove(&member);
+        state.ids.remove(&member);
         let Some(room) = state.rooms.room_name(member) else {
             return;
         };
@@ -463,21 +566,65 @@ impl Relay {
         }
     }
 
+    /// A member that asked for ids joined: reads what it missed (`since`), then queues, in
+    /// order, the history it gets and the live messages that arrived meanwhile (those not
+    /// replayed already), each followed by its id; returns the outbox to read from now on.
+    async fn resume(
+        &self,
+        member: MemberId,
+        room: &str,
+        since: Since,
+        outbox: mpsc::UnboundedReceiver<Outgoing>,
+    ) -> mpsc::UnboundedReceiver<Outgoing> {
+        let max = self.shared.lock().rooms.limits().messages();
+        let replay = match since {
+            Since::Now => Replay::default(),
+            Since::After(since) => {
+                let read = {
+                    let mut state = self.shared.lock();
+                    let delivers = state.rooms.backplane_delivers();
+                    match state.history.as_mut() {
+                        Some(history) => Ok(history.read(room, since, max, history::now_ms())),
+                        None if delivers => Err(self.shared.backplane.history(room, since, max)),
+                        // No history kept: nothing to give, and it may have missed some.
+                        None => Ok(Replay {
+                            entries: Vec::new(),
+                            truncated: true,
+                        }),
+                    }
+                };
+                match read {
+                    Ok(replay) => replay,
+                    Err(read) => read.await,
+                }
+            }
+        };
+        self.shared.lock().resumed(member, replay, outbox)
+    }
+
     /// Publishes a member's message; `Some` when its room cannot take it yet: the sender keeps
     /// it and waits.
     fn publish_prepared(&self, member: MemberId, prepared: Arc<PreparedMessage>) -> Option<Held> {
         let backplane = &*self.shared.backplane;
         let mut state = self.shared.lock();
         let room = state.rooms.room_name(member)?;
+        let mut taken = false;
         let fanout =
             state
                 .rooms
                 .publish(member, prepared.payload().len(), Instant::now(), |room| {
-                    backplane.publish(room, prepared.message())
+                    let result = backplane.publish_from(room, member, prepared.message());
+                    taken = result.is_ok();
+                    result
                 });
         let Some(until) = fanout.wait else {
             state.stats.prepared += 1;
-            state.carry_out(&room, fanout, &prepared, backplane);
+            let id = if taken {
+                state.remember(&room, prepared.message())
+            } else {
+                None
+            };
+            state.carry_out_with_id(&room, fanout, &prepared, id, backplane);
             return None;
         };
         state.stats.paused += 1;
@@ -665,6 +812,11 @@ impl Relay {
     }
 }
 
+/// The notice with a message's id, framed.
+fn id_message(id: HistoryId) -> Option<Arc<PreparedMessage>> {
+    PreparedMessage::new(Message::text(history::id_notice(id))).map(Arc::new)
+}
+
 /// Resolves when the shutdown is triggered; never without one.
 async fn triggered(guard: Option<&DrainGuard>) {
     match guard {
@@ -746,6 +898,73 @@ impl Shared {
 }
 
 impl State {
+    /// Keeps `message` in `room`'s history here, when the relay keeps one; its id.
+    fn remember(&mut self, room: &str, message: &Message) -> Option<HistoryId> {
+        let history = self.history.as_mut()?;
+        Some(history.append(room, message, history::now_ms()))
+    }
+
+    /// The end of [`Relay::resume`]: `replay` read, the member gets it and what waited.
+    fn resumed(
+        &mut self,
+        member: MemberId,
+        replay: Replay,
+        mut old: mpsc::UnboundedReceiver<Outgoing>,
+    ) -> mpsc::UnboundedReceiver<Outgoing> {
+        let waiting = match self.ids.get_mut(&member) {
+            Some(waiting) => waiting.take().unwrap_or_default(),
+            None => return old,
+        };
+        if !self.outboxes.contains_key(&member) {
+            // Closed meanwhile: the Close is in the old outbox.
+            return old;
+        }
+        let (room, room_bytes) = self.rooms.room_left(member);
+        let plan = history::plan(replay, waiting, room, room_bytes);
+        // The skipped ones were counted in its queue when they arrived.
+        let skipped_bytes: usize = plan
+            .skipped
+            .iter()
+            .map(|(_, (m, n))| m.payload().len() + n.payload().len())
+            .sum();
+        let _ = self
+            .rooms
+            .sent(member, plan.skipped.len() * 2, skipped_bytes);
+        let (tx, rx) = mpsc::unbounded_channel();
+        // What was queued already (presence notices) goes first.
+        while let Ok(outgoing) = old.try_recv() {
+            let _ = tx.send(outgoing);
+        }
+        let mut count = (0, 0);
+        let send = |message: Arc<PreparedMessage>, count: &mut (usize, usize)| {
+            count.0 += 1;
+            count.1 += message.payload().len();
+            let _ = tx.send(Outgoing::Message(message));
+        };
+        if plan.truncated
+            && let Some(notice) = PreparedMessage::new(Message::text(history::truncated_notice()))
+        {
+            send(Arc::new(notice), &mut count);
+        }
+        for (id, message) in plan.replay {
+            let Some(message) = PreparedMessage::new(message) else {
+                continue;
+            };
+            send(Arc::new(message), &mut count);
+            if let Some(notice) = PreparedMessage::new(Message::text(history::id_notice(id))) {
+                send(Arc::new(notice), &mut count);
+            }
+        }
+        self.rooms.queued(member, count.0, count.1);
+        // The live ones were counted when they arrived.
+        for (_, (message, notice)) in plan.live {
+            let _ = tx.send(Outgoing::Message(message));
+            let _ = tx.send(Outgoing::Message(notice));
+        }
+        self.outboxes.insert(member, tx);
+        rx
+    }
+
     /// Wakes the senders waiting for room in `room`.
     fn wake(&self, room: &str) {
         if let Some(waiters) = self.waiters.get(room) {
@@ -780,10 +999,41 @@ impl State {
         message: &Arc<PreparedMessage>,
         backplane: &dyn Backplane,
     ) {
+        self.carry_out_with_id(room, fanout, message, None, backplane);
+    }
+
+    /// As [`carry_out`](Self::carry_out), for a message with an id in its room's history:
+    /// the members that asked for ids get it, then its id.
+    fn carry_out_with_id(
+        &mut self,
+        room: &str,
+        fanout: Fanout,
+        message: &Arc<PreparedMessage>,
+        id: Option<HistoryId>,
+        backplane: &dyn Backplane,
+    ) {
+        let mut notice: Option<Option<Arc<PreparedMessage>>> = None;
         for member in fanout.deliver {
-            if let Some(outbox) = self.outboxes.get(&member) {
+            let Some(outbox) = self.outboxes.get(&member) else {
+                continue;
+            };
+            self.stats.deliveries += 1;
+            let (Some(id), Some(waiting)) = (id, self.ids.get_mut(&member)) else {
                 let _ = outbox.send(Outgoing::Message(Arc::clone(message)));
-                self.stats.deliveries += 1;
+                continue;
+            };
+            let Some(notice) = notice.get_or_insert_with(|| id_message(id)).clone() else {
+                let _ = outbox.send(Outgoing::Message(Arc::clone(message)));
+                continue;
+            };
+            // The notice counts in the member's queue too.
+            self.rooms.queued(member, 1, notice.payload().len());
+            match waiting {
+                Some(waiting) => waiting.push((id, (Arc::clone(message), notice))),
+                None => {
+                    let _ = outbox.send(Outgoing::Message(Arc::clone(message)));
+                    let _ = outbox.send(Outgoing::Message(notice));
+                }
             }
         }
         if !fanout.close.is_empty() {
@@ -837,6 +1087,34 @@ impl Inbound {
             .deliver(room, prepared.payload().len(), Instant::now());
         state.stats.prepared += 1;
         state.carry_out(room, fanout, &prepared, &*shared.backplane);
+    }
+
+    /// Hands a message of `room`'s history, numbered `id` by the backplane that keeps it
+    /// ([`Backplane::keep_history`]), to every member of `room` here but `except` (its
+    /// sender, when it was sent from here); the members that asked for ids get the id after
+    /// it. It does not wait, as [`deliver`](Self::deliver).
+    pub fn deliver_stored(
+        &self,
+        room: &str,
+        message: Message,
+        id: HistoryId,
+        except: Option<MemberId>,
+    ) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let Some(prepared) = PreparedMessage::new(message) else {
+            return;
+        };
+        let prepared = Arc::new(prepared);
+        let mut state = shared.lock();
+        let fanout = state
+            .rooms
+            .deliver_to(room, prepared.payload().len(), Instant::now(), |m| {
+                Some(m) != except
+            });
+        state.stats.prepared += 1;
+        state.carry_out_with_id(room, fanout, &prepared, Some(id), &*shared.backplane);
     }
 
     /// Waits while a member of `room` here holds its room back (is at the pause threshold),

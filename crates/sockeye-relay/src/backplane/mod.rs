@@ -17,6 +17,7 @@ pub mod wire;
 use sockeye::Message;
 
 use crate::core::MemberId;
+use crate::history::{HistoryId, HistoryLimits, HistoryRead, Replay};
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisBackplane, RedisBuilder, RedisError, RedisLimits};
@@ -73,6 +74,41 @@ pub trait Backplane: Send + Sync + 'static {
     fn remote_members(&self, room: &str) -> Vec<RemoteMember> {
         let _ = room;
         Vec::new()
+    }
+
+    /// The relay keeps history ([`RelayBuilder::history`](crate::RelayBuilder::history)):
+    /// returns `true` when this backplane keeps it itself, within `limits`. It then numbers
+    /// the rooms' messages and hands every one back, with its id, to every node (this one
+    /// included) through [`Inbound::deliver_stored`], and reads history with
+    /// [`history`](Self::history); the relay does not hand a member's message to the members
+    /// here when it is published. Called once, before [`attach`](Self::attach). Default
+    /// `false`: the relay keeps history in memory.
+    fn keep_history(&self, limits: HistoryLimits) -> bool {
+        let _ = limits;
+        false
+    }
+
+    /// As [`publish`](Self::publish), knowing the sender (`member`, here): a backplane that
+    /// hands messages back to their own node tells it whom to skip. Default: `publish`.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    fn publish_from(
+        &self,
+        room: &str,
+        member: MemberId,
+        message: &Message,
+    ) -> Result<(), Overloaded> {
+        let _ = member;
+        self.publish(room, message)
+    }
+
+    /// For a backplane that [keeps history](Self::keep_history): what `room` holds after
+    /// `since`, at most the newest `max` messages (truncated when there were more, or when
+    /// some after `since` are gone). Not called under the relay's lock. Default: nothing.
+    fn history(&self, room: &str, since: HistoryId, max: usize) -> HistoryRead {
+        let _ = (room, since, max);
+        Box::pin(std::future::ready(Replay::default()))
     }
 }
 

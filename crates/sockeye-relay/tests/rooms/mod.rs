@@ -70,3 +70,51 @@ pub async fn json(ws: &mut Ws) -> serde_json::Value {
         other => panic!("expected text, got {other:?}"),
     }
 }
+
+/// As [`serve`], with history: a connection to `/ROOM?since=ID` (or `?since=` for ids from
+/// now on) asks for ids and what it missed after `ID`.
+pub async fn serve_history(relay: Relay) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut members = tokio::task::JoinSet::new();
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let relay = relay.clone();
+            members.spawn(async move {
+                let Ok((ws, request)) = ServerBuilder::new().accept_with_request(tcp).await else {
+                    return;
+                };
+                let room = request.uri().path().trim_start_matches('/').to_owned();
+                let mut options = sockeye_relay::JoinOptions::new();
+                if let Some(since) = request.uri().query().and_then(|q| q.strip_prefix("since=")) {
+                    options = options.since(if since.is_empty() {
+                        sockeye_relay::Since::Now
+                    } else {
+                        sockeye_relay::Since::After(since.parse().unwrap())
+                    });
+                }
+                let _ = relay
+                    .serve_with(ws, &room, &options, std::future::pending())
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// The next message of `ws`, which must be text.
+pub async fn text(ws: &mut Ws) -> String {
+    match ws.next().await.unwrap().unwrap() {
+        Message::Text(text) => text.to_string(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// The next room message of `ws` and the id that follows it.
+pub async fn with_id(ws: &mut Ws) -> (String, String) {
+    let message = text(ws).await;
+    let notice: serde_json::Value = serde_json::from_str(&text(ws).await).unwrap();
+    assert_eq!(notice["sockeye"], "id", "{notice} after {message}");
+    (message, notice["id"].as_str().unwrap().to_owned())
+}
