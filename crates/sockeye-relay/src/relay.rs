@@ -1092,12 +1092,13 @@ impl Inbound {
     /// Hands a message of `room`'s history, numbered `id` by the backplane that keeps it
     /// ([`Backplane::keep_history`]), to every member of `room` here but `except` (its
     /// sender, when it was sent from here); the members that asked for ids get the id after
-    /// it. It does not wait, as [`deliver`](Self::deliver).
+    /// it (`None`: the backplane could not keep it, and there is no id). It does not wait, as
+    /// [`deliver`](Self::deliver).
     pub fn deliver_stored(
         &self,
         room: &str,
         message: Message,
-        id: HistoryId,
+        id: Option<HistoryId>,
         except: Option<MemberId>,
     ) {
         let Some(shared) = self.shared.upgrade() else {
@@ -1114,7 +1115,7 @@ impl Inbound {
                 Some(m) != except
             });
         state.stats.prepared += 1;
-        state.carry_out_with_id(room, fanout, &prepared, Some(id), &*shared.backplane);
+        state.carry_out_with_id(room, fanout, &prepared, id, &*shared.backplane);
     }
 
     /// Waits while a member of `room` here holds its room back (is at the pause threshold),

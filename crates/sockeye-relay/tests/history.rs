@@ -18,25 +18,58 @@ async fn close(mut ws: Ws) {
     while let Some(Ok(_)) = ws.next().await {}
 }
 
+/// Sends until `to` receives (its node is subscribed to the room on Redis), then makes sure
+/// nothing more is on its way to it.
+async fn warm_up(sender: &mut Ws, to: &mut Ws) {
+    loop {
+        sender.send(Message::text("warm")).await.unwrap();
+        if let Ok(got) = tokio::time::timeout(Duration::from_millis(100), text(to)).await {
+            assert_eq!(got, "warm");
+            break;
+        }
+    }
+    sender.send(Message::text("sync")).await.unwrap();
+    while text(to).await != "sync" {}
+}
+
+async fn redis_relay(url: &str, limits: HistoryLimits) -> Relay {
+    let backplane = RedisBackplane::builder(url).connect().await.unwrap();
+    Relay::builder()
+        .backplane(backplane)
+        .history(limits)
+        .build()
+}
+
 /// `sender` on `relay_s`'s node, `reader` on `relay_r`'s: the reader sees one message, drops,
 /// misses `missed`, comes back with its last id and gets exactly those, then a live one.
 async fn reader_comes_back(
+    s: (std::net::SocketAddr, &Relay),
+    r: (std::net::SocketAddr, &Relay),
+    missed: usize,
+) {
+    reader_comes_back_in("r", s, r, missed).await;
+}
+
+async fn reader_comes_back_in(
+    room: &str,
     (addr_s, relay_s): (std::net::SocketAddr, &Relay),
     (addr_r, relay_r): (std::net::SocketAddr, &Relay),
     missed: usize,
 ) {
-    let mut sender = member(addr_s, "r").await;
-    let mut plain = member(addr_r, "r").await;
-    let mut reader = member(addr_r, "r?since=").await;
-    until_members(relay_s, "r", if addr_s == addr_r { 3 } else { 1 }).await;
-    until_members(relay_r, "r", if addr_s == addr_r { 3 } else { 2 }).await;
+    let _ = relay_s;
+    let mut sender = member(addr_s, room).await;
+    let mut plain = member(addr_r, room).await;
+    until_members(relay_r, room, if addr_s == addr_r { 2 } else { 1 }).await;
+    warm_up(&mut sender, &mut plain).await;
+    let mut reader = member(addr_r, &format!("{room}?since=")).await;
+    until_members(relay_r, room, if addr_s == addr_r { 3 } else { 2 }).await;
     sender.send(Message::text("m0")).await.unwrap();
     let (first, last) = with_id(&mut reader).await;
     assert_eq!(first, "m0");
     // A member that did not ask for ids sees the messages only.
     assert_eq!(text(&mut plain).await, "m0");
     close(reader).await;
-    until_members(relay_r, "r", if addr_s == addr_r { 2 } else { 1 }).await;
+    until_members(relay_r, room, if addr_s == addr_r { 2 } else { 1 }).await;
     for i in 1..=missed {
         sender.send(Message::text(format!("m{i}"))).await.unwrap();
     }
@@ -44,7 +77,7 @@ async fn reader_comes_back(
     for i in 1..=missed {
         assert_eq!(text(&mut plain).await, format!("m{i}"));
     }
-    let mut reader = member(addr_r, &format!("r?since={last}")).await;
+    let mut reader = member(addr_r, &format!("{room}?since={last}")).await;
     let mut ids = vec![last];
     for i in 1..=missed {
         let (message, id) = with_id(&mut reader).await;
@@ -54,7 +87,7 @@ async fn reader_comes_back(
         );
         ids.push(id);
     }
-    until_members(relay_r, "r", if addr_s == addr_r { 3 } else { 2 }).await;
+    until_members(relay_r, room, if addr_s == addr_r { 3 } else { 2 }).await;
     sender.send(Message::text("live")).await.unwrap();
     let (message, _) = with_id(&mut reader).await;
     assert_eq!(message, "live", "then the live ones, none twice");
@@ -97,6 +130,74 @@ async fn in_process_history_older_than_what_is_kept_is_told_truncated() {
         // What is kept: the last three.
         for expected in ["m9", "m10", "mark"] {
             assert_eq!(with_id(&mut reader).await.0, expected);
+        }
+    }))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_redis_a_member_back_with_its_last_id_gets_exactly_what_it_missed() {
+    support::bounded(Box::pin(async {
+        let port = support::free_port();
+        let Some(_redis) = redis_server(port).await else {
+            return;
+        };
+        let url = format!("redis://127.0.0.1:{port}");
+        let one = redis_relay(&url, HistoryLimits::new(100)).await;
+        let two = redis_relay(&url, HistoryLimits::new(100)).await;
+        let (addr_one, _t1) = serve_history(one.clone()).await;
+        let (addr_two, _t2) = serve_history(two.clone()).await;
+        // Across two nodes: the sender on one, the reader on two.
+        reader_comes_back((addr_one, &one), (addr_two, &two), 25).await;
+        // On one node, the sender's: Redis numbers its messages too.
+        let three = redis_relay(&url, HistoryLimits::new(100)).await;
+        let (addr_three, _t3) = serve_history(three.clone()).await;
+        reader_comes_back_in("s", (addr_three, &three), (addr_three, &three), 10).await;
+    }))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_redis_history_older_than_the_stream_keeps_is_told_truncated() {
+    support::bounded(Box::pin(async {
+        let port = support::free_port();
+        let Some(_redis) = redis_server(port).await else {
+            return;
+        };
+        let url = format!("redis://127.0.0.1:{port}");
+        let relay = redis_relay(&url, HistoryLimits::new(5)).await;
+        let (addr, _server) = serve_history(relay.clone()).await;
+        let mut sender = member(addr, "r").await;
+        let mut reader = member(addr, "r?since=").await;
+        until_members(&relay, "r", 2).await;
+        sender.send(Message::text("m0")).await.unwrap();
+        let (_, first) = with_id(&mut reader).await;
+        // `MAXLEN ~ 5` trims whole nodes of the stream (100 entries): send well over that.
+        let sent = 300;
+        for i in 1..=sent {
+            sender.send(Message::text(format!("m{i}"))).await.unwrap();
+        }
+        for i in 1..=sent {
+            assert_eq!(with_id(&mut reader).await.0, format!("m{i}"));
+        }
+        close(reader).await;
+        until_members(&relay, "r", 1).await;
+        let mut reader = member(addr, &format!("r?since={first}")).await;
+        let notice: serde_json::Value = serde_json::from_str(&text(&mut reader).await).unwrap();
+        assert_eq!(notice["event"], "truncated", "{notice}");
+        // What the stream kept: the last ones, in order, up to the last sent.
+        let mut next: Option<usize> = None;
+        loop {
+            let (message, _) = with_id(&mut reader).await;
+            let n: usize = message.trim_start_matches('m').parse().unwrap();
+            if let Some(next) = next {
+                assert_eq!(n, next);
+            }
+            assert!(n > 1, "the oldest are gone");
+            if n == sent {
+                break;
+            }
+            next = Some(n + 1);
         }
     }))
     .await;

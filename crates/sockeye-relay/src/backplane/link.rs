@@ -32,6 +32,7 @@ pub(super) struct Link {
     pub(super) incoming: Incoming,
 }
 
+#[derive(Clone)]
 pub(super) enum Publisher {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
@@ -99,18 +100,18 @@ impl Target {
 }
 
 impl Publisher {
-    /// Publishes `batch` (channel, payload), in order per channel; returns how many
-    /// subscribers each reached.
+    /// Publishes `batch` (channel, payload, and how to store it in the room's history), in
+    /// order per channel; returns how many subscribers each reached.
     pub(super) async fn publish(
         &mut self,
-        batch: &[(&str, &Bytes)],
+        batch: &[(&str, &Bytes, Option<&Stored>)],
         timeout: Duration,
     ) -> RedisResult<Vec<i64>> {
         match self {
             Self::Single(connection) => {
                 let mut pipe = redis::pipe();
-                for (channel, payload) in batch {
-                    pipe.cmd("PUBLISH").arg(*channel).arg(&payload[..]);
+                for (channel, payload, stored) in batch {
+                    command(&mut pipe, "PUBLISH", channel, payload, *stored);
                 }
                 timed(timeout, pipe.query_async(connection)).await
             }
@@ -118,16 +119,16 @@ impl Publisher {
                 // One pipeline per channel (one hash slot, so one shard), side by side: each
                 // room's messages in order, the shards in parallel.
                 let mut channels: Vec<&str> = Vec::new();
-                for (channel, _) in batch {
+                for (channel, ..) in batch {
                     if !channels.contains(channel) {
                         channels.push(channel);
                     }
                 }
                 let pipelines = channels.iter().map(|channel| {
                     let mut pipe = redis::pipe();
-                    for (c, payload) in batch {
+                    for (c, payload, stored) in batch {
                         if c == channel {
-                            pipe.cmd("SPUBLISH").arg(*c).arg(&payload[..]);
+                            command(&mut pipe, "SPUBLISH", c, payload, *stored);
                         }
                     }
                     let mut connection = connection.clone();
@@ -137,7 +138,7 @@ impl Publisher {
                 let mut replies: Vec<std::vec::IntoIter<i64>> =
                     replies.into_iter().map(Vec::into_iter).collect();
                 let mut reached = Vec::with_capacity(batch.len());
-                for (channel, _) in batch {
+                for (channel, ..) in batch {
                     let at = channels.iter().position(|c| c == channel);
                     let n = at
                         .and_then(|at| replies.get_mut(at))
@@ -184,6 +185,53 @@ impl Publisher {
             }
         }
     }
+}
+
+/// Adds to `pipe` the publishing of `payload` on `channel` with `publish` (`PUBLISH` or
+/// `SPUBLISH`): as is, or through the script that stores it in the room's history first.
+fn command(
+    pipe: &mut redis::Pipeline,
+    publish: &str,
+    channel: &str,
+    payload: &Bytes,
+    stored: Option<&Stored>,
+) {
+    match stored {
+        None => {
+            pipe.cmd(publish).arg(channel).arg(&payload[..]);
+        }
+        Some(stored) => {
+            pipe.cmd("EVAL")
+                .arg(super::stream::STORE)
+                .arg(2)
+                .arg(&stored.stream)
+                .arg(&stored.seqs)
+                .arg(publish)
+                .arg(channel)
+                .arg(stored.max_len)
+                .arg(&stored.header[..])
+                .arg(&payload[..])
+                .arg(&stored.node)
+                .arg(stored.seq)
+                .arg(stored.max_age_ms);
+        }
+    }
+}
+
+/// How a message is stored in its room's history (the payload is then its body).
+#[derive(Debug, Clone)]
+pub(super) struct Stored {
+    /// The room's stream, and the hash of the last sequence number of each node there.
+    pub(super) stream: String,
+    pub(super) seqs: String,
+    /// The header of the payload, before the id.
+    pub(super) header: Bytes,
+    /// The node (hex) and its sequence number for this message.
+    pub(super) node: String,
+    pub(super) seq: u32,
+    pub(super) max_len: usize,
+    /// 0: no age limit.
+    pub(super) max_age_ms: u64,
 }
 
 impl Subscriber {

@@ -12,6 +12,8 @@ mod link;
 mod presence;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod stream;
 pub mod wire;
 
 use sockeye::Message;

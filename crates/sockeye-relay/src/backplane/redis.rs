@@ -46,11 +46,12 @@ use bytes::Bytes;
 use sockeye::Message;
 use tokio::sync::mpsc;
 
-use super::link::{Link, Publisher, Target};
+use super::link::{Link, Publisher, Stored, Target};
 use super::presence::{self, Notice, Presence};
 use super::wire::{self, HEADER_LEN, Payload};
-use super::{Backplane, Inbound, Overloaded, RemoteMember};
+use super::{Backplane, Inbound, Overloaded, RemoteMember, stream};
 use crate::core::MemberId;
+use crate::history::{HistoryId, HistoryLimits, HistoryRead, Replay};
 
 /// The most a Redis command (connecting included) may take before the link is dropped and made
 /// again.
@@ -179,9 +180,10 @@ pub enum RedisError {
     Config(String),
 }
 
-/// What waits to be published: a member's message or a presence notice.
+/// What waits to be published: a member's message (and the member, [`wire::NO_MEMBER`] for
+/// none) or a presence notice.
 enum Body {
-    Message(Message),
+    Message(Message, u64),
     Presence(Vec<u8>),
 }
 
@@ -198,6 +200,10 @@ struct Outgoing {
 struct Sent {
     channel: String,
     payload: Bytes,
+    /// With history: how the script stores it (the payload is then the stored body).
+    stored: Option<Box<Stored>>,
+    /// Its bytes as counted against the queue's bound.
+    len: usize,
 }
 
 enum Subscription {
@@ -213,7 +219,17 @@ struct Core {
     /// Bytes waiting to be published (and in flight), against `limits.queue_bytes`.
     outgoing_bytes: AtomicUsize,
     presence: Mutex<Presence>,
+    /// Whether the rooms' history is kept (in a stream per room), and within what.
+    history: OnceLock<HistoryLimits>,
+    /// On a Redis Cluster.
+    cluster: bool,
+    /// A connection of the current link, for reading history.
+    reader: Mutex<Option<Publisher>>,
 }
+
+/// The most a stored message takes besides the header and its data: the id's length and the
+/// id (at most 41 bytes), the member and the kind.
+const STORED_EXTRA: usize = 1 + 41 + 9;
 
 impl Core {
     fn channel(&self, room: &str) -> String {
@@ -232,12 +248,18 @@ impl Core {
         body: Body,
     ) -> Result<(), Overloaded> {
         let data = match &body {
-            Body::Message(Message::Text(text)) => text.len(),
-            Body::Message(Message::Binary(data)) => data.len(),
-            Body::Message(_) => return Ok(()),
+            Body::Message(Message::Text(text), _) => text.len(),
+            Body::Message(Message::Binary(data), _) => data.len(),
+            Body::Message(..) => return Ok(()),
             Body::Presence(json) => json.len(),
         };
-        let len = data + HEADER_LEN;
+        // A stored message has its id and sender besides.
+        let stored = if matches!(body, Body::Message(..)) && self.history.get().is_some() {
+            STORED_EXTRA
+        } else {
+            0
+        };
+        let len = data + HEADER_LEN + stored;
         // Counted before it is queued, so that the publisher never takes away more than was
         // added.
         if self.outgoing_bytes.fetch_add(len, Ordering::Relaxed) + len > self.limits.queue_bytes {
@@ -423,6 +445,9 @@ impl RedisBackplane {
             ttl: presence_ttl,
             outgoing_bytes: AtomicUsize::new(0),
             presence: Mutex::new(Presence::default()),
+            history: OnceLock::new(),
+            cluster: matches!(target, Target::Cluster(..)),
+            reader: Mutex::new(None),
         });
         let backplane = Self {
             node,
@@ -483,8 +508,56 @@ impl Backplane for RedisBackplane {
     fn publish(&self, room: &str, message: &Message) -> Result<(), Overloaded> {
         // Queued whether the link is up or not: while Redis is away, the queue holds what
         // members send (up to its bounds) and the link publishes it when it is back.
-        self.core
-            .enqueue(&self.outgoing, room, Body::Message(message.clone()))
+        self.core.enqueue(
+            &self.outgoing,
+            room,
+            Body::Message(message.clone(), wire::NO_MEMBER),
+        )
+    }
+
+    fn publish_from(
+        &self,
+        room: &str,
+        member: MemberId,
+        message: &Message,
+    ) -> Result<(), Overloaded> {
+        self.core.enqueue(
+            &self.outgoing,
+            room,
+            Body::Message(message.clone(), member.get()),
+        )
+    }
+
+    fn keep_history(&self, limits: HistoryLimits) -> bool {
+        let _ = self.core.history.set(limits);
+        true
+    }
+
+    fn history(&self, room: &str, since: HistoryId, max: usize) -> HistoryRead {
+        let reader = self
+            .core
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let keys = stream::keys(&self.core.channel(room), self.core.cluster);
+        let max_message = self.core.limits.max_message;
+        Box::pin(async move {
+            let unknown = Replay {
+                entries: Vec::new(),
+                truncated: true,
+            };
+            let (Some(reader), Some((key, _))) = (reader, keys) else {
+                return unknown;
+            };
+            match stream::read(reader, &key, since, max, max_message, COMMAND_TIMEOUT).await {
+                Ok(replay) => replay,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read a room's history from Redis");
+                    unknown
+                }
+            }
+        })
     }
 
     fn member_joined(&self, room: &str, member: MemberId, name: &str) {
@@ -507,6 +580,8 @@ impl Backplane for RedisBackplane {
 /// What the subscribed connection brought, for the members here.
 enum Received {
     Message(String, Message),
+    /// A stored message: its id, and its sender when it is a member here.
+    Stored(String, Option<HistoryId>, Option<MemberId>, Message),
     Presence(String, u64, Notice, usize),
 }
 
@@ -603,12 +678,17 @@ impl Runner {
         // What the last link published lately goes out again first, then what it was publishing.
         let replay = self.recent.take(Instant::now());
         if !replay.is_empty() {
-            let bytes: usize = replay.iter().map(|sent| sent.payload.len()).sum();
+            let bytes: usize = replay.iter().map(|sent| sent.len).sum();
             // Counted again until Redis answers, as the batch in flight is.
             self.core.outgoing_bytes.fetch_add(bytes, Ordering::Relaxed);
             let rest = std::mem::replace(&mut self.inflight, replay);
             self.inflight.extend(rest);
         }
+        *self
+            .core
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(publisher.clone());
         let settle_until = Instant::now() + SETTLE;
         let Self {
             inbound,
@@ -721,6 +801,16 @@ impl Runner {
                         let len = m.len();
                         (Received::Message(room.to_owned(), m), len)
                     }
+                    Payload::Stored {
+                        id,
+                        member,
+                        message,
+                    } => {
+                        let len = message.len();
+                        let sender = (decoded.node == *node && member != wire::NO_MEMBER)
+                            .then(|| MemberId::from_raw(member));
+                        (Received::Stored(room.to_owned(), id, sender, message), len)
+                    }
                     Payload::Presence(json) => {
                         let Some(notice) = Notice::parse(&json) else {
                             continue;
@@ -750,7 +840,7 @@ impl Runner {
         };
         let deliver = |received: Received| {
             let len = match &received {
-                Received::Message(_, message) => message.len(),
+                Received::Message(_, message) | Received::Stored(.., message) => message.len(),
                 Received::Presence(.., len) => *len,
             };
             queued_bytes.fetch_sub(len, Ordering::Relaxed);
@@ -759,6 +849,9 @@ impl Runner {
             };
             match received {
                 Received::Message(room, message) => inbound.deliver(&room, message),
+                Received::Stored(room, id, sender, message) => {
+                    inbound.deliver_stored(&room, message, id, sender);
+                }
                 Received::Presence(room, from, notice, _) => {
                     let (events, sync) = {
                         let mut presence = core.presence();
@@ -779,7 +872,9 @@ impl Runner {
             while let Some(received) = queue_rx.recv().await {
                 // Paced by the members here as a local sender is: while one of them holds its
                 // room back, what other nodes sent waits in the bounded queue from Redis.
-                if let (Received::Message(room, _), Some(inbound)) = (&received, inbound.get()) {
+                if let (Received::Message(room, _) | Received::Stored(room, ..), Some(inbound)) =
+                    (&received, inbound.get())
+                {
                     inbound.ready(room).await;
                 }
                 deliver(received);
@@ -859,14 +954,40 @@ async fn take_batch(
     while let Some(message) = next.take() {
         bytes += message.len;
         *seq = seq.wrapping_add(1);
-        let payload = match &message.body {
-            Body::Message(m) => wire::encode(node, *seq, m),
-            Body::Presence(json) => Some(wire::encode_presence(node, *seq, json)),
+        let channel = core.channel(&message.room);
+        let mut stored = None;
+        let payload = match (&message.body, core.history.get()) {
+            (Body::Message(m, member), Some(limits)) => {
+                wire::stored_body(*member, m).map(|body| {
+                    match stream::keys(&channel, core.cluster) {
+                        Some((stream, seqs)) => {
+                            stored = Some(Box::new(Stored {
+                                stream,
+                                seqs,
+                                header: wire::stored_header(node, *seq),
+                                node: format!("{node:016x}"),
+                                seq: *seq,
+                                max_len: limits.len(),
+                                max_age_ms: limits.age().map_or(0, |age| {
+                                    u64::try_from(age.as_millis()).unwrap_or(u64::MAX).max(1)
+                                }),
+                            }));
+                            body
+                        }
+                        // No key can share this channel's slot: published without an id.
+                        None => wire::encode_stored(node, *seq, None, &body),
+                    }
+                })
+            }
+            (Body::Message(m, _), None) => wire::encode(node, *seq, m),
+            (Body::Presence(json), _) => Some(wire::encode_presence(node, *seq, json)),
         };
         match payload {
             Some(payload) => batch.push(Sent {
-                channel: core.channel(&message.room),
+                channel,
                 payload,
+                stored,
+                len: message.len,
             }),
             None => {
                 core.outgoing_bytes
@@ -925,9 +1046,9 @@ async fn publish_batch(
     receivers: &mut HashMap<String, i64>,
     core: &Core,
 ) -> redis::RedisResult<()> {
-    let pairs: Vec<(&str, &Bytes)> = batch
+    let pairs: Vec<(&str, &Bytes, Option<&Stored>)> = batch
         .iter()
-        .map(|sent| (sent.channel.as_str(), &sent.payload))
+        .map(|sent| (sent.channel.as_str(), &sent.payload, sent.stored.as_deref()))
         .collect();
     let reached = publisher.publish(&pairs, COMMAND_TIMEOUT).await?;
     if receivers.len() > MAX_CHANNELS_TRACKED {
@@ -936,7 +1057,7 @@ async fn publish_batch(
     let mut bytes = 0;
     let now = Instant::now();
     for (sent, reached) in batch.drain(..).zip(reached) {
-        bytes += sent.payload.len();
+        bytes += sent.len;
         receivers.insert(sent.channel.clone(), reached);
         recent.push(now, sent, core.limits.queue_bytes);
     }
@@ -955,7 +1076,7 @@ struct Recent {
 
 impl Recent {
     fn push(&mut self, now: Instant, sent: Sent, max_bytes: usize) {
-        self.bytes += sent.payload.len();
+        self.bytes += sent.len;
         self.sent.push_back((now, sent));
         while self.sent.len() > REPLAY_MESSAGES || self.bytes > max_bytes {
             self.pop();
@@ -964,7 +1085,7 @@ impl Recent {
 
     fn pop(&mut self) {
         if let Some((_, sent)) = self.sent.pop_front() {
-            self.bytes -= sent.payload.len();
+            self.bytes -= sent.len;
         }
     }
 

@@ -6,7 +6,16 @@
 //! A message is, in order: the magic and version `sky2` (4 bytes), the sending node's id (8
 //! bytes, big-endian), the sending node's sequence number (4 bytes, big-endian; it grows by one,
 //! wrapping, with every message the node publishes, on any channel), the kind (1 byte: 1 text, 2 binary,
-//! 3 presence), then the payload. A presence payload is JSON (see the backplane's presence).
+//! 3 presence, 4 stored), then the payload. A presence payload is JSON (see the backplane's presence).
+//!
+//! With [history](crate::history), a room's messages are *stored* (kind 4): Redis numbers each
+//! one as it adds it to the room's stream, and the same script publishes it with its id, so
+//! every node hands out the same id, and every node takes the message from the channel, its
+//! sender's node included (which skips the sender). The payload of kind 4 is: the id's length
+//! (1 byte; 0 for a message that could not be kept), the id (ASCII `MS-SEQ`), then the *body*
+//! that the stream keeps (field `m`): the sending member's number on its node (8 bytes,
+//! big-endian; all ones for a message the application published), the message's kind (1 text,
+//! 2 binary) and its payload.
 //!
 //! The sequence number lets a node publish again what it is not sure Redis took (a link lost
 //! mid-pipeline) without the others seeing it twice: a node drops what comes from a node with a
@@ -28,6 +37,8 @@ use std::hash::{BuildHasher, Hasher};
 use bytes::{BufMut, Bytes, BytesMut};
 use sockeye::{Message, Utf8Bytes};
 
+use crate::history::HistoryId;
+
 /// The default prefix of the channel names.
 pub const DEFAULT_PREFIX: &str = "sockeye";
 /// The prefix of the rooms' channel names with the default prefix.
@@ -39,6 +50,9 @@ pub const HEADER_LEN: usize = 17;
 const KIND_TEXT: u8 = 1;
 const KIND_BINARY: u8 = 2;
 const KIND_PRESENCE: u8 = 3;
+const KIND_STORED: u8 = 4;
+/// The member number of a stored message that no member sent (the application published it).
+pub const NO_MEMBER: u64 = u64::MAX;
 /// The longest prefix.
 pub const MAX_PREFIX: usize = 64;
 
@@ -49,6 +63,15 @@ pub enum Payload {
     Message(Message),
     /// A presence notice (JSON) for the backplane.
     Presence(Bytes),
+    /// A message of the room's history, numbered by Redis.
+    Stored {
+        /// Its id (`None`: it could not be kept).
+        id: Option<HistoryId>,
+        /// The member that sent it, on its node ([`NO_MEMBER`]: none).
+        member: u64,
+        /// The message.
+        message: Message,
+    },
 }
 
 /// A message from another node, as decoded.
@@ -107,6 +130,58 @@ pub fn encode_presence(node: u64, seq: u32, json: &[u8]) -> Bytes {
     frame(node, seq, KIND_PRESENCE, json)
 }
 
+/// The header of a stored message from `node` with sequence number `seq` (the script that
+/// stores it adds the id and the body).
+pub fn stored_header(node: u64, seq: u32) -> Bytes {
+    frame(node, seq, KIND_STORED, &[])
+}
+
+/// The body of a stored message (what the stream keeps): `member`, the message's kind, its
+/// payload; `None` for anything but text and binary.
+pub fn stored_body(member: u64, message: &Message) -> Option<Bytes> {
+    let (kind, data) = match message {
+        Message::Text(text) => (KIND_TEXT, text.as_bytes()),
+        Message::Binary(data) => (KIND_BINARY, &data[..]),
+        _ => return None,
+    };
+    let mut body = BytesMut::with_capacity(data.len().saturating_add(9));
+    body.put_u64(member);
+    body.put_u8(kind);
+    body.put_slice(data);
+    Some(body.freeze())
+}
+
+/// A stored message as published: what the script makes of [`stored_header`], the id Redis
+/// gave it, and [`stored_body`].
+pub fn encode_stored(node: u64, seq: u32, id: Option<&str>, body: &[u8]) -> Bytes {
+    let id = id.unwrap_or("");
+    let mut payload = BytesMut::with_capacity(HEADER_LEN + 1 + id.len() + body.len());
+    payload.put_slice(&stored_header(node, seq));
+    payload.put_u8(u8::try_from(id.len()).unwrap_or(0));
+    if id.len() <= usize::from(u8::MAX) {
+        payload.put_slice(id.as_bytes());
+    }
+    payload.put_slice(body);
+    payload.freeze()
+}
+
+/// A body as the stream keeps it: the member and the message; `None` when malformed or over
+/// `max_message` bytes.
+pub fn decode_stored_body(body: &Bytes, max_message: usize) -> Option<(u64, Message)> {
+    let (member, rest) = body.split_first_chunk::<8>()?;
+    let (kind, data) = rest.split_first()?;
+    if data.len() > max_message {
+        return None;
+    }
+    let data = body.slice(9..);
+    let message = match *kind {
+        KIND_TEXT => Message::Text(Utf8Bytes::try_from(data).ok()?),
+        KIND_BINARY => Message::Binary(data),
+        _ => return None,
+    };
+    Some((u64::from_be_bytes(*member), message))
+}
+
 fn frame(node: u64, seq: u32, kind: u8, data: &[u8]) -> Bytes {
     let mut payload = BytesMut::with_capacity(HEADER_LEN.saturating_add(data.len()));
     payload.put_slice(&MAGIC);
@@ -117,8 +192,9 @@ fn frame(node: u64, seq: u32, kind: u8, data: &[u8]) -> Bytes {
     payload.freeze()
 }
 
-/// A message published by another node; `None` for our own (`node`), and for anything else
-/// (not from a sockeye relay, another version, malformed, or over `max_message` bytes).
+/// A message published by another node; `None` for our own (`node`) but stored ones (which
+/// every node delivers, its sender's too), and for anything else (not from a sockeye relay,
+/// another version, malformed, or over `max_message` bytes).
 pub fn decode(payload: &[u8], node: u64, max_message: usize) -> Option<Decoded> {
     decode_bytes(&Bytes::copy_from_slice(payload), node, max_message)
 }
@@ -130,16 +206,36 @@ pub fn decode_bytes(payload: &Bytes, node: u64, max_message: usize) -> Option<De
     let (from, rest) = rest.split_first_chunk::<8>()?;
     let (seq, kind) = rest.split_first_chunk::<4>()?;
     let from = u64::from_be_bytes(*from);
-    if *magic != MAGIC || from == node || data.len() > max_message {
+    let kind = kind.first().copied();
+    if *magic != MAGIC || (from == node && kind != Some(KIND_STORED)) {
         return None;
     }
     let seq = u32::from_be_bytes(*seq);
-    let kind = kind.first().copied();
-    let data = payload.slice(HEADER_LEN..);
     let payload = match kind {
-        Some(KIND_TEXT) => Payload::Message(Message::Text(Utf8Bytes::try_from(data).ok()?)),
-        Some(KIND_BINARY) => Payload::Message(Message::Binary(data)),
-        Some(KIND_PRESENCE) => Payload::Presence(data),
+        Some(KIND_STORED) => {
+            let (id_len, rest) = data.split_first()?;
+            let id = rest.get(..usize::from(*id_len))?;
+            let id = if id.is_empty() {
+                None
+            } else {
+                Some(std::str::from_utf8(id).ok()?.parse().ok()?)
+            };
+            let at = HEADER_LEN
+                .checked_add(1)?
+                .checked_add(usize::from(*id_len))?;
+            let (member, message) = decode_stored_body(&payload.slice(at..), max_message)?;
+            Payload::Stored {
+                id,
+                member,
+                message,
+            }
+        }
+        _ if data.len() > max_message => return None,
+        Some(KIND_TEXT) => Payload::Message(Message::Text(
+            Utf8Bytes::try_from(payload.slice(HEADER_LEN..)).ok()?,
+        )),
+        Some(KIND_BINARY) => Payload::Message(Message::Binary(payload.slice(HEADER_LEN..))),
+        Some(KIND_PRESENCE) => Payload::Presence(payload.slice(HEADER_LEN..)),
         _ => return None,
     };
     Some(Decoded {
@@ -175,8 +271,60 @@ mod tests {
     fn message(decoded: Option<Decoded>) -> Option<Message> {
         match decoded?.payload {
             Payload::Message(m) => Some(m),
-            Payload::Presence(_) => None,
+            Payload::Presence(_) | Payload::Stored { .. } => None,
         }
+    }
+
+    #[test]
+    fn stored_messages_carry_their_id_and_sender_and_reach_their_own_node() {
+        let body = stored_body(5, &Message::text("hi")).unwrap();
+        let mut expected = 5u64.to_be_bytes().to_vec();
+        expected.extend_from_slice(&[KIND_TEXT, b'h', b'i']);
+        assert_eq!(&body[..], expected);
+        let payload = encode_stored(7, 3, Some("1733-2"), &body);
+        let mut wire = encoded(7, 3, KIND_STORED, &[6]);
+        wire.extend_from_slice(b"1733-2");
+        wire.extend_from_slice(&expected);
+        assert_eq!(&payload[..], wire);
+        // Its own node takes it too.
+        let decoded = decode(&payload, 7, 100).unwrap();
+        assert_eq!(
+            decoded.payload,
+            Payload::Stored {
+                id: Some(HistoryId { ms: 1733, seq: 2 }),
+                member: 5,
+                message: Message::text("hi"),
+            }
+        );
+        let unkept = encode_stored(
+            7,
+            4,
+            None,
+            &stored_body(NO_MEMBER, &Message::binary(vec![1u8])).unwrap(),
+        );
+        let Payload::Stored {
+            id,
+            member,
+            message,
+        } = decode(&unkept, 1, 100).unwrap().payload
+        else {
+            panic!("stored");
+        };
+        assert_eq!(
+            (id, member, message),
+            (None, NO_MEMBER, Message::binary(vec![1u8]))
+        );
+        // Malformed: a bad id, a short body, an oversized message.
+        let mut bad = encoded(7, 3, KIND_STORED, &[3]);
+        bad.extend_from_slice(b"x-1");
+        bad.extend_from_slice(&expected);
+        assert_eq!(decode(&bad, 1, 100), None);
+        assert_eq!(
+            decode(&encoded(7, 3, KIND_STORED, &[0, 1, 2]), 1, 100),
+            None
+        );
+        assert_eq!(decode(&payload, 1, 1), None);
+        assert_eq!(decode(&encoded(7, 3, KIND_STORED, &[40]), 1, 100), None);
     }
 
     #[test]
