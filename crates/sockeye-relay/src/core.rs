@@ -281,11 +281,23 @@ impl Rooms {
 
     /// Counts `messages` messages of `bytes` payload bytes more in `member`'s queue, handed to
     /// it outside a fan-out (a replay from history within [`room_left`](Self::room_left), or
-    /// the small id notice that follows a message): [`sent`](Self::sent) takes them back.
-    pub fn queued(&mut self, member: MemberId, messages: usize, bytes: usize) {
-        if let Some(m) = self.members.get_mut(&member) {
-            m.queued = m.queued.saturating_add(messages);
-            m.queued_bytes = m.queued_bytes.saturating_add(bytes);
+    /// the small id notice that follows a message): [`sent`](Self::sent) takes them back. At
+    /// the pause threshold by that, the member holds its room back from `now`, as after a
+    /// fan-out.
+    pub fn queued(&mut self, member: MemberId, messages: usize, bytes: usize, now: Instant) {
+        let limits = self.limits;
+        let Some(m) = self.members.get_mut(&member) else {
+            return;
+        };
+        m.queued = m.queued.saturating_add(messages);
+        m.queued_bytes = m.queued_bytes.saturating_add(bytes);
+        if m.full_since.is_none()
+            && (m.queued >= limits.pause_messages() || m.queued_bytes >= limits.pause_bytes())
+        {
+            m.full_since = Some(now);
+            if let Some(room) = self.by_room.get_mut(&m.room) {
+                room.full += 1;
+            }
         }
     }
 
@@ -973,6 +985,38 @@ mod tests {
         assert_eq!(fanout.close[0].member, slow);
         assert_eq!(fanout.emptied.as_deref(), Some("s"));
         assert_eq!(rooms.names().count(), 0);
+    }
+
+    #[test]
+    fn when_the_backplane_delivers_a_publish_decides_only_waiting_and_taking() {
+        let mut h = Harness::new(QueueLimits::new(4, 1 << 20));
+        h.rooms.set_backplane_delivers(true);
+        let a = h.join("r");
+        let b = h.join("r");
+        let mut offered = 0;
+        let fanout = h.rooms.publish(a, 5, h.now, |_| {
+            offered += 1;
+            Ok(())
+        });
+        assert_eq!(offered, 1);
+        assert!(
+            fanout.deliver.is_empty(),
+            "it comes back through the backplane"
+        );
+        // It comes back: everyone here but its sender.
+        let fanout = h.rooms.deliver_to("r", 5, h.now, |m| m != a);
+        assert_eq!(fanout.deliver, [b]);
+        h.carry_out(fanout, 1);
+        // Extra messages (a replay, id notices) count in the queue and the room left.
+        assert_eq!(h.rooms.room_left(b), (3, (1 << 20) - 5));
+        h.rooms.queued(b, 1, 10, h.now);
+        assert_eq!(h.rooms.room_left(b), (2, (1 << 20) - 15));
+        assert!(
+            h.rooms.sent(b, 2, 15),
+            "at the pause threshold until written out"
+        );
+        assert_eq!(h.rooms.room_left(b), (4, 1 << 20));
+        assert_eq!(h.rooms.room_left(MemberId(99)), (0, 0));
     }
 
     #[test]

@@ -93,10 +93,10 @@ pub enum Since {
 /// How much history is kept per room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryLimits {
-    max_len: usize,
-    max_age: Option<Duration>,
-    max_bytes: usize,
-    max_rooms: usize,
+    messages: usize,
+    age: Option<Duration>,
+    bytes: usize,
+    rooms: usize,
 }
 
 impl Default for HistoryLimits {
@@ -112,10 +112,10 @@ impl HistoryLimits {
     /// (trimmed in whole nodes, so Redis may keep somewhat more), exact in memory.
     pub fn new(max_len: usize) -> Self {
         Self {
-            max_len: max_len.max(1),
-            max_age: Some(Duration::from_secs(3600)),
-            max_bytes: 256 << 10,
-            max_rooms: 1024,
+            messages: max_len.max(1),
+            age: Some(Duration::from_secs(3600)),
+            bytes: 256 << 10,
+            rooms: 1024,
         }
     }
 
@@ -123,14 +123,14 @@ impl HistoryLimits {
     /// a room's stream also expires this long after its last message. Default 1 hour.
     #[must_use]
     pub fn max_age(mut self, age: Option<Duration>) -> Self {
-        self.max_age = age;
+        self.age = age;
         self
     }
 
     /// In memory: the most payload bytes kept per room (the oldest go first). Default 256 KiB.
     #[must_use]
     pub fn max_bytes(mut self, bytes: usize) -> Self {
-        self.max_bytes = bytes;
+        self.bytes = bytes;
         self
     }
 
@@ -138,28 +138,28 @@ impl HistoryLimits {
     /// forgotten first). Default 1,024.
     #[must_use]
     pub fn max_rooms(mut self, rooms: usize) -> Self {
-        self.max_rooms = rooms.max(1);
+        self.rooms = rooms.max(1);
         self
     }
 
     /// Messages kept per room, at most.
-    pub fn len(&self) -> usize {
-        self.max_len
+    pub fn length(&self) -> usize {
+        self.messages
     }
 
     /// How long a message is kept, at most.
     pub fn age(&self) -> Option<Duration> {
-        self.max_age
+        self.age
     }
 
     /// Payload bytes kept per room in memory, at most.
     pub fn bytes(&self) -> usize {
-        self.max_bytes
+        self.bytes
     }
 
     /// Rooms with history in memory, at most.
     pub fn rooms(&self) -> usize {
-        self.max_rooms
+        self.rooms
     }
 }
 
@@ -222,7 +222,7 @@ pub(crate) fn plan<T>(
         if keep >= room || bytes.saturating_add(len) > room_bytes {
             break;
         }
-        keep += 1;
+        keep = keep.saturating_add(1);
         bytes = bytes.saturating_add(len);
     }
     let cut = entries.len().saturating_sub(keep);
@@ -294,7 +294,7 @@ impl MemoryHistory {
             }
         };
         self.last = id;
-        if !self.rooms.contains_key(room) && self.rooms.len() >= self.limits.max_rooms {
+        if !self.rooms.contains_key(room) && self.rooms.len() >= self.limits.rooms {
             self.forget_oldest_room();
         }
         let floor = self.floor;
@@ -305,7 +305,7 @@ impl MemoryHistory {
         ring.bytes = ring.bytes.saturating_add(message.len());
         ring.entries.push_back((id, message.clone()));
         let limits = self.limits;
-        while ring.entries.len() > limits.max_len || ring.bytes > limits.max_bytes {
+        while ring.entries.len() > limits.messages || ring.bytes > limits.bytes {
             Self::drop_oldest(ring);
         }
         self.expire_ring(room, now_ms);
@@ -320,7 +320,7 @@ impl MemoryHistory {
     }
 
     fn expire_ring(&mut self, room: &str, now_ms: u64) {
-        let Some(age) = self.limits.max_age else {
+        let Some(age) = self.limits.age else {
             return;
         };
         let oldest = now_ms.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
@@ -410,9 +410,10 @@ mod tests {
         let b = h.append("r", &Message::text("b"), 1000);
         let other = h.append("s", &Message::text("x"), 999);
         let c = h.append("r", &Message::text("c"), 1005);
+        // After the store's start (1000-0), where every room's history is complete.
         assert_eq!(
             (a, b, other, c),
-            (id(1000, 0), id(1000, 1), id(1000, 2), id(1005, 0))
+            (id(1000, 1), id(1000, 2), id(1000, 3), id(1005, 0))
         );
         let replay = h.read("r", a, 10, 1005);
         assert_eq!(
@@ -447,7 +448,11 @@ mod tests {
         // A third room makes the store forget the one whose last message is the oldest.
         h.append("s", &Message::text("s"), 30);
         h.append("t", &Message::text("t"), 31);
-        assert!(h.read("r", ids[4], 10, 31).truncated, "r was forgotten");
+        assert!(h.read("r", ids[3], 10, 31).truncated, "r was forgotten");
+        assert!(
+            !h.read("r", ids[4], 10, 31).truncated,
+            "its last: nothing missed"
+        );
         assert_eq!(h.read("s", id(30, 0), 10, 31), Replay::default());
         // Bytes and age bound it too.
         let mut h = MemoryHistory::new(
@@ -461,8 +466,10 @@ mod tests {
         h.append("r", &Message::text("ef"), 3);
         let replay = h.read("r", HistoryId::default(), 10, 3);
         assert_eq!(replay.entries.len(), 2);
-        assert!(h.read("r", first, 10, 3).truncated);
-        assert!(h.read("r", id(3, 0), 10, 500).truncated, "expired");
+        assert!(replay.truncated, "the first was dropped");
+        assert!(!h.read("r", first, 10, 3).truncated, "seen: nothing missed");
+        let expired = h.read("r", id(2, 0), 10, 500);
+        assert!(expired.truncated && expired.entries.is_empty(), "expired");
     }
 
     #[test]

@@ -955,7 +955,7 @@ impl State {
                 send(Arc::new(notice), &mut count);
             }
         }
-        self.rooms.queued(member, count.0, count.1);
+        self.rooms.queued(member, count.0, count.1, Instant::now());
         // The live ones were counted when they arrived.
         for (_, (message, notice)) in plan.live {
             let _ = tx.send(Outgoing::Message(message));
@@ -1027,13 +1027,13 @@ impl State {
                 continue;
             };
             // The notice counts in the member's queue too.
-            self.rooms.queued(member, 1, notice.payload().len());
-            match waiting {
-                Some(waiting) => waiting.push((id, (Arc::clone(message), notice))),
-                None => {
-                    let _ = outbox.send(Outgoing::Message(Arc::clone(message)));
-                    let _ = outbox.send(Outgoing::Message(notice));
-                }
+            self.rooms
+                .queued(member, 1, notice.payload().len(), Instant::now());
+            if let Some(waiting) = waiting {
+                waiting.push((id, (Arc::clone(message), notice)));
+            } else {
+                let _ = outbox.send(Outgoing::Message(Arc::clone(message)));
+                let _ = outbox.send(Outgoing::Message(notice));
             }
         }
         if !fanout.close.is_empty() {

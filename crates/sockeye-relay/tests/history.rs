@@ -202,3 +202,39 @@ async fn over_redis_history_older_than_the_stream_keeps_is_told_truncated() {
     }))
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_each_rooms_history_lives_on_its_shard() {
+    support::bounded(Box::pin(async {
+        let Some(cluster) = support::RedisCluster::start(3).await else {
+            return;
+        };
+        // One room per shard.
+        let mut rooms: Vec<Option<String>> = vec![None; 3];
+        for i in 0.. {
+            let room = format!("room{i}");
+            let owner = cluster.owner(&format!("sockeye:room:{room}")).await;
+            rooms[owner].get_or_insert(room);
+            if rooms.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        let relay = || async {
+            let backplane = RedisBackplane::cluster_builder(cluster.urls())
+                .connect()
+                .await
+                .unwrap();
+            Relay::builder()
+                .backplane(backplane)
+                .history(HistoryLimits::new(100))
+                .build()
+        };
+        let (one, two) = (relay().await, relay().await);
+        let (addr_one, _t1) = serve_history(one.clone()).await;
+        let (addr_two, _t2) = serve_history(two.clone()).await;
+        for room in rooms.into_iter().flatten() {
+            reader_comes_back_in(&room, (addr_one, &one), (addr_two, &two), 5).await;
+        }
+    }))
+    .await;
+}

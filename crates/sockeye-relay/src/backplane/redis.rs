@@ -967,7 +967,7 @@ async fn take_batch(
                                 header: wire::stored_header(node, *seq),
                                 node: format!("{node:016x}"),
                                 seq: *seq,
-                                max_len: limits.len(),
+                                max_len: limits.length(),
                                 max_age_ms: limits.age().map_or(0, |age| {
                                     u64::try_from(age.as_millis()).unwrap_or(u64::MAX).max(1)
                                 }),

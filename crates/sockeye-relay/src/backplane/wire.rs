@@ -155,10 +155,15 @@ pub fn stored_body(member: u64, message: &Message) -> Option<Bytes> {
 /// gave it, and [`stored_body`].
 pub fn encode_stored(node: u64, seq: u32, id: Option<&str>, body: &[u8]) -> Bytes {
     let id = id.unwrap_or("");
-    let mut payload = BytesMut::with_capacity(HEADER_LEN + 1 + id.len() + body.len());
+    let mut payload = BytesMut::with_capacity(
+        HEADER_LEN
+            .saturating_add(1)
+            .saturating_add(id.len())
+            .saturating_add(body.len()),
+    );
     payload.put_slice(&stored_header(node, seq));
     payload.put_u8(u8::try_from(id.len()).unwrap_or(0));
-    if id.len() <= usize::from(u8::MAX) {
+    if u8::try_from(id.len()).is_ok() {
         payload.put_slice(id.as_bytes());
     }
     payload.put_slice(body);
