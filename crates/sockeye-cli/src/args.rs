@@ -110,9 +110,14 @@ pub(crate) struct ConnectArgs {
     pub(crate) show_headers: bool,
     #[command(flatten)]
     pub(crate) http: HttpArgs,
-    /// Reconnect when the connection drops, with backoff.
+    /// Reconnect when the connection drops, after a jittered back-off (200 ms doubling up to
+    /// 5 s), until Ctrl-C or --reconnect-tries. When the server sent message ids (a sockeye
+    /// room joined with ?since=), reconnects ask for what was missed (?since=LAST_ID).
     #[arg(long)]
     pub(crate) reconnect: bool,
+    /// With --reconnect: give up after this many failed attempts in a row (0: never).
+    #[arg(long, default_value_t = 0, value_name = "N", requires = "reconnect")]
+    pub(crate) reconnect_tries: u32,
     /// A message sent right after each connect (and reconnect).
     #[arg(long, value_name = "TEXT")]
     pub(crate) preamble: Option<String>,
@@ -260,6 +265,12 @@ pub(crate) struct ServeArgs {
         requires = "redis"
     )]
     pub(crate) redis_prefix: String,
+    /// Keep the last N messages of each room (in memory, or with --redis in a Redis stream per
+    /// room), for an hour at most: a member that joins with ?since=ID (the id of the last
+    /// message it saw) gets what it missed; with ?since= it is sent each message's id. 0: no
+    /// history.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub(crate) history: usize,
 }
 
 #[derive(Debug, Args)]

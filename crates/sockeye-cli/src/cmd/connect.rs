@@ -59,27 +59,117 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<u8> {
     }
     let view = View::new(interactive);
 
-    let mut backoff = Duration::from_millis(200);
+    let mut history = History::default();
+    // Failed attempts in a row: the back-off grows with them, and --reconnect-tries bounds them.
+    let mut failures = 0u32;
     loop {
-        match session(&args, &url, &view, builder.clone(), &mut rx).await {
+        // After a drop, a server that sent ids is asked for what was missed.
+        let builder = match history.resume_url(&url) {
+            Some(resume) => self::builder(&args, &resume)?,
+            None => builder.clone(),
+        };
+        let mut connected = false;
+        let end = session(
+            &args,
+            &url,
+            &view,
+            builder,
+            &mut rx,
+            &mut history,
+            &mut connected,
+        )
+        .await;
+        if connected {
+            failures = 0;
+        }
+        match end {
             Ok(End::InputDone | End::Interrupted) => return Ok(exit::OK),
             Ok(End::ServerClosed { normal }) if !args.reconnect => {
                 return Ok(if normal { exit::OK } else { exit::ABNORMAL });
             }
             Ok(End::ServerClosed { .. }) => {}
             Err(e) if args.reconnect => {
+                failures = failures.saturating_add(u32::from(!connected));
+                if args.reconnect_tries > 0 && failures >= args.reconnect_tries {
+                    eprintln!(
+                        "sockeye: {}; giving up after {failures} attempts",
+                        exit::describe(&e)
+                    );
+                    return Err(e);
+                }
                 eprintln!(
-                    "sockeye: {}; reconnecting in {backoff:?}",
-                    exit::describe(&e)
+                    "sockeye: {}; reconnecting in {:?}",
+                    exit::describe(&e),
+                    backoff(failures)
                 );
             }
             Err(e) => return Err(e),
         }
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(backoff(failures)) => {}
             () = crate::signal::terminate() => return Ok(exit::OK),
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// The wait before the next attempt after `failures` failed ones in a row: from 200 ms (after
+/// a drop), doubling up to 5 s, drawn between half and all of it so that the clients of a
+/// server that restarts do not all come back at once.
+fn backoff(failures: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let step = Duration::from_millis(200)
+        .saturating_mul(1 << failures.min(5))
+        .min(Duration::from_secs(5));
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(failures);
+    let half = step / 2;
+    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
+    half + Duration::from_nanos(hasher.finish() % nanos)
+}
+
+/// What a sockeye room with history told this client: the id of the last message it saw,
+/// from the `{"sockeye":"id",...}` notices that follow each message (sent to a member that
+/// joined with `?since=`). Reconnections ask for what came after it.
+#[derive(Debug, Default)]
+struct History {
+    last: Option<String>,
+}
+
+impl History {
+    /// Takes a room's notice: `Some` with a note to show for a history notice, `Some("")`
+    /// for an id (nothing to show), `None` for any other message.
+    fn notice(&mut self, text: &str) -> Option<&'static str> {
+        if !text.starts_with(r#"{"sockeye":"#) {
+            return None;
+        }
+        let value: serde_json::Value = serde_json::from_str(text).ok()?;
+        match (
+            value["sockeye"].as_str()?,
+            value["id"].as_str(),
+            value["event"].as_str(),
+        ) {
+            ("id", Some(id), _) if id.parse::<sockeye_relay::HistoryId>().is_ok() => {
+                self.last = Some(id.to_owned());
+                Some("")
+            }
+            ("history", _, Some("truncated")) => {
+                Some("the room's history did not hold everything missed: some messages are lost")
+            }
+            _ => None,
+        }
+    }
+
+    /// `url` with `since=LAST` (replacing any `since`), once an id is known.
+    fn resume_url(&self, url: &str) -> Option<String> {
+        let last = self.last.as_deref()?;
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut pairs: Vec<&str> = query
+            .split('&')
+            .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some("since"))
+            .collect();
+        let since = format!("since={last}");
+        pairs.push(&since);
+        Some(format!("{base}?{}", pairs.join("&")))
     }
 }
 
@@ -332,6 +422,8 @@ async fn session(
     view: &View,
     builder: ClientBuilder,
     rx: &mut mpsc::Receiver<Message>,
+    history: &mut History,
+    opened: &mut bool,
 ) -> anyhow::Result<End> {
     // HTTP/2 or HTTP/1.1 as --http2, --http1 or --prefer-http2 say (by default: HTTP/2 when a
     // wss:// server takes it); the library falls back on its own.
@@ -348,12 +440,13 @@ async fn session(
             return Err(e.into());
         }
     };
+    *opened = true;
     if effective_policy(args, url) == sockeye::Http2Policy::Prefer
         && response.version() != http::Version::HTTP_2
     {
         tracing::info!(%url, "HTTP/2 unavailable: falling back to HTTP/1.1");
     }
-    converse(args, url, view, ws, &response, rx).await
+    converse(args, url, view, ws, &response, rx, history).await
 }
 
 /// One connection's exchange, over HTTP/1.1 or HTTP/2.
@@ -364,6 +457,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     mut ws: WebSocket<S>,
     response: &http::Response<()>,
     rx: &mut mpsc::Receiver<Message>,
+    history: &mut History,
 ) -> anyhow::Result<End> {
     if args.show_headers {
         show_handshake(response);
@@ -431,7 +525,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 if waiting {
                     idle.as_mut().reset(tokio::time::Instant::now() + args.wait);
                 }
-                show(args, view, &mut stdout, message?).await?;
+                show(args, view, &mut stdout, message?, history).await?;
             }
         }
     }
@@ -474,8 +568,18 @@ async fn show(
     view: &View,
     stdout: &mut tokio::io::Stdout,
     message: Message,
+    history: &mut History,
 ) -> std::io::Result<()> {
     match message {
+        // A room's id notice is bookkeeping, not a message (logged with -v).
+        Message::Text(text) if let Some(note) = history.notice(&text) => {
+            tracing::info!(notice = %text, "room history");
+            if note.is_empty() {
+                Ok(())
+            } else {
+                view.note(stdout, note).await
+            }
+        }
         Message::Text(text) => {
             let line = view.incoming(&display::text_line(&text, args.pretty));
             stdout.write_all(line.as_bytes()).await?;
@@ -569,6 +673,44 @@ async fn after_failed_send<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_notices_are_kept_and_reconnections_ask_for_what_came_after() {
+        let mut history = History::default();
+        assert_eq!(history.resume_url("ws://h/rooms/r?since="), None);
+        assert_eq!(history.notice("hello"), None);
+        assert_eq!(
+            history.notice(r#"{"sockeye":"presence","event":"join"}"#),
+            None
+        );
+        assert_eq!(history.notice(r#"{"sockeye":"id","id":"nonsense"}"#), None);
+        assert_eq!(history.notice(r#"{"sockeye":"id","id":"17-3"}"#), Some(""));
+        assert!(
+            history
+                .notice(r#"{"sockeye":"history","event":"truncated"}"#)
+                .is_some_and(|note| !note.is_empty())
+        );
+        assert_eq!(
+            history
+                .resume_url("ws://h/rooms/r?name=ann&since=")
+                .as_deref(),
+            Some("ws://h/rooms/r?name=ann&since=17-3")
+        );
+        assert_eq!(
+            history.resume_url("ws://h/rooms/r").as_deref(),
+            Some("ws://h/rooms/r?since=17-3")
+        );
+    }
+
+    #[test]
+    fn the_back_off_is_jittered_and_capped() {
+        for failures in 0..40 {
+            let wait = backoff(failures);
+            assert!(wait <= Duration::from_secs(5), "{wait:?}");
+            assert!(wait >= Duration::from_millis(100), "{wait:?}");
+        }
+        assert!(backoff(0) <= Duration::from_millis(200));
+    }
 
     #[test]
     fn interactive_commands() {

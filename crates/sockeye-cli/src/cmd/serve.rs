@@ -21,7 +21,9 @@ use sockeye::{
     TlsAcceptor, TlsAcceptorBuilder, WebSocket, WebSocketConfig,
 };
 use sockeye_relay::backplane::wire::HEADER_LEN;
-use sockeye_relay::{QueueLimits, RedisBackplane, RedisError, RedisLimits, Relay};
+use sockeye_relay::{
+    HistoryLimits, JoinOptions, QueueLimits, RedisBackplane, RedisError, RedisLimits, Relay, Since,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -208,10 +210,13 @@ async fn accept_until_stopped(listener: &TcpListener, shared: &Arc<Shared>) {
 
 /// The rooms: in this process, or shared with other servers over Redis.
 async fn rooms(args: &ServeArgs, shutdown: &Shutdown) -> anyhow::Result<Relay> {
-    let relay = Relay::builder()
+    let mut relay = Relay::builder()
         .queue_limits(QueueLimits::new(args.client_queue, args.client_queue_bytes))
         .send_timeout(SEND_TIMEOUT)
         .shutdown(shutdown);
+    if args.history > 0 {
+        relay = relay.history(HistoryLimits::new(args.history));
+    }
     let Some(url) = &args.redis else {
         return Ok(relay.build());
     };
@@ -478,7 +483,7 @@ async fn serve_h2(
 /// An accepted upgrade (HTTP/1.1 or HTTP/2): the WebSocket once the response is sent, in the
 /// echo server or its room.
 async fn run_websocket(shared: Arc<Shared>, peer: SocketAddr, upgrade: Upgrade) {
-    let (websocket, path, name) = upgrade;
+    let (websocket, path, join) = upgrade;
     // In a block: a local that the log line borrows stays in the task's future for the
     // connection's whole life (a second WebSocket's worth); one moved out of a block does not.
     let ws = {
@@ -498,7 +503,7 @@ async fn run_websocket(shared: Arc<Shared>, peer: SocketAddr, upgrade: Upgrade) 
         Box::pin(echo(ws)).await
     } else {
         let room = room_name(&path).unwrap_or("lobby").to_owned();
-        Box::pin(member(ws, &shared, &room, name.as_deref())).await
+        Box::pin(member(ws, &shared, &room, &join)).await
     };
     match result {
         Ok(()) => tracing::info!(%peer, "disconnected"),
@@ -506,8 +511,8 @@ async fn run_websocket(shared: Arc<Shared>, peer: SocketAddr, upgrade: Upgrade) 
     }
 }
 
-/// An accepted upgrade, its path, and the member's display name (`?name=`).
-type Upgrade = (PendingUpgrade, String, Option<String>);
+/// An accepted upgrade, its path, and how the member joins (`?name=`, `?since=`).
+type Upgrade = (PendingUpgrade, String, JoinOptions);
 
 /// What a connection's requests hand back to the task that serves it.
 struct Handover {
@@ -587,15 +592,22 @@ fn answer(
                 .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             response
         }
+        Resource::WebSocket if !shared.echo && join_options(request.uri().query()).is_none() => {
+            text(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                "since: not a message id (MS-SEQ)\n",
+            )
+        }
         Resource::WebSocket => match shared.server.upgrade(&mut request) {
             Ok((response, websocket)) => {
                 let path = request.uri().path().to_owned();
-                let name = display_name(request.uri().query());
+                let join = join_options(request.uri().query()).unwrap_or_default();
                 match &handover.streams {
                     Some(streams) => {
-                        let _ = streams.send((websocket, path, name));
+                        let _ = streams.send((websocket, path, join));
                     }
-                    None => *lock(&handover.upgrade) = Some((websocket, path, name)),
+                    None => *lock(&handover.upgrade) = Some((websocket, path, join)),
                 }
                 response
             }
@@ -652,6 +664,27 @@ fn display_name(query: Option<&str>) -> Option<String> {
     })
 }
 
+/// How a member joins, from its room URL's query: `name=` (presence) and `since=` (history:
+/// empty for the ids of the messages from now on, or the id of the last message seen, for what
+/// came after it too); `None` for a `since` that is not an id.
+fn join_options(query: Option<&str>) -> Option<JoinOptions> {
+    let mut join = JoinOptions::new();
+    if let Some(name) = display_name(query) {
+        join = join.name(name);
+    }
+    let since = query.and_then(|query| {
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == "since").then_some(value)
+        })
+    });
+    match since {
+        None => Some(join),
+        Some("") => Some(join.since(Since::Now)),
+        Some(id) => id.parse().ok().map(|id| join.since(Since::After(id))),
+    }
+}
+
 /// `%XX` escapes and `+` decoded, as a browser's `encodeURIComponent` or form encoding writes
 /// them; what is not valid UTF-8 afterwards is replaced.
 fn percent_decode(text: &str) -> String {
@@ -683,11 +716,11 @@ async fn member(
     ws: Ws,
     shared: &Shared,
     room: &str,
-    name: Option<&str>,
+    join: &JoinOptions,
 ) -> Result<(), sockeye::Error> {
     shared
         .rooms
-        .serve_named_until(ws, room, name, std::future::pending())
+        .serve_with(ws, room, join, std::future::pending())
         .await
 }
 
@@ -705,6 +738,24 @@ mod tests {
         assert_eq!(display_name(Some("name=100%")).as_deref(), Some("100%"));
         assert_eq!(display_name(Some("other=1")), None);
         assert_eq!(display_name(None), None);
+    }
+
+    #[test]
+    fn join_options_from_the_query() {
+        assert_eq!(join_options(None), Some(JoinOptions::new()));
+        assert_eq!(
+            join_options(Some("name=ann&since=")),
+            Some(JoinOptions::new().name("ann").since(Since::Now))
+        );
+        assert_eq!(
+            join_options(Some("since=1733-4")),
+            Some(JoinOptions::new().since(Since::After("1733-4".parse().unwrap())))
+        );
+        assert_eq!(
+            join_options(Some("since")),
+            Some(JoinOptions::new().since(Since::Now))
+        );
+        assert_eq!(join_options(Some("since=x")), None);
     }
 
     #[test]
