@@ -1820,3 +1820,113 @@ fn bench_multiplexes_over_http2_connections() {
         stderr(&out)
     );
 }
+
+/// A TCP proxy to `target` that can cut every connection it carries and refuse new ones
+/// until it is let up again: a network drop, for clients that reconnect.
+struct Dropper {
+    addr: SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    carried: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Dropper {
+    async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let carried = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, carried2) = (up.clone(), carried.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    let mut server = tokio::net::TcpStream::connect(target).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+                carried2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self { addr, up, carried }
+    }
+
+    /// Cuts every connection and refuses new ones.
+    fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for task in self.carried.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn up(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The lines a child writes to stdout, as they come.
+fn stdout_lines(running: &mut Running) -> std::sync::mpsc::Receiver<String> {
+    let stdout = BufReader::new(running.0.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_reconnect_gets_what_it_missed_from_serve_history() {
+    let (_server, addr) = start(&["serve", "--history", "100", "127.0.0.1:0"]);
+    let dropper = Dropper::start(addr).await;
+    let url = format!("ws://{}/rooms/h?since=", dropper.addr);
+    let mut client = spawn_piped(&["connect", "--reconnect", "-u", &url]);
+    let lines = stdout_lines(&mut client);
+    let next = |what: &str| {
+        lines
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("no line: expected {what}"))
+    };
+    let (mut sender, _) = sockeye::connect(&format!("ws://{addr}/rooms/h"))
+        .await
+        .unwrap();
+    // Until the client is in the room.
+    loop {
+        sender.send(Message::text("warm")).await.unwrap();
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+            assert_eq!(line, "warm");
+            break;
+        }
+    }
+    sender.send(Message::text("m0")).await.unwrap();
+    while next("m0") != "m0" {}
+    // The network drops; the room goes on without the client.
+    dropper.down();
+    for i in 1..=5 {
+        sender.send(Message::text(format!("m{i}"))).await.unwrap();
+    }
+    // A member that joins now sees that the room has taken them all.
+    let (mut witness, _) = sockeye::connect(&format!("ws://{addr}/rooms/h"))
+        .await
+        .unwrap();
+    sender.send(Message::text("mark")).await.unwrap();
+    assert_eq!(
+        witness.next().await.unwrap().unwrap(),
+        Message::text("mark")
+    );
+    dropper.up();
+    // Back with ?since=ID of m0: what it missed, in order, once, and no id notices printed.
+    for expected in ["m1", "m2", "m3", "m4", "m5", "mark"] {
+        assert_eq!(next(expected), expected);
+    }
+    sender.send(Message::text("live")).await.unwrap();
+    assert_eq!(next("live"), "live");
+    signal(&client, "-TERM");
+    let (code, _, stderr) = finish(client, Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("reconnecting"), "{stderr}");
+}
