@@ -13,7 +13,7 @@
 //! and no message twice. Members that do not ask see exactly the room's messages.
 //!
 //! This module holds the rules without I/O: the ids, the in-memory store, and the merge of
-//! what history gives with what arrived live meanwhile ([`plan`]).
+//! what history gives with what arrived live meanwhile.
 
 #![cfg_attr(
     not(test),

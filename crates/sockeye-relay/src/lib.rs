@@ -47,6 +47,31 @@
 //! (`"NODE.ID"`); the notices go through the members' queues and count against their limits
 //! like any message.
 //!
+//! # History
+//! With history on ([`RelayBuilder::history`]), each room keeps its last messages
+//! ([`HistoryLimits`]: 100 by default, for an hour at most), each numbered with a
+//! [`HistoryId`], `MS-SEQ`: in memory with the in-process backplane; with `RedisBackplane`, in
+//! one Redis stream per room (`XADD … MAXLEN ~ N`), where Redis numbers each message as it
+//! adds it and the same script publishes it with its id, so that every node hands out the same
+//! ids. Without history nothing changes: no ids, no extra work on Redis.
+//!
+//! A member that asks for ids ([`JoinOptions::since`]; `sockeye serve`'s `?since=`) is sent,
+//! right after each room message, a small JSON text with its id:
+//! `{"sockeye":"id","id":"1733150000000-0"}`. Joining with [`Since::After`] the id of the last
+//! message it saw, it first gets the room's messages after that id, each followed by its id,
+//! then the live ones, with no gap and none twice (live messages wait aside while history is
+//! read; those the replay had are dropped). When history no longer holds everything after the
+//! id (trimmed, expired, a restarted process or Redis), or holds more than the member's queue
+//! bound ([`QueueLimits::new`]; the newest are sent), the replay starts with
+//! `{"sockeye":"history","event":"truncated"}`. Members that do not ask see exactly the room's
+//! messages, as without history. A notice is a separate text message rather than an envelope
+//! around the message so that such members and binary messages stay as they are; the notices
+//! count against the member's queue like any message.
+//!
+//! With history over Redis, Redis orders each room: a member's message reaches the other
+//! members of its own node too once Redis has stored it (one round trip later), so while Redis
+//! is away the members of one node wait for it as the others do, their messages queued.
+//!
 //! # Backpressure and shutdown
 //! A sender whose room cannot take more waits, its reads paused, while another member has
 //! half its queue bound waiting ([`QueueLimits::pause_at`]); a member is closed with 1008 only
@@ -70,6 +95,8 @@
 //!   compress their own.
 //! - [`backplane`]: the [`Backplane`] trait, the in-process [`Local`] and `RedisBackplane`,
 //!   and the [wire format](backplane::wire) on Redis.
+//! - [`history`]: message ids, the in-memory history and the merge of a replay with the live
+//!   messages, without I/O.
 
 // docs.rs (`--cfg docsrs`, on nightly): each item marked with the Cargo features it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
