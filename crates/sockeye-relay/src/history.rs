@@ -200,17 +200,24 @@ pub(crate) struct Plan<T> {
     pub(crate) skipped: Vec<(HistoryId, T)>,
 }
 
+/// The most an id notice takes: `{"sockeye":"id","id":""}` and an id of two 20-digit numbers.
+pub(crate) const ID_NOTICE_MAX: usize = 24 + 41;
+
 /// Merges `replay` with the messages that arrived live (queued) while history was read: the
 /// replay is cut to the newest that fit in `room` messages and `room_bytes` payload bytes
-/// (the member's queue bound: never more at once), and the live ones already replayed (an id
-/// not above the last one replayed) are dropped. Told as truncated when history said so or
-/// when the cut dropped some.
+/// with their id notices (each replayed message is two in the member's queue) and the
+/// truncated notice (the member's queue bound: never more at once), and the live ones
+/// already replayed (an id not above the last one replayed) are dropped. Told as truncated
+/// when history said so or when the cut dropped some.
 pub(crate) fn plan<T>(
     replay: Replay,
     live: Vec<(HistoryId, T)>,
     room: usize,
     room_bytes: usize,
 ) -> Plan<T> {
+    // One place for the truncated notice, two for each message and its id.
+    let room_bytes = room_bytes.saturating_sub(truncated_notice().len());
+    let room = room.saturating_sub(1) / 2;
     let Replay {
         mut entries,
         mut truncated,
@@ -218,7 +225,7 @@ pub(crate) fn plan<T>(
     let mut keep = 0;
     let mut bytes = 0usize;
     for (_, message) in entries.iter().rev() {
-        let len = message.len();
+        let len = message.len().saturating_add(ID_NOTICE_MAX);
         if keep >= room || bytes.saturating_add(len) > room_bytes {
             break;
         }
@@ -485,18 +492,21 @@ mod tests {
         // Live while history was read: 3 (also in the replay) and 4.
         let live = vec![(id(3, 0), "c"), (id(4, 0), "d")];
         let plan = plan(replay.clone(), live.clone(), 10, 1000);
+        // Three messages and their ids, and the truncated notice: 7 places in the queue.
         assert!(!plan.truncated);
         assert_eq!(plan.replay, replay.entries);
         assert_eq!(plan.live, [(id(4, 0), "d")]);
         assert_eq!(plan.skipped, [(id(3, 0), "c")]);
-        // Room for two: the newest two, truncated; live ones after them still skipped.
-        let plan2 = plan_of(replay.clone(), live.clone(), 2, 1000);
+        // Room for two (and their ids, and the notice): the newest two, truncated; live ones
+        // after them still skipped.
+        let plan2 = plan_of(replay.clone(), live.clone(), 6, 1000);
         assert!(plan2.truncated);
         assert_eq!(plan2.replay.len(), 2);
         assert_eq!(plan2.replay[0].0, id(2, 0));
         assert_eq!(plan2.live, [(id(4, 0), "d")]);
-        // The byte bound counts too.
-        let plan3 = plan_of(replay, live.clone(), 10, 1);
+        // The byte bound counts too, the id notices included.
+        let one = truncated_notice().len() + 1 + ID_NOTICE_MAX;
+        let plan3 = plan_of(replay, live.clone(), 10, one);
         assert!(plan3.truncated);
         assert_eq!(plan3.replay.len(), 1);
         // Nothing replayed: every live message goes.

@@ -283,7 +283,8 @@ impl JoinOptions {
     /// Asks for ids: after each room message, the member is sent its id (the
     /// [format](crate#history)); with [`Since::After`], it first gets what its room carried
     /// after that id (with a relay that keeps [history](RelayBuilder::history)). Without
-    /// history the member gets no ids.
+    /// history the member gets no ids, and a `since` id is answered with the truncated notice
+    /// (what it missed is not known).
     pub fn since(mut self, since: Since) -> Self {
         self.since = Some(since);
         self
@@ -927,9 +928,13 @@ impl State {
             .iter()
             .map(|(_, (m, n))| m.payload().len() + n.payload().len())
             .sum();
-        let _ = self
+        if self
             .rooms
-            .sent(member, plan.skipped.len() * 2, skipped_bytes);
+            .sent(member, plan.skipped.len() * 2, skipped_bytes)
+            && let Some(room) = self.rooms.room_name(member)
+        {
+            self.wake(&room);
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         // What was queued already (presence notices) goes first.
         while let Ok(outgoing) = old.try_recv() {

@@ -238,3 +238,78 @@ async fn on_a_redis_cluster_each_rooms_history_lives_on_its_shard() {
     }))
     .await;
 }
+
+/// A backplane that keeps history as a test says: its reads wait for the test's answer, and
+/// the test hands messages in with their ids.
+#[derive(Default)]
+struct Scripted {
+    inbound: std::sync::OnceLock<sockeye_relay::Inbound>,
+    read: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<sockeye_relay::history::Replay>>>,
+}
+
+/// The relay's handle on a [`Scripted`].
+struct Handle(std::sync::Arc<Scripted>);
+
+impl sockeye_relay::Backplane for Handle {
+    fn attach(&self, inbound: sockeye_relay::Inbound) {
+        let _ = self.0.inbound.set(inbound);
+    }
+
+    fn subscribe(&self, _room: &str) {}
+
+    fn unsubscribe(&self, _room: &str) {}
+
+    fn publish(&self, _room: &str, _message: &Message) -> Result<(), sockeye_relay::Overloaded> {
+        Ok(())
+    }
+
+    fn keep_history(&self, _limits: HistoryLimits) -> bool {
+        true
+    }
+
+    fn history(
+        &self,
+        _room: &str,
+        _since: sockeye_relay::HistoryId,
+        _max: usize,
+    ) -> sockeye_relay::history::HistoryRead {
+        let read = self.0.read.lock().unwrap().take().unwrap();
+        Box::pin(async move { read.await.unwrap() })
+    }
+}
+
+#[tokio::test]
+async fn live_messages_that_arrive_while_history_is_read_follow_it_once() {
+    support::bounded(Box::pin(async {
+        let scripted = std::sync::Arc::new(Scripted::default());
+        let (answer, read) = tokio::sync::oneshot::channel();
+        *scripted.read.lock().unwrap() = Some(read);
+        let relay = Relay::builder()
+            .backplane(Handle(scripted.clone()))
+            .history(HistoryLimits::new(100))
+            .build();
+        let (addr, _server) = serve_history(relay.clone()).await;
+        let inbound = scripted.inbound.get().unwrap();
+        let id = |s: &str| s.parse::<sockeye_relay::HistoryId>().unwrap();
+        let mut reader = member(addr, "r?since=1-0").await;
+        until_members(&relay, "r", 1).await;
+        // Live while its history is read: 2 (which the history has too) and 3.
+        inbound.deliver_stored("r", Message::text("m2"), Some(id("2-0")), None);
+        inbound.deliver_stored("r", Message::text("m3"), Some(id("3-0")), None);
+        answer
+            .send(sockeye_relay::history::Replay {
+                entries: vec![(id("2-0"), Message::text("m2"))],
+                truncated: false,
+            })
+            .unwrap();
+        assert_eq!(with_id(&mut reader).await, ("m2".into(), "2-0".into()));
+        assert_eq!(with_id(&mut reader).await, ("m3".into(), "3-0".into()));
+        inbound.deliver_stored("r", Message::text("m4"), Some(id("4-0")), None);
+        assert_eq!(
+            with_id(&mut reader).await,
+            ("m4".into(), "4-0".into()),
+            "m2 once"
+        );
+    }))
+    .await;
+}
