@@ -27,7 +27,7 @@
 //! - Once [stopped](Rooms::stop) (the server is shutting down), the rooms take no more
 //!   messages: members write out what they had queued and close.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -203,6 +203,8 @@ struct Member {
     queued_bytes: usize,
     /// Since when the member has been at the pause threshold (holding its room back).
     full_since: Option<Instant>,
+    /// When the backplane delivers: when each of its messages not yet back was taken.
+    in_flight: VecDeque<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -258,9 +260,24 @@ impl Rooms {
     /// backplane orders the rooms' messages (it keeps their history and numbers them) and hands
     /// each back to every node, this one included, where it is delivered with
     /// [`deliver_to`](Self::deliver_to) to all but its sender. [`publish`](Self::publish) still
-    /// decides whether the sender waits and whether the backplane took it.
+    /// decides whether the sender waits and whether the backplane took it; a sender also waits
+    /// while as many of its own messages as the pause threshold are on their way back
+    /// ([`came_back`](Self::came_back) counts them in), so that a burst goes at the pace of the
+    /// backplane and the members, not into the backplane's queues at once.
     pub fn set_backplane_delivers(&mut self, yes: bool) {
         self.backplane_delivers = yes;
+    }
+
+    /// When the backplane delivers: one of `member`'s messages came back. Returns whether that
+    /// took it below the pause threshold of its own messages in flight (it may publish again).
+    pub fn came_back(&mut self, member: MemberId) -> bool {
+        let pause = self.limits.pause_messages();
+        let Some(m) = self.members.get_mut(&member) else {
+            return false;
+        };
+        let was = m.in_flight.len();
+        m.in_flight.pop_front();
+        was >= pause && m.in_flight.len() < pause
     }
 
     /// Whether [`set_backplane_delivers`](Self::set_backplane_delivers) is on.
@@ -328,6 +345,7 @@ impl Rooms {
                 queued: 0,
                 queued_bytes: 0,
                 full_since: None,
+                in_flight: VecDeque::new(),
             },
         );
         Joined { member, first }
@@ -383,6 +401,24 @@ impl Rooms {
                 return fanout;
             }
         }
+        if self.backplane_delivers {
+            // Its own messages not back yet count as queued for the room: at the pause
+            // threshold it waits for them (those older than the stall limit are given up on).
+            let (stall, pause) = (self.limits.max_stall, self.limits.pause_messages());
+            if let Some(sender) = self.members.get_mut(&from) {
+                while sender
+                    .in_flight
+                    .front()
+                    .is_some_and(|at| now >= at.checked_add(stall).unwrap_or(*at))
+                {
+                    sender.in_flight.pop_front();
+                }
+                if sender.in_flight.len() >= pause {
+                    fanout.wait = sender.in_flight.front().map(|at| *at + stall);
+                    return fanout;
+                }
+            }
+        }
         if backplane(&room).is_err() {
             let emptied = self.leave(from);
             fanout.close.push(Close {
@@ -394,6 +430,9 @@ impl Rooms {
             return fanout;
         }
         if self.backplane_delivers {
+            if let Some(sender) = self.members.get_mut(&from) {
+                sender.in_flight.push_back(now);
+            }
             return fanout;
         }
         self.fan_out(&room, Offer::From(from), len, now, fanout)
@@ -1017,6 +1056,18 @@ mod tests {
         );
         assert_eq!(h.rooms.room_left(b), (4, 1 << 20));
         assert_eq!(h.rooms.room_left(MemberId(99)), (0, 0));
+        // A sender waits while the pause threshold's worth of its messages is on the way.
+        assert!(h.publish(a, 2, 5));
+        let fanout = h.rooms.publish(a, 5, h.now, |_| Ok(()));
+        assert_eq!(fanout.wait, Some(h.now + QueueLimits::default().stall()));
+        assert!(h.rooms.came_back(a), "one back: below the threshold");
+        assert!(!h.rooms.came_back(a));
+        assert!(h.publish(a, 3, 5));
+        assert!(h.publish(a, 4, 5));
+        // Those that never come back are given up on after the stall limit.
+        assert!(!h.publish(a, 5, 5));
+        h.now += QueueLimits::default().stall();
+        assert!(h.publish(a, 5, 5));
     }
 
     #[test]

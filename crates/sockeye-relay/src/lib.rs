@@ -70,7 +70,9 @@
 //!
 //! With history over Redis, Redis orders each room: a member's message reaches the other
 //! members of its own node too once Redis has stored it (one round trip later), so while Redis
-//! is away the members of one node wait for it as the others do, their messages queued.
+//! is away the members of one node wait for it as the others do, their messages queued. A
+//! sender waits while the pause threshold's worth of its own messages ([`QueueLimits::pause_at`])
+//! is on its way back, so that a burst goes at the pace of Redis and the members.
 //!
 //! # Backpressure and shutdown
 //! A sender whose room cannot take more waits, its reads paused, while another member has

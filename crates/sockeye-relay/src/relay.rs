@@ -1114,6 +1114,11 @@ impl Inbound {
         };
         let prepared = Arc::new(prepared);
         let mut state = shared.lock();
+        if let Some(sender) = except
+            && state.rooms.came_back(sender)
+        {
+            state.wake(room);
+        }
         let fanout = state
             .rooms
             .deliver_to(room, prepared.payload().len(), Instant::now(), |m| {

@@ -313,3 +313,51 @@ async fn live_messages_that_arrive_while_history_is_read_follow_it_once() {
     }))
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_redis_with_history_a_burst_closes_nobody_and_loses_nothing() {
+    support::bounded(Box::pin(async {
+        let port = support::free_port();
+        let Some(_redis) = redis_server(port).await else {
+            return;
+        };
+        let url = format!("redis://127.0.0.1:{port}");
+        let node = || async {
+            let backplane = RedisBackplane::builder(&url).connect().await.unwrap();
+            Relay::builder()
+                .backplane(backplane)
+                .queue_limits(sockeye_relay::QueueLimits::new(16, 1 << 20))
+                .history(HistoryLimits::new(100))
+                .build()
+        };
+        let (one, two) = (node().await, node().await);
+        let (addr_one, _t1) = serve_history(one.clone()).await;
+        let (addr_two, _t2) = serve_history(two.clone()).await;
+        let mut sender = member(addr_one, "burst").await;
+        let mut here = member(addr_one, "burst").await;
+        let mut there = member(addr_two, "burst").await;
+        let mut there_ids = member(addr_two, "burst?since=").await;
+        until_members(&one, "burst", 2).await;
+        until_members(&two, "burst", 2).await;
+        warm_up(&mut sender, &mut there).await;
+        while text(&mut here).await != "sync" {}
+        while with_id(&mut there_ids).await.0 != "sync" {}
+        // More than the queue from Redis holds (4,096).
+        let total = 6000;
+        let send = tokio::spawn(async move {
+            for i in 0..total {
+                sender.send(Message::text(i.to_string())).await.unwrap();
+            }
+            sender
+        });
+        for i in 0..total {
+            assert_eq!(text(&mut here).await, i.to_string());
+            assert_eq!(text(&mut there).await, i.to_string());
+            assert_eq!(with_id(&mut there_ids).await.0, i.to_string());
+        }
+        let _sender = send.await.unwrap();
+        assert_eq!(one.stats().closed_slow + two.stats().closed_slow, 0);
+        assert_eq!(one.stats().closed_overloaded, 0);
+    }))
+    .await;
+}
