@@ -34,14 +34,36 @@ async fn outage(
     after: Duration,
     every: Duration,
 ) -> Option<Outage> {
+    outage_of(None, before, down, after, every).await
+}
+
+/// As [`outage`], with the nodes keeping `history` (Redis then orders the room).
+async fn outage_of(
+    history: Option<sockeye_relay::HistoryLimits>,
+    before: Duration,
+    down: Duration,
+    after: Duration,
+    every: Duration,
+) -> Option<Outage> {
     let port = support::free_port();
     let redis = redis_server(port).await?;
     let url = format!("redis://127.0.0.1:{port}");
     let ttl = Duration::from_secs(6);
-    let (one, two) = (
-        redis_relay(&url, "sockeye", ttl).await,
-        redis_relay(&url, "sockeye", ttl).await,
-    );
+    let node = || async {
+        match history {
+            None => redis_relay(&url, "sockeye", ttl).await,
+            Some(limits) => sockeye_relay::Relay::builder()
+                .backplane(
+                    sockeye_relay::RedisBackplane::builder(&url)
+                        .connect()
+                        .await
+                        .unwrap(),
+                )
+                .history(limits)
+                .build(),
+        }
+    };
+    let (one, two) = (node().await, node().await);
     let ((addr_one, _s1), (addr_two, _s2)) = (serve(one.clone()).await, serve(two.clone()).await);
     let mut sender = member(addr_one, "r").await;
     let mut receiver = member(addr_two, "r").await;
@@ -133,6 +155,27 @@ async fn nothing_is_lost_across_a_one_second_redis_restart() {
         assert_eq!(outage.out_of_order, 0, "{outage:?}");
         // The old back-off (100 ms doubling to 5 s) came back about 0.5 s after a 1 s outage.
         assert!(outage.recovery < Duration::from_millis(350), "{outage:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_history_nothing_is_lost_across_a_one_second_redis_restart() {
+    support::bounded(async {
+        let Some(outage) = outage_of(
+            Some(sockeye_relay::HistoryLimits::new(100)),
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+            Duration::from_millis(700),
+            Duration::from_millis(5),
+        )
+        .await
+        else {
+            return;
+        };
+        eprintln!("{outage:?}");
+        assert_eq!(outage.lost, 0, "{outage:?}");
+        assert_eq!(outage.out_of_order, 0, "{outage:?}");
     })
     .await;
 }
