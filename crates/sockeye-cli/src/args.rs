@@ -268,7 +268,7 @@ pub(crate) struct ServeArgs {
     /// Keep the last N messages of each room (in memory, or with --redis in a Redis stream per
     /// room), for an hour at most: a member that joins with ?since=ID (the id of the last
     /// message it saw) gets what it missed; with ?since= it is sent each message's id. 0: no
-    /// history.
+    /// history; at most 100,000.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub(crate) history: usize,
 }

@@ -150,6 +150,16 @@ fn bad_url_and_refused_connection_have_their_exit_codes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Reconnecting gives up after the attempts it is allowed, with the same code.
+    let url = format!("ws://127.0.0.1:{port}/");
+    let out = run(
+        &["connect", "--reconnect", "--reconnect-tries", "3", &url],
+        "",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(stderr.matches("reconnecting in").count(), 2, "{stderr}");
+    assert!(stderr.contains("giving up after 3 attempts"), "{stderr}");
 
     // A path the room server refuses: an HTTP status instead of 101.
     let (_server, addr) = start(&["serve", "127.0.0.1:0"]);

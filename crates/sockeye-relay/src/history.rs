@@ -266,7 +266,8 @@ struct Ring {
     floor: HistoryId,
 }
 
-/// The rooms' history in memory (the relay's, with the in-process backplane). Ids are unique
+/// The rooms' history in memory (the relay's, with a backplane that does not keep history:
+/// its ids are this process's own, and mean nothing to another). Ids are unique
 /// across the rooms of the store and grow with time, so an id of an earlier process (or of a
 /// forgotten room) is older than the store's floor, and its replay is told as truncated.
 #[derive(Debug)]

@@ -1091,7 +1091,9 @@ impl Inbound {
             .rooms
             .deliver(room, prepared.payload().len(), Instant::now());
         state.stats.prepared += 1;
-        state.carry_out(room, fanout, &prepared, &*shared.backplane);
+        // With history in memory, this process numbers what other nodes send too.
+        let id = state.remember(room, prepared.message());
+        state.carry_out_with_id(room, fanout, &prepared, id, &*shared.backplane);
     }
 
     /// Hands a message of `room`'s history, numbered `id` by the backplane that keeps it

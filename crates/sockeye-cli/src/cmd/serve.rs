@@ -208,12 +208,18 @@ async fn accept_until_stopped(listener: &TcpListener, shared: &Arc<Shared>) {
     }
 }
 
+/// The most messages `--history` keeps per room.
+const MAX_HISTORY: usize = 100_000;
+
 /// The rooms: in this process, or shared with other servers over Redis.
 async fn rooms(args: &ServeArgs, shutdown: &Shutdown) -> anyhow::Result<Relay> {
     let mut relay = Relay::builder()
         .queue_limits(QueueLimits::new(args.client_queue, args.client_queue_bytes))
         .send_timeout(SEND_TIMEOUT)
         .shutdown(shutdown);
+    if args.history > MAX_HISTORY {
+        return Err(Usage(format!("--history must be at most {MAX_HISTORY}")).into());
+    }
     if args.history > 0 {
         relay = relay.history(HistoryLimits::new(args.history));
     }
