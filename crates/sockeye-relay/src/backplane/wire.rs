@@ -15,7 +15,8 @@
 //! (1 byte; 0 for a message that could not be kept), the id (ASCII `MS-SEQ`), then the *body*
 //! that the stream keeps (field `m`): the sending member's number on its node (8 bytes,
 //! big-endian; all ones for a message the application published), the message's kind (1 text,
-//! 2 binary) and its payload.
+//! 2 binary) and its payload. Nodes that share rooms with history must all know kind 4: an
+//! older node skips it.
 //!
 //! The sequence number lets a node publish again what it is not sure Redis took (a link lost
 //! mid-pipeline) without the others seeing it twice: a node drops what comes from a node with a
