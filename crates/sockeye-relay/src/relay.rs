@@ -577,7 +577,8 @@ impl Relay {
         since: Since,
         outbox: mpsc::UnboundedReceiver<Outgoing>,
     ) -> mpsc::UnboundedReceiver<Outgoing> {
-        let max = self.shared.lock().rooms.limits().messages();
+        let limits = self.shared.lock().rooms.limits();
+        let (max, max_bytes) = (limits.messages(), limits.bytes());
         let replay = match since {
             Since::Now => Replay::default(),
             Since::After(since) => {
@@ -586,7 +587,9 @@ impl Relay {
                     let delivers = state.rooms.backplane_delivers();
                     match state.history.as_mut() {
                         Some(history) => Ok(history.read(room, since, max, history::now_ms())),
-                        None if delivers => Err(self.shared.backplane.history(room, since, max)),
+                        None if delivers => {
+                            Err(self.shared.backplane.history(room, since, max, max_bytes))
+                        }
                         // No history kept: nothing to give, and it may have missed some.
                         None => Ok(Replay {
                             entries: Vec::new(),

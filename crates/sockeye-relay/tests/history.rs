@@ -272,6 +272,7 @@ impl sockeye_relay::Backplane for Handle {
         _room: &str,
         _since: sockeye_relay::HistoryId,
         _max: usize,
+        _max_bytes: usize,
     ) -> sockeye_relay::history::HistoryRead {
         let read = self.0.read.lock().unwrap().take().unwrap();
         Box::pin(async move { read.await.unwrap() })
@@ -358,6 +359,54 @@ async fn over_redis_with_history_a_burst_closes_nobody_and_loses_nothing() {
         let _sender = send.await.unwrap();
         assert_eq!(one.stats().closed_slow + two.stats().closed_slow, 0);
         assert_eq!(one.stats().closed_overloaded, 0);
+    }))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_redis_a_replay_is_bounded_by_the_members_queue() {
+    support::bounded(Box::pin(async {
+        let port = support::free_port();
+        let Some(_redis) = redis_server(port).await else {
+            return;
+        };
+        let url = format!("redis://127.0.0.1:{port}");
+        let backplane = RedisBackplane::builder(&url).connect().await.unwrap();
+        // 1,000 bytes a member: a replay of ten 200-byte messages cannot be whole.
+        let relay = Relay::builder()
+            .backplane(backplane)
+            .queue_limits(sockeye_relay::QueueLimits::new(256, 1000))
+            .history(HistoryLimits::new(100))
+            .build();
+        let (addr, _server) = serve_history(relay.clone()).await;
+        let mut sender = member(addr, "r").await;
+        let mut reader = member(addr, "r?since=").await;
+        until_members(&relay, "r", 2).await;
+        let message = |i: usize| format!("{i:0>200}");
+        sender.send(Message::text(message(0))).await.unwrap();
+        let (_, first) = with_id(&mut reader).await;
+        close(reader).await;
+        until_members(&relay, "r", 1).await;
+        let mut witness = member(addr, "r").await;
+        until_members(&relay, "r", 2).await;
+        for i in 1..=10 {
+            sender.send(Message::text(message(i))).await.unwrap();
+            assert_eq!(text(&mut witness).await, message(i));
+        }
+        let mut reader = member(addr, &format!("r?since={first}")).await;
+        let notice: serde_json::Value = serde_json::from_str(&text(&mut reader).await).unwrap();
+        assert_eq!(notice["event"], "truncated", "{notice}");
+        // The newest that fit, in order, up to the last.
+        let mut got = Vec::new();
+        while got.last() != Some(&10) {
+            let (text, _) = with_id(&mut reader).await;
+            got.push(text.parse::<usize>().unwrap());
+        }
+        assert!(got.len() < 10 && got.len() >= 1, "{got:?}");
+        assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "{got:?}");
+        sender.send(Message::text("live")).await.unwrap();
+        assert_eq!(with_id(&mut reader).await.0, "live");
+        assert_eq!(relay.stats().closed_slow, 0);
     }))
     .await;
 }

@@ -106,10 +106,11 @@ pub trait Backplane: Send + Sync + 'static {
     }
 
     /// For a backplane that [keeps history](Self::keep_history): what `room` holds after
-    /// `since`, at most the newest `max` messages (truncated when there were more, or when
-    /// some after `since` are gone). Not called under the relay's lock. Default: nothing.
-    fn history(&self, room: &str, since: HistoryId, max: usize) -> HistoryRead {
-        let _ = (room, since, max);
+    /// `since`, at most the newest `max` messages and `max_bytes` payload bytes (truncated
+    /// when there were more, or when some after `since` are gone). Not called under the
+    /// relay's lock. Default: nothing.
+    fn history(&self, room: &str, since: HistoryId, max: usize, max_bytes: usize) -> HistoryRead {
+        let _ = (room, since, max, max_bytes);
         Box::pin(std::future::ready(Replay::default()))
     }
 }

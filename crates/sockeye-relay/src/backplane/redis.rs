@@ -533,7 +533,7 @@ impl Backplane for RedisBackplane {
         true
     }
 
-    fn history(&self, room: &str, since: HistoryId, max: usize) -> HistoryRead {
+    fn history(&self, room: &str, since: HistoryId, max: usize, max_bytes: usize) -> HistoryRead {
         let reader = self
             .core
             .reader
@@ -550,7 +550,12 @@ impl Backplane for RedisBackplane {
             let (Some(reader), Some((key, _))) = (reader, keys) else {
                 return unknown;
             };
-            match stream::read(reader, &key, since, max, max_message, COMMAND_TIMEOUT).await {
+            let limits = stream::ReadLimits {
+                messages: max,
+                bytes: max_bytes,
+                max_message,
+            };
+            match stream::read(reader, &key, since, limits, COMMAND_TIMEOUT).await {
                 Ok(replay) => replay,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read a room's history from Redis");

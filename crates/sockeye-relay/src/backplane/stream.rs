@@ -63,11 +63,12 @@ return redis.call(ARGV[1], ARGV[2], ARGV[4] .. string.char(#id) .. id .. ARGV[5]
 ";
 
 /// Reads a room's history. KEYS: stream. ARGV: the id after which, how many at most (the
-/// newest). Returns `{state, first id, entries newest first}`: state 0 when there is no
-/// stream, 1 when it never dropped an entry, 2 when it did.
+/// newest), how many bytes at most. Returns `{state, first id, entries newest first, cut}`:
+/// state 0 when there is no stream, 1 when it never dropped an entry, 2 when it did; cut 1
+/// when the byte bound left some out.
 const READ: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, '', {}}
+  return {0, '', {}, 0}
 end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local length, added = 0, 0
@@ -81,8 +82,25 @@ if #first > 0 then first_id = first[1][1] end
 local entries = redis.call('XREVRANGE', KEYS[1], '+', '(' .. ARGV[1], 'COUNT', ARGV[2])
 local state = 1
 if added > length then state = 2 end
-return {state, first_id, entries}
+local kept, bytes, cut = {}, 0, 0
+for i, entry in ipairs(entries) do
+  bytes = bytes + #entry[2][2]
+  if bytes > tonumber(ARGV[3]) then
+    cut = 1
+    break
+  end
+  kept[i] = entry
+end
+return {state, first_id, kept, cut}
 ";
+
+/// How much one read may bring: the member's queue bound, and the largest message taken.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReadLimits {
+    pub(super) messages: usize,
+    pub(super) bytes: usize,
+    pub(super) max_message: usize,
+}
 
 /// The first hash tag of `key` (what Redis Cluster hashes), if it has one.
 fn hash_tag(key: &str) -> Option<&str> {
@@ -113,8 +131,7 @@ pub(super) async fn read(
     mut publisher: Publisher,
     stream: &str,
     since: HistoryId,
-    max: usize,
-    max_message: usize,
+    limits: ReadLimits,
     timeout: Duration,
 ) -> redis::RedisResult<Replay> {
     let mut cmd = redis::cmd("EVAL");
@@ -122,12 +139,13 @@ pub(super) async fn read(
         .arg(1)
         .arg(stream)
         .arg(since.to_string())
-        .arg(max.saturating_add(1));
+        .arg(limits.messages.saturating_add(1))
+        .arg(limits.bytes);
     let reply: Value = match &mut publisher {
         Publisher::Single(connection) => timed(timeout, cmd.query_async(connection)).await?,
         Publisher::Cluster(connection) => timed(timeout, cmd.query_async(connection)).await?,
     };
-    Ok(parse(reply, since, max, max_message))
+    Ok(parse(reply, since, limits.messages, limits.max_message))
 }
 
 /// The reply of [`READ`] as a replay: oldest first, at most `max` (the newest), truncated when
@@ -140,8 +158,8 @@ fn parse(reply: Value, since: HistoryId, max: usize, max_message: usize) -> Repl
         };
     };
     let mut items = items.into_iter();
-    let (Some(Value::Int(state)), Some(first), Some(Value::Array(entries))) =
-        (items.next(), items.next(), items.next())
+    let (Some(Value::Int(state)), Some(first), Some(Value::Array(entries)), cut) =
+        (items.next(), items.next(), items.next(), items.next())
     else {
         return Replay {
             entries: Vec::new(),
@@ -149,7 +167,9 @@ fn parse(reply: Value, since: HistoryId, max: usize, max_message: usize) -> Repl
         };
     };
     let first = text(first).and_then(|id| id.parse::<HistoryId>().ok());
-    let mut truncated = state == 0 || (state == 2 && first.is_none_or(|first| first > since));
+    let mut truncated = state == 0
+        || (state == 2 && first.is_none_or(|first| first > since))
+        || cut == Some(Value::Int(1));
     let mut out = Vec::new();
     for entry in entries {
         let Value::Array(entry) = entry else { continue };
@@ -235,6 +255,7 @@ mod tests {
             Value::Int(state),
             Value::BulkString(first.as_bytes().to_vec()),
             Value::Array(entries),
+            Value::Int(0),
         ])
     }
 
@@ -265,5 +286,11 @@ mod tests {
             [("12-0".parse().unwrap(), Message::text("b"))]
         );
         assert!(parse(Value::Nil, since, 1, 100).truncated);
+        // The byte bound left some out.
+        let Value::Array(mut items) = reply(1, "5-0", newest_first()) else {
+            unreachable!()
+        };
+        items[3] = Value::Int(1);
+        assert!(parse(Value::Array(items), since, 10, 100).truncated);
     }
 }
