@@ -402,7 +402,7 @@ async fn over_redis_a_replay_is_bounded_by_the_members_queue() {
             let (text, _) = with_id(&mut reader).await;
             got.push(text.parse::<usize>().unwrap());
         }
-        assert!(got.len() < 10 && got.len() >= 1, "{got:?}");
+        assert!(got.len() < 10 && !got.is_empty(), "{got:?}");
         assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "{got:?}");
         sender.send(Message::text("live")).await.unwrap();
         assert_eq!(with_id(&mut reader).await.0, "live");
