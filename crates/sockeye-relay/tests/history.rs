@@ -410,3 +410,27 @@ async fn over_redis_a_replay_is_bounded_by_the_members_queue() {
     }))
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_redis_the_first_message_of_a_new_room_reaches_its_own_node() {
+    support::bounded(Box::pin(async {
+        let port = support::free_port();
+        let Some(_redis) = redis_server(port).await else {
+            return;
+        };
+        let url = format!("redis://127.0.0.1:{port}");
+        let relay = redis_relay(&url, HistoryLimits::new(100)).await;
+        let (addr, _server) = serve_history(relay.clone()).await;
+        // Members of the same node get each other's messages through Redis: the first one
+        // waits for the node to be subscribed to the room.
+        for i in 0..20 {
+            let room = format!("fresh{i}");
+            let mut sender = member(addr, &room).await;
+            let mut reader = member(addr, &room).await;
+            until_members(&relay, &room, 2).await;
+            sender.send(Message::text("first")).await.unwrap();
+            assert_eq!(text(&mut reader).await, "first", "room {room}");
+        }
+    }))
+    .await;
+}

@@ -225,6 +225,10 @@ struct Core {
     cluster: bool,
     /// A connection of the current link, for reading history.
     reader: Mutex<Option<Publisher>>,
+    /// With history: the channels this node is subscribing to and not yet subscribed. Its
+    /// members get their own messages back through Redis, so a room's messages wait for its
+    /// subscription.
+    subscribing: Mutex<HashSet<String>>,
 }
 
 /// The most a stored message takes besides the header and its data: the id's length and the
@@ -238,6 +242,25 @@ impl Core {
 
     fn presence(&self) -> MutexGuard<'_, Presence> {
         self.presence.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn subscribing(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.subscribing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// With history, waits (at most [`SETTLE`]) until this node is subscribed to the channels
+    /// of the stored messages of `batch`: it delivers them to its own members from there.
+    async fn until_subscribed(&self, batch: &[Sent]) {
+        let deadline = Instant::now() + SETTLE;
+        while Instant::now() < deadline
+            && batch
+                .iter()
+                .any(|sent| sent.stored.is_some() && self.subscribing().contains(&sent.channel))
+        {
+            tokio::time::sleep(SETTLE_POLL).await;
+        }
     }
 
     /// Queues `body` for `room` within the bounds, without waiting.
@@ -448,6 +471,7 @@ impl RedisBackplane {
             history: OnceLock::new(),
             cluster: matches!(target, Target::Cluster(..)),
             reader: Mutex::new(None),
+            subscribing: Mutex::new(HashSet::new()),
         });
         let backplane = Self {
             node,
@@ -493,13 +517,16 @@ impl Backplane for RedisBackplane {
 
     fn subscribe(&self, room: &str) {
         // Called under the relay's lock, so the link sees joins and leaves in their order.
-        let _ = self
-            .subscriptions
-            .send(Subscription::Subscribe(self.core.channel(room)));
+        let channel = self.core.channel(room);
+        if self.core.history.get().is_some() {
+            self.core.subscribing().insert(channel.clone());
+        }
+        let _ = self.subscriptions.send(Subscription::Subscribe(channel));
     }
 
     fn unsubscribe(&self, room: &str) {
         self.core.presence().forget(room);
+        self.core.subscribing().remove(&self.core.channel(room));
         let _ = self
             .subscriptions
             .send(Subscription::Unsubscribe(self.core.channel(room)));
@@ -671,8 +698,9 @@ impl Runner {
         while self.subscriptions.try_recv().is_ok() {}
         let rooms = self.inbound.get().map(Inbound::rooms).unwrap_or_default();
         for room in &rooms {
-            sink.subscribe(&self.core.channel(room), COMMAND_TIMEOUT)
-                .await?;
+            let channel = self.core.channel(room);
+            sink.subscribe(&channel, COMMAND_TIMEOUT).await?;
+            self.core.subscribing().remove(&channel);
         }
         // Subscribed: the other nodes' answers will arrive.
         if let Some(queue) = self.requeue.upgrade() {
@@ -728,6 +756,7 @@ impl Runner {
                     )
                     .await?;
                 }
+                core.until_subscribed(inflight).await;
                 publish_batch(&mut publisher, inflight, recent, receivers, core).await?;
             }
         };
@@ -742,6 +771,7 @@ impl Runner {
                     change = subscriptions.recv() => match change {
                         Some(Subscription::Subscribe(channel)) => {
                             sink.subscribe(&channel, COMMAND_TIMEOUT).await?;
+                            core.subscribing().remove(&channel);
                             if let (Some(queue), Some(room)) =
                                 (requeue.upgrade(), wire::room_in(&core.prefix, &channel))
                             {
