@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::extension::deflate::max_compressed_len;
 
 /// Protocol limits and timers. Build one with [`Config::builder`]; [`Config::default`] is the
 /// documented defaults.
@@ -49,6 +50,18 @@ impl Config {
     /// Largest frame payload accepted, in bytes. See [`ConfigBuilder::max_frame_size`].
     pub fn max_frame_size(&self) -> usize {
         self.max_frame_size
+    }
+
+    /// Largest payload accepted in a frame with RSV1 set, which permessage-deflate marks
+    /// compressed, in bytes: the most deflate can make of the largest content this config
+    /// accepts in one frame (`max_frame_size`, or `max_message_size` if smaller), and never less
+    /// than `max_frame_size`.
+    ///
+    /// Compression cannot shrink random bytes, so without this allowance a message within every
+    /// limit, sent compressed in one frame, would be refused with 1009.
+    pub fn max_compressed_frame_size(&self) -> usize {
+        let content = self.max_frame_size.min(self.max_message_size);
+        max_compressed_len(content).max(self.max_frame_size)
     }
 
     /// Largest message accepted, in bytes. See [`ConfigBuilder::max_message_size`].
@@ -106,7 +119,9 @@ impl ConfigBuilder {
     /// Largest payload of one received frame, in bytes. Default 16 MiB.
     ///
     /// A header announcing more fails the connection with 1009 before any payload is buffered;
-    /// this bounds the read buffer of a connection to about this size.
+    /// this bounds the read buffer of a connection to about this size. A compressed frame
+    /// (RSV1 under permessage-deflate) may be as long as deflate can make that much content:
+    /// see [`Config::max_compressed_frame_size`].
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.0.max_frame_size = bytes;
         self
@@ -277,5 +292,23 @@ mod tests {
         assert_eq!(c.max_frame_size(), 10);
         assert_eq!(c.max_message_size(), 20);
         assert!(c.streaming());
+    }
+
+    #[test]
+    fn compressed_frames_may_hold_the_largest_content_deflated() {
+        let limits = |frame, message| {
+            let c = Config::builder()
+                .max_frame_size(frame)
+                .max_message_size(message)
+                .build()
+                .unwrap();
+            c.max_compressed_frame_size()
+        };
+        // The frame limit bounds the content, or the message limit where smaller.
+        assert_eq!(limits(1000, 1000), max_compressed_len(1000));
+        assert_eq!(limits(1000, 4000), max_compressed_len(1000));
+        assert_eq!(limits(4000, 1000), 4000);
+        assert_eq!(limits(1000, 100), 1000);
+        assert_eq!(limits(usize::MAX, usize::MAX), usize::MAX);
     }
 }

@@ -15,7 +15,6 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sockeye::hyper::{PendingUpgrade, is_upgrade_request};
-use sockeye::proto::extension::deflate;
 use sockeye::{
     Accept, Config, DeflateConfig, MaybeTlsStream, OriginPolicy, Reject, ServerBuilder, Shutdown,
     TlsAcceptor, TlsAcceptorBuilder, WebSocket, WebSocketConfig,
@@ -111,7 +110,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     // A relay holds messages for every member: keep them small by default.
     let proto = Config::builder()
         .max_message_size(args.max_message)
-        .max_frame_size(deflate::max_compressed_len(args.max_message))
+        .max_frame_size(args.max_message)
         .build()?;
     let config = WebSocketConfig::builder().proto(proto).build()?;
     let origin = if args.allow_origins.iter().any(|o| o == "*") {

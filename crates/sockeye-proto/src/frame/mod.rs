@@ -147,6 +147,10 @@ pub struct HeadRules {
     pub extension_rsv: Rsv,
     /// The largest payload accepted.
     pub max_frame_size: usize,
+    /// The largest payload accepted in a frame with RSV1 set (compressed, under
+    /// permessage-deflate); see
+    /// [`Config::max_compressed_frame_size`](crate::Config::max_compressed_frame_size).
+    pub max_compressed_frame_size: usize,
 }
 
 impl FrameHead {
@@ -188,10 +192,15 @@ impl FrameHead {
         if !stray.is_empty() {
             return Err(ProtocolError::ReservedBitsSet { bits: stray.bits() });
         }
-        if self.payload_len > rules.max_frame_size as u64 {
+        let max = if self.rsv.contains(Rsv::RSV1) {
+            rules.max_compressed_frame_size
+        } else {
+            rules.max_frame_size
+        };
+        if self.payload_len > max as u64 {
             return Err(ProtocolError::FrameTooBig {
                 len: self.payload_len,
-                max: rules.max_frame_size,
+                max,
             });
         }
         Ok(())
