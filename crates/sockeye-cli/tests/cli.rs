@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use sockeye::{CloseCode, Message};
@@ -11,63 +11,10 @@ use sockeye::{CloseCode, Message};
 mod h2_client;
 
 use sockeye_test_support::{self as support, redis_command, redis_server};
+
+mod common;
+use common::{Running, signal, sockeye, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sockeye");
-
-/// A child process killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `sockeye ARGS` and returns it with the address it printed (`scheme://ADDR...`).
-/// The proxy variables of the environment, which would reroute the children's connections.
-const PROXY_VARS: [&str; 8] = [
-    "http_proxy",
-    "HTTP_PROXY",
-    "https_proxy",
-    "HTTPS_PROXY",
-    "all_proxy",
-    "ALL_PROXY",
-    "no_proxy",
-    "NO_PROXY",
-];
-
-fn sockeye() -> Command {
-    let mut command = Command::new(BIN);
-    for var in PROXY_VARS {
-        command.env_remove(var);
-    }
-    command
-}
-
-fn start(args: &[&str]) -> (Running, SocketAddr) {
-    let mut child = sockeye()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let mut reader = BufReader::new(stderr);
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("a first line");
-    // Keep reading, so the child's later messages do not meet a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let addr = line
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split(['/', ' ']).next())
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    (Running(child), addr)
-}
 
 fn run(args: &[&str], stdin: &str) -> Output {
     run_with_env(args, stdin, &[])
@@ -310,11 +257,7 @@ async fn ctrl_c_closes_every_connection_with_1001() {
         .await
         .unwrap();
     ws.send(Message::text("ping")).await.unwrap();
-    let status = Command::new("kill")
-        .args(["-INT", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(&server, "-INT");
     let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
         .await
         .unwrap();
@@ -910,14 +853,6 @@ fn finish(mut running: Running, within: Duration) -> (Option<i32>, String, Strin
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn signal(running: &Running, name: &str) {
-    let status = Command::new("kill")
-        .args([name, &running.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// One WebSocket server for a test: hands each accepted connection to `serve`, and reports

@@ -2,16 +2,17 @@
 //! or SIGTERM every room member writes out what was published before it, then closes with
 //! 1001; a second signal ends the process at once.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sockeye::{ClientBuilder, CloseCode, Message, WebSocket};
 use tokio::net::{TcpSocket, TcpStream};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sockeye");
+mod common;
+use common::{Running, signal, sockeye, spawn_serving};
+
 /// Messages published before the signal, and their size: more than the kernel's socket
 /// buffers hold for a slow member, so that part of them waits in the server's queues.
 const COUNT: u32 = 720;
@@ -19,37 +20,18 @@ const SIZE: usize = 16 << 10;
 
 /// `sockeye serve` on a loopback port, killed when dropped; its stderr kept.
 struct Server {
-    child: Child,
+    running: Running,
     addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Server {
     fn start() -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "127.0.0.1:0"])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary runs");
-        let mut reader = BufReader::new(child.stderr.take().expect("stderr is piped"));
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("a first line");
-        let addr = line
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split(['/', ' ']).next())
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let (running, addr, line, reader) = spawn_serving(
+            sockeye()
+                .args(["serve", "127.0.0.1:0"])
+                .env_remove("RUST_LOG"),
+        );
         let stderr = Arc::new(Mutex::new(line));
         let kept = Arc::clone(&stderr);
         std::thread::spawn(move || {
@@ -60,25 +42,21 @@ impl Server {
             }
         });
         Self {
-            child,
+            running,
             addr,
             stderr,
         }
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([name, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(&self.running, name);
     }
 
     /// Waits (bounded) for the process to exit; its exit code.
     async fn exit_code(&mut self, within: Duration) -> Option<i32> {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.running.0.try_wait().unwrap() {
                 return status.code();
             }
             assert!(
@@ -281,7 +259,7 @@ async fn a_second_signal_exits_at_once_with_130() {
     server.signal("-INT");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        server.child.try_wait().unwrap().is_none(),
+        server.running.0.try_wait().unwrap().is_none(),
         "still draining after the first signal"
     );
     let second = Instant::now();
