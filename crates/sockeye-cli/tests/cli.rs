@@ -1576,6 +1576,56 @@ fn connect_http2_requires_it_and_shows_the_extended_connect() {
     assert!(!err.contains("sec-websocket-key"), "{err}");
 }
 
+/// `--show-headers` prints a refusal's status line with the HTTP version it came over, also
+/// when the version was not forced: HTTP/2 where the server took it, HTTP/1.1 after a fallback.
+#[test]
+fn connect_show_headers_names_the_version_of_a_refusal() {
+    let certs = support::TlsFiles::new("cli-h2-refusal");
+    let (_tls_server, tls_addr) = start(&[
+        "serve",
+        "--tls-cert",
+        &certs.chain_file,
+        "--tls-key",
+        &certs.key_file,
+        "127.0.0.1:0",
+    ]);
+    let url = format!("wss://localhost:{}/nope", tls_addr.port());
+    for (flag, status_line) in [
+        // wss:// prefers HTTP/2 by default.
+        (None, "< HTTP/2.0 404 Not Found"),
+        (Some("--http2"), "< HTTP/2.0 404 Not Found"),
+        (Some("--http1"), "< HTTP/1.1 404 Not Found"),
+    ] {
+        let mut args = vec!["connect", "--show-headers"];
+        args.extend(flag);
+        args.extend(["--cacert", &certs.ca_file, &url]);
+        let out = run(&args, "");
+        assert_eq!(out.status.code(), Some(4), "{flag:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(status_line),
+            "{flag:?}: {status_line:?} not in {}",
+            stderr(&out)
+        );
+    }
+    // Plain ws:// without HTTP/2: --prefer-http2 falls back, and the refusal is HTTP/1.1's.
+    let (_server, addr) = start(&["serve", "127.0.0.1:0"]);
+    let out = run(
+        &[
+            "connect",
+            "--show-headers",
+            "--prefer-http2",
+            &format!("ws://{addr}/nope"),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("< HTTP/1.1 404 Not Found"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// A TLS WebSocket server (ALPN h2 and http/1.1) that first sends each client the HTTP version
 /// of its request, then echoes.
 async fn version_echo_server(certs: &support::TlsFiles) -> SocketAddr {

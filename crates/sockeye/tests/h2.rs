@@ -360,6 +360,16 @@ async fn the_client_opens_websockets_as_streams() {
             .await
             .unwrap_err();
         assert_eq!(error.status(), Some(StatusCode::NOT_FOUND), "{error}");
+        assert!(
+            matches!(
+                error.kind(),
+                sockeye::Kind::Refused {
+                    version: http::Version::HTTP_2,
+                    ..
+                }
+            ),
+            "{error}"
+        );
         for mut ws in sockets {
             ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
             assert!(ws.next().await.is_none());
