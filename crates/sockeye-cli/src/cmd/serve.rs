@@ -20,7 +20,7 @@ use sockeye::{
     TlsAcceptor, TlsAcceptorBuilder, WebSocket, WebSocketConfig,
 };
 use sockeye_relay::backplane::wire::HEADER_LEN;
-use sockeye_relay::{QueueLimits, RedisBackplane, RedisError, RedisLimits, Relay};
+use sockeye_relay::{RedisBackplane, RedisError, RedisLimits, Relay};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -208,7 +208,7 @@ async fn accept_until_stopped(listener: &TcpListener, shared: &Arc<Shared>) {
 /// The rooms: in this process, or shared with other servers over Redis.
 async fn rooms(args: &ServeArgs, shutdown: &Shutdown) -> anyhow::Result<Relay> {
     let relay = Relay::builder()
-        .queue_limits(QueueLimits::new(args.client_queue, args.client_queue_bytes))
+        .queue_limits(args.queue_limits())
         .send_timeout(SEND_TIMEOUT)
         .shutdown(shutdown);
     let Some(url) = &args.redis else {
