@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStderr, Command, Stdio};
 
+use sockeye_test_support::TlsFiles;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_sockeye");
 
 /// The proxy variables of the environment, which would reroute the children's connections.
@@ -72,6 +74,28 @@ pub fn start(args: &[&str]) -> (Running, SocketAddr) {
     let (running, addr, _, mut rest) = spawn_serving(sockeye().args(args));
     std::thread::spawn(move || std::io::copy(&mut rest, &mut std::io::sink()));
     (running, addr)
+}
+
+/// `sockeye serve ARGS` over TLS on a fresh loopback port, with a certificate for `localhost`
+/// made for the test (`tag` names its files): the server, its address, and the files (the
+/// CA's is the one to trust).
+pub fn serve_tls(tag: &str, args: &[&str]) -> (Running, SocketAddr, TlsFiles) {
+    let certs = TlsFiles::new(tag);
+    let (running, addr) = start(
+        &[
+            &["serve"],
+            args,
+            &[
+                "--tls-cert",
+                &certs.chain_file,
+                "--tls-key",
+                &certs.key_file,
+                "127.0.0.1:0",
+            ],
+        ]
+        .concat(),
+    );
+    (running, addr, certs)
 }
 
 /// Sends the signal `name` (`-INT`, `-TERM`...) to the process.
