@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sockeye::{ClientBuilder, CloseCode, Message, WebSocket};
-use tokio::net::{TcpSocket, TcpStream};
+use sockeye::{CloseCode, Message, WebSocket};
+use tokio::net::TcpStream;
 
 mod common;
 use common::{Running, signal, sockeye, spawn_serving};
+use sockeye_test_support::{Texts, client_with_rcvbuf, number, numbered, read_numbered};
 
 /// Messages published before the signal, and their size: more than the kernel's socket
 /// buffers hold for a slow member, so that part of them waits in the server's queues.
@@ -75,44 +76,16 @@ impl Server {
 /// A named member of room `drain` (named members are told of each other's joining), its
 /// receive buffer `rcvbuf` bytes when given.
 async fn member(addr: SocketAddr, rcvbuf: Option<u32>) -> WebSocket<TcpStream> {
-    let socket = TcpSocket::new_v4().unwrap();
-    if let Some(size) = rcvbuf {
-        socket.set_recv_buffer_size(size).unwrap();
-    }
-    let tcp = socket.connect(addr).await.unwrap();
-    ClientBuilder::new(format!("ws://{addr}/rooms/drain?name=m"))
-        .connect_on(tcp)
-        .await
-        .unwrap()
-        .0
+    client_with_rcvbuf(addr, "/rooms/drain?name=m", rcvbuf).await
 }
 
 /// Reads every message until the connection ends, each the next number, pausing `pause` after
 /// each; how many came, and the close code.
 fn reader(
-    mut ws: WebSocket<TcpStream>,
+    ws: WebSocket<TcpStream>,
     pause: Duration,
 ) -> tokio::task::JoinHandle<(u32, Option<CloseCode>)> {
-    tokio::spawn(async move {
-        let mut received = 0_u32;
-        let mut code = None;
-        while let Some(Ok(message)) = ws.next().await {
-            match message {
-                Message::Binary(payload) => {
-                    let n = u32::from_be_bytes(payload[..4].try_into().unwrap());
-                    assert_eq!(n, received, "in order, none missing");
-                    received += 1;
-                    if !pause.is_zero() {
-                        tokio::time::sleep(pause).await;
-                    }
-                }
-                Message::Close(frame) => code = frame.map(|f| f.code),
-                Message::Text(_) => {}
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        (received, code)
-    })
+    read_numbered(ws, pause, Texts::Skip)
 }
 
 /// Waits (bounded) until `others` other members are in the room with `ws`, as its presence
@@ -152,9 +125,7 @@ async fn until_joined(ws: &mut WebSocket<TcpStream>, others: usize) {
 fn sender(mut ws: WebSocket<TcpStream>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         for i in 0..COUNT {
-            let mut payload = vec![0_u8; SIZE];
-            payload[..4].copy_from_slice(&i.to_be_bytes());
-            if ws.send(Message::binary(payload)).await.is_err() {
+            if ws.send(numbered(i, SIZE)).await.is_err() {
                 return;
             }
         }
@@ -214,9 +185,8 @@ fn reader_until(
         let mut received = 0;
         while received < count {
             match ws.next().await.unwrap().unwrap() {
-                Message::Binary(payload) => {
-                    let n = u32::from_be_bytes(payload[..4].try_into().unwrap());
-                    assert_eq!(n, received);
+                message @ Message::Binary(_) => {
+                    assert_eq!(number(&message), received);
                     received += 1;
                 }
                 Message::Text(_) => {}

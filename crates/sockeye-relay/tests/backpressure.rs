@@ -9,24 +9,10 @@ use sockeye::{CloseCode, Message, WebSocket};
 use sockeye_relay::{Backplane, Inbound, Overloaded, QueueLimits, Relay};
 use tokio::net::TcpStream;
 
-use sockeye_test_support as support;
+use sockeye_test_support::{self as support, number, numbered};
 
 mod rooms;
 use rooms::{member_x, serve_x, until_members};
-
-/// Message `i` of `size` bytes: its number first.
-fn numbered(i: u32, size: usize) -> Message {
-    let mut payload = vec![0_u8; size];
-    payload[..4].copy_from_slice(&i.to_be_bytes());
-    Message::binary(payload)
-}
-
-fn number(message: &Message) -> u32 {
-    let Message::Binary(payload) = message else {
-        panic!("expected a binary message, got {message:?}");
-    };
-    u32::from_be_bytes(payload[..4].try_into().unwrap())
-}
 
 /// Sends `count` numbered messages at once (queued, then one flush), as a burst.
 fn burst(mut sender: WebSocket<TcpStream>, count: u32, size: usize) -> tokio::task::JoinHandle<()> {

@@ -10,7 +10,7 @@ use sockeye_relay::{QueueLimits, Relay};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use sockeye_test_support as support;
+use sockeye_test_support::{self as support, Texts, numbered, read_numbered};
 
 mod rooms;
 use rooms::{member_x, serve_x, until_members};
@@ -19,24 +19,8 @@ const SIZE: usize = 16 << 10;
 
 /// A slow member: reads one message every millisecond or so, each the next number; returns
 /// how many it got and the close code.
-fn slow_reader(mut ws: WebSocket<TcpStream>) -> tokio::task::JoinHandle<(u32, Option<CloseCode>)> {
-    tokio::spawn(async move {
-        let mut received = 0_u32;
-        let mut code = None;
-        while let Some(Ok(message)) = ws.next().await {
-            match message {
-                Message::Binary(payload) => {
-                    let n = u32::from_be_bytes(payload[..4].try_into().unwrap());
-                    assert_eq!(n, received, "in order, none missing");
-                    received += 1;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Message::Close(frame) => code = frame.map(|f| f.code),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        (received, code)
-    })
+fn slow_reader(ws: WebSocket<TcpStream>) -> tokio::task::JoinHandle<(u32, Option<CloseCode>)> {
+    read_numbered(ws, Duration::from_millis(1), Texts::Refuse)
 }
 
 /// 6 slow members with small receive buffers, 720 messages of 16 KiB (more than the kernel buffers hold) published by a seventh
@@ -55,9 +39,7 @@ async fn slow_members_get_everything(
     let count = 720_u32;
     let sending = tokio::spawn(async move {
         for i in 0..count {
-            let mut payload = vec![0_u8; SIZE];
-            payload[..4].copy_from_slice(&i.to_be_bytes());
-            sender.send(Message::binary(payload)).await.unwrap();
+            sender.send(numbered(i, SIZE)).await.unwrap();
         }
         // Reads until the server closes.
         while let Some(Ok(_)) = sender.next().await {}
@@ -143,12 +125,10 @@ async fn a_member_that_does_not_read_is_cut_at_the_grace_period_and_counted() {
         until_members(&relay, "x", 2).await;
         let count = 200_u32;
         for i in 0..count {
-            let mut payload = vec![0_u8; 16 << 10];
-            payload[..4].copy_from_slice(&i.to_be_bytes());
             relay
                 .publish(
                     "x",
-                    sockeye::PreparedMessage::new(Message::binary(payload)).unwrap(),
+                    sockeye::PreparedMessage::new(numbered(i, 16 << 10)).unwrap(),
                 )
                 .unwrap();
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sockeye::{ClientBuilder, Message, ServerBuilder, WebSocket};
 use sockeye_relay::{RedisBackplane, Relay};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 pub type Ws = WebSocket<sockeye::MaybeTlsStream>;
@@ -83,16 +83,7 @@ pub async fn serve_x(relay: &Relay, stop: Option<watch::Receiver<bool>>) -> Sock
 /// A member of [`serve_x`]'s room, its socket's receive buffer `rcvbuf` bytes when given
 /// (small: the server's writes to it wait).
 pub async fn member_x(addr: SocketAddr, rcvbuf: Option<u32>) -> WebSocket<TcpStream> {
-    let socket = TcpSocket::new_v4().unwrap();
-    if let Some(size) = rcvbuf {
-        socket.set_recv_buffer_size(size).unwrap();
-    }
-    let tcp = socket.connect(addr).await.unwrap();
-    ClientBuilder::new(format!("ws://{addr}/"))
-        .connect_on(tcp)
-        .await
-        .unwrap()
-        .0
+    sockeye_test_support::client_with_rcvbuf(addr, "/", rcvbuf).await
 }
 
 pub async fn member(addr: SocketAddr, path: &str) -> Ws {
