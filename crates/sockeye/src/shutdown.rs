@@ -101,6 +101,17 @@ struct Slot {
     waker: Mutex<Option<Waker>>,
 }
 
+impl Slot {
+    /// Leaves the waker of `cx` for the trigger (unless the one left already wakes that task).
+    fn register(&self, cx: &Context<'_>) {
+        let mut waker = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *waker = Some(cx.waker().clone()),
+        }
+    }
+}
+
 /// What a shutdown did: connections drained or cut, and what the cut ones had not sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -363,17 +374,7 @@ pub struct DrainGuard {
 impl DrainGuard {
     /// Whether the shutdown was triggered; if not, the task of `cx` is woken when it is.
     pub fn poll_triggered(&self, cx: &Context<'_>) -> bool {
-        {
-            let mut waker = self
-                .slot
-                .waker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match &*waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => *waker = Some(cx.waker().clone()),
-            }
-        }
+        self.slot.register(cx);
         // Checked after registering: a trigger in between wakes the waker just left.
         self.is_triggered()
     }
@@ -463,17 +464,7 @@ impl Watch {
         if self.refused {
             return true;
         }
-        {
-            let mut waker = self
-                .slot
-                .waker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match &*waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => *waker = Some(cx.waker().clone()),
-            }
-        }
+        self.slot.register(cx);
         // Checked after registering: a trigger in between wakes the waker just left.
         if self.inner.triggered.load(Ordering::Acquire) {
             self.refused = true;
