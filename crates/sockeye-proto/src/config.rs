@@ -53,15 +53,14 @@ impl Config {
     }
 
     /// Largest payload accepted in a frame with RSV1 set, which permessage-deflate marks
-    /// compressed, in bytes: the most deflate can make of the largest content this config
-    /// accepts in one frame (`max_frame_size`, or `max_message_size` if smaller), and never less
-    /// than `max_frame_size`.
+    /// compressed, in bytes: the most deflate can make of `max_frame_size` bytes
+    /// ([`max_compressed_len`]), so that compressing a message never gets its frame refused.
     ///
-    /// Compression cannot shrink random bytes, so without this allowance a message within every
-    /// limit, sent compressed in one frame, would be refused with 1009.
+    /// Compression cannot shrink random bytes: without this allowance a receiver whose frame
+    /// limit is its message limit would refuse with 1009 a message within both, sent
+    /// compressed in one frame. Decompression stops at `max_message_size` all the same.
     pub fn max_compressed_frame_size(&self) -> usize {
-        let content = self.max_frame_size.min(self.max_message_size);
-        max_compressed_len(content).max(self.max_frame_size)
+        max_compressed_len(self.max_frame_size)
     }
 
     /// Largest message accepted, in bytes. See [`ConfigBuilder::max_message_size`].
@@ -295,20 +294,17 @@ mod tests {
     }
 
     #[test]
-    fn compressed_frames_may_hold_the_largest_content_deflated() {
-        let limits = |frame, message| {
-            let c = Config::builder()
-                .max_frame_size(frame)
-                .max_message_size(message)
-                .build()
-                .unwrap();
-            c.max_compressed_frame_size()
-        };
-        // The frame limit bounds the content, or the message limit where smaller.
-        assert_eq!(limits(1000, 1000), max_compressed_len(1000));
-        assert_eq!(limits(1000, 4000), max_compressed_len(1000));
-        assert_eq!(limits(4000, 1000), 4000);
-        assert_eq!(limits(1000, 100), 1000);
-        assert_eq!(limits(usize::MAX, usize::MAX), usize::MAX);
+    fn compressed_frames_may_hold_the_largest_frame_deflated() {
+        let c = Config::builder()
+            .max_frame_size(1000)
+            .max_message_size(4000)
+            .build()
+            .unwrap();
+        assert_eq!(c.max_compressed_frame_size(), 1000 + 125 + 64);
+        let c = Config::builder()
+            .max_frame_size(usize::MAX)
+            .build()
+            .unwrap();
+        assert_eq!(c.max_compressed_frame_size(), usize::MAX);
     }
 }

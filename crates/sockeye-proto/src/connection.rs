@@ -150,7 +150,6 @@ impl Connection {
             role,
             extension_rsv: Rsv::NONE,
             max_frame_size: config.max_frame_size(),
-            max_compressed_frame_size: config.max_compressed_frame_size(),
         });
         Self {
             role,

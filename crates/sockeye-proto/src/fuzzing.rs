@@ -53,7 +53,6 @@ pub fn frame_decode(data: &[u8]) {
         role,
         extension_rsv,
         max_frame_size,
-        max_compressed_frame_size: max_frame_size,
     };
     let mut decoder = FrameDecoder::new(rules);
     let mut buf = BytesMut::from(rest);

@@ -84,7 +84,6 @@ fn sent_frames(conn: &mut Connection) -> Vec<Frame> {
         role: conn.role().peer(),
         extension_rsv: Rsv::RSV1,
         max_frame_size: usize::MAX,
-        max_compressed_frame_size: usize::MAX,
     });
     let mut frames = Vec::new();
     while let Some(frame) = decoder.decode(&mut buf).expect("we sent a valid frame") {

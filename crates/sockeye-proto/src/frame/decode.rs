@@ -238,7 +238,6 @@ mod tests {
             role,
             extension_rsv: Rsv::RSV1,
             max_frame_size: 1 << 20,
-            max_compressed_frame_size: 1 << 20,
         }
     }
 
@@ -358,12 +357,7 @@ mod tests {
             max_frame in 0usize..40,
         ) {
             let role = if client { Role::Client } else { Role::Server };
-            let rules = HeadRules {
-                role,
-                extension_rsv: Rsv::RSV1,
-                max_frame_size: max_frame,
-                max_compressed_frame_size: max_frame,
-            };
+            let rules = HeadRules { role, extension_rsv: Rsv::RSV1, max_frame_size: max_frame };
             assert_whole_message_agrees(rules, max_message, &bytes);
         }
 

@@ -15,6 +15,7 @@ pub use self::decode::FrameDecoder;
 #[cfg(fuzzing)]
 pub(crate) use self::decode::assert_whole_message_agrees;
 use crate::error::ProtocolError;
+use crate::extension::deflate::max_compressed_len;
 use crate::role::Role;
 
 /// The longest frame header: 2 bytes, an 8-byte extended length and a 4-byte masking key.
@@ -145,12 +146,10 @@ pub struct HeadRules {
     pub role: Role,
     /// RSV bits a negotiated extension allows on the first frame of a data message.
     pub extension_rsv: Rsv,
-    /// The largest payload accepted.
-    pub max_frame_size: usize,
-    /// The largest payload accepted in a frame with RSV1 set (compressed, under
-    /// permessage-deflate); see
+    /// The largest payload accepted; a frame with RSV1 set (compressed, under
+    /// permessage-deflate) may be longer by deflate's worst case, see
     /// [`Config::max_compressed_frame_size`](crate::Config::max_compressed_frame_size).
-    pub max_compressed_frame_size: usize,
+    pub max_frame_size: usize,
 }
 
 impl FrameHead {
@@ -193,7 +192,7 @@ impl FrameHead {
             return Err(ProtocolError::ReservedBitsSet { bits: stray.bits() });
         }
         let max = if self.rsv.contains(Rsv::RSV1) {
-            rules.max_compressed_frame_size
+            max_compressed_len(rules.max_frame_size)
         } else {
             rules.max_frame_size
         };

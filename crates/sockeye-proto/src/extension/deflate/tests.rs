@@ -535,7 +535,6 @@ mod traffic {
             role: Role::Client,
             extension_rsv: Rsv::RSV1,
             max_frame_size: 1 << 20,
-            max_compressed_frame_size: 1 << 20,
         });
         let frame = decoder.decode(&mut buf).unwrap().unwrap();
         assert!(frame.rsv.is_empty());
