@@ -215,9 +215,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if let Some(frame) = self.stashed.take() {
             return Poll::Ready(Some(Ok(Incoming::Frame(frame))));
         }
+        // The shutdown's trigger is looked at on every call, but the task registered to be woken
+        // by it only before it waits: registering takes a lock, once per message otherwise.
         if let Some(watch) = self.watch.as_deref_mut() {
-            watch.poll_triggered(cx);
+            watch.check_triggered();
         }
+        loop {
+            let poll = self.poll_next_inner(cx);
+            if poll.is_pending()
+                && let Some(watch) = self.watch.as_deref_mut()
+                && !watch.draining()
+                && watch.poll_triggered(cx)
+            {
+                // Triggered since it was looked at: go round again, draining.
+                continue;
+            }
+            return poll;
+        }
+    }
+
+    fn poll_next_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming, Error>>> {
         loop {
             if let Some(incoming) = self.take_event() {
                 return Poll::Ready(Some(Ok(incoming)));
@@ -485,6 +502,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Releases the buffers of a connection that has nothing buffered.
     fn release_idle(&mut self) {
         self.idle_timer = None;
+        if let Some(watch) = self.watch.as_deref_mut() {
+            watch.release_idle();
+        }
         self.read_buf = BytesMut::new();
         if self.out.is_empty() && self.out.capacity() > 0 {
             self.out = VecDeque::new();
@@ -614,15 +634,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if !self.conn.is_open() {
             return Poll::Ready(Err(Self::already_closed()));
         }
+        let backlogged = self.backlog() > self.high_water;
+        // The trigger is looked at on every call; the task registered to be woken by it (a lock)
+        // only when it may wait, as in `poll_next_incoming`.
         if let Some(watch) = self.watch.as_deref_mut()
-            && watch.poll_triggered(cx)
+            && (if backlogged {
+                watch.poll_triggered(cx)
+            } else {
+                watch.check_triggered()
+            })
         {
             // A task that only sends still drives the drain (and its deadline).
             let _ = self.poll_output(cx);
             self.poll_drain(cx);
             return Poll::Ready(Err(Self::already_closed()));
         }
-        if self.backlog() > self.high_water {
+        if backlogged {
             // A sender that never reads still drives keepalive and the close timeout: the timer
             // is armed before waiting here, and run by every flush (`poll_flush`).
             while self.poll_timer(cx) {}
