@@ -7,7 +7,7 @@ mod assembler;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use self::assembler::Assembler;
 use crate::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
@@ -27,6 +27,8 @@ use crate::utf8::Utf8Bytes;
 /// leave in one write; larger ones (from a server, which does not mask) are handed out as their
 /// own chunk, without a copy, for a vectored write.
 const COPY_LIMIT: usize = 8 << 10;
+/// The longest payload whose length fits a frame header's first length field (section 5.2).
+const SHORT_PAYLOAD: usize = 125;
 
 /// One WebSocket connection after the opening handshake, for either role. No I/O, no clock.
 ///
@@ -811,15 +813,36 @@ impl Connection {
             self.queued = self.queued.saturating_add(len);
             return;
         }
+        if payload.len() <= SHORT_PAYLOAD {
+            // The common small frame: its 2-byte header (the length in the second byte, no mask)
+            // and payload appended after one reservation, the header as one word rather than
+            // a copy of a slice. `encode` writes the same bytes for it.
+            let mut b0 = opcode.bits() | rsv.bits();
+            if fin {
+                b0 |= 0x80;
+            }
+            // At most 125: fits the 7 bits of the length.
+            #[allow(clippy::cast_possible_truncation)]
+            let b1 = payload.len() as u8;
+            let len = payload.len().saturating_add(2);
+            self.out_buf.reserve(len);
+            self.out_buf.put_u16(u16::from_be_bytes([b0, b1]));
+            self.out_buf.extend_from_slice(&payload);
+            self.queued = self.queued.saturating_add(len);
+            return;
+        }
         let head_len = head.encode(&mut head_bytes);
         let head_bytes = head_bytes.get(..head_len).unwrap_or_default();
-        self.out_buf.extend_from_slice(head_bytes);
         self.queued = self
             .queued
             .saturating_add(head_bytes.len().saturating_add(payload.len()));
         if payload.len() <= COPY_LIMIT {
+            self.out_buf
+                .reserve(head_bytes.len().saturating_add(payload.len()));
+            self.out_buf.extend_from_slice(head_bytes);
             self.out_buf.extend_from_slice(&payload);
         } else {
+            self.out_buf.extend_from_slice(head_bytes);
             self.out_chunks.push_back(self.out_buf.split().freeze());
             self.out_chunks.push_back(payload);
         }
