@@ -304,6 +304,31 @@ impl Connection {
         }
     }
 
+    /// [`handle_bytes`](Self::handle_bytes) and [`poll_event`](Self::poll_event) in one call,
+    /// for the common case: when no event is waiting and the next frame in `buf` is a whole
+    /// message in one frame (the case `handle_bytes` reads without its general machinery), it
+    /// is split off `buf` and returned, not queued. The caller then goes on as after
+    /// `handle_bytes` returned with that message as its one event: [`Progress::Paused`] if
+    /// `buf` still holds bytes, [`Progress::NeedBytes`] if not.
+    ///
+    /// `None` for anything else: nothing was taken, and `handle_bytes` reads it as usual; or the
+    /// message was text that is not UTF-8, and the connection failed as `handle_bytes` fails it
+    /// (its events wait in `poll_event`).
+    #[inline]
+    pub fn handle_bytes_message(&mut self, buf: &mut BytesMut, now: Instant) -> Option<Message> {
+        if !self.events.is_empty() || buf.is_empty() || !self.reads_frames() {
+            return None;
+        }
+        self.last_now = self.last_now.max(now);
+        match self.take_whole_message(buf)? {
+            Ok(message) => Some(message),
+            Err(error) => {
+                self.fail(error);
+                None
+            }
+        }
+    }
+
     /// The transport's read side ended.
     ///
     /// Before the close handshake completed this ends the connection abnormally (1006); after it,
@@ -518,6 +543,13 @@ impl Connection {
     /// [`read_frame`](Self::read_frame) then reads it and names what is wrong.
     #[inline]
     fn read_whole_message(&mut self, buf: &mut BytesMut) -> Option<Result<(), ProtocolError>> {
+        let message = self.take_whole_message(buf)?;
+        Some(message.map(|message| self.events.push_back(Event::Message(message))))
+    }
+
+    /// [`read_whole_message`](Self::read_whole_message)'s message, returned rather than queued.
+    #[inline]
+    fn take_whole_message(&mut self, buf: &mut BytesMut) -> Option<Result<Message, ProtocolError>> {
         if self.pending.is_some() || self.assembler.in_progress() || self.config.streaming() {
             return None;
         }
@@ -535,8 +567,7 @@ impl Connection {
         };
         // Any frame shows the peer is alive.
         self.pong_deadline = None;
-        self.events.push_back(Event::Message(message));
-        Some(Ok(()))
+        Some(Ok(message))
     }
 
     /// Reads the next frame; `Ok(None)` when the rest of it has not arrived.

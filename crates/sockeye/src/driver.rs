@@ -195,6 +195,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, Error>>> {
+        // The common case first: the next of the messages one read brought, taken straight
+        // from the core (no event queued and taken again). It is what the loop of
+        // `poll_next_incoming` would do first: hand the core the rest of the read buffer.
+        if self.input_pending && self.backlog() <= self.high_water {
+            if let Some(watch) = self.watch.as_deref_mut() {
+                watch.check_triggered();
+            }
+            if let Some(message) = self
+                .conn
+                .handle_bytes_message(&mut self.read_buf, self.read_at)
+            {
+                self.input_pending = !self.read_buf.is_empty();
+                return Poll::Ready(Some(Ok(message)));
+            }
+        }
         Poll::Ready(match ready!(self.poll_next_incoming(cx)) {
             Some(Ok(Incoming::Message(message))) => Some(Ok(message)),
             Some(Ok(Incoming::Frame(frame))) => {
