@@ -754,6 +754,7 @@ impl Connection {
         }
     }
 
+    #[inline]
     fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), ApiMisuse> {
         self.ensure_open()?;
         if self.outgoing.is_some() {

@@ -798,6 +798,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
 /// Queues `message` in the core (a Close starts the close handshake); a message the protocol
 /// refuses is a misuse, and one sent after the close began is `AlreadyClosed`.
+#[inline]
 pub(crate) fn queue(conn: &mut Connection, message: Message) -> Result<(), Error> {
     let result = match message {
         Message::Close(frame) => conn.close(now(), frame),
