@@ -489,6 +489,11 @@ impl Connection {
     #[must_use]
     #[inline]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        // Asked after every write and at every turn of a driver's loop: nothing queued (no
+        // byte counted, no Pong owed) is the answer most of the time.
+        if self.queued == 0 && self.pending_pong.is_none() {
+            return None;
+        }
         self.flush_pong();
         let chunk = match self.out_chunks.pop_front() {
             Some(chunk) => chunk,
