@@ -472,6 +472,17 @@ impl Watch {
         self.refused
     }
 
+    /// Whether the drain has started, looking at the trigger without registering the task: the
+    /// cheap check a driver makes on every call, registering (`poll_triggered`) only before
+    /// it waits.
+    #[inline]
+    pub(crate) fn check_triggered(&mut self) -> bool {
+        if !self.refused && self.inner.triggered.load(Ordering::Acquire) {
+            self.refused = true;
+        }
+        self.refused
+    }
+
     /// Whether the drain has started (without registering).
     pub(crate) fn draining(&self) -> bool {
         self.refused
@@ -504,8 +515,12 @@ impl Watch {
         while self.first_end.is_some_and(|end| end <= self.written) {
             self.first_end = self.more_ends.pop_front();
         }
+    }
+
+    /// The connection went idle: it keeps nothing for the message ends of its last burst
+    /// (kept while it is busy, so that each burst does not allocate them again).
+    pub(crate) fn release_idle(&mut self) {
         if self.more_ends.is_empty() && self.more_ends.capacity() > 0 {
-            // After a burst, an idle connection keeps nothing for this.
             self.more_ends = VecDeque::new();
         }
     }
