@@ -477,6 +477,7 @@ struct ConnOutcome {
     error: Option<String>,
     verified: bool,
     negotiated: Option<String>,
+    reply_bytes: u64,
 }
 
 /// Runs the deflate load with `offer` on its own 2-worker runtime.
@@ -536,6 +537,7 @@ async fn run_async(target: &Target, spec: &Spec, offer: &str) -> Outcome {
         match r {
             Ok(c) => {
                 out.msgs += c.msgs;
+                out.reply_bytes += c.reply_bytes;
                 out.lat_ns.extend_from_slice(&c.lat_ns);
                 out.verified += u64::from(c.verified);
                 if out.negotiated.is_none() {
@@ -672,12 +674,14 @@ async fn drive(
                     return Err(err("inflated echo differs from what was sent"));
                 }
                 c.verified = true;
+                let compressed_len = payload.len();
                 payload.clear();
                 in_message = false;
                 completed += 1;
                 let now = Instant::now();
                 if now >= measure_from && now < deadline {
                     c.msgs += 1;
+                    c.reply_bytes += compressed_len as u64;
                     c.lat_ns.push((now - t0).as_nanos() as u64);
                 }
             }

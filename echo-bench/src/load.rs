@@ -94,6 +94,9 @@ pub struct Outcome {
     pub server_cpu_secs: Option<f64>,
     /// The `Sec-WebSocket-Extensions` the server answered (deflate workload only).
     pub negotiated: Option<String>,
+    /// Payload bytes of the server's replies in the measured window, as sent (compressed, for
+    /// the deflate workload).
+    pub reply_bytes: u64,
 }
 
 impl Outcome {

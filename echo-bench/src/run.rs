@@ -124,6 +124,8 @@ struct Sample {
     expected: u64,
     first_error: Option<String>,
     negotiated: Option<String>,
+    /// Payload bytes per reply as the server sent it (compressed, for deflate).
+    reply_bytes: f64,
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -149,6 +151,7 @@ fn combine(samples: &[Sample]) -> Sample {
         expected: samples.iter().map(|s| s.expected).sum(),
         first_error: samples.iter().find_map(|s| s.first_error.clone()),
         negotiated: samples.iter().find_map(|s| s.negotiated.clone()),
+        reply_bytes: median(samples.iter().map(|s| s.reply_bytes).collect()),
     }
 }
 
@@ -255,6 +258,7 @@ fn sample_of(o: Outcome, conns: usize) -> Sample {
         errors: o.errors,
         verified: o.verified,
         expected: conns as u64,
+        reply_bytes: if o.msgs > 0 { o.reply_bytes as f64 / o.msgs as f64 } else { f64::NAN },
         first_error: o.first_error,
         negotiated: o.negotiated,
     }
@@ -546,8 +550,8 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .zip(&dresults)
             .map(|(k, s)| format!(
-                "{{\"server\": {}, \"msgs_per_sec\": {}, \"p50_us\": {}, \"p99_us\": {}, \"server_cpu_us_per_msg\": {}, \"errors\": {}, \"verified\": {}, \"expected\": {}, \"agreed\": {}}}",
-                json_str(k.name()), json_num(s.msgs_per_sec), json_num(s.p50), json_num(s.p99), json_num(s.cpu_us_per_msg), s.errors, s.verified, s.expected, json_str(s.negotiated.as_deref().unwrap_or(""))
+                "{{\"server\": {}, \"msgs_per_sec\": {}, \"p50_us\": {}, \"p99_us\": {}, \"server_cpu_us_per_msg\": {}, \"reply_bytes\": {}, \"errors\": {}, \"verified\": {}, \"expected\": {}, \"agreed\": {}}}",
+                json_str(k.name()), json_num(s.msgs_per_sec), json_num(s.p50), json_num(s.p99), json_num(s.cpu_us_per_msg), json_num(s.reply_bytes), s.errors, s.verified, s.expected, json_str(s.negotiated.as_deref().unwrap_or(""))
             ))
             .collect();
         j.push_str(&rows.join(", "));
@@ -660,19 +664,19 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         );
         let _ = writeln!(
             out,
-            "level = zlib level the server compresses with; vs peer = msg/s over the better of ratchet and yawc at the same level;\n\
+            "level = zlib level the server compresses with; B/reply = payload bytes of a reply as sent (compressed; the message is 1,024); vs peer = msg/s over the better of ratchet and yawc at the same level;\n\
              CPU vs peer = CPU per message over the lower of theirs at the same level (ratchet's default is level 1, yawc's and Sockeye's 6)."
         );
         let _ = writeln!(
             out,
-            "{:<22} {:>5} {:>12} {:>10} {:>10} {:>9} {:>11} {:>12} {:>9} {:>7}  agreed",
-            "server", "level", "msg/s", "p50 us", "p99 us", "vs peer", "CPU us/msg", "CPU vs peer", "checked", "errors"
+            "{:<22} {:>5} {:>12} {:>10} {:>10} {:>9} {:>11} {:>12} {:>9} {:>9} {:>7}  agreed",
+            "server", "level", "msg/s", "p50 us", "p99 us", "vs peer", "CPU us/msg", "CPU vs peer", "B/reply", "checked", "errors"
         );
         for (k, kind) in dkinds.iter().enumerate() {
             let s = &dresults[k];
             let _ = writeln!(
                 out,
-                "{:<22} {:>5} {:>12.0} {:>10.1} {:>10.1} {:>9} {:>11.3} {:>12} {:>9} {:>7}  {}",
+                "{:<22} {:>5} {:>12.0} {:>10.1} {:>10.1} {:>9} {:>11.3} {:>12} {:>9.0} {:>9} {:>7}  {}",
                 kind.name(),
                 kind.deflate_level().unwrap_or(0),
                 s.msgs_per_sec,
@@ -681,6 +685,7 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                 fmt_ratio(s.msgs_per_sec / peer_rate(kind.deflate_level())),
                 s.cpu_us_per_msg,
                 fmt_ratio(s.cpu_us_per_msg / peer_cpu(kind.deflate_level())),
+                s.reply_bytes,
                 format!("{}/{}", s.verified, s.expected),
                 s.errors,
                 s.negotiated.as_deref().unwrap_or("-")
