@@ -405,8 +405,7 @@ async fn handle(
     if let Some(upgrade) = upgrade {
         // A task of its own, holding only the WebSocket's future: this one's (the TLS and HTTP
         // states it went through) ends here rather than live as long as the WebSocket.
-        let tasks = shared.tasks.clone();
-        tasks.spawn(run_websocket(shared, peer, upgrade));
+        spawn_websocket(&shared, peer, upgrade, &mut &shared.tasks);
     }
 }
 
@@ -448,7 +447,7 @@ async fn serve_h2(
                 break;
             }
             Some(upgrade) = accepted.recv() => {
-                websockets.spawn(run_websocket(Arc::clone(&shared), peer, upgrade));
+                spawn_websocket(&shared, peer, upgrade, &mut websockets);
             }
             Some(_) = websockets.join_next(), if !websockets.is_empty() => {}
             () = shared.shutdown.triggered(), if !stopping => {
@@ -475,31 +474,76 @@ async fn serve_h2(
     while websockets.join_next().await.is_some() {}
 }
 
-/// An accepted upgrade (HTTP/1.1 or HTTP/2): the WebSocket once the response is sent, in the
-/// echo server or its room.
-async fn run_websocket(shared: Arc<Shared>, peer: SocketAddr, upgrade: Upgrade) {
+/// Runs an accepted upgrade (HTTP/1.1 or HTTP/2) in a task of `tasks`: the WebSocket once the
+/// response is sent, in the echo server or its room. The task holds what the log lines need and
+/// the loop, on the heap at its own size (the echo loop's, or the room member's).
+fn spawn_websocket(shared: &Shared, peer: SocketAddr, upgrade: Upgrade, tasks: &mut impl Spawn) {
     let (websocket, path, name) = upgrade;
-    // In a block: a local that the log line borrows stays in the task's future for the
-    // connection's whole life (a second WebSocket's worth); one moved out of a block does not.
-    let ws = {
-        let ws = match websocket.await {
-            Ok(ws) => ws,
-            Err(e) => {
-                tracing::info!(%peer, error = %e, "handshake failed");
+    if shared.echo {
+        tasks.spawn(async move {
+            let Some(ws) = opened(peer, websocket, &path).await else {
                 return;
-            }
-        };
-        tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
-        ws
-    };
-    // Each on the heap, at its own size: inline, every connection's task would be as large as
-    // the larger of the two (a room member's), echo connections included.
-    let result = if shared.echo {
-        Box::pin(echo(ws)).await
+            };
+            drop(path);
+            disconnected(peer, Box::pin(echo(ws)).await);
+        });
     } else {
+        let rooms = shared.rooms.clone();
         let room = room_name(&path).unwrap_or("lobby").to_owned();
-        Box::pin(member(ws, &shared, &room, name.as_deref())).await
-    };
+        tasks.spawn(async move {
+            let Some(ws) = opened(peer, websocket, &path).await else {
+                return;
+            };
+            drop(path);
+            // The relay drains a member at shutdown (it watches the server's `Shutdown`).
+            let served = Box::pin(rooms.serve_named_until(
+                ws,
+                &room,
+                name.as_deref(),
+                std::future::pending(),
+            ))
+            .await;
+            disconnected(peer, served);
+        });
+    }
+}
+
+/// Where a WebSocket's task goes: the server's tasks (HTTP/1.1), or its HTTP/2 connection's.
+trait Spawn {
+    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static);
+}
+
+impl Spawn for &TaskTracker {
+    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        drop(TaskTracker::spawn(self, task));
+    }
+}
+
+impl Spawn for JoinSet<()> {
+    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        drop(JoinSet::spawn(self, task));
+    }
+}
+
+/// The WebSocket of an accepted upgrade, once the response is sent; logged. Its own future,
+/// gone when it is done: a local that the log line borrows would otherwise stay in the task's
+/// future for the connection's whole life (a second WebSocket's worth). Take the WebSocket
+/// out with `let Some(ws) = ... else`: an `Option` local matched in place stays in the
+/// future too.
+async fn opened(peer: SocketAddr, websocket: PendingUpgrade, path: &str) -> Option<Ws> {
+    match websocket.await {
+        Ok(ws) => {
+            tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
+            Some(ws)
+        }
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "handshake failed");
+            None
+        }
+    }
+}
+
+fn disconnected(peer: SocketAddr, result: Result<(), sockeye::Error>) {
     match result {
         Ok(()) => tracing::info!(%peer, "disconnected"),
         Err(e) => tracing::info!(%peer, error = %e, "disconnected"),
@@ -676,19 +720,6 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A room member: the relay drains it at shutdown (it watches the server's [`Shutdown`]).
-async fn member(
-    ws: Ws,
-    shared: &Shared,
-    room: &str,
-    name: Option<&str>,
-) -> Result<(), sockeye::Error> {
-    shared
-        .rooms
-        .serve_named_until(ws, room, name, std::future::pending())
-        .await
 }
 
 #[cfg(test)]
