@@ -108,14 +108,12 @@ struct State {
     stats: RelayStats,
 }
 
-/// What waits for one member: messages, then the close it is due, if any. Unbounded as a
-/// queue; the core bounds what is in it. The queue is allocated only while it holds
-/// something: the member's task takes it whole, so an idle member keeps none, and the close is
-/// kept apart from it, so it always reaches the member after what was queued before it.
+/// What waits for one member, and its task's waker: 24 bytes while nothing does.
 #[derive(Default)]
 struct Outbox {
-    queue: Vec<Arc<PreparedMessage>>,
-    close: Option<(CloseCode, &'static str)>,
+    /// Allocated when something is queued; the member's task takes it whole, so an idle
+    /// member keeps none.
+    pending: Option<Box<Batch>>,
     /// The member's task, waiting for something to write.
     waker: Option<Waker>,
 }
@@ -128,7 +126,10 @@ impl Outbox {
     }
 }
 
-/// What a member's task took from its outbox to write: messages, then perhaps its close.
+/// What waits for a member, taken whole by its task to write: messages, then perhaps the close
+/// it is due. Unbounded as a queue; the core bounds what is in it. The close is kept apart from
+/// the messages, so it always reaches the member after what was queued before it.
+#[derive(Default)]
 struct Batch {
     messages: Vec<Arc<PreparedMessage>>,
     close: Option<(CloseCode, &'static str)>,
@@ -250,7 +251,7 @@ enum Event {
     /// The shutdown, or the caller's `stop`.
     Stop,
     /// Something to write (`None`: the relay let go of the member).
-    Write(Option<Batch>),
+    Write(Option<Box<Batch>>),
     /// The room a held message waits for may take it now.
     Retry,
     /// Something read.
@@ -504,22 +505,19 @@ impl Relay {
 
     /// What was queued for `member`, taken whole, once there is something; `None` once the
     /// relay let go of it.
-    fn poll_outbox(&self, member: MemberId, cx: &Context<'_>) -> Poll<Option<Batch>> {
+    fn poll_outbox(&self, member: MemberId, cx: &Context<'_>) -> Poll<Option<Box<Batch>>> {
         let mut state = self.shared.lock();
         let Some(outbox) = state.outboxes.get_mut(&member) else {
             return Poll::Ready(None);
         };
-        if outbox.queue.is_empty() && outbox.close.is_none() {
-            match &outbox.waker {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                _ => outbox.waker = Some(cx.waker().clone()),
-            }
-            return Poll::Pending;
+        if let Some(batch) = outbox.pending.take() {
+            return Poll::Ready(Some(batch));
         }
-        Poll::Ready(Some(Batch {
-            messages: std::mem::take(&mut outbox.queue),
-            close: outbox.close.take(),
-        }))
+        match &outbox.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => outbox.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Publishes a member's message; `Some` when its room cannot take it yet: the sender keeps
@@ -565,7 +563,7 @@ impl Relay {
         &self,
         ws: &mut WebSocket<S>,
         member: MemberId,
-        batch: Option<Batch>,
+        batch: Option<Box<Batch>>,
         guard: Option<&mut DrainGuard>,
     ) -> Option<Result<(), Error>>
     where
@@ -574,7 +572,7 @@ impl Relay {
         let Some(Batch {
             messages: batch,
             close,
-        }) = batch
+        }) = batch.map(|batch| *batch)
         else {
             // The relay let go of this member without a word: only when it is dropped.
             return Some(going_away(ws).await);
@@ -641,10 +639,14 @@ impl Relay {
     {
         // Out of the room under the lock: nothing more is queued for it, and everything
         // queued before is in its outbox, taken with it.
-        let outbox = self.leave(member).unwrap_or_default();
-        let queue = outbox.queue;
+        let batch = self
+            .leave(member)
+            .and_then(|outbox| outbox.pending)
+            .map(|batch| *batch)
+            .unwrap_or_default();
+        let queue = batch.messages;
         let bytes = queue.iter().map(|m| m.payload().len()).sum::<usize>();
-        let close = outbox
+        let close = batch
             .close
             .unwrap_or((CloseCode::GOING_AWAY, "server shutting down"));
         let deadline = guard
@@ -676,10 +678,14 @@ impl Relay {
     /// Takes what is left in `member`'s outbox: how many messages, and their payload bytes.
     fn take_outbox(&self, member: MemberId) -> (usize, usize) {
         let mut state = self.shared.lock();
-        let Some(outbox) = state.outboxes.get_mut(&member) else {
+        let Some(batch) = state
+            .outboxes
+            .get_mut(&member)
+            .and_then(|outbox| outbox.pending.take())
+        else {
             return (0, 0);
         };
-        let queue = std::mem::take(&mut outbox.queue);
+        let queue = &batch.messages;
         (queue.len(), queue.iter().map(|m| m.payload().len()).sum())
     }
 
@@ -799,7 +805,8 @@ impl State {
     ) {
         for member in fanout.deliver {
             if let Some(outbox) = self.outboxes.get_mut(&member) {
-                outbox.queue.push(Arc::clone(message));
+                let pending = outbox.pending.get_or_insert_with(Box::default);
+                pending.messages.push(Arc::clone(message));
                 outbox.wake();
                 self.stats.deliveries += 1;
             }
@@ -819,7 +826,8 @@ impl State {
                 // Kept apart from the queue: it goes out after what was queued, whatever that
                 // holds. The member is out of its room: nothing more is queued for it.
                 if let Some(outbox) = self.outboxes.get_mut(&close.member) {
-                    outbox.close.get_or_insert((close.code, close.reason));
+                    let pending = outbox.pending.get_or_insert_with(Box::default);
+                    pending.close.get_or_insert((close.code, close.reason));
                     outbox.wake();
                 }
             }

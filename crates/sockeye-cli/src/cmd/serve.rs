@@ -485,7 +485,7 @@ fn spawn_websocket(shared: &Shared, peer: SocketAddr, upgrade: Upgrade, tasks: &
                 return;
             };
             drop(path);
-            disconnected(peer, Box::pin(echo(ws)).await);
+            disconnected(peer, echo(ws).await);
         });
     } else {
         let rooms = shared.rooms.clone();
@@ -496,13 +496,9 @@ fn spawn_websocket(shared: &Shared, peer: SocketAddr, upgrade: Upgrade, tasks: &
             };
             drop(path);
             // The relay drains a member at shutdown (it watches the server's `Shutdown`).
-            let served = Box::pin(rooms.serve_named_until(
-                ws,
-                &room,
-                name.as_deref(),
-                std::future::pending(),
-            ))
-            .await;
+            let served = rooms
+                .serve_named_until(ws, &room, name.as_deref(), std::future::pending())
+                .await;
             disconnected(peer, served);
         });
     }
