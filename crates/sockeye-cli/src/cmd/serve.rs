@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -405,7 +406,18 @@ async fn handle(
     if let Some(upgrade) = upgrade {
         // A task of its own, holding only the WebSocket's future: this one's (the TLS and HTTP
         // states it went through) ends here rather than live as long as the WebSocket.
-        spawn_websocket(&shared, peer, upgrade, &mut &shared.tasks);
+        if shared.echo {
+            // The echo loop's task holds only the WebSocket and its loop: the upgrade (ready
+            // by now) is awaited here, in this task, which ends.
+            let (websocket, path, _) = upgrade;
+            let Some(ws) = opened(peer, websocket, &path).await else {
+                return;
+            };
+            drop(path);
+            (&shared.tasks).spawn(echo_running(peer, ws));
+        } else {
+            spawn_websocket(&shared, peer, upgrade, &mut &shared.tasks);
+        }
     }
 }
 
@@ -480,27 +492,76 @@ async fn serve_h2(
 fn spawn_websocket(shared: &Shared, peer: SocketAddr, upgrade: Upgrade, tasks: &mut impl Spawn) {
     let (websocket, path, name) = upgrade;
     if shared.echo {
-        tasks.spawn(async move {
-            let Some(ws) = opened(peer, websocket, &path).await else {
-                return;
-            };
-            drop(path);
-            disconnected(peer, echo(ws).await);
-        });
+        tasks.spawn(echo_task(peer, websocket, path));
     } else {
-        let rooms = shared.rooms.clone();
+        // Only `/rooms/NAME` is accepted without `--echo`.
         let room = room_name(&path).unwrap_or("lobby").to_owned();
-        tasks.spawn(async move {
-            let Some(ws) = opened(peer, websocket, &path).await else {
-                return;
-            };
-            drop(path);
-            // The relay drains a member at shutdown (it watches the server's `Shutdown`).
-            let served = rooms
-                .serve_named_until(ws, &room, name.as_deref(), std::future::pending())
-                .await;
-            disconnected(peer, served);
-        });
+        drop(path);
+        tasks.spawn(member_task(
+            shared.rooms.clone(),
+            peer,
+            websocket,
+            room,
+            name,
+        ));
+    }
+}
+
+/// An echo connection's loop, then its log line: the loop's future and the peer's address,
+/// no more (`map`, not an `async` block, which would keep the loop's future twice).
+fn echo_running<S>(peer: SocketAddr, ws: WebSocket<S>) -> impl Future<Output = ()> + Send + 'static
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    echo(ws).map(move |result| disconnected(peer, result))
+}
+
+/// The WebSocket an accepted upgrade resolves to ([`PendingUpgrade`]; another future in tests).
+trait Opening: Future<Output = Result<Ws, sockeye::Error>> + Send + 'static {}
+
+impl<F: Future<Output = Result<Ws, sockeye::Error>> + Send + 'static> Opening for F {}
+
+/// An echo connection's task: the upgrade, then the echo loop.
+fn echo_task(
+    peer: SocketAddr,
+    websocket: impl Opening,
+    path: String,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let Some(ws) = opened(peer, websocket, &path).await else {
+            return;
+        };
+        drop(path);
+        disconnected(peer, echo(ws).await);
+    }
+}
+
+/// A room member's task: the upgrade, then the relay's loop. The relay drains a member at
+/// shutdown (it watches the server's `Shutdown`).
+fn member_task(
+    rooms: Relay,
+    peer: SocketAddr,
+    websocket: impl Opening,
+    room: String,
+    name: Option<String>,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let Some(ws) = opened(peer, websocket, RoomPath(&room)).await else {
+            return;
+        };
+        let served = rooms
+            .serve_named_until(ws, &room, name.as_deref(), std::future::pending())
+            .await;
+        disconnected(peer, served);
+    }
+}
+
+/// A room's path, for the log line: `/rooms/NAME`.
+struct RoomPath<'a>(&'a str);
+
+impl std::fmt::Display for RoomPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "/rooms/{}", self.0)
     }
 }
 
@@ -526,7 +587,11 @@ impl Spawn for JoinSet<()> {
 /// future for the connection's whole life (a second WebSocket's worth). Take the WebSocket
 /// out with `let Some(ws) = ... else`: an `Option` local matched in place stays in the
 /// future too.
-async fn opened(peer: SocketAddr, websocket: PendingUpgrade, path: &str) -> Option<Ws> {
+async fn opened(
+    peer: SocketAddr,
+    websocket: impl Opening,
+    path: impl std::fmt::Display + Send,
+) -> Option<Ws> {
     match websocket.await {
         Ok(ws) => {
             tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
@@ -669,16 +734,22 @@ type Ws = WebSocket<sockeye::hyper::Upgraded>;
 /// Not an `async fn`: one keeps its argument twice in its future (the argument, and the local
 /// it is moved into), a second WebSocket's worth of memory for the connection's whole life.
 #[allow(clippy::manual_async_fn)]
-fn echo(mut ws: Ws) -> impl Future<Output = Result<(), sockeye::Error>> {
+fn echo<S>(mut ws: WebSocket<S>) -> impl Future<Output = Result<(), sockeye::Error>> + Send
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
     async move {
-        while let Some(message) = ws.next().await {
+        // Not `while let`: its scrutinee would stay in the future across the `send`.
+        loop {
+            let Some(message) = ws.next().await else {
+                return Ok(());
+            };
             let message = message?;
             if message.is_data() {
                 // Refused once the shutdown began; reading goes on until the end.
                 let _ = ws.send(message).await;
             }
         }
-        Ok(())
     }
 }
 
@@ -721,6 +792,32 @@ fn percent_decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a WebSocket's task holds for the connection's life (run with `--nocapture`).
+    #[test]
+    fn task_sizes() {
+        type Pending = std::pin::Pin<Box<dyn Future<Output = Result<Ws, sockeye::Error>> + Send>>;
+        assert_eq!(size_of::<Pending>(), size_of::<PendingUpgrade>());
+        let pending = || -> Pending { Box::pin(std::future::pending()) };
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let echo = echo_task(peer, pending(), "/".into());
+        let member = member_task(Relay::new(), peer, pending(), "r".into(), None);
+        // The echo loop's task over a stream of no size: add the `WebSocket`'s stream.
+        let ws = WebSocket::from_raw(
+            tokio::io::empty(),
+            sockeye::Role::Server,
+            &WebSocketConfig::default(),
+            bytes::BytesMut::new(),
+        );
+        let ws_empty = size_of_val(&ws);
+        let running = size_of_val(&echo_running(peer, ws));
+        println!(
+            "echo task {} (over a stream of no size: {running} once the upgrade is done, the WebSocket {ws_empty}), member task {}, WebSocket {}",
+            size_of_val(&echo),
+            size_of_val(&member),
+            size_of::<Ws>()
+        );
+    }
 
     #[test]
     fn display_names_from_the_query() {
