@@ -18,6 +18,10 @@ use crate::core::{Fanout, MemberId, QueueLimits, Rooms};
 /// not flushed when the grace period ends counts as dropped, so this bounds the overcount.
 const DRAIN_CHUNK: usize = 16;
 
+/// Payload bytes a member writes between two flushes of a large batch: each flush tells that the
+/// member reads, and its send timeout starts again.
+const WRITE_CHUNK: usize = 64 << 10;
+
 /// Rooms for WebSocket connections: every message a member sends reaches every other member of
 /// its room, here and (with a [`Backplane`]) on the other nodes. Cheap to clone; every clone is
 /// the same rooms.
@@ -193,7 +197,9 @@ impl RelayBuilder {
     }
 
     /// How long writing to a member may wait for it to read; past it the connection is dropped
-    /// without a close frame (which could not be delivered either). Default 10 s.
+    /// without a close frame (which could not be delivered either). Counted from the last
+    /// message the member took, not for its whole queue: a member that reads, however slowly,
+    /// is given what was queued for it and the 1008 it may be due. Default 10 s.
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
         self.send_timeout = timeout;
         self
@@ -578,12 +584,49 @@ impl Relay {
             return Some(going_away(ws).await);
         };
         let bytes = batch.iter().map(|m| m.payload().len()).sum::<usize>();
-        let write = tokio::time::timeout(self.shared.send_timeout, async {
-            for message in &batch {
-                ws.feed_prepared(message).await?;
+        let send_timeout = self.shared.send_timeout;
+        // `Err(())`: the member took nothing for the send timeout. It bounds a wait for the
+        // member to read, not the whole batch: a member that reads, however slowly, takes its
+        // queue and the close it may be due (the core bounds how long it may hold its room
+        // back, and how much may be queued for it). So a large batch is flushed every
+        // `WRITE_CHUNK` bytes, each flush a sign that the member reads.
+        let write = async {
+            let idle = tokio::time::sleep(send_timeout);
+            let mut idle = std::pin::pin!(idle);
+            let mut unflushed = 0;
+            for (i, message) in batch.iter().enumerate() {
+                tokio::select! {
+                    biased;
+                    fed = ws.feed_prepared(message) => {
+                        if let Err(e) = fed {
+                            return Ok(Err(e));
+                        }
+                    }
+                    () = idle.as_mut() => return Err(()),
+                }
+                unflushed += message.payload().len();
+                if unflushed < WRITE_CHUNK || i + 1 == batch.len() {
+                    continue;
+                }
+                tokio::select! {
+                    biased;
+                    flushed = ws.flush() => {
+                        if let Err(e) = flushed {
+                            return Ok(Err(e));
+                        }
+                    }
+                    () = idle.as_mut() => return Err(()),
+                }
+                unflushed = 0;
+                idle.as_mut()
+                    .reset(tokio::time::Instant::now() + send_timeout);
             }
-            ws.flush().await
-        });
+            tokio::select! {
+                biased;
+                flushed = ws.flush() => Ok(flushed),
+                () = idle => Err(()),
+            }
+        };
         let written = tokio::select! {
             written = write => written,
             // A shutdown's grace period ended while the member was still writing.
