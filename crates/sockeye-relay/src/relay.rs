@@ -337,7 +337,7 @@ impl Relay {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         // What the future holds while the member is idle is kept small: the WebSocket, the
-        // relay, the member's guard and held message, and the `select!` below. Writing and
+        // relay, the member's guard and held message, and the one poll below. Writing and
         // draining are on the heap, only while they run.
         async move {
             let mut guard = self.shared.shutdown.as_ref().map(Shutdown::register);
@@ -357,7 +357,8 @@ impl Relay {
                 relay: self,
                 member,
             };
-            let mut held: Option<Held> = None;
+            // Boxed: a sender waits only while its room is full.
+            let mut held: Option<Box<Held>> = None;
             loop {
                 // In a block: the event is gone before the write's `await` (a value matched in
                 // place would stay in the member's future, as large as a message).
@@ -385,8 +386,8 @@ impl Relay {
                         Event::Stop => break,
                         Event::Write(batch) => batch,
                         Event::Retry => {
-                            if let Some(Held { message, .. }) = held.take() {
-                                held = self.publish_prepared(member, message);
+                            if let Some(waiting) = held.take() {
+                                held = self.publish_prepared(member, waiting.message).map(Box::new);
                             }
                             continue;
                         }
@@ -394,7 +395,9 @@ impl Relay {
                             Some(Ok(message)) if message.is_data() => {
                                 // Framed before the lock is taken: once, for every member.
                                 if let Some(prepared) = PreparedMessage::new(message) {
-                                    held = self.publish_prepared(member, Arc::new(prepared));
+                                    held = self
+                                        .publish_prepared(member, Arc::new(prepared))
+                                        .map(Box::new);
                                 }
                                 continue;
                             }
@@ -1091,7 +1094,7 @@ mod sizes {
             "member future {serve} (the WebSocket {websocket}); boxed while they run: write {write}, drain {drain}; outbox {}, guard {}, held {}",
             size_of::<Outbox>(),
             size_of::<DrainGuard>(),
-            size_of::<Option<Held>>(),
+            size_of::<Option<Box<Held>>>(),
         );
 
         // The WebSocket once, and little more: not a second copy of it, nor the write's or

@@ -497,13 +497,8 @@ fn spawn_websocket(shared: &Shared, peer: SocketAddr, upgrade: Upgrade, tasks: &
         // Only `/rooms/NAME` is accepted without `--echo`.
         let room = room_name(&path).unwrap_or("lobby").to_owned();
         drop(path);
-        tasks.spawn(member_task(
-            shared.rooms.clone(),
-            peer,
-            websocket,
-            room,
-            name,
-        ));
+        let joining = Box::new(Joining { room, name });
+        tasks.spawn(member_task(shared.rooms.clone(), peer, websocket, joining));
     }
 }
 
@@ -542,18 +537,25 @@ fn member_task(
     rooms: Relay,
     peer: SocketAddr,
     websocket: impl Opening,
-    room: String,
-    name: Option<String>,
+    joining: Box<Joining>,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
-        let Some(ws) = opened(peer, websocket, RoomPath(&room)).await else {
+        let Some(ws) = opened(peer, websocket, RoomPath(&joining.room)).await else {
             return;
         };
+        let Joining { room, name } = &*joining;
         let served = rooms
-            .serve_named_until(ws, &room, name.as_deref(), std::future::pending())
+            .serve_named_until(ws, room, name.as_deref(), std::future::pending())
             .await;
         disconnected(peer, served);
     }
+}
+
+/// The room a member joins, and its display name: on the heap, one pointer in the member's
+/// task (which keeps them for its whole life) rather than two `String`s.
+struct Joining {
+    room: String,
+    name: Option<String>,
 }
 
 /// A room's path, for the log line: `/rooms/NAME`.
@@ -801,7 +803,11 @@ mod tests {
         let pending = || -> Pending { Box::pin(std::future::pending()) };
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let echo = echo_task(peer, pending(), "/".into());
-        let member = member_task(Relay::new(), peer, pending(), "r".into(), None);
+        let joining = Box::new(Joining {
+            room: "r".into(),
+            name: None,
+        });
+        let member = member_task(Relay::new(), peer, pending(), joining);
         // The echo loop's task over a stream of no size: add the `WebSocket`'s stream.
         let ws = WebSocket::from_raw(
             tokio::io::empty(),
