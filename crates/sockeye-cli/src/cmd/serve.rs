@@ -495,9 +495,8 @@ fn spawn_websocket(shared: &Shared, peer: SocketAddr, upgrade: Upgrade, tasks: &
         tasks.spawn(echo_task(peer, websocket, path));
     } else {
         // Only `/rooms/NAME` is accepted without `--echo`.
-        let room = room_name(&path).unwrap_or("lobby").to_owned();
+        let joining = Joining::new(room_name(&path).unwrap_or("lobby"), name.as_deref());
         drop(path);
-        let joining = Box::new(Joining { room, name });
         tasks.spawn(member_task(shared.rooms.clone(), peer, websocket, joining));
     }
 }
@@ -537,25 +536,44 @@ fn member_task(
     rooms: Relay,
     peer: SocketAddr,
     websocket: impl Opening,
-    joining: Box<Joining>,
+    joining: Joining,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
-        let Some(ws) = opened(peer, websocket, RoomPath(&joining.room)).await else {
+        let Some(ws) = opened(peer, websocket, RoomPath(joining.get().0)).await else {
             return;
         };
-        let Joining { room, name } = &*joining;
-        let served = rooms
-            .serve_named_until(ws, room, name.as_deref(), std::future::pending())
-            .await;
+        let served = {
+            let (room, name) = joining.get();
+            rooms.serve_named_until(ws, room, name, std::future::pending())
+        }
+        .await;
         disconnected(peer, served);
     }
 }
 
-/// The room a member joins, and its display name: on the heap, one pointer in the member's
-/// task (which keeps them for its whole life) rather than two `String`s.
-struct Joining {
-    room: String,
-    name: Option<String>,
+/// The room a member joins, and its display name: one pointer in the member's task (which
+/// keeps them for its whole life) rather than two `String`s, and one string on the heap: the
+/// room's name, then a line feed and the display name if there is one (a room's name has no
+/// line feed).
+struct Joining(Box<String>);
+
+impl Joining {
+    fn new(room: &str, name: Option<&str>) -> Self {
+        let mut text = room.to_owned();
+        if let Some(name) = name {
+            text.push('\n');
+            text.push_str(name);
+        }
+        Self(Box::new(text))
+    }
+
+    /// The room, and the display name.
+    fn get(&self) -> (&str, Option<&str>) {
+        match self.0.split_once('\n') {
+            Some((room, name)) => (room, Some(name)),
+            None => (&self.0, None),
+        }
+    }
 }
 
 /// A room's path, for the log line: `/rooms/NAME`.
@@ -803,11 +821,7 @@ mod tests {
         let pending = || -> Pending { Box::pin(std::future::pending()) };
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let echo = echo_task(peer, pending(), "/".into());
-        let joining = Box::new(Joining {
-            room: "r".into(),
-            name: None,
-        });
-        let member = member_task(Relay::new(), peer, pending(), joining);
+        let member = member_task(Relay::new(), peer, pending(), Joining::new("r", None));
         // The echo loop's task over a stream of no size: add the `WebSocket`'s stream.
         let ws = WebSocket::from_raw(
             tokio::io::empty(),
@@ -835,6 +849,13 @@ mod tests {
         assert_eq!(display_name(Some("name=100%")).as_deref(), Some("100%"));
         assert_eq!(display_name(Some("other=1")), None);
         assert_eq!(display_name(None), None);
+    }
+
+    #[test]
+    fn joining_keeps_the_room_and_the_display_name() {
+        assert_eq!(Joining::new("r", None).get(), ("r", None));
+        assert_eq!(Joining::new("r", Some("a\nb")).get(), ("r", Some("a\nb")));
+        assert_eq!(Joining::new("r", Some("")).get(), ("r", Some("")));
     }
 
     #[test]
