@@ -326,6 +326,7 @@ impl Relay {
     ///
     /// # Errors
     /// As [`serve`](Self::serve).
+    #[allow(clippy::manual_async_fn)]
     pub fn serve_named_until<S>(
         &self,
         mut ws: WebSocket<S>,
@@ -653,7 +654,7 @@ impl Relay {
             Ok(Err(e)) => return Some(Err(e)),
             // A member that does not read at all: give up on it without a close frame, which
             // could not be delivered either.
-            Err(_) => {
+            Err(()) => {
                 tracing::info!(member = member.get(), "member does not read; dropped");
                 return Some(Ok(()));
             }

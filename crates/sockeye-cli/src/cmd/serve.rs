@@ -414,7 +414,7 @@ async fn handle(
                 return;
             };
             drop(path);
-            (&shared.tasks).spawn(echo_running(peer, ws));
+            shared.tasks.spawn(echo_running(peer, ws));
         } else {
             spawn_websocket(&shared, peer, upgrade, &mut &shared.tasks);
         }
@@ -515,7 +515,9 @@ trait Opening: Future<Output = Result<Ws, sockeye::Error>> + Send + 'static {}
 
 impl<F: Future<Output = Result<Ws, sockeye::Error>> + Send + 'static> Opening for F {}
 
-/// An echo connection's task: the upgrade, then the echo loop.
+/// An echo connection's task: the upgrade, then the echo loop. Not an `async fn`, which would
+/// keep its arguments twice (see [`echo`]).
+#[allow(clippy::manual_async_fn)]
 fn echo_task(
     peer: SocketAddr,
     websocket: impl Opening,
@@ -532,6 +534,7 @@ fn echo_task(
 
 /// A room member's task: the upgrade, then the relay's loop. The relay drains a member at
 /// shutdown (it watches the server's `Shutdown`).
+#[allow(clippy::manual_async_fn)]
 fn member_task(
     rooms: Relay,
     peer: SocketAddr,
@@ -555,6 +558,7 @@ fn member_task(
 /// keeps them for its whole life) rather than two `String`s, and one string on the heap: the
 /// room's name, then a line feed and the display name if there is one (a room's name has no
 /// line feed).
+#[allow(clippy::box_collection)] // 8 bytes in the task, not 24: the point.
 struct Joining(Box<String>);
 
 impl Joining {
@@ -598,6 +602,8 @@ impl Spawn for &TaskTracker {
 
 impl Spawn for JoinSet<()> {
     fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        // The inherent method, not this one.
+        #[allow(clippy::use_self)]
         drop(JoinSet::spawn(self, task));
     }
 }
