@@ -287,11 +287,12 @@ impl Relay {
     /// what it sends, and drains and closes with 1001 when the relay's
     /// [`Shutdown`](RelayBuilder::shutdown) is triggered.
     ///
+    /// Not an `async fn` (nor are the other `serve` methods): one keeps its arguments twice in
+    /// its future, a second WebSocket's worth of memory for the member's whole life. A task
+    /// spawned for a member should likewise hand it the WebSocket, not hold it and pass it on.
+    ///
     /// # Errors
     /// How the connection ended, when that was not a clean close.
-    ///
-    /// Not an `async fn` (nor are the other `serve` methods): one keeps its arguments twice in
-    /// its future, a second WebSocket's worth of memory for the member's whole life.
     pub fn serve<S>(&self, ws: WebSocket<S>, room: &str) -> impl Future<Output = Result<(), Error>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
