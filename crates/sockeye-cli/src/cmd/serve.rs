@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -404,8 +405,18 @@ async fn handle(
     if let Some(upgrade) = upgrade {
         // A task of its own, holding only the WebSocket's future: this one's (the TLS and HTTP
         // states it went through) ends here rather than live as long as the WebSocket.
-        let tasks = shared.tasks.clone();
-        tasks.spawn(run_websocket(shared, peer, upgrade));
+        if shared.echo {
+            // The echo loop's task holds only the WebSocket and its loop: the upgrade (ready
+            // by now) is awaited here, in this task, which ends.
+            let (websocket, path, _) = upgrade;
+            let Some(ws) = opened(peer, websocket, &path).await else {
+                return;
+            };
+            drop(path);
+            shared.tasks.spawn(echo_running(peer, ws));
+        } else {
+            spawn_websocket(&shared, peer, upgrade, &mut &shared.tasks);
+        }
     }
 }
 
@@ -447,7 +458,7 @@ async fn serve_h2(
                 break;
             }
             Some(upgrade) = accepted.recv() => {
-                websockets.spawn(run_websocket(Arc::clone(&shared), peer, upgrade));
+                spawn_websocket(&shared, peer, upgrade, &mut websockets);
             }
             Some(_) = websockets.join_next(), if !websockets.is_empty() => {}
             () = shared.shutdown.triggered(), if !stopping => {
@@ -474,31 +485,154 @@ async fn serve_h2(
     while websockets.join_next().await.is_some() {}
 }
 
-/// An accepted upgrade (HTTP/1.1 or HTTP/2): the WebSocket once the response is sent, in the
-/// echo server or its room.
-async fn run_websocket(shared: Arc<Shared>, peer: SocketAddr, upgrade: Upgrade) {
+/// Runs an accepted upgrade (HTTP/1.1 or HTTP/2) in a task of `tasks`: the WebSocket once the
+/// response is sent, in the echo server or its room. The task holds what the log lines need and
+/// the loop, on the heap at its own size (the echo loop's, or the room member's).
+fn spawn_websocket(shared: &Shared, peer: SocketAddr, upgrade: Upgrade, tasks: &mut impl Spawn) {
     let (websocket, path, name) = upgrade;
-    // In a block: a local that the log line borrows stays in the task's future for the
-    // connection's whole life (a second WebSocket's worth); one moved out of a block does not.
-    let ws = {
-        let ws = match websocket.await {
-            Ok(ws) => ws,
-            Err(e) => {
-                tracing::info!(%peer, error = %e, "handshake failed");
-                return;
-            }
-        };
-        tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
-        ws
-    };
-    // Each on the heap, at its own size: inline, every connection's task would be as large as
-    // the larger of the two (a room member's), echo connections included.
-    let result = if shared.echo {
-        Box::pin(echo(ws)).await
+    if shared.echo {
+        tasks.spawn(echo_task(peer, websocket, path));
     } else {
-        let room = room_name(&path).unwrap_or("lobby").to_owned();
-        Box::pin(member(ws, &shared, &room, name.as_deref())).await
-    };
+        // Only `/rooms/NAME` is accepted without `--echo`.
+        let joining = Joining::new(room_name(&path).unwrap_or("lobby"), name.as_deref());
+        drop(path);
+        tasks.spawn(member_task(shared.rooms.clone(), peer, websocket, joining));
+    }
+}
+
+/// An echo connection's loop, then its log line: the loop's future and the peer's address,
+/// no more (`map`, not an `async` block, which would keep the loop's future twice). The address
+/// is boxed: 8 bytes rather than 32 take the task under 1,024 bytes (tokio rounds a task up to
+/// 128).
+fn echo_running<S>(peer: SocketAddr, ws: WebSocket<S>) -> impl Future<Output = ()> + Send + 'static
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = Box::new(peer);
+    echo(ws).map(move |result| disconnected(*peer, result))
+}
+
+/// The WebSocket an accepted upgrade resolves to ([`PendingUpgrade`]; another future in tests).
+trait Opening: Future<Output = Result<Ws, sockeye::Error>> + Send + 'static {}
+
+impl<F: Future<Output = Result<Ws, sockeye::Error>> + Send + 'static> Opening for F {}
+
+/// An echo connection's task: the upgrade, then the echo loop. Not an `async fn`, which would
+/// keep its arguments twice (see [`echo`]).
+#[allow(clippy::manual_async_fn)]
+fn echo_task(
+    peer: SocketAddr,
+    websocket: impl Opening,
+    path: String,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let Some(ws) = opened(peer, websocket, &path).await else {
+            return;
+        };
+        drop(path);
+        disconnected(peer, echo(ws).await);
+    }
+}
+
+/// A room member's task: the upgrade, then the relay's loop. The relay drains a member at
+/// shutdown (it watches the server's `Shutdown`).
+#[allow(clippy::manual_async_fn)]
+fn member_task(
+    rooms: Relay,
+    peer: SocketAddr,
+    websocket: impl Opening,
+    joining: Joining,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let Some(ws) = opened(peer, websocket, RoomPath(joining.get().0)).await else {
+            return;
+        };
+        let served = {
+            let (room, name) = joining.get();
+            rooms.serve_named_until(ws, room, name, std::future::pending())
+        }
+        .await;
+        disconnected(peer, served);
+    }
+}
+
+/// The room a member joins, and its display name: one pointer in the member's task (which
+/// keeps them for its whole life) rather than two `String`s, and one string on the heap: the
+/// room's name, then a line feed and the display name if there is one (a room's name has no
+/// line feed).
+#[allow(clippy::box_collection)] // 8 bytes in the task, not 24: the point.
+struct Joining(Box<String>);
+
+impl Joining {
+    fn new(room: &str, name: Option<&str>) -> Self {
+        let mut text = room.to_owned();
+        if let Some(name) = name {
+            text.push('\n');
+            text.push_str(name);
+        }
+        Self(Box::new(text))
+    }
+
+    /// The room, and the display name.
+    fn get(&self) -> (&str, Option<&str>) {
+        match self.0.split_once('\n') {
+            Some((room, name)) => (room, Some(name)),
+            None => (&self.0, None),
+        }
+    }
+}
+
+/// A room's path, for the log line: `/rooms/NAME`.
+struct RoomPath<'a>(&'a str);
+
+impl std::fmt::Display for RoomPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "/rooms/{}", self.0)
+    }
+}
+
+/// Where a WebSocket's task goes: the server's tasks (HTTP/1.1), or its HTTP/2 connection's.
+trait Spawn {
+    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static);
+}
+
+impl Spawn for &TaskTracker {
+    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        drop(TaskTracker::spawn(self, task));
+    }
+}
+
+impl Spawn for JoinSet<()> {
+    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        // The inherent method, not this one.
+        #[allow(clippy::use_self)]
+        drop(JoinSet::spawn(self, task));
+    }
+}
+
+/// The WebSocket of an accepted upgrade, once the response is sent; logged. Its own future,
+/// gone when it is done: a local that the log line borrows would otherwise stay in the task's
+/// future for the connection's whole life (a second WebSocket's worth). Take the WebSocket
+/// out with `let Some(ws) = ... else`: an `Option` local matched in place stays in the
+/// future too.
+async fn opened(
+    peer: SocketAddr,
+    websocket: impl Opening,
+    path: impl std::fmt::Display + Send,
+) -> Option<Ws> {
+    match websocket.await {
+        Ok(ws) => {
+            tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
+            Some(ws)
+        }
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "handshake failed");
+            None
+        }
+    }
+}
+
+fn disconnected(peer: SocketAddr, result: Result<(), sockeye::Error>) {
     match result {
         Ok(()) => tracing::info!(%peer, "disconnected"),
         Err(e) => tracing::info!(%peer, error = %e, "disconnected"),
@@ -628,16 +762,25 @@ type Ws = WebSocket<sockeye::hyper::Upgraded>;
 /// Not an `async fn`: one keeps its argument twice in its future (the argument, and the local
 /// it is moved into), a second WebSocket's worth of memory for the connection's whole life.
 #[allow(clippy::manual_async_fn)]
-fn echo(mut ws: Ws) -> impl Future<Output = Result<(), sockeye::Error>> {
+fn echo<S>(mut ws: WebSocket<S>) -> impl Future<Output = Result<(), sockeye::Error>> + Send
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
     async move {
-        while let Some(message) = ws.next().await {
+        // Not `while let`: its scrutinee would stay in the future across the `send`.
+        loop {
+            let Some(message) = ws.next().await else {
+                return Ok(());
+            };
             let message = message?;
             if message.is_data() {
-                // Refused once the shutdown began; reading goes on until the end.
-                let _ = ws.send(message).await;
+                // Queued, and written by the next `next` before it waits for input, with the
+                // answers to the rest of the same read, as `send` would: `Sink::feed` holds the
+                // message once (`send`'s future is 200 bytes, kept in this task for its whole
+                // life). Refused once the shutdown began; reading goes on until the end.
+                let _ = futures_util::SinkExt::feed(&mut ws, message).await;
             }
         }
-        Ok(())
     }
 }
 
@@ -677,22 +820,35 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A room member: the relay drains it at shutdown (it watches the server's [`Shutdown`]).
-async fn member(
-    ws: Ws,
-    shared: &Shared,
-    room: &str,
-    name: Option<&str>,
-) -> Result<(), sockeye::Error> {
-    shared
-        .rooms
-        .serve_named_until(ws, room, name, std::future::pending())
-        .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a WebSocket's task holds for the connection's life (run with `--nocapture`).
+    #[test]
+    fn task_sizes() {
+        type Pending = std::pin::Pin<Box<dyn Future<Output = Result<Ws, sockeye::Error>> + Send>>;
+        assert_eq!(size_of::<Pending>(), size_of::<PendingUpgrade>());
+        let pending = || -> Pending { Box::pin(std::future::pending()) };
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let echo = echo_task(peer, pending(), "/".into());
+        let member = member_task(Relay::new(), peer, pending(), Joining::new("r", None));
+        // The echo loop's task over a stream of no size: add the `WebSocket`'s stream.
+        let ws = WebSocket::from_raw(
+            tokio::io::empty(),
+            sockeye::Role::Server,
+            &WebSocketConfig::default(),
+            bytes::BytesMut::new(),
+        );
+        let ws_empty = size_of_val(&ws);
+        let running = size_of_val(&echo_running(peer, ws));
+        println!(
+            "echo task {} (over a stream of no size: {running} once the upgrade is done, the WebSocket {ws_empty}), member task {}, WebSocket {}",
+            size_of_val(&echo),
+            size_of_val(&member),
+            size_of::<Ws>()
+        );
+    }
 
     #[test]
     fn display_names_from_the_query() {
@@ -704,6 +860,13 @@ mod tests {
         assert_eq!(display_name(Some("name=100%")).as_deref(), Some("100%"));
         assert_eq!(display_name(Some("other=1")), None);
         assert_eq!(display_name(None), None);
+    }
+
+    #[test]
+    fn joining_keeps_the_room_and_the_display_name() {
+        assert_eq!(Joining::new("r", None).get(), ("r", None));
+        assert_eq!(Joining::new("r", Some("a\nb")).get(), ("r", Some("a\nb")));
+        assert_eq!(Joining::new("r", Some("")).get(), ("r", Some("")));
     }
 
     #[test]

@@ -28,7 +28,11 @@ pub async fn redis_relay(url: &str, prefix: &str, ttl: Duration) -> Relay {
 /// when there is a query. Returns the address and the task (abort it to kill the server: its
 /// members' tasks are aborted with it, as in a process that dies).
 pub async fn serve(relay: Relay) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on(relay, TcpListener::bind("127.0.0.1:0").await.unwrap())
+}
+
+/// As [`serve`], the connections accepted by `listener` (whose socket options they inherit).
+pub fn serve_on(relay: Relay, listener: TcpListener) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let mut members = tokio::task::JoinSet::new();
@@ -107,4 +111,17 @@ pub async fn json(ws: &mut Ws) -> serde_json::Value {
         Message::Text(text) => serde_json::from_str(&text).unwrap(),
         other => panic!("expected text, got {other:?}"),
     }
+}
+
+/// A member whose socket's receive buffer is `rcvbuf` bytes (small: the server's writes to it
+/// wait for it to read).
+pub async fn member_with_rcvbuf(addr: SocketAddr, path: &str, rcvbuf: u32) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(rcvbuf).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    ClientBuilder::new(format!("ws://{addr}/{path}"))
+        .connect_on(sockeye::MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap()
+        .0
 }
