@@ -92,6 +92,11 @@ pub struct Outcome {
     pub verified: u64,
     /// The server's CPU seconds (user + system, all threads) in the measured window.
     pub server_cpu_secs: Option<f64>,
+    /// The `Sec-WebSocket-Extensions` the server answered (deflate workload only).
+    pub negotiated: Option<String>,
+    /// Payload bytes of the server's replies in the measured window, as sent (compressed, for
+    /// the deflate workload).
+    pub reply_bytes: u64,
 }
 
 impl Outcome {
@@ -154,15 +159,27 @@ fn err(msg: impl Into<String>) -> io::Error {
 /// Connects, sets `TCP_NODELAY` and (for WebSocket) does the opening handshake. Returns the
 /// stream and any bytes read past the handshake response.
 pub async fn connect(target: &Target) -> io::Result<(TcpStream, Vec<u8>)> {
+    connect_offer(target, None).await.map(|(s, rest, _)| (s, rest))
+}
+
+/// As [`connect`], offering `extensions` (a `Sec-WebSocket-Extensions` value) if given; also
+/// returns the response head.
+pub async fn connect_offer(
+    target: &Target,
+    extensions: Option<&str>,
+) -> io::Result<(TcpStream, Vec<u8>, String)> {
     let fut = async {
         let mut s = TcpStream::connect(target.addr).await?;
         s.set_nodelay(true)?;
         if target.tcp {
-            return Ok((s, Vec::new()));
+            return Ok((s, Vec::new(), String::new()));
         }
+        let ext = extensions
+            .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
+            .unwrap_or_default();
         let req = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+             Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n",
             target.path, target.addr
         );
         s.write_all(req.as_bytes()).await?;
@@ -192,7 +209,8 @@ pub async fn connect(target: &Target) -> io::Result<(TcpStream, Vec<u8>)> {
         if !accept_ok {
             return Err(err("missing or wrong Sec-WebSocket-Accept"));
         }
-        Ok((s, buf[end..].to_vec()))
+        let rest = buf[end..].to_vec();
+        Ok((s, rest, head.into_owned()))
     };
     tokio::time::timeout(Duration::from_secs(10), fut)
         .await
@@ -206,6 +224,17 @@ pub async fn connect_many(
     count: usize,
     parallel: usize,
 ) -> (Vec<(TcpStream, Vec<u8>)>, Vec<String>) {
+    let (conns, errors) = connect_many_offer(target, count, parallel, None).await;
+    (conns.into_iter().map(|(s, rest, _)| (s, rest)).collect(), errors)
+}
+
+/// As [`connect_many`], offering `extensions`; also returns each response head.
+pub async fn connect_many_offer(
+    target: &Target,
+    count: usize,
+    parallel: usize,
+    extensions: Option<&str>,
+) -> (Vec<(TcpStream, Vec<u8>, String)>, Vec<String>) {
     let mut set = JoinSet::new();
     let mut out = Vec::with_capacity(count);
     let mut errors = Vec::new();
@@ -213,7 +242,8 @@ pub async fn connect_many(
     while started < count || !set.is_empty() {
         while started < count && set.len() < parallel {
             let t = target.clone();
-            set.spawn(async move { connect(&t).await });
+            let ext = extensions.map(str::to_owned);
+            set.spawn(async move { connect_offer(&t, ext.as_deref()).await });
             started += 1;
         }
         match set.join_next().await {

@@ -3,6 +3,7 @@
 //! ```text
 //! echo-bench serve KIND ADDR
 //! echo-bench load ADDR|ws://ADDR/PATH|tcp://ADDR [--tcp] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
+//! echo-bench deflate-load ADDR|ws://ADDR/PATH [--no-ctx] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
 //! echo-bench run [--quick] [--json] [--rounds N] [--secs S] [--idle N]
 //! echo-bench idle ADDR --pid PID [-n N]
 //! echo-bench h2 [--quick] [--rounds N] [--secs S] [--h2-conns N]
@@ -10,6 +11,7 @@
 //! echo-bench faults [--checks idle,storm,nonreading,resets,shutdown] [--only KIND,...] [-n N]
 //! ```
 
+mod deflate;
 mod faults;
 mod h2;
 mod load;
@@ -25,10 +27,15 @@ use crate::serve::Kind;
 const USAGE: &str = "\
 usage:
   echo-bench serve KIND ADDR        KIND: tcp sockeye tungstenite tungstenite-batched fastwebsockets
+                                    sockeye-deflate sockeye-deflate-nctx ratchet yawc (deflate)
                                     sockeye-tls (TLS, ALPN h2 and http/1.1, for the h2 row)
   echo-bench load TARGET [--tcp] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
                                     TARGET: IP:PORT, ws://IP:PORT/PATH or tcp://IP:PORT (loopback)
-  echo-bench run [--quick] [--json] [--rounds N] [--secs S] [--idle N] [--only KIND,KIND]
+  echo-bench deflate-load TARGET [--no-ctx] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
+                                    permessage-deflate load: JSON-like text, compressed per
+                                    connection, every echo inflated and checked
+  echo-bench run [--quick] [--json] [--rounds N] [--secs S] [--idle N] [--deflate-idle N]
+                 [--only KIND,KIND]
   echo-bench idle TARGET --pid PID [-n N]
                                     N idle WebSocket connections to any server (PID: its process):
                                     its RSS per connection held idle, then after each echoed once
@@ -69,6 +76,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("serve") => cmd_serve(&args[1..]),
         Some("load") => cmd_load(&args[1..]),
+        Some("deflate-load") => cmd_deflate_load(&args[1..]),
         Some("run") => run::cmd_run(&args[1..]),
         Some("idle") => cmd_idle(&args[1..]),
         Some("h2") => h2::cmd_h2(&args[1..]),
@@ -229,6 +237,59 @@ fn cmd_load(args: &[String]) -> Res {
         o.first_error
             .map(|e| format!(" (first: {e})"))
             .unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn cmd_deflate_load(args: &[String]) -> Res {
+    let mut target = None;
+    let mut offer = deflate::OFFER;
+    let mut spec = Spec {
+        conns: 100,
+        size: 1024,
+        depth: 1,
+        warmup: Duration::from_millis(200),
+        duration: Duration::from_secs(2),
+        server_pid: None,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--no-ctx" => offer = deflate::OFFER_NO_CTX,
+            "-c" => spec.conns = flag_value(args, &mut i)?,
+            "-s" => spec.size = flag_value(args, &mut i)?,
+            "-d" => spec.depth = flag_value(args, &mut i)?,
+            "-t" => {
+                spec.duration =
+                    Duration::from_secs_f64(flag_value::<f64>(args, &mut i)?.clamp(0.1, 60.0))
+            }
+            a if target.is_none() && !a.starts_with('-') => target = Some(a.to_string()),
+            a => return Err(format!("unexpected argument {a:?}\n{USAGE}").into()),
+        }
+        i += 1;
+    }
+    let target = Target::parse(&target.ok_or(USAGE)?, false)?;
+    if spec.conns == 0 || spec.depth == 0 || spec.conns > 20_000 || !(256..=1 << 20).contains(&spec.size) {
+        return Err("conns and depth must be positive (conns at most 20000), size 256 B to 1 MiB".into());
+    }
+    raise_nofile();
+    let o = deflate::run(&target, &spec, offer);
+    println!(
+        "{} conns x {} B deflated text, {} in flight, {:.1} s: {:.0} msg/s, p50 {:.1} us, p99 {:.1} us, \
+         {} verified, {} errors{}; agreed: {}",
+        spec.conns,
+        spec.size.max(256),
+        spec.depth,
+        o.secs,
+        o.msgs_per_sec(),
+        o.pct_us(0.50),
+        o.pct_us(0.99),
+        o.verified,
+        o.errors,
+        o.first_error
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default(),
+        o.negotiated.as_deref().unwrap_or("-")
     );
     Ok(())
 }

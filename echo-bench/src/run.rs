@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::deflate;
 use crate::load::{self, Outcome, Spec, Target};
 use crate::serve::Kind;
 
@@ -24,6 +25,9 @@ const WORKLOADS: [Workload; 4] = [
     Workload { id: "c", conns: 10, size: 16 << 10, depth: 1 },
     Workload { id: "d", conns: 4, size: 1 << 20, depth: 1 },
 ];
+
+/// The permessage-deflate workload: JSON-like text, compressed by the client for real.
+const DEFLATE_WORKLOAD: Workload = Workload { id: "e", conns: 100, size: 1 << 10, depth: 1 };
 
 fn size_label(n: usize) -> String {
     if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
@@ -119,6 +123,9 @@ struct Sample {
     verified: u64,
     expected: u64,
     first_error: Option<String>,
+    negotiated: Option<String>,
+    /// Payload bytes per reply as the server sent it (compressed, for deflate).
+    reply_bytes: f64,
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -143,6 +150,8 @@ fn combine(samples: &[Sample]) -> Sample {
         verified: samples.iter().map(|s| s.verified).sum(),
         expected: samples.iter().map(|s| s.expected).sum(),
         first_error: samples.iter().find_map(|s| s.first_error.clone()),
+        negotiated: samples.iter().find_map(|s| s.negotiated.clone()),
+        reply_bytes: median(samples.iter().map(|s| s.reply_bytes).collect()),
     }
 }
 
@@ -151,6 +160,7 @@ struct Opts {
     secs: f64,
     warmup: f64,
     idle: usize,
+    deflate_idle: usize,
     json: bool,
     kinds: Vec<Kind>,
 }
@@ -161,6 +171,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         secs: 2.0,
         warmup: 0.25,
         idle: 5000,
+        deflate_idle: 1000,
         json: false,
         kinds: Kind::ALL.to_vec(),
     };
@@ -176,6 +187,9 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             "--rounds" => o.rounds = crate::flag_value::<usize>(args, &mut i)?.clamp(1, 9),
             "--secs" => o.secs = crate::flag_value::<f64>(args, &mut i)?.clamp(0.2, 30.0),
             "--idle" => o.idle = crate::flag_value::<usize>(args, &mut i)?.min(20_000),
+            "--deflate-idle" => {
+                o.deflate_idle = crate::flag_value::<usize>(args, &mut i)?.min(5_000);
+            }
             "--only" => {
                 i += 1;
                 let list = args.get(i).ok_or("--only needs a list")?;
@@ -234,6 +248,43 @@ fn idle_memory(kind: Kind, count: usize) -> Result<IdleMem, String> {
     })
 }
 
+fn sample_of(o: Outcome, conns: usize) -> Sample {
+    Sample {
+        msgs_per_sec: o.msgs_per_sec(),
+        mb_per_sec: o.mb_per_sec(),
+        p50: o.pct_us(0.50),
+        p99: o.pct_us(0.99),
+        cpu_us_per_msg: o.server_cpu_us_per_msg(),
+        errors: o.errors,
+        verified: o.verified,
+        expected: conns as u64,
+        reply_bytes: if o.msgs > 0 { o.reply_bytes as f64 / o.msgs as f64 } else { f64::NAN },
+        first_error: o.first_error,
+        negotiated: o.negotiated,
+    }
+}
+
+fn failed_sample(conns: usize, e: String) -> Sample {
+    Sample {
+        msgs_per_sec: f64::NAN,
+        mb_per_sec: f64::NAN,
+        p50: f64::NAN,
+        p99: f64::NAN,
+        cpu_us_per_msg: f64::NAN,
+        errors: conns as u64,
+        expected: conns as u64,
+        first_error: Some(e),
+        ..Sample::default()
+    }
+}
+
+/// The server's RSS per connection with deflate agreed, for one server and one offer.
+struct DeflateMem {
+    kind: Kind,
+    context_takeover: bool,
+    rss: deflate::IdleRss,
+}
+
 fn fmt_ratio(x: f64) -> String {
     if x.is_finite() { format!("{x:.2}x") } else { "-".into() }
 }
@@ -263,19 +314,26 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let t_start = Instant::now();
     let opts = parse_opts(args)?;
     let nofile = crate::raise_nofile();
-    let kinds = opts.kinds.clone();
+    let kinds: Vec<Kind> = opts.kinds.iter().copied().filter(|k| Kind::PLAIN.contains(k)).collect();
+    let dkinds: Vec<Kind> = opts.kinds.iter().copied().filter(|k| Kind::DEFLATE.contains(k)).collect();
 
-    // 1. Echo check: text in two fragments, binary, ping -> text, binary, pong.
-    eprintln!("echo check (fragmented text, binary, ping):");
+    // 1. Echo check: text in two fragments, binary, ping -> text, binary, pong; for the deflate
+    //    servers also three compressed messages on one connection, each inflated and compared.
+    eprintln!("echo check (fragmented text, binary, ping; deflate: 3 compressed texts):");
     let mut checks = Vec::new();
-    for &kind in &kinds {
+    for &kind in &opts.kinds {
         let result = Server::spawn(kind).and_then(|server| {
             let target = server.target(kind);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            rt.block_on(load::probe(&target))
+            rt.block_on(load::probe(&target))?;
+            if Kind::DEFLATE.contains(&kind) {
+                let agreed = rt.block_on(deflate::probe(&target)).map_err(|e| format!("deflate: {e}"))?;
+                eprintln!("  {:<22} agreed: {agreed}", kind.name());
+            }
+            Ok(())
         });
         eprintln!("  {:<22} {}", kind.name(), result.as_ref().map_or_else(|e| format!("FAILED: {e}"), |()| "ok".into()));
         checks.push((kind, result));
@@ -283,9 +341,10 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
 
     // 2. Throughput and latency: rounds x workloads x servers (rotated each round).
     let mut samples: Vec<Vec<Vec<Sample>>> = vec![vec![Vec::new(); kinds.len()]; WORKLOADS.len()];
+    let mut dsamples: Vec<Vec<Sample>> = vec![Vec::new(); dkinds.len()];
     for round in 0..opts.rounds {
         let mut order: Vec<usize> = (0..kinds.len()).collect();
-        order.rotate_left(round % kinds.len());
+        order.rotate_left(round % kinds.len().max(1));
         for (w, wl) in WORKLOADS.iter().enumerate() {
             for &k in &order {
                 let kind = kinds[k];
@@ -305,29 +364,9 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                         };
                         let o: Outcome = load::run(&server.target(kind), &spec);
                         drop(server);
-                        Sample {
-                            msgs_per_sec: o.msgs_per_sec(),
-                            mb_per_sec: o.mb_per_sec(),
-                            p50: o.pct_us(0.50),
-                            p99: o.pct_us(0.99),
-                            cpu_us_per_msg: o.server_cpu_us_per_msg(),
-                            errors: o.errors,
-                            verified: o.verified,
-                            expected: wl.conns as u64,
-                            first_error: o.first_error,
-                        }
+                        sample_of(o, wl.conns)
                     }
-                    Err(e) => Sample {
-                        msgs_per_sec: f64::NAN,
-                        mb_per_sec: f64::NAN,
-                        p50: f64::NAN,
-                        p99: f64::NAN,
-                        cpu_us_per_msg: f64::NAN,
-                        errors: wl.conns as u64,
-                        expected: wl.conns as u64,
-                        first_error: Some(e),
-                        ..Sample::default()
-                    },
+                    Err(e) => failed_sample(wl.conns, e),
                 };
                 eprintln!(
                     "  round {}/{} ({}) {:<22} {:>12.0} msg/s  p50 {:>9.1} us  p99 {:>9.1} us  server CPU {:>7.3} us/msg  errors {}",
@@ -343,6 +382,42 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                 );
                 samples[w][k].push(sample);
             }
+        }
+        // The deflate workload, its servers rotated the same way.
+        let wl = &DEFLATE_WORKLOAD;
+        let mut order: Vec<usize> = (0..dkinds.len()).collect();
+        order.rotate_left(round % dkinds.len().max(1));
+        for &k in &order {
+            let kind = dkinds[k];
+            let sample = match Server::spawn(kind) {
+                Ok(server) => {
+                    let spec = Spec {
+                        conns: wl.conns,
+                        size: wl.size,
+                        depth: wl.depth,
+                        warmup: Duration::from_secs_f64(opts.warmup),
+                        duration: Duration::from_secs_f64(opts.secs),
+                        server_pid: Some(server.child.id()),
+                    };
+                    let o = deflate::run(&server.target(kind), &spec, deflate::OFFER);
+                    drop(server);
+                    sample_of(o, wl.conns)
+                }
+                Err(e) => failed_sample(wl.conns, e),
+            };
+            eprintln!(
+                "  round {}/{} ({}) {:<22} {:>12.0} msg/s  p50 {:>9.1} us  p99 {:>9.1} us  server CPU {:>7.3} us/msg  errors {}",
+                round + 1,
+                opts.rounds,
+                wl.id,
+                kind.name(),
+                sample.msgs_per_sec,
+                sample.p50,
+                sample.p99,
+                sample.cpu_us_per_msg,
+                sample.errors
+            );
+            dsamples[k].push(sample);
         }
     }
 
@@ -371,11 +446,67 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    // 3b. Memory per connection with deflate agreed, idle after one message, with and without
+    //     context takeover (the client's offer asks for it or not).
+    let mut dmem: Vec<DeflateMem> = Vec::new();
+    let dcount = opts.deflate_idle.min(idle);
+    if dcount > 0 && !dkinds.is_empty() {
+        eprintln!("memory with deflate ({dcount} connections per server, each idle after one message):");
+        for &kind in &dkinds {
+            for (context_takeover, offer) in [(true, deflate::OFFER), (false, deflate::OFFER_NO_CTX)] {
+                match Server::spawn(kind) {
+                    Ok(server) => {
+                        let rss = deflate::idle_rss(&server.target(kind), server.pid(), offer, dcount);
+                        drop(server);
+                        eprintln!(
+                            "  {:<22} {:<17} {:.2} KiB/conn ({} conns, {} errors; agreed: {})",
+                            kind.name(),
+                            if context_takeover { "context takeover" } else { "no context takeover" },
+                            rss.per_conn_kib(),
+                            rss.conns,
+                            rss.errors,
+                            rss.negotiated.as_deref().unwrap_or("-")
+                        );
+                        if let Some(e) = &rss.first_error {
+                            eprintln!("  {:<22} first error: {e}", "");
+                        }
+                        dmem.push(DeflateMem { kind, context_takeover, rss });
+                    }
+                    Err(e) => eprintln!("  {:<22} FAILED: {e}", kind.name()),
+                }
+            }
+        }
+    }
+
     // 4. Report.
     let results: Vec<Vec<Sample>> = samples
         .iter()
         .map(|per_kind| per_kind.iter().map(|s| combine(s)).collect())
         .collect();
+    let dresults: Vec<Sample> = dsamples.iter().map(|s| combine(s)).collect();
+    // The better peer at the same zlib level: the lower CPU per message of ratchet and yawc,
+    // the higher msg/s.
+    let peers = |level: Option<u32>| {
+        dkinds
+            .iter()
+            .zip(&dresults)
+            .filter(move |(k, _)| {
+                matches!(k, Kind::Ratchet | Kind::RatchetL6 | Kind::Yawc) && k.deflate_level() == level
+            })
+            .map(|(_, s)| s)
+    };
+    let peer_cpu = |level| {
+        peers(level)
+            .map(|s| s.cpu_us_per_msg)
+            .filter(|x| x.is_finite())
+            .fold(f64::NAN, f64::min)
+    };
+    let peer_rate = |level| {
+        peers(level)
+            .map(|s| s.msgs_per_sec)
+            .filter(|x| x.is_finite())
+            .fold(f64::NAN, f64::max)
+    };
     let idx = |k: Kind| kinds.iter().position(|&x| x == k);
     let elapsed = t_start.elapsed().as_secs_f64();
 
@@ -414,7 +545,26 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             ))
             .collect();
         j.push_str(&rows.join(", "));
-        j.push_str("]\n}");
+        j.push_str("],\n  \"deflate\": {\"id\": \"e\", \"results\": [");
+        let rows: Vec<String> = dkinds
+            .iter()
+            .zip(&dresults)
+            .map(|(k, s)| format!(
+                "{{\"server\": {}, \"msgs_per_sec\": {}, \"p50_us\": {}, \"p99_us\": {}, \"server_cpu_us_per_msg\": {}, \"reply_bytes\": {}, \"errors\": {}, \"verified\": {}, \"expected\": {}, \"agreed\": {}}}",
+                json_str(k.name()), json_num(s.msgs_per_sec), json_num(s.p50), json_num(s.p99), json_num(s.cpu_us_per_msg), json_num(s.reply_bytes), s.errors, s.verified, s.expected, json_str(s.negotiated.as_deref().unwrap_or(""))
+            ))
+            .collect();
+        j.push_str(&rows.join(", "));
+        j.push_str("], \"memory\": [");
+        let rows: Vec<String> = dmem
+            .iter()
+            .map(|m| format!(
+                "{{\"server\": {}, \"context_takeover\": {}, \"conns\": {}, \"kib_per_conn\": {}, \"errors\": {}, \"agreed\": {}}}",
+                json_str(m.kind.name()), m.context_takeover, m.rss.conns, json_num(m.rss.per_conn_kib()), m.rss.errors, json_str(m.rss.negotiated.as_deref().unwrap_or(""))
+            ))
+            .collect();
+        j.push_str(&rows.join(", "));
+        j.push_str("]}\n}");
         println!("{j}");
         return Ok(());
     }
@@ -498,6 +648,75 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                 m.conns,
                 m.per_conn_kib(),
                 m.errors
+            );
+        }
+    }
+    if !dkinds.is_empty() {
+        let wl = &DEFLATE_WORKLOAD;
+        let _ = writeln!(
+            out,
+            "\n({}) {} connections x {} JSON-like text, {} in flight, permessage-deflate (offer: {})",
+            wl.id,
+            wl.conns,
+            size_label(wl.size),
+            wl.depth,
+            deflate::OFFER
+        );
+        let _ = writeln!(
+            out,
+            "level = zlib level the server compresses with; B/reply = payload bytes of a reply as sent (compressed; the message is 1,024); vs peer = msg/s over the better of ratchet and yawc at the same level;\n\
+             CPU vs peer = CPU per message over the lower of theirs at the same level (ratchet's default is level 1, yawc's and Sockeye's 6)."
+        );
+        let _ = writeln!(
+            out,
+            "{:<22} {:>5} {:>12} {:>10} {:>10} {:>9} {:>11} {:>12} {:>9} {:>9} {:>7}  agreed",
+            "server", "level", "msg/s", "p50 us", "p99 us", "vs peer", "CPU us/msg", "CPU vs peer", "B/reply", "checked", "errors"
+        );
+        for (k, kind) in dkinds.iter().enumerate() {
+            let s = &dresults[k];
+            let _ = writeln!(
+                out,
+                "{:<22} {:>5} {:>12.0} {:>10.1} {:>10.1} {:>9} {:>11.3} {:>12} {:>9.0} {:>9} {:>7}  {}",
+                kind.name(),
+                kind.deflate_level().unwrap_or(0),
+                s.msgs_per_sec,
+                s.p50,
+                s.p99,
+                fmt_ratio(s.msgs_per_sec / peer_rate(kind.deflate_level())),
+                s.cpu_us_per_msg,
+                fmt_ratio(s.cpu_us_per_msg / peer_cpu(kind.deflate_level())),
+                s.reply_bytes,
+                format!("{}/{}", s.verified, s.expected),
+                s.errors,
+                s.negotiated.as_deref().unwrap_or("-")
+            );
+            if let Some(e) = &s.first_error {
+                let _ = writeln!(out, "{:<22}   first error: {e}", "");
+            }
+        }
+    }
+    if !dmem.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nmemory per connection with deflate agreed (server VmRSS after - before; each connection idle after one echoed message)"
+        );
+        let _ = writeln!(
+            out,
+            "{:<22} {:<20} {:>12} {:>12} {:>7} {:>10} {:>7}  agreed",
+            "server", "offer", "RSS before", "RSS after", "conns", "KiB/conn", "errors"
+        );
+        for m in &dmem {
+            let _ = writeln!(
+                out,
+                "{:<22} {:<20} {:>8} KiB {:>8} KiB {:>7} {:>10.2} {:>7}  {}",
+                m.kind.name(),
+                if m.context_takeover { "context takeover" } else { "no context takeover" },
+                m.rss.before_kib,
+                m.rss.after_kib,
+                m.rss.conns,
+                m.rss.per_conn_kib(),
+                m.rss.errors,
+                m.rss.negotiated.as_deref().unwrap_or("-")
             );
         }
     }

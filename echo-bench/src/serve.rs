@@ -32,17 +32,66 @@ pub enum Kind {
     TungsteniteBatched,
     /// fastwebsockets (hyper upgrade, `FragmentCollector`), `read_frame` / `write_frame` loop.
     Fastwebsockets,
+    /// sockeye with permessage-deflate accepted (`DeflateConfig::default()`: context takeover),
+    /// plain `next` / `send` loop.
+    SockeyeDeflate,
+    /// sockeye with permessage-deflate, insisting on `server_no_context_takeover`.
+    SockeyeDeflateNoCtx,
+    /// sockeye with permessage-deflate at level 1 (ratchet's default level).
+    SockeyeDeflateL1,
+    /// ratchet_rs with its `DeflateExtProvider` (default config: level 1), `read` / `write`
+    /// loop.
+    Ratchet,
+    /// ratchet_rs with its `DeflateExtProvider` at level 6 (zlib's default, Sockeye's and yawc's).
+    RatchetL6,
+    /// yawc (hyper upgrade) with compression on (`DeflateOptions::balanced()`), `next_frame` /
+    /// `send` loop.
+    Yawc,
 }
 
 impl Kind {
-    /// Every server, in table order.
-    pub const ALL: [Self; 5] = [
+    /// Every server `serve` knows.
+    pub const ALL: [Self; 11] = [
+        Self::Tcp,
+        Self::Sockeye,
+        Self::Tungstenite,
+        Self::TungsteniteBatched,
+        Self::Fastwebsockets,
+        Self::SockeyeDeflate,
+        Self::SockeyeDeflateNoCtx,
+        Self::SockeyeDeflateL1,
+        Self::Ratchet,
+        Self::RatchetL6,
+        Self::Yawc,
+    ];
+
+    /// The servers of the uncompressed workloads (a) to (d), in table order.
+    pub const PLAIN: [Self; 5] = [
         Self::Tcp,
         Self::Sockeye,
         Self::Tungstenite,
         Self::TungsteniteBatched,
         Self::Fastwebsockets,
     ];
+
+    /// The servers of the permessage-deflate workload, in table order.
+    pub const DEFLATE: [Self; 6] = [
+        Self::SockeyeDeflate,
+        Self::SockeyeDeflateNoCtx,
+        Self::SockeyeDeflateL1,
+        Self::Ratchet,
+        Self::RatchetL6,
+        Self::Yawc,
+    ];
+
+    /// The zlib level a deflate server compresses with.
+    pub fn deflate_level(self) -> Option<u32> {
+        match self {
+            Self::SockeyeDeflate | Self::SockeyeDeflateNoCtx | Self::RatchetL6 | Self::Yawc => Some(6),
+            Self::SockeyeDeflateL1 | Self::Ratchet => Some(1),
+            _ => None,
+        }
+    }
 
     /// The name used on the command line and in tables.
     pub fn name(self) -> &'static str {
@@ -52,6 +101,12 @@ impl Kind {
             Self::Tungstenite => "tungstenite",
             Self::TungsteniteBatched => "tungstenite-batched",
             Self::Fastwebsockets => "fastwebsockets",
+            Self::SockeyeDeflate => "sockeye-deflate",
+            Self::SockeyeDeflateNoCtx => "sockeye-deflate-nctx",
+            Self::SockeyeDeflateL1 => "sockeye-deflate-l1",
+            Self::Ratchet => "ratchet",
+            Self::RatchetL6 => "ratchet-l6",
+            Self::Yawc => "yawc",
         }
     }
 
@@ -83,6 +138,14 @@ pub fn serve(kind: Kind, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     rt.block_on(async move {
         let listener = TcpListener::bind(addr).await?;
+        let deflate = match kind {
+            Kind::SockeyeDeflateNoCtx => {
+                sockeye::DeflateConfig::default().server_no_context_takeover(true)
+            }
+            Kind::SockeyeDeflateL1 => sockeye::DeflateConfig::default().level(1),
+            _ => sockeye::DeflateConfig::default(),
+        };
+        let sockeye_server = std::sync::Arc::new(sockeye::ServerBuilder::new().deflate(deflate));
         let mut out = std::io::stdout();
         writeln!(out, "listening {}", listener.local_addr()?)?;
         out.flush()?;
@@ -102,6 +165,21 @@ pub fn serve(kind: Kind, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
                 Kind::Tungstenite => tokio::spawn(tungstenite_echo(tcp)),
                 Kind::TungsteniteBatched => tokio::spawn(tungstenite_batched_echo(tcp)),
                 Kind::Fastwebsockets => tokio::spawn(fastwebsockets_conn(tcp)),
+                Kind::SockeyeDeflate | Kind::SockeyeDeflateNoCtx | Kind::SockeyeDeflateL1 => {
+                    let server = std::sync::Arc::clone(&sockeye_server);
+                    tokio::spawn(async move {
+                        if let Ok(ws) = server.accept(tcp).await {
+                            sockeye_loop(ws).await;
+                        }
+                    })
+                }
+                Kind::Ratchet => tokio::spawn(async move {
+                    let _ = ratchet_echo(tcp, None).await;
+                }),
+                Kind::RatchetL6 => tokio::spawn(async move {
+                    let _ = ratchet_echo(tcp, Some(6)).await;
+                }),
+                Kind::Yawc => tokio::spawn(yawc_conn(tcp)),
             };
         }
     })
@@ -122,9 +200,13 @@ async fn tcp_echo(mut tcp: TcpStream) {
 }
 
 async fn sockeye_echo(tcp: TcpStream) {
-    let Ok(mut ws) = sockeye::accept(tcp).await else {
+    let Ok(ws) = sockeye::accept(tcp).await else {
         return;
     };
+    sockeye_loop(ws).await;
+}
+
+async fn sockeye_loop(mut ws: sockeye::WebSocket<TcpStream>) {
     while let Some(message) = ws.next().await {
         match message {
             Ok(m @ (sockeye::Message::Text(_) | sockeye::Message::Binary(_))) => {
@@ -190,6 +272,72 @@ async fn fastwebsockets_upgrade(
                         return;
                     };
                 }
+                _ => {}
+            }
+        }
+    });
+    Ok(response)
+}
+
+async fn ratchet_echo(tcp: TcpStream, level: Option<u32>) -> Result<(), ratchet_rs::Error> {
+    use ratchet_rs::deflate::{Compression, DeflateConfig, DeflateExtProvider};
+    use ratchet_rs::{Message, PayloadType};
+    // As the crate's autobahn server: the deflate provider with its defaults (or another level).
+    let mut config = DeflateConfig::default();
+    if let Some(level) = level {
+        config.compression_level = Compression::new(level);
+    }
+    let mut ws = ratchet_rs::accept_with(
+        tcp,
+        ratchet_rs::WebSocketConfig::default(),
+        DeflateExtProvider::with_config(config),
+        ratchet_rs::SubprotocolRegistry::default(),
+    )
+    .await?
+    .upgrade()
+    .await?
+    .websocket;
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let kind = match ws.read(&mut buf).await? {
+            Message::Text => PayloadType::Text,
+            Message::Binary => PayloadType::Binary,
+            // Pings are answered inside `read`.
+            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Close(_) => return Ok(()),
+        };
+        ws.write(&mut buf, kind).await?;
+        ws.flush().await?;
+        buf.clear();
+    }
+}
+
+async fn yawc_conn(tcp: TcpStream) {
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(tcp), service_fn(yawc_upgrade))
+        .with_upgrades()
+        .await;
+}
+
+async fn yawc_upgrade(
+    mut req: Request<Incoming>,
+) -> Result<Response<Empty<Bytes>>, yawc::WebSocketError> {
+    // Compression on, at the default level, context takeover allowed.
+    let options = yawc::Options::default().with_balanced_compression();
+    let (response, fut) = yawc::WebSocket::upgrade_with_options(&mut req, options)?;
+    tokio::spawn(async move {
+        let Ok(mut ws) = fut.await else {
+            return;
+        };
+        // yawc answers pings and closes itself, and reassembles fragments.
+        while let Ok(frame) = ws.next_frame().await {
+            match frame.opcode() {
+                yawc::OpCode::Text | yawc::OpCode::Binary => {
+                    if ws.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+                yawc::OpCode::Close => return,
                 _ => {}
             }
         }

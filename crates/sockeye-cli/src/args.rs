@@ -213,13 +213,18 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     pub(crate) no_compress: bool,
     /// Messages queued for one client at most: senders to its room wait while it has half of
-    /// that queued; it is closed with 1008 as too slow when it holds its room back for 5 s, or
-    /// when messages that cannot wait (from other servers) fill it.
+    /// that queued; it is closed with 1008 as too slow when it holds its room back for
+    /// --max-stall, or when messages that cannot wait (from other servers) fill it.
     #[arg(long, default_value_t = 256, value_name = "MESSAGES")]
     pub(crate) client_queue: usize,
     /// Bytes queued for one client at most, with the same rules as --client-queue.
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     pub(crate) client_queue_bytes: usize,
+    /// How long a client may hold its room back (its queue at half of --client-queue or
+    /// --client-queue-bytes, so that senders wait) before it is closed with 1008 as too slow:
+    /// "500ms", "5s", "1m"...
+    #[arg(long, value_parser = parse_stall, default_value = "5s", value_name = "DURATION")]
+    pub(crate) max_stall: Duration,
     /// Largest message a client may send, in bytes (after decompression); larger ones close
     /// the connection with 1009.
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
@@ -330,6 +335,24 @@ pub(crate) struct BenchArgs {
     pub(crate) h2_connections: usize,
 }
 
+impl ServeArgs {
+    /// What the relay allows each client to queue, and for how long it may hold its room back.
+    pub(crate) fn queue_limits(&self) -> sockeye_relay::QueueLimits {
+        sockeye_relay::QueueLimits::new(self.client_queue, self.client_queue_bytes)
+            .max_stall(self.max_stall)
+    }
+}
+
+/// A duration above zero, for --max-stall (zero would close a client the moment its room
+/// waits for it).
+fn parse_stall(text: &str) -> Result<Duration, String> {
+    let stall = parse_duration(text)?;
+    if stall.is_zero() {
+        return Err("must be more than 0".to_owned());
+    }
+    Ok(stall)
+}
+
 /// "500ms", "2s", "1m", or plain seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -360,6 +383,31 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("3h").is_err());
+    }
+
+    /// `--max-stall` reaches the relay's queue limits; the default is the relay's own.
+    #[test]
+    fn max_stall_sets_the_relays_stall() {
+        use clap::Parser;
+        let serve = |args: &[&str]| -> Result<sockeye_relay::QueueLimits, String> {
+            let cli = Cli::try_parse_from([&["sockeye", "serve"], args].concat())
+                .map_err(|e| e.to_string())?;
+            match cli.command {
+                Command::Serve(serve) => Ok(serve.queue_limits()),
+                other => panic!("not serve: {other:?}"),
+            }
+        };
+        let limits = serve(&["--max-stall", "1500ms", "--client-queue", "10"]).unwrap();
+        assert_eq!(limits.stall(), Duration::from_millis(1500));
+        assert_eq!(limits.messages(), 10);
+        let defaults = serve(&[]).unwrap();
+        assert_eq!(defaults.stall(), sockeye_relay::DEFAULT_MAX_STALL);
+        assert_eq!(
+            defaults.stall(),
+            sockeye_relay::QueueLimits::default().stall()
+        );
+        assert!(serve(&["--max-stall", "0"]).is_err());
+        assert!(serve(&["--max-stall", "soon"]).is_err());
     }
 
     #[test]

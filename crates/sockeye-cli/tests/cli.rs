@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use sockeye::{CloseCode, Message};
@@ -11,63 +11,10 @@ use sockeye::{CloseCode, Message};
 mod h2_client;
 
 use sockeye_test_support::{self as support, redis_command, redis_server};
+
+mod common;
+use common::{Running, serve_tls, signal, sockeye, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sockeye");
-
-/// A child process killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `sockeye ARGS` and returns it with the address it printed (`scheme://ADDR...`).
-/// The proxy variables of the environment, which would reroute the children's connections.
-const PROXY_VARS: [&str; 8] = [
-    "http_proxy",
-    "HTTP_PROXY",
-    "https_proxy",
-    "HTTPS_PROXY",
-    "all_proxy",
-    "ALL_PROXY",
-    "no_proxy",
-    "NO_PROXY",
-];
-
-fn sockeye() -> Command {
-    let mut command = Command::new(BIN);
-    for var in PROXY_VARS {
-        command.env_remove(var);
-    }
-    command
-}
-
-fn start(args: &[&str]) -> (Running, SocketAddr) {
-    let mut child = sockeye()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let mut reader = BufReader::new(stderr);
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("a first line");
-    // Keep reading, so the child's later messages do not meet a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let addr = line
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split(['/', ' ']).next())
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    (Running(child), addr)
-}
 
 fn run(args: &[&str], stdin: &str) -> Output {
     run_with_env(args, stdin, &[])
@@ -320,11 +267,7 @@ async fn ctrl_c_closes_every_connection_with_1001() {
         .await
         .unwrap();
     ws.send(Message::text("ping")).await.unwrap();
-    let status = Command::new("kill")
-        .args(["-INT", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(&server, "-INT");
     let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
         .await
         .unwrap();
@@ -420,17 +363,8 @@ fn stderr(out: &Output) -> String {
 
 #[test]
 fn serve_and_connect_over_tls() {
-    let certs = support::TlsFiles::new("cli-tls");
-    let (ca, chain, key) = (&certs.ca_file, &certs.chain_file, &certs.key_file);
-    let (_server, addr) = start(&[
-        "serve",
-        "--echo",
-        "--tls-cert",
-        chain,
-        "--tls-key",
-        key,
-        "127.0.0.1:0",
-    ]);
+    let (_server, addr, certs) = serve_tls("cli-tls", &["--echo"]);
+    let (ca, chain) = (&certs.ca_file, &certs.chain_file);
     let url = format!("wss://localhost:{}/", addr.port());
     let out = run(
         &["connect", "--once", "--cacert", ca, &url],
@@ -559,18 +493,9 @@ async fn connect_through_proxies_from_flags_and_from_the_environment() {
         return;
     };
     let port = proxy.port;
-    let certs = support::TlsFiles::new("cli-proxy-certs");
-    let (ca, chain, key) = (&certs.ca_file, &certs.chain_file, &certs.key_file);
+    let (_secure, secure, certs) = serve_tls("cli-proxy-certs", &["--echo"]);
+    let ca = &certs.ca_file;
     let (_plain, plain) = start(&["serve", "--echo", "127.0.0.1:0"]);
-    let (_secure, secure) = start(&[
-        "serve",
-        "--echo",
-        "--tls-cert",
-        chain,
-        "--tls-key",
-        key,
-        "127.0.0.1:0",
-    ]);
     let plain_url = format!("ws://{plain}/");
     let secure_url = format!("wss://localhost:{}/", secure.port());
     let with_auth = format!("http://alice:s3cret@127.0.0.1:{port}");
@@ -920,14 +845,6 @@ fn finish(mut running: Running, within: Duration) -> (Option<i32>, String, Strin
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn signal(running: &Running, name: &str) {
-    let status = Command::new("kill")
-        .args([name, &running.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// One WebSocket server for a test: hands each accepted connection to `serve`, and reports
@@ -1338,21 +1255,9 @@ async fn tls_to(
 #[tokio::test]
 async fn http2_and_http11_members_share_a_room_on_one_tls_port() {
     support::bounded(Box::pin(async {
-        let certs = support::TlsFiles::new("cli-h2");
-        let (ca, chain, key) = (
-            certs.ca_file.clone(),
-            certs.chain_file.clone(),
-            certs.key_file.clone(),
-        );
-        let (_server, addr) = start(&[
-            "serve",
-            "--tls-cert",
-            &chain,
-            "--tls-key",
-            &key,
-            "127.0.0.1:0",
-        ]);
-        let ca_pem = std::fs::read_to_string(&ca).unwrap();
+        let (_server, addr, certs) = serve_tls("cli-h2", &[]);
+        let ca = &certs.ca_file;
+        let ca_pem = std::fs::read_to_string(ca).unwrap();
         let port = addr.port();
         let room = format!("https://localhost:{port}/rooms/mixed");
 
@@ -1360,9 +1265,8 @@ async fn http2_and_http11_members_share_a_room_on_one_tls_port() {
         let tls = tls_to(&tls_connector(&ca_pem, &[b"h2", b"http/1.1"]), addr).await;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
         let (sender, _driver) = h2_client::h2_connect(tls).await;
-        let (head, a) = h2_client::Client::open(&sender, h2_client::extended_connect(&room)).await;
-        assert_eq!(head.status(), http::StatusCode::OK);
-        let mut a = a.unwrap();
+        let (_, mut a) =
+            h2_client::Client::accepted(&sender, h2_client::extended_connect(&room)).await;
         // As a browser sends it: the page's own https Origin passes the same-host policy
         // (the host is the :authority), another site's does not.
         let mut request = h2_client::extended_connect(&room);
@@ -1445,21 +1349,8 @@ fn node_http2_client_against_serve() {
     let Some(node) = support::program("node") else {
         return;
     };
-    let certs = support::TlsFiles::new("cli-h2-node");
-    let (ca, chain, key) = (
-        certs.ca_file.clone(),
-        certs.chain_file.clone(),
-        certs.key_file,
-    );
-    let (_server, addr) = start(&[
-        "serve",
-        "--echo",
-        "--tls-cert",
-        &chain,
-        "--tls-key",
-        &key,
-        "127.0.0.1:0",
-    ]);
+    let (_server, addr, certs) = serve_tls("cli-h2-node", &["--echo"]);
+    let ca = &certs.ca_file;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../conformance/h2/node-client.mjs"
@@ -1467,7 +1358,7 @@ fn node_http2_client_against_serve() {
     let out = Command::new(node)
         .arg(script)
         .arg(format!("https://localhost:{}/echo", addr.port()))
-        .arg(&ca)
+        .arg(ca)
         .output()
         .unwrap();
     assert_eq!(
@@ -1482,27 +1373,14 @@ fn node_http2_client_against_serve() {
 
 #[tokio::test]
 async fn ctrl_c_closes_http2_websockets_with_1001_and_exits() {
-    let certs = support::TlsFiles::new("cli-h2-stop");
-    let (ca, chain, key) = (
-        certs.ca_file.clone(),
-        certs.chain_file.clone(),
-        certs.key_file.clone(),
-    );
-    let (server, addr) = start(&[
-        "serve",
-        "--tls-cert",
-        &chain,
-        "--tls-key",
-        &key,
-        "127.0.0.1:0",
-    ]);
-    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    let (server, addr, certs) = serve_tls("cli-h2-stop", &[]);
+    let ca = &certs.ca_file;
+    let ca_pem = std::fs::read_to_string(ca).unwrap();
     let tls = tls_to(&tls_connector(&ca_pem, &[b"h2"]), addr).await;
     let (sender, _driver) = h2_client::h2_connect(tls).await;
     let room = format!("https://localhost:{}/rooms/lobby", addr.port());
-    let (head, ws) = h2_client::Client::open(&sender, h2_client::extended_connect(&room)).await;
-    assert_eq!(head.status(), http::StatusCode::OK);
-    let mut ws = ws.unwrap();
+    let (_, mut ws) =
+        h2_client::Client::accepted(&sender, h2_client::extended_connect(&room)).await;
     ws.send(Message::text("ping")).await;
     signal(&server, "-INT");
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
@@ -1527,24 +1405,11 @@ async fn ctrl_c_closes_http2_websockets_with_1001_and_exits() {
 
 #[test]
 fn connect_http2_uses_h2_when_offered_and_falls_back_when_not() {
-    let certs = support::TlsFiles::new("cli-h2-connect");
-    let (ca, chain, key) = (
-        certs.ca_file.clone(),
-        certs.chain_file.clone(),
-        certs.key_file,
-    );
-    let (_tls_server, tls_addr) = start(&[
-        "serve",
-        "--echo",
-        "--tls-cert",
-        &chain,
-        "--tls-key",
-        &key,
-        "127.0.0.1:0",
-    ]);
+    let (_tls_server, tls_addr, certs) = serve_tls("cli-h2-connect", &["--echo"]);
+    let ca = &certs.ca_file;
     let url = format!("wss://localhost:{}/", tls_addr.port());
     let out = run(
-        &["-v", "connect", "--once", "--http2", "--cacert", &ca, &url],
+        &["-v", "connect", "--once", "--http2", "--cacert", ca, &url],
         "over h2\n",
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -1552,7 +1417,7 @@ fn connect_http2_uses_h2_when_offered_and_falls_back_when_not() {
     assert!(stderr(&out).contains("http=HTTP/2"), "{}", stderr(&out));
     // Without a flag, wss:// prefers HTTP/2 too.
     let out = run(
-        &["-v", "connect", "--once", "--cacert", &ca, &url],
+        &["-v", "connect", "--once", "--cacert", ca, &url],
         "by default\n",
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -1560,7 +1425,7 @@ fn connect_http2_uses_h2_when_offered_and_falls_back_when_not() {
     assert!(stderr(&out).contains("http=HTTP/2"), "{}", stderr(&out));
     // With --http1, HTTP/1.1 on the same port.
     let out = run(
-        &["-v", "connect", "--once", "--http1", "--cacert", &ca, &url],
+        &["-v", "connect", "--once", "--http1", "--cacert", ca, &url],
         "over h1\n",
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -1614,16 +1479,7 @@ fn connect_http2_requires_it_and_shows_the_extended_connect() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 
     // --show-headers over HTTP/2: the extended CONNECT's pseudo-headers and the 200.
-    let certs = support::TlsFiles::new("cli-h2-headers");
-    let (_tls_server, tls_addr) = start(&[
-        "serve",
-        "--echo",
-        "--tls-cert",
-        &certs.chain_file,
-        "--tls-key",
-        &certs.key_file,
-        "127.0.0.1:0",
-    ]);
+    let (_tls_server, tls_addr, certs) = serve_tls("cli-h2-headers", &["--echo"]);
     let url = format!("wss://localhost:{}/room", tls_addr.port());
     let out = run(
         &[
@@ -1649,6 +1505,48 @@ fn connect_http2_requires_it_and_shows_the_extended_connect() {
         assert!(err.contains(line), "{line:?} not in {err}");
     }
     assert!(!err.contains("sec-websocket-key"), "{err}");
+}
+
+/// `--show-headers` prints a refusal's status line with the HTTP version it came over, also
+/// when the version was not forced: HTTP/2 where the server took it, HTTP/1.1 after a fallback.
+#[test]
+fn connect_show_headers_names_the_version_of_a_refusal() {
+    let (_tls_server, tls_addr, certs) = serve_tls("cli-h2-refusal", &[]);
+    let url = format!("wss://localhost:{}/nope", tls_addr.port());
+    for (flag, status_line) in [
+        // wss:// prefers HTTP/2 by default.
+        (None, "< HTTP/2.0 404 Not Found"),
+        (Some("--http2"), "< HTTP/2.0 404 Not Found"),
+        (Some("--http1"), "< HTTP/1.1 404 Not Found"),
+    ] {
+        let mut args = vec!["connect", "--show-headers"];
+        args.extend(flag);
+        args.extend(["--cacert", &certs.ca_file, &url]);
+        let out = run(&args, "");
+        assert_eq!(out.status.code(), Some(4), "{flag:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(status_line),
+            "{flag:?}: {status_line:?} not in {}",
+            stderr(&out)
+        );
+    }
+    // Plain ws:// without HTTP/2: --prefer-http2 falls back, and the refusal is HTTP/1.1's.
+    let (_server, addr) = start(&["serve", "127.0.0.1:0"]);
+    let out = run(
+        &[
+            "connect",
+            "--show-headers",
+            "--prefer-http2",
+            &format!("ws://{addr}/nope"),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("< HTTP/1.1 404 Not Found"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A TLS WebSocket server (ALPN h2 and http/1.1) that first sends each client the HTTP version
@@ -1680,11 +1578,7 @@ async fn version_echo_server(certs: &support::TlsFiles) -> SocketAddr {
                         {
                             return;
                         }
-                        while let Some(Ok(message)) = ws.next().await {
-                            if message.is_data() && ws.send(message).await.is_err() {
-                                break;
-                            }
-                        }
+                        support::echo(&mut ws).await;
                     },
                 )
                 .await;
@@ -1740,16 +1634,7 @@ async fn forward_reaches_a_websocket_over_http2_or_http11_as_asked() {
 
 #[test]
 fn bench_multiplexes_over_http2_connections() {
-    let certs = support::TlsFiles::new("cli-h2-bench");
-    let (_server, addr) = start(&[
-        "serve",
-        "--echo",
-        "--tls-cert",
-        &certs.chain_file,
-        "--tls-key",
-        &certs.key_file,
-        "127.0.0.1:0",
-    ]);
+    let (_server, addr, certs) = serve_tls("cli-h2-bench", &["--echo"]);
     let url = format!("wss://localhost:{}/", addr.port());
     let bench = |extra: &[&str]| {
         let mut args = vec![

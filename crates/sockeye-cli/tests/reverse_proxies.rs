@@ -3,9 +3,8 @@
 //! their ports are substituted. A missing proxy skips its test unless
 //! `SOCKEYE_REQUIRE_DAEMONS` is set (`scripts/test` installs both and sets it).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -14,7 +13,8 @@ use sockeye::{
 };
 use sockeye_test_support::{Daemon, TempDir, bounded, free_port, program};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sockeye");
+mod common;
+use common::{Running, start};
 
 /// One test at a time: each picks free ports for its proxy, and two picked at once could be
 /// the same.
@@ -22,38 +22,9 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 const NGINX_CONF: &str = include_str!("../../../docs/how-to/nginx.conf");
 const CADDYFILE: &str = include_str!("../../../docs/how-to/Caddyfile");
 
-/// A child process killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `sockeye serve ARGS` on a fresh loopback port, and the address it printed.
 fn serve(args: &[&str]) -> (Running, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .arg("127.0.0.1:0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    let mut reader = BufReader::new(child.stderr.take().expect("stderr is piped"));
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("a first line");
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let addr = line
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split(['/', ' ']).next())
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    (Running(child), addr)
+    start(&[&["serve"], args, &["127.0.0.1:0"]].concat())
 }
 
 /// `text` with `from` replaced by `to`, which must be there (else the docs changed under the

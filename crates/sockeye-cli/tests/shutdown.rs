@@ -2,16 +2,18 @@
 //! or SIGTERM every room member writes out what was published before it, then closes with
 //! 1001; a second signal ends the process at once.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sockeye::{ClientBuilder, CloseCode, Message, WebSocket};
-use tokio::net::{TcpSocket, TcpStream};
+use sockeye::{CloseCode, Message, WebSocket};
+use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sockeye");
+mod common;
+use common::{Running, signal, sockeye, spawn_serving};
+use sockeye_test_support::{Texts, client_with_rcvbuf, number, numbered, read_numbered};
+
 /// Messages published before the signal, and their size: more than the kernel's socket
 /// buffers hold for a slow member, so that part of them waits in the server's queues.
 const COUNT: u32 = 720;
@@ -19,37 +21,18 @@ const SIZE: usize = 16 << 10;
 
 /// `sockeye serve` on a loopback port, killed when dropped; its stderr kept.
 struct Server {
-    child: Child,
+    running: Running,
     addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Server {
     fn start() -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "127.0.0.1:0"])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary runs");
-        let mut reader = BufReader::new(child.stderr.take().expect("stderr is piped"));
-        let mut line = String::new();
-        reader.read_line(&mut line).expect("a first line");
-        let addr = line
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split(['/', ' ']).next())
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let (running, addr, line, reader) = spawn_serving(
+            sockeye()
+                .args(["serve", "127.0.0.1:0"])
+                .env_remove("RUST_LOG"),
+        );
         let stderr = Arc::new(Mutex::new(line));
         let kept = Arc::clone(&stderr);
         std::thread::spawn(move || {
@@ -60,25 +43,21 @@ impl Server {
             }
         });
         Self {
-            child,
+            running,
             addr,
             stderr,
         }
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([name, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        signal(&self.running, name);
     }
 
     /// Waits (bounded) for the process to exit; its exit code.
     async fn exit_code(&mut self, within: Duration) -> Option<i32> {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.running.0.try_wait().unwrap() {
                 return status.code();
             }
             assert!(
@@ -97,44 +76,16 @@ impl Server {
 /// A named member of room `drain` (named members are told of each other's joining), its
 /// receive buffer `rcvbuf` bytes when given.
 async fn member(addr: SocketAddr, rcvbuf: Option<u32>) -> WebSocket<TcpStream> {
-    let socket = TcpSocket::new_v4().unwrap();
-    if let Some(size) = rcvbuf {
-        socket.set_recv_buffer_size(size).unwrap();
-    }
-    let tcp = socket.connect(addr).await.unwrap();
-    ClientBuilder::new(format!("ws://{addr}/rooms/drain?name=m"))
-        .connect_on(tcp)
-        .await
-        .unwrap()
-        .0
+    client_with_rcvbuf(addr, "/rooms/drain?name=m", rcvbuf).await
 }
 
 /// Reads every message until the connection ends, each the next number, pausing `pause` after
 /// each; how many came, and the close code.
 fn reader(
-    mut ws: WebSocket<TcpStream>,
+    ws: WebSocket<TcpStream>,
     pause: Duration,
 ) -> tokio::task::JoinHandle<(u32, Option<CloseCode>)> {
-    tokio::spawn(async move {
-        let mut received = 0_u32;
-        let mut code = None;
-        while let Some(Ok(message)) = ws.next().await {
-            match message {
-                Message::Binary(payload) => {
-                    let n = u32::from_be_bytes(payload[..4].try_into().unwrap());
-                    assert_eq!(n, received, "in order, none missing");
-                    received += 1;
-                    if !pause.is_zero() {
-                        tokio::time::sleep(pause).await;
-                    }
-                }
-                Message::Close(frame) => code = frame.map(|f| f.code),
-                Message::Text(_) => {}
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        (received, code)
-    })
+    read_numbered(ws, pause, Texts::Skip)
 }
 
 /// Waits (bounded) until `others` other members are in the room with `ws`, as its presence
@@ -174,9 +125,7 @@ async fn until_joined(ws: &mut WebSocket<TcpStream>, others: usize) {
 fn sender(mut ws: WebSocket<TcpStream>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         for i in 0..COUNT {
-            let mut payload = vec![0_u8; SIZE];
-            payload[..4].copy_from_slice(&i.to_be_bytes());
-            if ws.send(Message::binary(payload)).await.is_err() {
+            if ws.send(numbered(i, SIZE)).await.is_err() {
                 return;
             }
         }
@@ -236,9 +185,8 @@ fn reader_until(
         let mut received = 0;
         while received < count {
             match ws.next().await.unwrap().unwrap() {
-                Message::Binary(payload) => {
-                    let n = u32::from_be_bytes(payload[..4].try_into().unwrap());
-                    assert_eq!(n, received);
+                message @ Message::Binary(_) => {
+                    assert_eq!(number(&message), received);
                     received += 1;
                 }
                 Message::Text(_) => {}
@@ -281,7 +229,7 @@ async fn a_second_signal_exits_at_once_with_130() {
     server.signal("-INT");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        server.child.try_wait().unwrap().is_none(),
+        server.running.0.try_wait().unwrap().is_none(),
         "still draining after the first signal"
     );
     let second = Instant::now();

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::extension::deflate::max_compressed_len;
 
 /// Protocol limits and timers. Build one with [`Config::builder`]; [`Config::default`] is the
 /// documented defaults.
@@ -49,6 +50,17 @@ impl Config {
     /// Largest frame payload accepted, in bytes. See [`ConfigBuilder::max_frame_size`].
     pub fn max_frame_size(&self) -> usize {
         self.max_frame_size
+    }
+
+    /// Largest payload accepted in a frame with RSV1 set, which permessage-deflate marks
+    /// compressed, in bytes: the most deflate can make of `max_frame_size` bytes
+    /// ([`max_compressed_len`]), so that compressing a message never gets its frame refused.
+    ///
+    /// Compression cannot shrink random bytes: without this allowance a receiver whose frame
+    /// limit is its message limit would refuse with 1009 a message within both, sent
+    /// compressed in one frame. Decompression stops at `max_message_size` all the same.
+    pub fn max_compressed_frame_size(&self) -> usize {
+        max_compressed_len(self.max_frame_size)
     }
 
     /// Largest message accepted, in bytes. See [`ConfigBuilder::max_message_size`].
@@ -106,7 +118,9 @@ impl ConfigBuilder {
     /// Largest payload of one received frame, in bytes. Default 16 MiB.
     ///
     /// A header announcing more fails the connection with 1009 before any payload is buffered;
-    /// this bounds the read buffer of a connection to about this size.
+    /// this bounds the read buffer of a connection to about this size. A compressed frame
+    /// (RSV1 under permessage-deflate) may be as long as deflate can make that much content:
+    /// see [`Config::max_compressed_frame_size`].
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.0.max_frame_size = bytes;
         self
@@ -277,5 +291,20 @@ mod tests {
         assert_eq!(c.max_frame_size(), 10);
         assert_eq!(c.max_message_size(), 20);
         assert!(c.streaming());
+    }
+
+    #[test]
+    fn compressed_frames_may_hold_the_largest_frame_deflated() {
+        let c = Config::builder()
+            .max_frame_size(1000)
+            .max_message_size(4000)
+            .build()
+            .unwrap();
+        assert_eq!(c.max_compressed_frame_size(), 1000 + 125 + 64);
+        let c = Config::builder()
+            .max_frame_size(usize::MAX)
+            .build()
+            .unwrap();
+        assert_eq!(c.max_compressed_frame_size(), usize::MAX);
     }
 }

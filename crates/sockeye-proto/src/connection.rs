@@ -7,7 +7,7 @@ mod assembler;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use self::assembler::Assembler;
 use crate::close::{CloseCode, CloseFrame, MAX_REASON_LEN};
@@ -27,6 +27,8 @@ use crate::utf8::Utf8Bytes;
 /// leave in one write; larger ones (from a server, which does not mask) are handed out as their
 /// own chunk, without a copy, for a vectored write.
 const COPY_LIMIT: usize = 8 << 10;
+/// The longest payload whose length fits a frame header's first length field (section 5.2).
+const SHORT_PAYLOAD: usize = 125;
 
 /// One WebSocket connection after the opening handshake, for either role. No I/O, no clock.
 ///
@@ -302,6 +304,31 @@ impl Connection {
         }
     }
 
+    /// [`handle_bytes`](Self::handle_bytes) and [`poll_event`](Self::poll_event) in one call,
+    /// for the common case: when no event is waiting and the next frame in `buf` is a whole
+    /// message in one frame (the case `handle_bytes` reads without its general machinery), it
+    /// is split off `buf` and returned, not queued. The caller then goes on as after
+    /// `handle_bytes` returned with that message as its one event: [`Progress::Paused`] if
+    /// `buf` still holds bytes, [`Progress::NeedBytes`] if not.
+    ///
+    /// `None` for anything else: nothing was taken, and `handle_bytes` reads it as usual; or the
+    /// message was text that is not UTF-8, and the connection failed as `handle_bytes` fails it
+    /// (its events wait in `poll_event`).
+    #[inline]
+    pub fn handle_bytes_message(&mut self, buf: &mut BytesMut, now: Instant) -> Option<Message> {
+        if !self.events.is_empty() || buf.is_empty() || !self.reads_frames() {
+            return None;
+        }
+        self.last_now = self.last_now.max(now);
+        match self.take_whole_message(buf)? {
+            Ok(message) => Some(message),
+            Err(error) => {
+                self.fail(error);
+                None
+            }
+        }
+    }
+
     /// The transport's read side ended.
     ///
     /// Before the close handshake completed this ends the connection abnormally (1006); after it,
@@ -462,6 +489,11 @@ impl Connection {
     #[must_use]
     #[inline]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        // Asked after every write and at every turn of a driver's loop: nothing queued (no
+        // byte counted, no Pong owed) is the answer most of the time.
+        if self.queued == 0 && self.pending_pong.is_none() {
+            return None;
+        }
         self.flush_pong();
         let chunk = match self.out_chunks.pop_front() {
             Some(chunk) => chunk,
@@ -516,6 +548,13 @@ impl Connection {
     /// [`read_frame`](Self::read_frame) then reads it and names what is wrong.
     #[inline]
     fn read_whole_message(&mut self, buf: &mut BytesMut) -> Option<Result<(), ProtocolError>> {
+        let message = self.take_whole_message(buf)?;
+        Some(message.map(|message| self.events.push_back(Event::Message(message))))
+    }
+
+    /// [`read_whole_message`](Self::read_whole_message)'s message, returned rather than queued.
+    #[inline]
+    fn take_whole_message(&mut self, buf: &mut BytesMut) -> Option<Result<Message, ProtocolError>> {
         if self.pending.is_some() || self.assembler.in_progress() || self.config.streaming() {
             return None;
         }
@@ -533,8 +572,7 @@ impl Connection {
         };
         // Any frame shows the peer is alive.
         self.pong_deadline = None;
-        self.events.push_back(Event::Message(message));
-        Some(Ok(()))
+        Some(Ok(message))
     }
 
     /// Reads the next frame; `Ok(None)` when the rest of it has not arrived.
@@ -721,6 +759,7 @@ impl Connection {
         }
     }
 
+    #[inline]
     fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), ApiMisuse> {
         self.ensure_open()?;
         if self.outgoing.is_some() {
@@ -811,15 +850,36 @@ impl Connection {
             self.queued = self.queued.saturating_add(len);
             return;
         }
+        if payload.len() <= SHORT_PAYLOAD {
+            // The common small frame: its 2-byte header (the length in the second byte, no mask)
+            // and payload appended after one reservation, the header as one word rather than
+            // a copy of a slice. `encode` writes the same bytes for it.
+            let mut b0 = opcode.bits() | rsv.bits();
+            if fin {
+                b0 |= 0x80;
+            }
+            // At most 125: fits the 7 bits of the length.
+            #[allow(clippy::cast_possible_truncation)]
+            let b1 = payload.len() as u8;
+            let len = payload.len().saturating_add(2);
+            self.out_buf.reserve(len);
+            self.out_buf.put_u16(u16::from_be_bytes([b0, b1]));
+            self.out_buf.extend_from_slice(&payload);
+            self.queued = self.queued.saturating_add(len);
+            return;
+        }
         let head_len = head.encode(&mut head_bytes);
         let head_bytes = head_bytes.get(..head_len).unwrap_or_default();
-        self.out_buf.extend_from_slice(head_bytes);
         self.queued = self
             .queued
             .saturating_add(head_bytes.len().saturating_add(payload.len()));
         if payload.len() <= COPY_LIMIT {
+            self.out_buf
+                .reserve(head_bytes.len().saturating_add(payload.len()));
+            self.out_buf.extend_from_slice(head_bytes);
             self.out_buf.extend_from_slice(&payload);
         } else {
+            self.out_buf.extend_from_slice(head_bytes);
             self.out_chunks.push_back(self.out_buf.split().freeze());
             self.out_chunks.push_back(payload);
         }

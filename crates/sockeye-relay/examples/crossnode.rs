@@ -44,6 +44,10 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::Notify;
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{cpu_secs, header, masked};
+
 /// The most the whole run may take.
 const LIMIT: Duration = Duration::from_secs(180);
 /// How long the members may go without a message, once sending is over, before what is
@@ -137,24 +141,8 @@ fn parse() -> Result<Args, String> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args = match parse() {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("crossnode: {e}");
-            std::process::exit(2);
-        }
-    };
-    match tokio::time::timeout(LIMIT, run(args)).await {
-        Ok(Ok(true)) => {}
-        Ok(Ok(false)) => std::process::exit(1),
-        Ok(Err(e)) => {
-            eprintln!("crossnode: {e}");
-            std::process::exit(1);
-        }
-        Err(_) => {
-            eprintln!("crossnode: did not finish within {LIMIT:?}");
-            std::process::exit(1);
-        }
+    if !support::main("crossnode", parse(), LIMIT, run).await {
+        std::process::exit(1);
     }
 }
 
@@ -455,38 +443,18 @@ async fn send(
 
 /// Connects and upgrades, returning the stream and the bytes read past the response.
 async fn connect(addr: SocketAddr, room: &str) -> std::io::Result<(TcpStream, Vec<u8>)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
     let socket_io = SOCKET_IO.load(Ordering::Relaxed);
     let path = if socket_io {
         "/socket.io/?EIO=4&transport=websocket".to_owned()
     } else {
         format!("/rooms/{room}")
     };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut buf = Vec::with_capacity(1024);
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > 8192 || stream.read_buf(&mut buf).await? == 0 {
-            return Err(std::io::Error::other("no handshake response"));
-        }
-    };
-    if !buf.starts_with(b"HTTP/1.1 101") {
-        return Err(std::io::Error::other(
-            String::from_utf8_lossy(&buf[..end]).into_owned(),
-        ));
-    }
+    let (mut stream, rest) = support::connect(addr, &path, "").await?;
     if socket_io {
         // Joins the default namespace (the server puts every connection in the room).
         stream.write_all(&masked(0x1, b"40")).await?;
     }
-    Ok((stream, buf.split_off(end)))
+    Ok((stream, rest))
 }
 
 /// A Socket.IO event `m` carrying `payload` as a string: its header in hex, then padding to
@@ -666,56 +634,6 @@ impl Member {
             _ => from.highest = Some(seq),
         }
     }
-}
-
-/// The RSV bits and opcode, the header's length and the payload's length of the unmasked frame
-/// at the start of `b`, once its header is there.
-fn header(b: &[u8]) -> Option<(u8, usize, usize)> {
-    let (first, second) = (*b.first()?, *b.get(1)?);
-    let (len, head) = match second & 0x7f {
-        126 => (usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?])), 4),
-        127 => (
-            usize::try_from(u64::from_be_bytes(b.get(2..10)?.try_into().ok()?)).ok()?,
-            10,
-        ),
-        n => (usize::from(n), 2),
-    };
-    Some((first & 0x7f, head, len))
-}
-
-/// A masked client frame (mask key 0: the payload as it is).
-fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0x80 | opcode];
-    match payload.len() {
-        n @ 0..=125 => frame.push(0x80 | n as u8),
-        n @ 126..=0xffff => {
-            frame.push(0xfe);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(0xff);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&[0; 4]);
-    frame.extend_from_slice(payload);
-    frame
-}
-
-/// A process's CPU time so far (user + system), from `/proc/PID/stat`.
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name (which may hold spaces): utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    let ticks = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()?;
-    let ticks: f64 = String::from_utf8_lossy(&ticks.stdout).trim().parse().ok()?;
-    Some((utime + stime) as f64 / ticks)
 }
 
 /// A process's resident set size, KiB, from `/proc/PID/status`.

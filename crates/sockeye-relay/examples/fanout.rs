@@ -30,6 +30,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{cpu_secs, header, masked};
+
 /// Frames received with RSV1 (compressed).
 static COMPRESSED: AtomicU64 = AtomicU64::new(0);
 /// How many messages a sender may be ahead of the slowest member, by default.
@@ -99,24 +103,7 @@ fn parse() -> Result<Args, String> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args = match parse() {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("fanout: {e}");
-            std::process::exit(2);
-        }
-    };
-    match tokio::time::timeout(LIMIT, run(args)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            eprintln!("fanout: {e}");
-            std::process::exit(1);
-        }
-        Err(_) => {
-            eprintln!("fanout: did not finish within {LIMIT:?}");
-            std::process::exit(1);
-        }
-    }
+    support::main("fanout", parse(), LIMIT, run).await;
 }
 
 async fn run(args: Args) -> std::io::Result<()> {
@@ -223,8 +210,6 @@ async fn run(args: Args) -> std::io::Result<()> {
 
 /// Connects and upgrades, returning the stream and the bytes read past the response.
 async fn connect(args: &Args) -> std::io::Result<(TcpStream, Vec<u8>)> {
-    let mut stream = TcpStream::connect(args.addr).await?;
-    stream.set_nodelay(true)?;
     let extensions = match args.deflate {
         Some(true) => {
             "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
@@ -232,27 +217,7 @@ async fn connect(args: &Args) -> std::io::Result<(TcpStream, Vec<u8>)> {
         Some(false) => "Sec-WebSocket-Extensions: permessage-deflate\r\n",
         None => "",
     };
-    let request = format!(
-        "GET /rooms/{} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extensions}\r\n",
-        args.room, args.addr
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut buf = Vec::with_capacity(1024);
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > 8192 || stream.read_buf(&mut buf).await? == 0 {
-            return Err(std::io::Error::other("no handshake response"));
-        }
-    };
-    if !buf.starts_with(b"HTTP/1.1 101") {
-        return Err(std::io::Error::other(
-            String::from_utf8_lossy(&buf[..end]).into_owned(),
-        ));
-    }
-    Ok((stream, buf.split_off(end)))
+    support::connect(args.addr, &format!("/rooms/{}", args.room), extensions).await
 }
 
 /// Counts whole frames: binary ones in `counts`, text ones (probes) in `probed`. Payloads are
@@ -267,7 +232,8 @@ async fn read_frames(
     let mut chunk = vec![0u8; 64 << 10];
     loop {
         let mut at = 0;
-        while let Some((opcode, len)) = header(&buf[at..]) {
+        while let Some((opcode, head, len)) = header(&buf[at..]) {
+            let len = head + len;
             if buf.len() - at < len {
                 break;
             }
@@ -290,54 +256,4 @@ async fn read_frames(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-}
-
-/// The RSV bits and opcode, and the whole length (header and payload) of the unmasked frame at
-/// the start of `b`, once its header is there.
-fn header(b: &[u8]) -> Option<(u8, usize)> {
-    let (first, second) = (*b.first()?, *b.get(1)?);
-    let (len, head) = match second & 0x7f {
-        126 => (usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?])), 4),
-        127 => (
-            usize::try_from(u64::from_be_bytes(b.get(2..10)?.try_into().ok()?)).ok()?,
-            10,
-        ),
-        n => (usize::from(n), 2),
-    };
-    Some((first & 0x7f, head + len))
-}
-
-/// A masked client frame (mask key 0: the payload as it is).
-fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0x80 | opcode];
-    match payload.len() {
-        n @ 0..=125 => frame.push(0x80 | n as u8),
-        n @ 126..=0xffff => {
-            frame.push(0xfe);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(0xff);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&[0; 4]);
-    frame.extend_from_slice(payload);
-    frame
-}
-
-/// A process's CPU time so far (user + system), from `/proc/PID/stat`.
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name (which may hold spaces): utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    let ticks = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()?;
-    let ticks: f64 = String::from_utf8_lossy(&ticks.stdout).trim().parse().ok()?;
-    Some((utime + stime) as f64 / ticks)
 }

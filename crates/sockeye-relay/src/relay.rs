@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use sockeye::{CloseCode, DrainGuard, Error, Message, PreparedMessage, Shutdown, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::backplane::{Backplane, Local, Overloaded};
 use crate::core::{Fanout, MemberId, QueueLimits, Rooms};
@@ -17,6 +18,10 @@ use crate::history::{self, HistoryId, HistoryLimits, MemoryHistory, Replay, Sinc
 /// Messages a member writes between two flushes while it drains at shutdown: what was fed and
 /// not flushed when the grace period ends counts as dropped, so this bounds the overcount.
 const DRAIN_CHUNK: usize = 16;
+
+/// Payload bytes a member writes between two flushes of a large batch: each flush tells that the
+/// member reads, and its send timeout starts again.
+const WRITE_CHUNK: usize = 64 << 10;
 
 /// Rooms for WebSocket connections: every message a member sends reaches every other member of
 /// its room, here and (with a [`Backplane`]) on the other nodes. Cheap to clone; every clone is
@@ -98,7 +103,8 @@ struct Shared {
 
 struct State {
     rooms: Rooms,
-    outboxes: HashMap<MemberId, mpsc::UnboundedSender<Outgoing>>,
+    /// What waits for each member here.
+    outboxes: HashMap<MemberId, Outbox>,
     /// The members that joined with a name: they are listed, and told of joins and leaves.
     names: HashMap<MemberId, String>,
     /// Where the senders waiting for room in a room wait: woken when one of its members has
@@ -115,11 +121,31 @@ struct State {
 /// A live message for a member whose history is being read: the message and its id notice.
 type Pending = (HistoryId, (Arc<PreparedMessage>, Arc<PreparedMessage>));
 
-/// What a member's task is told to do. The queue is unbounded as a channel; the core bounds
-/// what is in it.
-enum Outgoing {
-    Message(Arc<PreparedMessage>),
-    Close(CloseCode, &'static str),
+/// What waits for one member, and its task's waker: 24 bytes while nothing does.
+#[derive(Default)]
+struct Outbox {
+    /// Allocated when something is queued; the member's task takes it whole, so an idle
+    /// member keeps none.
+    pending: Option<Box<Batch>>,
+    /// The member's task, waiting for something to write.
+    waker: Option<Waker>,
+}
+
+impl Outbox {
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// What waits for a member, taken whole by its task to write: messages, then perhaps the close
+/// it is due. Unbounded as a queue; the core bounds what is in it. The close is kept apart from
+/// the messages, so it always reaches the member after what was queued before it.
+#[derive(Default)]
+struct Batch {
+    messages: Vec<Arc<PreparedMessage>>,
+    close: Option<(CloseCode, &'static str)>,
 }
 
 /// Counters of a [`Relay`], for logs and tests.
@@ -183,7 +209,9 @@ impl RelayBuilder {
     }
 
     /// How long writing to a member may wait for it to read; past it the connection is dropped
-    /// without a close frame (which could not be delivered either). Default 10 s.
+    /// without a close frame (which could not be delivered either). Counted from the last
+    /// message the member took, not for its whole queue: a member that reads, however slowly,
+    /// is given what was queued for it and the 1008 it may be due. Default 10 s.
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
         self.send_timeout = timeout;
         self
@@ -295,8 +323,8 @@ impl JoinOptions {
 enum Event {
     /// The shutdown, or the caller's `stop`.
     Stop,
-    /// Something to write.
-    Write(Option<Outgoing>),
+    /// Something to write (`None`: the relay let go of the member).
+    Write(Option<Box<Batch>>),
     /// The room a held message waits for may take it now.
     Retry,
     /// Something read.
@@ -326,13 +354,17 @@ impl Relay {
     /// what it sends, and drains and closes with 1001 when the relay's
     /// [`Shutdown`](RelayBuilder::shutdown) is triggered.
     ///
+    /// Not an `async fn` (nor are the other `serve` methods): one keeps its arguments twice in
+    /// its future, a second WebSocket's worth of memory for the member's whole life. A task
+    /// spawned for a member should likewise hand it the WebSocket, not hold it and pass it on.
+    ///
     /// # Errors
     /// How the connection ended, when that was not a clean close.
-    pub async fn serve<S>(&self, ws: WebSocket<S>, room: &str) -> Result<(), Error>
+    pub fn serve<S>(&self, ws: WebSocket<S>, room: &str) -> impl Future<Output = Result<(), Error>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        self.serve_until(ws, room, std::future::pending()).await
+        self.serve_named_until(ws, room, None, std::future::pending())
     }
 
     /// As [`serve`](Self::serve), and drains the member when `stop` completes, as at a shutdown:
@@ -341,16 +373,16 @@ impl Relay {
     ///
     /// # Errors
     /// As [`serve`](Self::serve).
-    pub async fn serve_until<S>(
+    pub fn serve_until<S>(
         &self,
         ws: WebSocket<S>,
         room: &str,
         stop: impl Future<Output = ()>,
-    ) -> Result<(), Error>
+    ) -> impl Future<Output = Result<(), Error>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        self.serve_named_until(ws, room, None, stop).await
+        self.serve_named_until(ws, room, None, stop)
     }
 
     /// As [`serve_until`](Self::serve_until), for a member with a display `name` (`None`: as
@@ -362,21 +394,17 @@ impl Relay {
     ///
     /// # Errors
     /// As [`serve`](Self::serve).
-    pub async fn serve_named_until<S>(
+    pub fn serve_named_until<S>(
         &self,
         ws: WebSocket<S>,
         room: &str,
         name: Option<&str>,
         stop: impl Future<Output = ()>,
-    ) -> Result<(), Error>
+    ) -> impl Future<Output = Result<(), Error>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let options = JoinOptions {
-            name: name.map(str::to_owned),
-            since: None,
-        };
-        self.serve_with(ws, room, &options, stop).await
+        self.run(ws, room, name, None, stop)
     }
 
     /// As [`serve_named_until`](Self::serve_named_until), with every way of joining:
@@ -384,76 +412,114 @@ impl Relay {
     ///
     /// # Errors
     /// As [`serve`](Self::serve).
-    pub async fn serve_with<S>(
+    pub fn serve_with<S>(
         &self,
-        mut ws: WebSocket<S>,
+        ws: WebSocket<S>,
         room: &str,
         options: &JoinOptions,
         stop: impl Future<Output = ()>,
-    ) -> Result<(), Error>
+    ) -> impl Future<Output = Result<(), Error>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let name = options.name.as_deref();
-        let mut guard = self.shared.shutdown.as_ref().map(Shutdown::register);
-        let mut stop = std::pin::pin!(stop);
-        // Accepted while shutting down: no room, just the 1001.
-        let stopped = guard.as_ref().is_some_and(DrainGuard::is_triggered)
-            || tokio::select! {
-                biased;
-                () = stop.as_mut() => true,
-                () = std::future::ready(()) => false,
-            };
-        if stopped {
-            return going_away(&mut ws).await;
-        }
-        let (member, mut outbox) = self.join(room, name, options.since.is_some());
-        let _leave = Leave {
-            relay: self,
-            member,
-        };
-        if let Some(since) = options.since {
-            outbox = self.resume(member, room, since, outbox).await;
-        }
-        let mut held: Option<Held> = None;
-        loop {
-            let event = tokio::select! {
-                biased;
-                () = stop.as_mut() => Event::Stop,
-                () = triggered(guard.as_ref()) => Event::Stop,
-                first = outbox.recv() => Event::Write(first),
-                () = room_freed(held.as_mut()), if held.is_some() => Event::Retry,
-                message = ws.next(), if held.is_none() => Event::Read(message),
-            };
-            match event {
-                Event::Stop => {
-                    return self.drain(&mut ws, member, outbox, guard.as_mut()).await;
-                }
-                Event::Write(first) => {
-                    let end = self
-                        .write(&mut ws, member, first, &mut outbox, guard.as_mut())
-                        .await;
-                    if let Some(end) = end {
-                        return end;
-                    }
-                }
-                Event::Retry => {
-                    if let Some(Held { message, .. }) = held.take() {
-                        held = self.publish_prepared(member, message);
-                    }
-                }
-                Event::Read(message) => match message {
-                    Some(Ok(message)) if message.is_data() => {
-                        // Framed before the lock is taken: once, for every member.
-                        if let Some(prepared) = PreparedMessage::new(message) {
-                            held = self.publish_prepared(member, Arc::new(prepared));
-                        }
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(e),
-                    None => return Ok(()),
-                },
+        self.run(ws, room, options.name.as_deref(), options.since, stop)
+    }
+
+    /// The member's task, for every `serve` method.
+    #[allow(clippy::manual_async_fn)]
+    fn run<S>(
+        &self,
+        mut ws: WebSocket<S>,
+        room: &str,
+        name: Option<&str>,
+        since: Option<Since>,
+        stop: impl Future<Output = ()>,
+    ) -> impl Future<Output = Result<(), Error>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        // What the future holds while the member is idle is kept small: the WebSocket, the
+        // relay, the member's guard and held message, and the one poll below. Writing,
+        // draining and reading what a member missed are on the heap, only while they run.
+        async move {
+            let mut guard = self.shared.shutdown.as_ref().map(Shutdown::register);
+            let mut stop = std::pin::pin!(stop);
+            // Accepted while shutting down: no room, just the 1001.
+            let stopped = guard.as_ref().is_some_and(DrainGuard::is_triggered)
+                || tokio::select! {
+                    biased;
+                    () = stop.as_mut() => true,
+                    () = std::future::ready(()) => false,
+                };
+            if stopped {
+                return going_away(&mut ws).await;
             }
+            let member = self.join(room, name, since.is_some());
+            let _leave = Leave {
+                relay: self,
+                member,
+            };
+            if let Some(since) = since {
+                // Live messages wait aside meanwhile (`State::ids`); its outbox is not read
+                // until they and what it missed are in it, in order.
+                Box::pin(self.resume(member, room, since)).await;
+            }
+            // Boxed: a sender waits only while its room is full.
+            let mut held: Option<Box<Held>> = None;
+            loop {
+                // In a block: the event is gone before the write's `await` (a value matched in
+                // place would stay in the member's future, as large as a message).
+                let batch = {
+                    // What `select!` with `biased` would do, in one small closure rather than
+                    // a future for each branch held in the member's future.
+                    let event = std::future::poll_fn(|cx| {
+                        if stop.as_mut().poll(cx).is_ready()
+                            || guard.as_ref().is_some_and(|guard| guard.poll_triggered(cx))
+                        {
+                            return Poll::Ready(Event::Stop);
+                        }
+                        if let Poll::Ready(batch) = self.poll_outbox(member, cx) {
+                            return Poll::Ready(Event::Write(batch));
+                        }
+                        match held.as_mut() {
+                            Some(held) => held.room_freed.as_mut().poll(cx).map(|()| Event::Retry),
+                            // Cancel-safe: a future dropped before it completes loses no
+                            // message.
+                            None => std::pin::pin!(ws.next()).poll(cx).map(Event::Read),
+                        }
+                    })
+                    .await;
+                    match event {
+                        Event::Stop => break,
+                        Event::Write(batch) => batch,
+                        Event::Retry => {
+                            if let Some(waiting) = held.take() {
+                                held = self.publish_prepared(member, waiting.message).map(Box::new);
+                            }
+                            continue;
+                        }
+                        Event::Read(message) => match message {
+                            Some(Ok(message)) if message.is_data() => {
+                                // Framed before the lock is taken: once, for every member.
+                                if let Some(prepared) = PreparedMessage::new(message) {
+                                    held = self
+                                        .publish_prepared(member, Arc::new(prepared))
+                                        .map(Box::new);
+                                }
+                                continue;
+                            }
+                            Some(Ok(_)) => continue,
+                            Some(Err(e)) => return Err(e),
+                            None => return Ok(()),
+                        },
+                    }
+                };
+                let end = Box::pin(self.write(&mut ws, member, batch, guard.as_mut())).await;
+                if let Some(end) = end {
+                    return end;
+                }
+            }
+            Box::pin(self.drain(&mut ws, member, guard.as_mut())).await
         }
     }
 
@@ -493,20 +559,16 @@ impl Relay {
         self.shared.lock().rooms.members(room).len()
     }
 
-    fn join(
-        &self,
-        room: &str,
-        name: Option<&str>,
-        ids: bool,
-    ) -> (MemberId, mpsc::UnboundedReceiver<Outgoing>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// Puts a member in `room`; `ids`: it asked for ids, and its live messages wait aside
+    /// until [`resume`](Self::resume) has read what it missed.
+    fn join(&self, room: &str, name: Option<&str>, ids: bool) -> MemberId {
         let mut state = self.shared.lock();
         let joined = state.rooms.join(room);
         if joined.first {
             self.shared.backplane.subscribe(room);
         }
         let member = joined.member;
-        state.outboxes.insert(member, tx);
+        state.outboxes.insert(member, Outbox::default());
         if ids {
             // Live messages wait aside until its history is read (`resume`).
             state.ids.insert(member, Some(Vec::new()));
@@ -537,15 +599,16 @@ impl Relay {
                 &*self.shared.backplane,
             );
         }
-        (member, rx)
+        member
     }
 
-    fn leave(&self, member: MemberId) {
+    /// Takes `member` out of its room (and its outbox, returned, with what was queued in it).
+    fn leave(&self, member: MemberId) -> Option<Outbox> {
         let mut state = self.shared.lock();
-        state.outboxes.remove(&member);
+        let outbox = state.outboxes.remove(&member);
         state.ids.remove(&member);
         let Some(room) = state.rooms.room_name(member) else {
-            return;
+            return outbox;
         };
         if let Some(emptied) = state.rooms.leave(member) {
             self.shared.backplane.unsubscribe(&emptied);
@@ -565,18 +628,30 @@ impl Relay {
                 .collect::<std::collections::HashSet<_>>();
             state.notify(&room, news, |m| names.contains(&m), &*self.shared.backplane);
         }
+        outbox
+    }
+
+    /// What was queued for `member`, taken whole, once there is something; `None` once the
+    /// relay let go of it.
+    fn poll_outbox(&self, member: MemberId, cx: &Context<'_>) -> Poll<Option<Box<Batch>>> {
+        let mut state = self.shared.lock();
+        let Some(outbox) = state.outboxes.get_mut(&member) else {
+            return Poll::Ready(None);
+        };
+        if let Some(batch) = outbox.pending.take() {
+            return Poll::Ready(Some(batch));
+        }
+        match &outbox.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => outbox.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// A member that asked for ids joined: reads what it missed (`since`), then queues, in
     /// order, the history it gets and the live messages that arrived meanwhile (those not
-    /// replayed already), each followed by its id; returns the outbox to read from now on.
-    async fn resume(
-        &self,
-        member: MemberId,
-        room: &str,
-        since: Since,
-        outbox: mpsc::UnboundedReceiver<Outgoing>,
-    ) -> mpsc::UnboundedReceiver<Outgoing> {
+    /// replayed already), each followed by its id, in its outbox.
+    async fn resume(&self, member: MemberId, room: &str, since: Since) {
         let limits = self.shared.lock().rooms.limits();
         let (max, max_bytes) = (limits.messages(), limits.bytes());
         let replay = match since {
@@ -603,7 +678,7 @@ impl Relay {
                 }
             }
         };
-        self.shared.lock().resumed(member, replay, outbox)
+        self.shared.lock().resumed(member, replay);
     }
 
     /// Publishes a member's message; `Some` when its room cannot take it yet: the sender keeps
@@ -651,51 +726,75 @@ impl Relay {
         })
     }
 
-    /// Writes what the room queued for `member`, `first` and everything else queued already,
-    /// in one flush; `Some` when the member's connection is done.
+    /// Writes what the room queued for `member` (everything queued already, taken whole) in
+    /// one flush, then the close it was due; `Some` when the member's connection is done.
     async fn write<S>(
         &self,
         ws: &mut WebSocket<S>,
         member: MemberId,
-        first: Option<Outgoing>,
-        outbox: &mut mpsc::UnboundedReceiver<Outgoing>,
+        batch: Option<Box<Batch>>,
         guard: Option<&mut DrainGuard>,
     ) -> Option<Result<(), Error>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let Some(first) = first else {
+        let Some(Batch {
+            messages: batch,
+            close,
+        }) = batch.map(|batch| *batch)
+        else {
             // The relay let go of this member without a word: only when it is dropped.
             return Some(going_away(ws).await);
         };
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        let mut close = None;
-        let mut next = Some(first);
-        while let Some(outgoing) = next {
-            match outgoing {
-                Outgoing::Message(message) => {
-                    bytes += message.payload().len();
-                    batch.push(message);
+        let bytes = batch.iter().map(|m| m.payload().len()).sum::<usize>();
+        let send_timeout = self.shared.send_timeout;
+        // `Err(())`: the member took nothing for the send timeout. It bounds a wait for the
+        // member to read, not the whole batch: a member that reads, however slowly, takes its
+        // queue and the close it may be due (the core bounds how long it may hold its room
+        // back, and how much may be queued for it). So a large batch is flushed every
+        // `WRITE_CHUNK` bytes, each flush a sign that the member reads.
+        let write = async {
+            let idle = tokio::time::sleep(send_timeout);
+            let mut idle = std::pin::pin!(idle);
+            let mut unflushed = 0;
+            for (i, message) in batch.iter().enumerate() {
+                tokio::select! {
+                    biased;
+                    fed = ws.feed_prepared(message) => {
+                        if let Err(e) = fed {
+                            return Ok(Err(e));
+                        }
+                    }
+                    () = idle.as_mut() => return Err(()),
                 }
-                Outgoing::Close(code, reason) => {
-                    close = Some((code, reason));
-                    break;
+                unflushed += message.payload().len();
+                if unflushed < WRITE_CHUNK || i + 1 == batch.len() {
+                    continue;
                 }
+                tokio::select! {
+                    biased;
+                    flushed = ws.flush() => {
+                        if let Err(e) = flushed {
+                            return Ok(Err(e));
+                        }
+                    }
+                    () = idle.as_mut() => return Err(()),
+                }
+                unflushed = 0;
+                idle.as_mut()
+                    .reset(tokio::time::Instant::now() + send_timeout);
             }
-            next = outbox.try_recv().ok();
-        }
-        let write = tokio::time::timeout(self.shared.send_timeout, async {
-            for message in &batch {
-                ws.feed_prepared(message).await?;
+            tokio::select! {
+                biased;
+                flushed = ws.flush() => Ok(flushed),
+                () = idle => Err(()),
             }
-            ws.flush().await
-        });
+        };
         let written = tokio::select! {
             written = write => written,
             // A shutdown's grace period ended while the member was still writing.
             () = grace_over(guard.as_deref()) => {
-                let rest = drain_outbox(outbox);
+                let rest = self.take_outbox(member);
                 return Some(self.cut(member, batch.len() + rest.0, bytes + rest.1, guard));
             }
         };
@@ -714,7 +813,7 @@ impl Relay {
             Ok(Err(e)) => return Some(Err(e)),
             // A member that does not read at all: give up on it without a close frame, which
             // could not be delivered either.
-            Err(_) => {
+            Err(()) => {
                 tracing::info!(member = member.get(), "member does not read; dropped");
                 return Some(Ok(()));
             }
@@ -739,30 +838,23 @@ impl Relay {
         &self,
         ws: &mut WebSocket<S>,
         member: MemberId,
-        mut outbox: mpsc::UnboundedReceiver<Outgoing>,
         guard: Option<&mut DrainGuard>,
     ) -> Result<(), Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         // Out of the room under the lock: nothing more is queued for it, and everything
-        // queued before is in the outbox now.
-        self.leave(member);
-        let mut queue = Vec::new();
-        let mut bytes = 0;
-        let mut close = (CloseCode::GOING_AWAY, "server shutting down");
-        while let Ok(outgoing) = outbox.try_recv() {
-            match outgoing {
-                Outgoing::Message(message) => {
-                    bytes += message.payload().len();
-                    queue.push(message);
-                }
-                Outgoing::Close(code, reason) => {
-                    close = (code, reason);
-                    break;
-                }
-            }
-        }
+        // queued before is in its outbox, taken with it.
+        let batch = self
+            .leave(member)
+            .and_then(|outbox| outbox.pending)
+            .map(|batch| *batch)
+            .unwrap_or_default();
+        let queue = batch.messages;
+        let bytes = queue.iter().map(|m| m.payload().len()).sum::<usize>();
+        let close = batch
+            .close
+            .unwrap_or((CloseCode::GOING_AWAY, "server shutting down"));
         let deadline = guard
             .as_deref()
             .and_then(DrainGuard::deadline)
@@ -787,6 +879,20 @@ impl Relay {
             Ok(result) => result,
             Err(_) => self.cut(member, queue.len() - flushed, bytes - flushed_bytes, guard),
         }
+    }
+
+    /// Takes what is left in `member`'s outbox: how many messages, and their payload bytes.
+    fn take_outbox(&self, member: MemberId) -> (usize, usize) {
+        let mut state = self.shared.lock();
+        let Some(batch) = state
+            .outboxes
+            .get_mut(&member)
+            .and_then(|outbox| outbox.pending.take())
+        else {
+            return (0, 0);
+        };
+        let queue = &batch.messages;
+        (queue.len(), queue.iter().map(|m| m.payload().len()).sum())
     }
 
     /// The grace period is over with `messages` messages (`bytes` payload bytes) not written
@@ -821,14 +927,6 @@ fn id_message(id: HistoryId) -> Option<Arc<PreparedMessage>> {
     PreparedMessage::new(Message::text(history::id_notice(id))).map(Arc::new)
 }
 
-/// Resolves when the shutdown is triggered; never without one.
-async fn triggered(guard: Option<&DrainGuard>) {
-    match guard {
-        Some(guard) => guard.triggered().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Resolves at the end of the shutdown's grace period; never without one.
 async fn grace_over(guard: Option<&DrainGuard>) {
     let Some(guard) = guard else {
@@ -839,26 +937,6 @@ async fn grace_over(guard: Option<&DrainGuard>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
-}
-
-/// Resolves when the room a held message waits for may take it.
-async fn room_freed(held: Option<&mut Held>) {
-    match held {
-        Some(held) => held.room_freed.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Takes what is left in an outbox: how many messages, and their payload bytes.
-fn drain_outbox(outbox: &mut mpsc::UnboundedReceiver<Outgoing>) -> (usize, usize) {
-    let mut rest = (0, 0);
-    while let Ok(outgoing) = outbox.try_recv() {
-        if let Outgoing::Message(message) = outgoing {
-            rest.0 += 1;
-            rest.1 += message.payload().len();
-        }
-    }
-    rest
 }
 
 impl std::fmt::Debug for Relay {
@@ -882,7 +960,7 @@ struct Leave<'a> {
 
 impl Drop for Leave<'_> {
     fn drop(&mut self) {
-        self.relay.leave(self.member);
+        let _ = self.relay.leave(self.member);
     }
 }
 
@@ -908,20 +986,19 @@ impl State {
         Some(history.append(room, message, history::now_ms()))
     }
 
-    /// The end of [`Relay::resume`]: `replay` read, the member gets it and what waited.
-    fn resumed(
-        &mut self,
-        member: MemberId,
-        replay: Replay,
-        mut old: mpsc::UnboundedReceiver<Outgoing>,
-    ) -> mpsc::UnboundedReceiver<Outgoing> {
-        let waiting = match self.ids.get_mut(&member) {
-            Some(waiting) => waiting.take().unwrap_or_default(),
-            None => return old,
+    /// The end of [`Relay::resume`]: `replay` read, the member gets it and what waited, in
+    /// its outbox after what was queued already (presence notices).
+    fn resumed(&mut self, member: MemberId, replay: Replay) {
+        let Some(waiting) = self.ids.get_mut(&member).and_then(Option::take) else {
+            return;
         };
-        if !self.outboxes.contains_key(&member) {
-            // Closed meanwhile: the Close is in the old outbox.
-            return old;
+        let closed = self
+            .outboxes
+            .get(&member)
+            .is_none_or(|outbox| outbox.pending.as_ref().is_some_and(|b| b.close.is_some()));
+        if closed {
+            // Closed meanwhile: out of its room, its Close in its outbox.
+            return;
         }
         let (room, room_bytes) = self.rooms.room_left(member);
         let plan = history::plan(replay, waiting, room, room_bytes);
@@ -938,39 +1015,38 @@ impl State {
         {
             self.wake(&room);
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        // What was queued already (presence notices) goes first.
-        while let Ok(outgoing) = old.try_recv() {
-            let _ = tx.send(outgoing);
-        }
-        let mut count = (0, 0);
-        let send = |message: Arc<PreparedMessage>, count: &mut (usize, usize)| {
-            count.0 += 1;
-            count.1 += message.payload().len();
-            let _ = tx.send(Outgoing::Message(message));
-        };
+        let mut replayed = Vec::new();
         if plan.truncated
             && let Some(notice) = PreparedMessage::new(Message::text(history::truncated_notice()))
         {
-            send(Arc::new(notice), &mut count);
+            replayed.push(Arc::new(notice));
         }
         for (id, message) in plan.replay {
             let Some(message) = PreparedMessage::new(message) else {
                 continue;
             };
-            send(Arc::new(message), &mut count);
-            if let Some(notice) = PreparedMessage::new(Message::text(history::id_notice(id))) {
-                send(Arc::new(notice), &mut count);
+            replayed.push(Arc::new(message));
+            if let Some(notice) = id_message(id) {
+                replayed.push(notice);
             }
         }
-        self.rooms.queued(member, count.0, count.1, Instant::now());
+        let bytes = replayed.iter().map(|m| m.payload().len()).sum();
+        self.rooms
+            .queued(member, replayed.len(), bytes, Instant::now());
+        let Some(outbox) = self.outboxes.get_mut(&member) else {
+            return;
+        };
+        if replayed.is_empty() && plan.live.is_empty() {
+            return;
+        }
+        let pending = outbox.pending.get_or_insert_with(Box::default);
+        pending.messages.append(&mut replayed);
         // The live ones were counted when they arrived.
         for (_, (message, notice)) in plan.live {
-            let _ = tx.send(Outgoing::Message(message));
-            let _ = tx.send(Outgoing::Message(notice));
+            pending.messages.push(message);
+            pending.messages.push(notice);
         }
-        self.outboxes.insert(member, tx);
-        rx
+        outbox.wake();
     }
 
     /// Wakes the senders waiting for room in `room`.
@@ -1022,16 +1098,21 @@ impl State {
     ) {
         let mut notice: Option<Option<Arc<PreparedMessage>>> = None;
         for member in fanout.deliver {
-            let Some(outbox) = self.outboxes.get(&member) else {
+            let Some(outbox) = self.outboxes.get_mut(&member) else {
                 continue;
             };
             self.stats.deliveries += 1;
-            let (Some(id), Some(waiting)) = (id, self.ids.get_mut(&member)) else {
-                let _ = outbox.send(Outgoing::Message(Arc::clone(message)));
-                continue;
+            let waiting = match (id, self.ids.get_mut(&member)) {
+                (Some(id), Some(waiting)) => notice
+                    .get_or_insert_with(|| id_message(id))
+                    .clone()
+                    .map(|notice| (id, notice, waiting)),
+                _ => None,
             };
-            let Some(notice) = notice.get_or_insert_with(|| id_message(id)).clone() else {
-                let _ = outbox.send(Outgoing::Message(Arc::clone(message)));
+            let Some((id, notice, waiting)) = waiting else {
+                let pending = outbox.pending.get_or_insert_with(Box::default);
+                pending.messages.push(Arc::clone(message));
+                outbox.wake();
                 continue;
             };
             // The notice counts in the member's queue too.
@@ -1040,8 +1121,10 @@ impl State {
             if let Some(waiting) = waiting {
                 waiting.push((id, (Arc::clone(message), notice)));
             } else {
-                let _ = outbox.send(Outgoing::Message(Arc::clone(message)));
-                let _ = outbox.send(Outgoing::Message(notice));
+                let pending = outbox.pending.get_or_insert_with(Box::default);
+                pending.messages.push(Arc::clone(message));
+                pending.messages.push(notice);
+                outbox.wake();
             }
         }
         if !fanout.close.is_empty() {
@@ -1056,8 +1139,12 @@ impl State {
                 } else {
                     self.stats.closed_overloaded += 1;
                 }
-                if let Some(outbox) = self.outboxes.remove(&close.member) {
-                    let _ = outbox.send(Outgoing::Close(close.code, close.reason));
+                // Kept apart from the queue: it goes out after what was queued, whatever that
+                // holds. The member is out of its room: nothing more is queued for it.
+                if let Some(outbox) = self.outboxes.get_mut(&close.member) {
+                    let pending = outbox.pending.get_or_insert_with(Box::default);
+                    pending.close.get_or_insert((close.code, close.reason));
+                    outbox.wake();
                 }
             }
             // Those closed may have been what the room's senders waited for.
@@ -1280,5 +1367,44 @@ mod presence {
             assert_eq!(value["member"]["name"], "a\"b");
             assert_eq!(value["member"]["id"], 3);
         }
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    use super::*;
+
+    /// What a room member's task holds for its whole life: the member's future, as large as
+    /// its largest state (writing and draining are boxed, at their own sizes, while they run).
+    /// Run with `--nocapture` to print them.
+    #[tokio::test]
+    async fn member_future_sizes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = WebSocket::from_raw(
+            tcp,
+            sockeye::Role::Server,
+            &sockeye::WebSocketConfig::default(),
+            bytes::BytesMut::new(),
+        );
+        let relay = Relay::builder().shutdown(&Shutdown::new()).build();
+        let member = relay.join("r", None, false);
+        let mut guard = Some(Shutdown::new().register());
+        let write = size_of_val(&relay.write(&mut ws, member, None, guard.as_mut()));
+        let drain = size_of_val(&relay.drain(&mut ws, member, guard.as_mut()));
+        let websocket = size_of::<WebSocket<tokio::net::TcpStream>>();
+        let serve = size_of_val(&relay.serve(ws, "r"));
+        println!(
+            "member future {serve} (the WebSocket {websocket}); boxed while they run: write {write}, drain {drain}; outbox {}, guard {}, held {}",
+            size_of::<Outbox>(),
+            size_of::<DrainGuard>(),
+            size_of::<Option<Box<Held>>>(),
+        );
+
+        // The WebSocket once, and little more: not a second copy of it, nor the write's or
+        // the drain's state.
+        assert!(serve < websocket + 400, "member future {serve} bytes");
     }
 }

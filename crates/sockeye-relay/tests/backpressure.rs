@@ -2,68 +2,17 @@
 //! members closes nobody and delivers everything in order; a member that stops reading is
 //! still closed with 1008 once it has held its room back past its bound.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use sockeye::{ClientBuilder, CloseCode, Message, ServerBuilder, WebSocket};
+use sockeye::{CloseCode, Message, WebSocket};
 use sockeye_relay::{Backplane, Inbound, Overloaded, QueueLimits, Relay};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
-use sockeye_test_support as support;
+use sockeye_test_support::{self as support, number, numbered};
 
-/// Accepts every connection into `relay`'s room `x`.
-async fn serve(relay: &Relay) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let relay = relay.clone();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let relay = relay.clone();
-            tokio::spawn(async move {
-                let ws = ServerBuilder::new().accept(tcp).await.unwrap();
-                let _ = relay.serve(ws, "x").await;
-            });
-        }
-    });
-    addr
-}
-
-/// A member, its socket's receive buffer `rcvbuf` bytes when given (small: the peer's writes
-/// wait for it).
-async fn member(addr: SocketAddr, rcvbuf: Option<u32>) -> WebSocket<TcpStream> {
-    let socket = TcpSocket::new_v4().unwrap();
-    if let Some(size) = rcvbuf {
-        socket.set_recv_buffer_size(size).unwrap();
-    }
-    let tcp = socket.connect(addr).await.unwrap();
-    ClientBuilder::new(format!("ws://{addr}/"))
-        .connect_on(tcp)
-        .await
-        .unwrap()
-        .0
-}
-
-async fn until_members(relay: &Relay, members: usize) {
-    while relay.members("x") != members {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Message `i` of `size` bytes: its number first.
-fn numbered(i: u32, size: usize) -> Message {
-    let mut payload = vec![0_u8; size];
-    payload[..4].copy_from_slice(&i.to_be_bytes());
-    Message::binary(payload)
-}
-
-fn number(message: &Message) -> u32 {
-    let Message::Binary(payload) = message else {
-        panic!("expected a binary message, got {message:?}");
-    };
-    u32::from_be_bytes(payload[..4].try_into().unwrap())
-}
+mod rooms;
+use rooms::{member_x, serve_x, until_members};
 
 /// Sends `count` numbered messages at once (queued, then one flush), as a burst.
 fn burst(mut sender: WebSocket<TcpStream>, count: u32, size: usize) -> tokio::task::JoinHandle<()> {
@@ -95,13 +44,13 @@ fn reader(
 async fn a_burst_of_2000_to_200_reading_members_closes_nobody() {
     support::bounded(async {
         let relay = Relay::new();
-        let addr = serve(&relay).await;
+        let addr = serve_x(&relay, None).await;
         let mut readers = Vec::new();
         for _ in 0..200 {
-            readers.push(reader(member(addr, None).await, 2000));
+            readers.push(reader(member_x(addr, None).await, 2000));
         }
-        let sender = member(addr, None).await;
-        until_members(&relay, 201).await;
+        let sender = member_x(addr, None).await;
+        until_members(&relay, "x", 201).await;
         let started = Instant::now();
         let _sender = burst(sender, 2000, 64);
         let mut done = Vec::new();
@@ -128,17 +77,17 @@ async fn a_member_that_stops_reading_is_closed_with_1008_within_its_bound() {
         let relay = Relay::builder()
             .queue_limits(QueueLimits::new(64, 4 << 20).max_stall(stall))
             .build();
-        let addr = serve(&relay).await;
+        let addr = serve_x(&relay, None).await;
         let count = 2000;
         let size = 4 << 10;
         let mut readers = Vec::new();
         for _ in 0..20 {
-            readers.push(reader(member(addr, None).await, count));
+            readers.push(reader(member_x(addr, None).await, count));
         }
         // Reads nothing until it is closed: its socket buffers fill, then its queue.
-        let mut stalled = member(addr, Some(4096)).await;
-        let sender = member(addr, None).await;
-        until_members(&relay, 22).await;
+        let mut stalled = member_x(addr, Some(4096)).await;
+        let sender = member_x(addr, None).await;
+        until_members(&relay, "x", 22).await;
         let started = Instant::now();
         let _sender = burst(sender, count, size);
         let mut done = Vec::new();
@@ -198,9 +147,9 @@ async fn a_backplane_can_wait_while_the_members_here_hold_the_room_back() {
             .backplane(Capture(Arc::clone(&inbound)))
             .build();
         let inbound = inbound.get().unwrap().clone();
-        let addr = serve(&relay).await;
-        let slow = member(addr, Some(4096)).await;
-        until_members(&relay, 1).await;
+        let addr = serve_x(&relay, None).await;
+        let slow = member_x(addr, Some(4096)).await;
+        until_members(&relay, "x", 1).await;
         // Messages from another node, as fast as `ready` lets them in, to a member not reading.
         let mut sent = 0;
         while tokio::time::timeout(Duration::from_millis(200), inbound.ready("x"))

@@ -5,85 +5,22 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sockeye::{ClientBuilder, CloseCode, Message, ServerBuilder, Shutdown, WebSocket};
+use sockeye::{CloseCode, Message, Shutdown, WebSocket};
 use sockeye_relay::{QueueLimits, Relay};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use sockeye_test_support as support;
+use sockeye_test_support::{self as support, Texts, numbered, read_numbered};
+
+mod rooms;
+use rooms::{member_x, serve_x, until_members};
 
 const SIZE: usize = 16 << 10;
 
-/// Accepts every connection into `relay`'s room `x`, with a builder that does not watch the
-/// shutdown (the relay drains its members). With `stop`, members are served with
-/// `serve_until` and drain when it turns true.
-async fn serve(relay: &Relay, stop: Option<watch::Receiver<bool>>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let relay = relay.clone();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let (relay, stop) = (relay.clone(), stop.clone());
-            tokio::spawn(async move {
-                let ws = ServerBuilder::new().accept(tcp).await.unwrap();
-                match stop {
-                    Some(mut stop) => {
-                        let stop = async move {
-                            let _ = stop.wait_for(|stop| *stop).await;
-                        };
-                        let _ = relay.serve_until(ws, "x", stop).await;
-                    }
-                    None => {
-                        let _ = relay.serve(ws, "x").await;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// A member whose socket's receive buffer is `rcvbuf` bytes when given.
-async fn member(addr: SocketAddr, rcvbuf: Option<u32>) -> WebSocket<TcpStream> {
-    let socket = TcpSocket::new_v4().unwrap();
-    if let Some(size) = rcvbuf {
-        socket.set_recv_buffer_size(size).unwrap();
-    }
-    let tcp = socket.connect(addr).await.unwrap();
-    ClientBuilder::new(format!("ws://{addr}/"))
-        .connect_on(tcp)
-        .await
-        .unwrap()
-        .0
-}
-
-async fn until_members(relay: &Relay, members: usize) {
-    while relay.members("x") != members {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// A slow member: reads one message every millisecond or so, each the next number; returns
 /// how many it got and the close code.
-fn slow_reader(mut ws: WebSocket<TcpStream>) -> tokio::task::JoinHandle<(u32, Option<CloseCode>)> {
-    tokio::spawn(async move {
-        let mut received = 0_u32;
-        let mut code = None;
-        while let Some(Ok(message)) = ws.next().await {
-            match message {
-                Message::Binary(payload) => {
-                    let n = u32::from_be_bytes(payload[..4].try_into().unwrap());
-                    assert_eq!(n, received, "in order, none missing");
-                    received += 1;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Message::Close(frame) => code = frame.map(|f| f.code),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        (received, code)
-    })
+fn slow_reader(ws: WebSocket<TcpStream>) -> tokio::task::JoinHandle<(u32, Option<CloseCode>)> {
+    read_numbered(ws, Duration::from_millis(1), Texts::Refuse)
 }
 
 /// 6 slow members with small receive buffers, 720 messages of 16 KiB (more than the kernel buffers hold) published by a seventh
@@ -95,16 +32,14 @@ async fn slow_members_get_everything(
 ) -> Vec<(u32, Option<CloseCode>)> {
     let mut readers = Vec::new();
     for _ in 0..6 {
-        readers.push(slow_reader(member(addr, Some(4096)).await));
+        readers.push(slow_reader(member_x(addr, Some(4096)).await));
     }
-    let mut sender = member(addr, None).await;
-    until_members(relay, 7).await;
+    let mut sender = member_x(addr, None).await;
+    until_members(relay, "x", 7).await;
     let count = 720_u32;
     let sending = tokio::spawn(async move {
         for i in 0..count {
-            let mut payload = vec![0_u8; SIZE];
-            payload[..4].copy_from_slice(&i.to_be_bytes());
-            sender.send(Message::binary(payload)).await.unwrap();
+            sender.send(numbered(i, SIZE)).await.unwrap();
         }
         // Reads until the server closes.
         while let Some(Ok(_)) = sender.next().await {}
@@ -131,7 +66,7 @@ async fn slow_members_get_every_message_published_before_the_shutdown() {
             .queue_limits(QueueLimits::new(1024, 32 << 20))
             .shutdown(&shutdown)
             .build();
-        let addr = serve(&relay, None).await;
+        let addr = serve_x(&relay, None).await;
         let results = slow_members_get_everything(&relay, addr, || shutdown.trigger()).await;
         for (received, code) in results {
             assert_eq!(received, 720, "every message published before the signal");
@@ -144,7 +79,7 @@ async fn slow_members_get_every_message_published_before_the_shutdown() {
         assert_eq!(relay.stats().closed_slow, 0);
         assert_eq!(relay.stats().dropped_at_shutdown, 0);
         // Newcomers after the signal get the 1001 at once.
-        let mut late = member(addr, None).await;
+        let mut late = member_x(addr, None).await;
         match late.next().await {
             Some(Ok(Message::Close(Some(frame)))) => {
                 assert_eq!(frame.code, CloseCode::GOING_AWAY);
@@ -162,7 +97,7 @@ async fn serve_until_drains_the_member_before_its_1001() {
             .queue_limits(QueueLimits::new(1024, 32 << 20))
             .build();
         let (stop, stopped) = watch::channel(false);
-        let addr = serve(&relay, Some(stopped)).await;
+        let addr = serve_x(&relay, Some(stopped)).await;
         let results = slow_members_get_everything(&relay, addr, || {
             stop.send(true).unwrap();
         })
@@ -184,18 +119,16 @@ async fn a_member_that_does_not_read_is_cut_at_the_grace_period_and_counted() {
             .queue_limits(QueueLimits::new(1024, 64 << 20))
             .shutdown(&shutdown)
             .build();
-        let addr = serve(&relay, None).await;
-        let stalled = member(addr, Some(4096)).await;
-        let reader = slow_reader(member(addr, None).await);
-        until_members(&relay, 2).await;
+        let addr = serve_x(&relay, None).await;
+        let stalled = member_x(addr, Some(4096)).await;
+        let reader = slow_reader(member_x(addr, None).await);
+        until_members(&relay, "x", 2).await;
         let count = 200_u32;
         for i in 0..count {
-            let mut payload = vec![0_u8; 16 << 10];
-            payload[..4].copy_from_slice(&i.to_be_bytes());
             relay
                 .publish(
                     "x",
-                    sockeye::PreparedMessage::new(Message::binary(payload)).unwrap(),
+                    sockeye::PreparedMessage::new(numbered(i, 16 << 10)).unwrap(),
                 )
                 .unwrap();
         }

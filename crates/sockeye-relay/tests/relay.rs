@@ -12,6 +12,9 @@ use tokio::net::TcpListener;
 use sockeye_test_support as support;
 use support::redis_server;
 
+mod rooms;
+use rooms::{json, until_members};
+
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/axum_rooms.rs"]
 mod example;
@@ -22,13 +25,6 @@ async fn serve_example(relay: Relay) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, example::app(relay)).await });
     addr
-}
-
-/// Waits until `room` has `members` members in `relay`'s process.
-async fn until_members(relay: &Relay, room: &str, members: usize) {
-    while relay.members(room) != members {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 async fn member(url: &str, deflate: bool) -> sockeye::WebSocket<sockeye::MaybeTlsStream> {
@@ -332,13 +328,6 @@ async fn an_unreachable_redis_is_reported_without_the_password() {
 }
 
 /// The next text message of `ws`, as JSON.
-async fn json(ws: &mut sockeye::WebSocket<sockeye::MaybeTlsStream>) -> serde_json::Value {
-    match ws.next().await.unwrap().unwrap() {
-        Message::Text(text) => serde_json::from_str(&text).unwrap(),
-        other => panic!("expected text, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn named_members_are_listed_and_told_of_joins_and_leaves() {
     support::bounded(async {

@@ -1,9 +1,19 @@
-//! An echo server that reports how each of its handshakes ended.
+//! An echo server that reports how each of its handshakes ended, and the echo loop itself.
 
 use std::net::SocketAddr;
 
-use sockeye::{Error, ServerBuilder};
+use sockeye::{Error, ServerBuilder, WebSocket};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+
+/// Sends every data message of `ws` back, until it ends, fails, or a send fails.
+pub async fn echo<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocket<S>) {
+    while let Some(Ok(message)) = ws.next().await {
+        if message.is_data() && ws.send(message).await.is_err() {
+            break;
+        }
+    }
+}
 
 /// An echo server on 127.0.0.1 that accepts with `builder` (TLS when it has it), echoes data
 /// messages, and sends the outcome of every handshake down the channel.
@@ -23,11 +33,7 @@ pub async fn echo_server(
                 match builder.accept_tcp(tcp).await {
                     Ok(mut ws) => {
                         let _ = tx.send(Ok(()));
-                        while let Some(Ok(message)) = ws.next().await {
-                            if message.is_data() && ws.send(message).await.is_err() {
-                                break;
-                            }
-                        }
+                        echo(&mut ws).await;
                     }
                     Err(e) => {
                         let _ = tx.send(Err(e));

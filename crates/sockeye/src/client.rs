@@ -481,6 +481,7 @@ impl ClientBuilder {
                     status,
                     headers: *headers,
                     body,
+                    version: http::Version::HTTP_11,
                 }))
             }
             Err(e) => Err(e.into()),

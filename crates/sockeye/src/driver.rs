@@ -195,6 +195,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, Error>>> {
+        // The common case first: the next of the messages one read brought, taken straight
+        // from the core (no event queued and taken again). It is what the loop of
+        // `poll_next_incoming` would do first: hand the core the rest of the read buffer.
+        if self.input_pending && self.backlog() <= self.high_water {
+            if let Some(watch) = self.watch.as_deref_mut() {
+                watch.check_triggered();
+            }
+            if let Some(message) = self
+                .conn
+                .handle_bytes_message(&mut self.read_buf, self.read_at)
+            {
+                self.input_pending = !self.read_buf.is_empty();
+                return Poll::Ready(Some(Ok(message)));
+            }
+        }
         Poll::Ready(match ready!(self.poll_next_incoming(cx)) {
             Some(Ok(Incoming::Message(message))) => Some(Ok(message)),
             Some(Ok(Incoming::Frame(frame))) => {
@@ -215,9 +230,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if let Some(frame) = self.stashed.take() {
             return Poll::Ready(Some(Ok(Incoming::Frame(frame))));
         }
+        // The shutdown's trigger is looked at on every call, but the task registered to be woken
+        // by it only before it waits: registering takes a lock, once per message otherwise.
         if let Some(watch) = self.watch.as_deref_mut() {
-            watch.poll_triggered(cx);
+            watch.check_triggered();
         }
+        loop {
+            let poll = self.poll_next_inner(cx);
+            if poll.is_pending()
+                && let Some(watch) = self.watch.as_deref_mut()
+                && !watch.draining()
+                && watch.poll_triggered(cx)
+            {
+                // Triggered since it was looked at: go round again, draining.
+                continue;
+            }
+            return poll;
+        }
+    }
+
+    fn poll_next_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Incoming, Error>>> {
         loop {
             if let Some(incoming) = self.take_event() {
                 return Poll::Ready(Some(Ok(incoming)));
@@ -485,6 +517,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Releases the buffers of a connection that has nothing buffered.
     fn release_idle(&mut self) {
         self.idle_timer = None;
+        if let Some(watch) = self.watch.as_deref_mut() {
+            watch.release_idle();
+        }
         self.read_buf = BytesMut::new();
         if self.out.is_empty() && self.out.capacity() > 0 {
             self.out = VecDeque::new();
@@ -614,15 +649,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if !self.conn.is_open() {
             return Poll::Ready(Err(Self::already_closed()));
         }
+        let backlogged = self.backlog() > self.high_water;
+        // The trigger is looked at on every call; the task registered to be woken by it (a lock)
+        // only when it may wait, as in `poll_next_incoming`.
         if let Some(watch) = self.watch.as_deref_mut()
-            && watch.poll_triggered(cx)
+            && (if backlogged {
+                watch.poll_triggered(cx)
+            } else {
+                watch.check_triggered()
+            })
         {
             // A task that only sends still drives the drain (and its deadline).
             let _ = self.poll_output(cx);
             self.poll_drain(cx);
             return Poll::Ready(Err(Self::already_closed()));
         }
-        if self.backlog() > self.high_water {
+        if backlogged {
             // A sender that never reads still drives keepalive and the close timeout: the timer
             // is armed before waiting here, and run by every flush (`poll_flush`).
             while self.poll_timer(cx) {}
@@ -756,6 +798,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
 /// Queues `message` in the core (a Close starts the close handshake); a message the protocol
 /// refuses is a misuse, and one sent after the close began is `AlreadyClosed`.
+#[inline]
 pub(crate) fn queue(conn: &mut Connection, message: Message) -> Result<(), Error> {
     let result = match message {
         Message::Close(frame) => conn.close(now(), frame),

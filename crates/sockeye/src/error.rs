@@ -87,6 +87,9 @@ pub enum Kind {
         headers: HeaderMap,
         /// The start of the response body, as far as it had arrived.
         body: Bytes,
+        /// The HTTP version of the response: HTTP/2 for an extended CONNECT (RFC 8441),
+        /// HTTP/1.1 for an upgrade request.
+        version: http::Version,
     },
     /// The connection ended other than by a clean close handshake.
     Closed {

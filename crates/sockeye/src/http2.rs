@@ -216,6 +216,7 @@ impl Http2Connection {
                     status,
                     headers: *headers,
                     body: body.freeze(),
+                    version: http::Version::HTTP_2,
                 }));
             }
             Err(e) => return Err(e.into()),

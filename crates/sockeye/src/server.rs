@@ -495,6 +495,7 @@ pub(crate) fn refused(refusal: Refusal) -> Error {
                 status: parts.status,
                 headers: parts.headers,
                 body: body.into(),
+                version: parts.version,
             })
         }
     }

@@ -101,6 +101,17 @@ struct Slot {
     waker: Mutex<Option<Waker>>,
 }
 
+impl Slot {
+    /// Leaves the waker of `cx` for the trigger (unless the one left already wakes that task).
+    fn register(&self, cx: &Context<'_>) {
+        let mut waker = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *waker = Some(cx.waker().clone()),
+        }
+    }
+}
+
 /// What a shutdown did: connections drained or cut, and what the cut ones had not sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -363,17 +374,7 @@ pub struct DrainGuard {
 impl DrainGuard {
     /// Whether the shutdown was triggered; if not, the task of `cx` is woken when it is.
     pub fn poll_triggered(&self, cx: &Context<'_>) -> bool {
-        {
-            let mut waker = self
-                .slot
-                .waker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match &*waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => *waker = Some(cx.waker().clone()),
-            }
-        }
+        self.slot.register(cx);
         // Checked after registering: a trigger in between wakes the waker just left.
         self.is_triggered()
     }
@@ -463,19 +464,20 @@ impl Watch {
         if self.refused {
             return true;
         }
-        {
-            let mut waker = self
-                .slot
-                .waker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match &*waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => *waker = Some(cx.waker().clone()),
-            }
-        }
+        self.slot.register(cx);
         // Checked after registering: a trigger in between wakes the waker just left.
         if self.inner.triggered.load(Ordering::Acquire) {
+            self.refused = true;
+        }
+        self.refused
+    }
+
+    /// Whether the drain has started, looking at the trigger without registering the task: the
+    /// cheap check a driver makes on every call, registering (`poll_triggered`) only before
+    /// it waits.
+    #[inline]
+    pub(crate) fn check_triggered(&mut self) -> bool {
+        if !self.refused && self.inner.triggered.load(Ordering::Acquire) {
             self.refused = true;
         }
         self.refused
@@ -513,8 +515,12 @@ impl Watch {
         while self.first_end.is_some_and(|end| end <= self.written) {
             self.first_end = self.more_ends.pop_front();
         }
+    }
+
+    /// The connection went idle: it keeps nothing for the message ends of its last burst
+    /// (kept while it is busy, so that each burst does not allocate them again).
+    pub(crate) fn release_idle(&mut self) {
         if self.more_ends.is_empty() && self.more_ends.capacity() > 0 {
-            // After a burst, an idle connection keeps nothing for this.
             self.more_ends = VecDeque::new();
         }
     }

@@ -94,8 +94,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// [`Error::is_misuse`] for a message the protocol does not allow (a Ping over 125 bytes, a
     /// bad close code), an error for a connection that is closed or whose transport failed.
     pub async fn send(&mut self, message: impl Into<Message>) -> Result<(), Error> {
-        self.feed(message).await?;
-        poll_fn(|cx| self.driver.poll_flush_deferred(cx)).await
+        // `feed` and the flush as one future: one state machine per message rather than two
+        // nested, and the message held once.
+        let mut message = Some(message.into());
+        poll_fn(|cx| {
+            if message.is_some() {
+                std::task::ready!(self.driver.poll_ready(cx))?;
+                if let Some(message) = message.take() {
+                    self.driver.start_send(message)?;
+                }
+            }
+            self.driver.poll_flush_deferred(cx)
+        })
+        .await
     }
 
     /// Queues a message without flushing, waiting only while the backlog is over the high-water

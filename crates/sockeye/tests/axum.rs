@@ -16,11 +16,7 @@ use sockeye::{ClientBuilder, DeflateConfig, Message, OriginPolicy, ServerBuilder
 use sockeye_test_support::{self as support, listen};
 
 async fn echo(mut ws: WebSocket<Upgraded>) {
-    while let Some(Ok(message)) = ws.next().await {
-        if message.is_data() && ws.send(message).await.is_err() {
-            break;
-        }
-    }
+    support::echo(&mut ws).await;
 }
 
 async fn with_settings(State(server): State<ServerBuilder>, upgrade: WebSocketUpgrade) -> Response {

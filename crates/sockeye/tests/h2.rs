@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use h2::client::SendRequest;
 use h2_client::{Client, extended_connect, h2_connect};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -63,11 +64,7 @@ fn handle(server: &ServerBuilder, mut request: Request<Incoming>) -> Response<Fu
                     // Never read: hold the WebSocket until the client goes away.
                     std::future::pending::<()>().await;
                 }
-                while let Some(Ok(message)) = ws.next().await {
-                    if message.is_data() && ws.send(message).await.is_err() {
-                        break;
-                    }
-                }
+                support::echo(&mut ws).await;
             });
             response
         }
@@ -81,11 +78,57 @@ fn chat_deflate_server() -> ServerBuilder {
         .deflate(DeflateConfig::new())
 }
 
+/// An h2 client connection to a fresh [`h2_server`] with `server`: the server's address, the
+/// client's sender, and the task driving the connection.
+async fn h2_session(server: ServerBuilder) -> (SocketAddr, SendRequest<Bytes>, Driver) {
+    let addr = h2_server(server).await;
+    let (sender, driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
+    (addr, sender, driver)
+}
+
+type Driver = tokio::task::JoinHandle<Result<(), h2::Error>>;
+
+/// An HTTP/2 server without the extended CONNECT on `io`: `page` for every request.
+async fn serve_pages_only<T>(io: T, page: &'static str)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |_request: Request<Incoming>| {
+        std::future::ready(Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(
+            page,
+        ))))
+    });
+    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
+/// A certificate authority named `ca_name`, and a TLS acceptor for `localhost` with a
+/// certificate it signed, offering `alpn`.
+fn tls_acceptor(ca_name: &str, alpn: &[&str]) -> (support::Ca, sockeye::TlsAcceptor) {
+    let ca = support::Ca::new(ca_name);
+    let leaf = ca.server(&["localhost"]);
+    let tls = sockeye::TlsAcceptor::builder(leaf.chain_pem.as_bytes(), leaf.key_pem.as_bytes())
+        .unwrap()
+        .alpn_protocols(alpn.iter().copied())
+        .build()
+        .unwrap();
+    (ca, tls)
+}
+
+/// A client for `wss://localhost:{port}{path}` that trusts `ca`.
+fn tls_client_at(port: u16, path: &str, ca: &support::Ca) -> sockeye::ClientBuilder {
+    sockeye::ClientBuilder::new(format!("wss://localhost:{port}{path}")).tls(
+        sockeye::TlsConfig::new()
+            .add_root_pem(ca.pem().as_bytes())
+            .unwrap(),
+    )
+}
+
 #[tokio::test]
 async fn echo_over_an_extended_connect() {
     bounded(async {
-        let addr = h2_server(chat_deflate_server()).await;
-        let (sender, _driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
+        let (addr, sender, _driver) = h2_session(chat_deflate_server()).await;
         let mut request = extended_connect(&format!("http://{addr}/ws"));
         let headers = request.headers_mut();
         headers.insert(
@@ -133,13 +176,11 @@ async fn echo_over_an_extended_connect() {
 #[tokio::test]
 async fn many_websockets_share_one_connection() {
     bounded(async {
-        let addr = h2_server(ServerBuilder::new()).await;
-        let (sender, _driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
+        let (addr, sender, _driver) = h2_session(ServerBuilder::new()).await;
         let mut clients = Vec::new();
         for _ in 0..10 {
             let (head, client) =
-                Client::open(&sender, extended_connect(&format!("http://{addr}/ws"))).await;
-            assert_eq!(head.status(), StatusCode::OK);
+                Client::accepted(&sender, extended_connect(&format!("http://{addr}/ws"))).await;
             // Neither subprotocol nor extension offered: none selected.
             assert!(head.headers().get(header::SEC_WEBSOCKET_PROTOCOL).is_none());
             assert!(
@@ -147,7 +188,7 @@ async fn many_websockets_share_one_connection() {
                     .get(header::SEC_WEBSOCKET_EXTENSIONS)
                     .is_none()
             );
-            clients.push(client.unwrap());
+            clients.push(client);
         }
         for (i, client) in clients.iter_mut().enumerate() {
             client.send(Message::text(format!("stream {i}"))).await;
@@ -165,8 +206,7 @@ async fn many_websockets_share_one_connection() {
 #[tokio::test]
 async fn refusals_over_h2() {
     bounded(async {
-        let addr = h2_server(ServerBuilder::new()).await;
-        let (sender, _driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
+        let (addr, sender, _driver) = h2_session(ServerBuilder::new()).await;
 
         // The default Origin policy: browsers only from the server's own host.
         let mut request = extended_connect(&format!("http://{addr}/ws"));
@@ -194,10 +234,8 @@ async fn refusals_over_h2() {
         assert_eq!(head.headers()[header::SEC_WEBSOCKET_VERSION], "13");
 
         // The connection still serves WebSockets after the refusals.
-        let (head, client) =
-            Client::open(&sender, extended_connect(&format!("http://{addr}/ws"))).await;
-        assert_eq!(head.status(), StatusCode::OK);
-        let mut client = client.unwrap();
+        let (_, mut client) =
+            Client::accepted(&sender, extended_connect(&format!("http://{addr}/ws"))).await;
         client.send(Message::text("still here")).await;
         assert_eq!(client.message().await, Message::text("still here"));
         client.close().await;
@@ -208,13 +246,10 @@ async fn refusals_over_h2() {
 #[tokio::test]
 async fn a_stalled_websocket_does_not_stall_its_connection() {
     bounded(async {
-        let addr = h2_server(ServerBuilder::new()).await;
-        let (sender, _driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
+        let (addr, sender, _driver) = h2_session(ServerBuilder::new()).await;
         // The server never reads this one: the client's sending stops at the stream's window.
-        let (head, stalled) =
-            Client::open(&sender, extended_connect(&format!("http://{addr}/stall"))).await;
-        assert_eq!(head.status(), StatusCode::OK);
-        let mut stalled = stalled.unwrap();
+        let (_, mut stalled) =
+            Client::accepted(&sender, extended_connect(&format!("http://{addr}/stall"))).await;
         let stuck = tokio::spawn(async move {
             for _ in 0..8 {
                 stalled.send(Message::binary(vec![7u8; 512 << 10])).await;
@@ -223,10 +258,8 @@ async fn a_stalled_websocket_does_not_stall_its_connection() {
         // Each message on the other stream is larger than a stream window; together they are
         // far more than the connection's window, so they pass only if the stalled stream does
         // not hold the connection's window.
-        let (head, client) =
-            Client::open(&sender, extended_connect(&format!("http://{addr}/ws"))).await;
-        assert_eq!(head.status(), StatusCode::OK);
-        let mut client = client.unwrap();
+        let (_, mut client) =
+            Client::accepted(&sender, extended_connect(&format!("http://{addr}/ws"))).await;
         for i in 0..12u8 {
             let message = Message::binary(vec![i; 600 << 10]);
             client.send(message.clone()).await;
@@ -245,8 +278,7 @@ async fn a_stalled_websocket_does_not_stall_its_connection() {
 #[tokio::test]
 async fn rapid_reset_closes_the_connection() {
     bounded(async {
-        let addr = h2_server(ServerBuilder::new()).await;
-        let (sender, driver) = h2_connect(TcpStream::connect(addr).await.unwrap()).await;
+        let (addr, sender, driver) = h2_session(ServerBuilder::new()).await;
         let mut sender = sender.ready().await.unwrap();
         // Open streams and reset them at once, far more than the server lets pass.
         for _ in 0..(sockeye::hyper::H2_MAX_PENDING_ACCEPT_RESET_STREAMS * 20) {
@@ -328,6 +360,16 @@ async fn the_client_opens_websockets_as_streams() {
             .await
             .unwrap_err();
         assert_eq!(error.status(), Some(StatusCode::NOT_FOUND), "{error}");
+        assert!(
+            matches!(
+                error.kind(),
+                sockeye::Kind::Refused {
+                    version: http::Version::HTTP_2,
+                    ..
+                }
+            ),
+            "{error}"
+        );
         for mut ws in sockets {
             ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
             assert!(ws.next().await.is_none());
@@ -344,15 +386,7 @@ async fn the_client_says_when_http2_is_unavailable() {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let service = service_fn(|_request: Request<Incoming>| {
-                    std::future::ready(Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(
-                        "no websockets here\n",
-                    ))))
-                });
-                tokio::spawn(
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), service),
-                );
+                tokio::spawn(serve_pages_only(tcp, "no websockets here\n"));
             }
         });
         let error = sockeye::ClientBuilder::new(format!("ws://{addr}/ws"))
@@ -412,13 +446,7 @@ async fn the_client_against_nodes_http2_server() {
 #[tokio::test]
 async fn one_tls_port_serves_both_versions() {
     bounded(async {
-        let ca = support::Ca::new("h2 test ca");
-        let leaf = ca.server(&["localhost"]);
-        let tls = sockeye::TlsAcceptor::builder(leaf.chain_pem.as_bytes(), leaf.key_pem.as_bytes())
-            .unwrap()
-            .alpn_protocols(["h2", "http/1.1"])
-            .build()
-            .unwrap();
+        let (ca, tls) = tls_acceptor("h2 test ca", &["h2", "http/1.1"]);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = ServerBuilder::new().protocols(["chat"]);
@@ -437,26 +465,14 @@ async fn one_tls_port_serves_both_versions() {
                             let version =
                                 format!("{:?} {}", request.version(), request.uri().path());
                             ws.send(Message::text(version)).await.unwrap();
-                            while let Some(Ok(message)) = ws.next().await {
-                                if message.is_data() && ws.send(message).await.is_err() {
-                                    break;
-                                }
-                            }
+                            support::echo(&mut ws).await;
                         },
                     )
                     .await;
                 });
             }
         });
-        let client = |path: &str| {
-            sockeye::ClientBuilder::new(format!("wss://localhost:{port}{path}"))
-                .protocol("chat")
-                .tls(
-                    sockeye::TlsConfig::new()
-                        .add_root_pem(ca.pem().as_bytes())
-                        .unwrap(),
-                )
-        };
+        let client = |path: &str| tls_client_at(port, path, &ca).protocol("chat");
 
         let (mut ws, response) = client("/two").connect_http2().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -501,13 +517,7 @@ type Seen = Arc<Mutex<Vec<Option<Vec<u8>>>>>;
 /// HTTP/2 server that does not enable the extended CONNECT; HTTP/1.1 ones by
 /// `serve_connection`. Each WebSocket is told the HTTP version of its request, then echoed.
 async fn tls_server(alpn: &[&str], websockets_over_h2: bool) -> (u16, support::Ca, Seen) {
-    let ca = support::Ca::new("h2 client test ca");
-    let leaf = ca.server(&["localhost"]);
-    let tls = sockeye::TlsAcceptor::builder(leaf.chain_pem.as_bytes(), leaf.key_pem.as_bytes())
-        .unwrap()
-        .alpn_protocols(alpn.iter().copied())
-        .build()
-        .unwrap();
+    let (ca, tls) = tls_acceptor("h2 client test ca", alpn);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Seen::default();
@@ -523,16 +533,7 @@ async fn tls_server(alpn: &[&str], websockets_over_h2: bool) -> (u16, support::C
                 let alpn = stream.alpn_protocol().map(<[u8]>::to_vec);
                 record.lock().unwrap().push(alpn.clone());
                 if alpn.as_deref() == Some(b"h2") && !websockets_over_h2 {
-                    let service = service_fn(|_request: Request<Incoming>| {
-                        std::future::ready(Ok::<_, Infallible>(Response::new(Full::<Bytes>::from(
-                            "pages only\n",
-                        ))))
-                    });
-                    let _ = hyper::server::conn::http2::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                    serve_pages_only(stream, "pages only\n").await;
                     return;
                 }
                 let _ = sockeye::hyper::serve_connection(
@@ -543,11 +544,7 @@ async fn tls_server(alpn: &[&str], websockets_over_h2: bool) -> (u16, support::C
                         if ws.send(Message::text(version)).await.is_err() {
                             return;
                         }
-                        while let Some(Ok(message)) = ws.next().await {
-                            if message.is_data() && ws.send(message).await.is_err() {
-                                break;
-                            }
-                        }
+                        support::echo(&mut ws).await;
                     },
                 )
                 .await;
@@ -558,11 +555,7 @@ async fn tls_server(alpn: &[&str], websockets_over_h2: bool) -> (u16, support::C
 }
 
 fn tls_client(port: u16, ca: &support::Ca) -> sockeye::ClientBuilder {
-    sockeye::ClientBuilder::new(format!("wss://localhost:{port}/ws")).tls(
-        sockeye::TlsConfig::new()
-            .add_root_pem(ca.pem().as_bytes())
-            .unwrap(),
-    )
+    tls_client_at(port, "/ws", ca)
 }
 
 /// A message out and back, and the version the server saw, then the close handshake.
@@ -675,21 +668,7 @@ async fn connect_falls_back_when_alpn_chooses_http11() {
 async fn plain_ws_stays_on_http11_unless_asked() {
     bounded(async {
         // An HTTP/1.1-only server: the default client never sends it an HTTP/2 preface.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    if let Ok(mut ws) = ServerBuilder::new().accept_tcp(tcp).await {
-                        while let Some(Ok(message)) = ws.next().await {
-                            if message.is_data() && ws.send(message).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                });
-            }
-        });
+        let (addr, _accepted) = support::echo_server(ServerBuilder::new()).await;
         let url = format!("ws://{addr}/");
         let (mut ws, response) = sockeye::connect(&url).await.unwrap();
         assert_eq!(response.version(), http::Version::HTTP_11);
@@ -788,6 +767,28 @@ fn memory_server() -> (
     (client, rx)
 }
 
+/// Our client's HTTP/2 connection over `io` and a WebSocket on it at `ws://localhost/ws`, with
+/// the server's response.
+async fn in_memory_websocket(
+    io: tokio::io::DuplexStream,
+) -> (
+    sockeye::http2::Http2Connection,
+    sockeye::WebSocket<sockeye::http2::Http2Stream>,
+    Response<()>,
+) {
+    let connection = sockeye::http2::Http2Connection::open_on(
+        io,
+        &sockeye::ClientBuilder::new("ws://localhost/"),
+    )
+    .await
+    .unwrap();
+    let (ws, response) = connection
+        .websocket(sockeye::ClientBuilder::new("ws://localhost/ws"))
+        .await
+        .unwrap();
+    (connection, ws, response)
+}
+
 /// Not compressible, so that it stays larger than every window on the wire.
 fn noise(len: usize) -> Vec<u8> {
     (0..len)
@@ -799,16 +800,7 @@ fn noise(len: usize) -> Vec<u8> {
 async fn the_protocol_over_an_in_memory_h2_stream() {
     bounded(Box::pin(async {
         let (io, mut endings) = memory_server();
-        let connection = sockeye::http2::Http2Connection::open_on(
-            io,
-            &sockeye::ClientBuilder::new("ws://localhost/"),
-        )
-        .await
-        .unwrap();
-        let (mut ws, response) = connection
-            .websocket(sockeye::ClientBuilder::new("ws://localhost/ws"))
-            .await
-            .unwrap();
+        let (connection, mut ws, response) = in_memory_websocket(io).await;
         assert_eq!(response.version(), http::Version::HTTP_2);
 
         // Messages larger than the stream and connection windows (64 KiB by default), and
@@ -880,9 +872,8 @@ async fn fragments_and_stream_endings_over_an_in_memory_h2_stream() {
 
         // The core's client state machine, by hand: a text message in fragments with a Ping
         // between them, and a binary one whose fragments outgrow the windows.
-        let (head, client) = Client::open(&sender, extended_connect("http://localhost/ws")).await;
-        assert_eq!(head.status(), StatusCode::OK);
-        let mut client = client.unwrap();
+        let (_, mut client) =
+            Client::accepted(&sender, extended_connect("http://localhost/ws")).await;
         let conn = client.connection();
         conn.send_fragment(sockeye::DataKind::Text, &b"frag"[..], false)
             .unwrap();
@@ -961,16 +952,7 @@ async fn a_reset_stream_is_an_abort_for_the_client() {
                 });
             }
         });
-        let connection = sockeye::http2::Http2Connection::open_on(
-            client_io,
-            &sockeye::ClientBuilder::new("ws://localhost/"),
-        )
-        .await
-        .unwrap();
-        let (mut ws, _) = connection
-            .websocket(sockeye::ClientBuilder::new("ws://localhost/ws"))
-            .await
-            .unwrap();
+        let (_connection, mut ws, _) = in_memory_websocket(client_io).await;
         ws.send(Message::text("hello")).await.unwrap();
         let error = ws
             .next()

@@ -42,11 +42,7 @@ fn handle(server: &ServerBuilder, mut request: Request<Incoming>) -> Response<Fu
                 let Ok(mut ws) = websocket.await else {
                     return;
                 };
-                while let Some(Ok(message)) = ws.next().await {
-                    if message.is_data() && ws.send(message).await.is_err() {
-                        break;
-                    }
-                }
+                support::echo(&mut ws).await;
             });
             response
         }

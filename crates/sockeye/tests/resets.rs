@@ -61,11 +61,7 @@ async fn server() -> SocketAddr {
             let builder = builder.clone();
             tokio::spawn(async move {
                 if let Ok(mut ws) = builder.accept_tcp(tcp).await {
-                    while let Some(Ok(message)) = ws.next().await {
-                        if message.is_data() && ws.send(message).await.is_err() {
-                            break;
-                        }
-                    }
+                    sockeye_test_support::echo(&mut ws).await;
                 }
             });
         }

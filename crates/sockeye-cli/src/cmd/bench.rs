@@ -1,7 +1,10 @@
 //! `sockeye bench`: many connections echoing messages; throughput and latency percentiles.
 
+use std::collections::VecDeque;
+use std::future::Future as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -115,13 +118,18 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<u8> {
     report(&args, &url, results)
 }
 
+/// The message every connection sends. Its bytes live as long as the process (one buffer for
+/// the whole run), so that copying the message for each send is a pointer copy: a shared
+/// buffer's reference count, taken and dropped by every connection's thread for every message,
+/// was a cache line bounced between the cores.
 fn payload(size: usize, binary: bool) -> Message {
     if binary {
-        Message::Binary(Bytes::from(
-            (0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>(),
-        ))
+        let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        Message::Binary(Bytes::from_static(Box::leak(bytes.into_boxed_slice())))
     } else {
-        Message::Text(Utf8Bytes::from("x".repeat(size)))
+        Message::Text(Utf8Bytes::from_static(Box::leak(
+            "x".repeat(size).into_boxed_str(),
+        )))
     }
 }
 
@@ -180,55 +188,97 @@ async fn echoes<S: AsyncRead + AsyncWrite + Unpin>(
         result.error = Some(Failure::Run(why));
         return result;
     }
-    let mut sent: std::collections::VecDeque<Instant> =
-        std::collections::VecDeque::with_capacity(in_flight);
-    let mut next_send = Instant::now();
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            // What is still in flight is not waited for: the run is over.
-            break;
-        }
+    // The loop costs the client as little as it can, so that a fast server is measured and not
+    // the bench: sends are only queued (`feed`), and the next `next()` writes everything queued
+    // in one write before it reads; every echo already received is taken without waiting, and
+    // the clock is read once for all of them; the run's deadline is one timer for the whole run.
+    // Send times in microseconds since `epoch`: a latency is then one subtraction.
+    let mut sent: VecDeque<u64> = VecDeque::with_capacity(in_flight);
+    let epoch = Instant::now();
+    let micros = |at: Instant| at.saturating_duration_since(epoch).as_micros() as u64;
+    let mut next_send = epoch;
+    let mut now = epoch;
+    let mut now_us = 0;
+    let end = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(end);
+    while now < deadline {
         // Keep `in_flight` messages outstanding (at the paced rate) until the deadline.
         while sent.len() < in_flight && next_send <= now {
             if let Err(e) = ws.feed(payload.clone()).await {
                 result.error = Some(Failure::Run(format!("sending failed: {e}")));
                 return result;
             }
-            sent.push_back(Instant::now());
+            sent.push_back(now_us);
             if let Some(pace) = pace {
                 next_send += pace;
             }
         }
-        if let Err(e) = ws.flush().await {
-            result.error = Some(Failure::Run(format!("sending failed: {e}")));
-            return result;
-        }
-        if sent.is_empty() {
-            tokio::time::sleep_until(next_send.min(deadline).into()).await;
-            continue;
-        }
-        match tokio::time::timeout_at(deadline.into(), ws.next()).await {
-            Ok(Some(Ok(message))) if message.is_data() => {
-                if let Some(at) = sent.pop_front() {
-                    let micros = at.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-                    result.latencies_us.push(micros);
-                    totals.messages.fetch_add(1, Ordering::Relaxed);
+        // Wait for an echo, or (paced, with room in flight) for the time of the next send.
+        let pace_due = pace.is_some() && sent.len() < in_flight;
+        let item = tokio::select! {
+            biased;
+            () = &mut end => break,
+            () = tokio::time::sleep_until(next_send.into()), if pace_due || sent.is_empty() => {
+                if sent.is_empty() {
+                    // Nothing in flight: what was queued must still go out.
+                    if let Err(e) = ws.flush().await {
+                        result.error = Some(Failure::Run(format!("sending failed: {e}")));
+                        return result;
+                    }
+                }
+                now = Instant::now();
+                now_us = micros(now);
+                continue;
+            }
+            item = ws.next(), if !sent.is_empty() => item,
+        };
+        now = Instant::now();
+        now_us = micros(now);
+        let mut echoed = 0_u64;
+        let mut item = Some(item);
+        while let Some(next) = item.take() {
+            match next {
+                Some(Ok(message)) if message.is_data() => {
+                    if let Some(at) = sent.pop_front() {
+                        let latency = now_us.saturating_sub(at).min(u64::from(u32::MAX));
+                        result.latencies_us.push(latency as u32);
+                        echoed += 1;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    result.error = Some(Failure::Run(format!("the connection failed: {e}")));
+                    return result;
+                }
+                None => {
+                    result.error = Some(Failure::Run(server_closed(&ws)));
+                    return result;
                 }
             }
-            Ok(Some(Ok(_))) | Err(_) => {}
-            Ok(Some(Err(e))) => {
-                result.error = Some(Failure::Run(format!("the connection failed: {e}")));
-                return result;
-            }
-            Ok(None) => {
-                result.error = Some(Failure::Run(server_closed(&ws)));
-                return result;
+            // Only while echoes are owed: a drained connection would read once more for nothing.
+            if !sent.is_empty() {
+                item = ready_now(&mut ws).await;
             }
         }
+        totals.messages.fetch_add(echoed, Ordering::Relaxed);
     }
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(CloseCode::NORMAL, "bench done")).await;
     result
+}
+
+/// The next message if it is already here (read or decoded), without waiting for one: polls
+/// `next()` once (it is cancel-safe). On the way it writes what was queued.
+async fn ready_now<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocket<S>,
+) -> Option<Option<Result<Message, sockeye::Error>>> {
+    std::future::poll_fn(|cx| {
+        let next = std::pin::pin!(ws.next());
+        Poll::Ready(match next.poll(cx) {
+            Poll::Ready(item) => Some(item),
+            Poll::Pending => None,
+        })
+    })
+    .await
 }
 
 /// Sends one message and checks that the same comes back first: a room or a server that
@@ -289,6 +339,25 @@ fn rand_u64() -> u64 {
     hasher.finish()
 }
 
+/// The latencies at percentiles `ps` (ascending, 0 to 100; each the value of rank
+/// `round(p / 100 * (n - 1))` in sorted order), 0 when there are none. Selects each rank in
+/// the part above the previous one rather than sorting: a run can hold tens of millions.
+fn percentiles<const N: usize>(latencies: &mut [u32], ps: [f64; N]) -> [u32; N] {
+    let mut out = [0; N];
+    let Some(last) = latencies.len().checked_sub(1) else {
+        return out;
+    };
+    let mut low = 0;
+    for (value, p) in out.iter_mut().zip(ps) {
+        let rank = (((p / 100.0) * last as f64).round() as usize).clamp(low, last);
+        // Everything from `low` on is at least as large as everything before it.
+        let (_, nth, _) = latencies[low..].select_nth_unstable(rank - low);
+        *value = *nth;
+        low = rank;
+    }
+    out
+}
+
 fn report(args: &BenchArgs, url: &str, results: Vec<ConnResult>) -> anyhow::Result<u8> {
     let mut latencies: Vec<u32> = Vec::new();
     let mut reasons: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
@@ -319,16 +388,9 @@ fn report(args: &BenchArgs, url: &str, results: Vec<ConnResult>) -> anyhow::Resu
     {
         return Err(error);
     }
-    latencies.sort_unstable();
     let errors: u64 = reasons.values().sum();
     let messages = latencies.len() as u64;
-    let percentile = |p: f64| -> u32 {
-        if latencies.is_empty() {
-            return 0;
-        }
-        let rank = ((p / 100.0) * (latencies.len() - 1) as f64).round() as usize;
-        latencies[rank.min(latencies.len() - 1)]
-    };
+    let [p50, p90, p99, max] = percentiles(&mut latencies, [50.0, 90.0, 99.0, 100.0]);
     let seconds = args.duration.as_secs_f64().max(1e-3);
     let rate = messages as f64 / seconds;
     let mb_per_s = rate * args.size as f64 / 1e6;
@@ -355,10 +417,10 @@ fn report(args: &BenchArgs, url: &str, results: Vec<ConnResult>) -> anyhow::Resu
             "messages_per_sec": rate,
             "mb_per_sec": mb_per_s,
             "latency_us": {
-                "p50": percentile(50.0),
-                "p90": percentile(90.0),
-                "p99": percentile(99.0),
-                "max": latencies.last().copied().unwrap_or(0),
+                "p50": p50,
+                "p90": p90,
+                "p99": p99,
+                "max": max,
             },
         });
         println!("{value}");
@@ -375,13 +437,7 @@ fn report(args: &BenchArgs, url: &str, results: Vec<ConnResult>) -> anyhow::Resu
             None => println!("http: {http}"),
         }
         println!("throughput: {rate:.0} messages/s, {mb_per_s:.2} MB/s");
-        println!(
-            "latency: p50 {} us, p90 {} us, p99 {} us, max {} us",
-            percentile(50.0),
-            percentile(90.0),
-            percentile(99.0),
-            latencies.last().copied().unwrap_or(0)
-        );
+        println!("latency: p50 {p50} us, p90 {p90} us, p99 {p99} us, max {max} us");
         println!("errors: {errors}");
     }
     for (reason, count) in &reasons {
@@ -392,4 +448,29 @@ fn report(args: &BenchArgs, url: &str, results: Vec<ConnResult>) -> anyhow::Resu
     } else {
         exit::ERROR
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentiles;
+
+    /// The ranks a sort would give, for comparison.
+    fn sorted_ranks(latencies: &[u32], ps: [f64; 4]) -> [u32; 4] {
+        let mut sorted = latencies.to_vec();
+        sorted.sort_unstable();
+        ps.map(|p| sorted[((p / 100.0) * (sorted.len() - 1) as f64).round() as usize])
+    }
+
+    #[test]
+    fn percentiles_select_what_sorting_would() {
+        let ps = [50.0, 90.0, 99.0, 100.0];
+        // A scrambled sequence with repeats, of a few lengths (1 and 2 included).
+        for n in [1_usize, 2, 3, 10, 101, 1000, 4099] {
+            let latencies: Vec<u32> = (0..n).map(|i| ((i * 7919 + 13) % 997) as u32 / 3).collect();
+            let expected = sorted_ranks(&latencies, ps);
+            let mut scratch = latencies.clone();
+            assert_eq!(percentiles(&mut scratch, ps), expected, "n = {n}");
+        }
+        assert_eq!(percentiles(&mut [], ps), [0; 4]);
+    }
 }

@@ -397,19 +397,17 @@ fn effective_policy(args: &ConnectArgs, url: &str) -> sockeye::Http2Policy {
     })
 }
 
-/// Prints the response of a refused handshake, for --show-headers.
-fn show_refusal(error: &sockeye::Error, policy: sockeye::Http2Policy) {
+/// Prints the response of a refused handshake, for --show-headers, with the HTTP version it
+/// came over (HTTP/2 or HTTP/1.1, which the policy alone does not tell when it prefers HTTP/2).
+fn show_refusal(error: &sockeye::Error) {
     if let Kind::Refused {
-        status, headers, ..
+        status,
+        headers,
+        version,
+        ..
     } = error.kind()
     {
-        // Only HTTP/2 was tried, or the version is not known.
-        let version = match policy {
-            sockeye::Http2Policy::Require => "HTTP/2.0 ",
-            sockeye::Http2Policy::Never => "HTTP/1.1 ",
-            _ => "",
-        };
-        eprintln!("< {version}{status}");
+        eprintln!("< {version:?} {status}");
         for (name, value) in headers {
             eprintln!("< {name}: {}", value.to_str().unwrap_or("<binary>"));
         }
@@ -435,7 +433,7 @@ async fn session(
         Ok(connected) => connected,
         Err(e) => {
             if args.show_headers {
-                show_refusal(&e, effective_policy(args, url));
+                show_refusal(&e);
             }
             return Err(e.into());
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -15,14 +16,13 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use sockeye::hyper::{PendingUpgrade, is_upgrade_request};
-use sockeye::proto::extension::deflate;
 use sockeye::{
     Accept, Config, DeflateConfig, MaybeTlsStream, OriginPolicy, Reject, ServerBuilder, Shutdown,
     TlsAcceptor, TlsAcceptorBuilder, WebSocket, WebSocketConfig,
 };
 use sockeye_relay::backplane::wire::HEADER_LEN;
 use sockeye_relay::{
-    HistoryLimits, JoinOptions, QueueLimits, RedisBackplane, RedisError, RedisLimits, Relay, Since,
+    HistoryLimits, JoinOptions, RedisBackplane, RedisError, RedisLimits, Relay, Since,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -113,7 +113,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     // A relay holds messages for every member: keep them small by default.
     let proto = Config::builder()
         .max_message_size(args.max_message)
-        .max_frame_size(deflate::max_compressed_len(args.max_message))
+        .max_frame_size(args.max_message)
         .build()?;
     let config = WebSocketConfig::builder().proto(proto).build()?;
     let origin = if args.allow_origins.iter().any(|o| o == "*") {
@@ -214,7 +214,7 @@ const MAX_HISTORY: usize = 100_000;
 /// The rooms: in this process, or shared with other servers over Redis.
 async fn rooms(args: &ServeArgs, shutdown: &Shutdown) -> anyhow::Result<Relay> {
     let mut relay = Relay::builder()
-        .queue_limits(QueueLimits::new(args.client_queue, args.client_queue_bytes))
+        .queue_limits(args.queue_limits())
         .send_timeout(SEND_TIMEOUT)
         .shutdown(shutdown);
     if args.history > MAX_HISTORY {
@@ -416,8 +416,18 @@ async fn handle(
     if let Some(upgrade) = upgrade {
         // A task of its own, holding only the WebSocket's future: this one's (the TLS and HTTP
         // states it went through) ends here rather than live as long as the WebSocket.
-        let tasks = shared.tasks.clone();
-        tasks.spawn(run_websocket(shared, peer, upgrade));
+        if shared.echo {
+            // The echo loop's task holds only the WebSocket and its loop: the upgrade (ready
+            // by now) is awaited here, in this task, which ends.
+            let (websocket, path, _) = upgrade;
+            let Some(ws) = opened(peer, websocket, &path).await else {
+                return;
+            };
+            drop(path);
+            shared.tasks.spawn(echo_running(peer, ws));
+        } else {
+            spawn_websocket(&shared, peer, upgrade, &mut &shared.tasks);
+        }
     }
 }
 
@@ -459,7 +469,7 @@ async fn serve_h2(
                 break;
             }
             Some(upgrade) = accepted.recv() => {
-                websockets.spawn(run_websocket(Arc::clone(&shared), peer, upgrade));
+                spawn_websocket(&shared, peer, upgrade, &mut websockets);
             }
             Some(_) = websockets.join_next(), if !websockets.is_empty() => {}
             () = shared.shutdown.triggered(), if !stopping => {
@@ -486,31 +496,189 @@ async fn serve_h2(
     while websockets.join_next().await.is_some() {}
 }
 
-/// An accepted upgrade (HTTP/1.1 or HTTP/2): the WebSocket once the response is sent, in the
-/// echo server or its room.
-async fn run_websocket(shared: Arc<Shared>, peer: SocketAddr, upgrade: Upgrade) {
+/// Runs an accepted upgrade (HTTP/1.1 or HTTP/2) in a task of `tasks`: the WebSocket once the
+/// response is sent, in the echo server or its room. The task holds what the log lines need and
+/// the loop, on the heap at its own size (the echo loop's, or the room member's).
+fn spawn_websocket(shared: &Shared, peer: SocketAddr, upgrade: Upgrade, tasks: &mut impl Spawn) {
     let (websocket, path, join) = upgrade;
-    // In a block: a local that the log line borrows stays in the task's future for the
-    // connection's whole life (a second WebSocket's worth); one moved out of a block does not.
-    let ws = {
-        let ws = match websocket.await {
-            Ok(ws) => ws,
-            Err(e) => {
-                tracing::info!(%peer, error = %e, "handshake failed");
-                return;
-            }
-        };
-        tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
-        ws
-    };
-    // Each on the heap, at its own size: inline, every connection's task would be as large as
-    // the larger of the two (a room member's), echo connections included.
-    let result = if shared.echo {
-        Box::pin(echo(ws)).await
+    if shared.echo {
+        tasks.spawn(echo_task(peer, websocket, path));
+    } else if join.since.is_some() {
+        // A member that asked for ids: a task of its own kind, its room and options on the
+        // heap, so that the others keep just the one string of `Joining`.
+        let resuming = Box::new((
+            room_name(&path).unwrap_or("lobby").to_owned(),
+            join.options(),
+        ));
+        drop(path);
+        tasks.spawn(resuming_member_task(
+            shared.rooms.clone(),
+            peer,
+            websocket,
+            resuming,
+        ));
     } else {
-        let room = room_name(&path).unwrap_or("lobby").to_owned();
-        Box::pin(member(ws, &shared, &room, &join)).await
-    };
+        // Only `/rooms/NAME` is accepted without `--echo`.
+        let joining = Joining::new(room_name(&path).unwrap_or("lobby"), join.name.as_deref());
+        drop(path);
+        tasks.spawn(member_task(shared.rooms.clone(), peer, websocket, joining));
+    }
+}
+
+/// An echo connection's loop, then its log line: the loop's future and the peer's address,
+/// no more (`map`, not an `async` block, which would keep the loop's future twice). The address
+/// is boxed: 8 bytes rather than 32 take the task under 1,024 bytes (tokio rounds a task up to
+/// 128).
+fn echo_running<S>(peer: SocketAddr, ws: WebSocket<S>) -> impl Future<Output = ()> + Send + 'static
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = Box::new(peer);
+    echo(ws).map(move |result| disconnected(*peer, result))
+}
+
+/// The WebSocket an accepted upgrade resolves to ([`PendingUpgrade`]; another future in tests).
+trait Opening: Future<Output = Result<Ws, sockeye::Error>> + Send + 'static {}
+
+impl<F: Future<Output = Result<Ws, sockeye::Error>> + Send + 'static> Opening for F {}
+
+/// An echo connection's task: the upgrade, then the echo loop. Not an `async fn`, which would
+/// keep its arguments twice (see [`echo`]).
+#[allow(clippy::manual_async_fn)]
+fn echo_task(
+    peer: SocketAddr,
+    websocket: impl Opening,
+    path: String,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let Some(ws) = opened(peer, websocket, &path).await else {
+            return;
+        };
+        drop(path);
+        disconnected(peer, echo(ws).await);
+    }
+}
+
+/// A room member's task: the upgrade, then the relay's loop. The relay drains a member at
+/// shutdown (it watches the server's `Shutdown`).
+#[allow(clippy::manual_async_fn)]
+fn member_task(
+    rooms: Relay,
+    peer: SocketAddr,
+    websocket: impl Opening,
+    joining: Joining,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let Some(ws) = opened(peer, websocket, RoomPath(joining.get().0)).await else {
+            return;
+        };
+        let served = {
+            let (room, name) = joining.get();
+            rooms.serve_named_until(ws, room, name, std::future::pending())
+        }
+        .await;
+        disconnected(peer, served);
+    }
+}
+
+/// A room member's task for a member that asked for ids (`?since=`): as [`member_task`], with
+/// its room and [`JoinOptions`].
+#[allow(clippy::manual_async_fn, clippy::type_complexity)]
+fn resuming_member_task(
+    rooms: Relay,
+    peer: SocketAddr,
+    websocket: impl Opening,
+    joining: Box<(String, JoinOptions)>,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let Some(ws) = opened(peer, websocket, RoomPath(&joining.0)).await else {
+            return;
+        };
+        let (room, options) = &*joining;
+        let served = rooms
+            .serve_with(ws, room, options, std::future::pending())
+            .await;
+        disconnected(peer, served);
+    }
+}
+
+/// The room a member joins, and its display name: one pointer in the member's task (which
+/// keeps them for its whole life) rather than two `String`s, and one string on the heap: the
+/// room's name, then a line feed and the display name if there is one (a room's name has no
+/// line feed).
+#[allow(clippy::box_collection)] // 8 bytes in the task, not 24: the point.
+struct Joining(Box<String>);
+
+impl Joining {
+    fn new(room: &str, name: Option<&str>) -> Self {
+        let mut text = room.to_owned();
+        if let Some(name) = name {
+            text.push('\n');
+            text.push_str(name);
+        }
+        Self(Box::new(text))
+    }
+
+    /// The room, and the display name.
+    fn get(&self) -> (&str, Option<&str>) {
+        match self.0.split_once('\n') {
+            Some((room, name)) => (room, Some(name)),
+            None => (&self.0, None),
+        }
+    }
+}
+
+/// A room's path, for the log line: `/rooms/NAME`.
+struct RoomPath<'a>(&'a str);
+
+impl std::fmt::Display for RoomPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "/rooms/{}", self.0)
+    }
+}
+
+/// Where a WebSocket's task goes: the server's tasks (HTTP/1.1), or its HTTP/2 connection's.
+trait Spawn {
+    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static);
+}
+
+impl Spawn for &TaskTracker {
+    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        drop(TaskTracker::spawn(self, task));
+    }
+}
+
+impl Spawn for JoinSet<()> {
+    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        // The inherent method, not this one.
+        #[allow(clippy::use_self)]
+        drop(JoinSet::spawn(self, task));
+    }
+}
+
+/// The WebSocket of an accepted upgrade, once the response is sent; logged. Its own future,
+/// gone when it is done: a local that the log line borrows would otherwise stay in the task's
+/// future for the connection's whole life (a second WebSocket's worth). Take the WebSocket
+/// out with `let Some(ws) = ... else`: an `Option` local matched in place stays in the
+/// future too.
+async fn opened(
+    peer: SocketAddr,
+    websocket: impl Opening,
+    path: impl std::fmt::Display + Send,
+) -> Option<Ws> {
+    match websocket.await {
+        Ok(ws) => {
+            tracing::info!(%peer, %path, extension = ?ws.extension(), "connected");
+            Some(ws)
+        }
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "handshake failed");
+            None
+        }
+    }
+}
+
+fn disconnected(peer: SocketAddr, result: Result<(), sockeye::Error>) {
     match result {
         Ok(()) => tracing::info!(%peer, "disconnected"),
         Err(e) => tracing::info!(%peer, error = %e, "disconnected"),
@@ -518,7 +686,29 @@ async fn run_websocket(shared: Arc<Shared>, peer: SocketAddr, upgrade: Upgrade) 
 }
 
 /// An accepted upgrade, its path, and how the member joins (`?name=`, `?since=`).
-type Upgrade = (PendingUpgrade, String, JoinOptions);
+type Upgrade = (PendingUpgrade, String, Join);
+
+/// How a member joins, from its room URL's query.
+#[derive(Debug, Default)]
+struct Join {
+    /// Its display name (`name=`).
+    name: Option<String>,
+    /// Ids and what it missed (`since=`).
+    since: Option<Since>,
+}
+
+impl Join {
+    fn options(self) -> JoinOptions {
+        let mut options = JoinOptions::new();
+        if let Some(name) = self.name {
+            options = options.name(name);
+        }
+        if let Some(since) = self.since {
+            options = options.since(since);
+        }
+        options
+    }
+}
 
 /// What a connection's requests hand back to the task that serves it.
 struct Handover {
@@ -647,16 +837,25 @@ type Ws = WebSocket<sockeye::hyper::Upgraded>;
 /// Not an `async fn`: one keeps its argument twice in its future (the argument, and the local
 /// it is moved into), a second WebSocket's worth of memory for the connection's whole life.
 #[allow(clippy::manual_async_fn)]
-fn echo(mut ws: Ws) -> impl Future<Output = Result<(), sockeye::Error>> {
+fn echo<S>(mut ws: WebSocket<S>) -> impl Future<Output = Result<(), sockeye::Error>> + Send
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
     async move {
-        while let Some(message) = ws.next().await {
+        // Not `while let`: its scrutinee would stay in the future across the `send`.
+        loop {
+            let Some(message) = ws.next().await else {
+                return Ok(());
+            };
             let message = message?;
             if message.is_data() {
-                // Refused once the shutdown began; reading goes on until the end.
-                let _ = ws.send(message).await;
+                // Queued, and written by the next `next` before it waits for input, with the
+                // answers to the rest of the same read, as `send` would: `Sink::feed` holds the
+                // message once (`send`'s future is 200 bytes, kept in this task for its whole
+                // life). Refused once the shutdown began; reading goes on until the end.
+                let _ = futures_util::SinkExt::feed(&mut ws, message).await;
             }
         }
-        Ok(())
     }
 }
 
@@ -673,22 +872,20 @@ fn display_name(query: Option<&str>) -> Option<String> {
 /// How a member joins, from its room URL's query: `name=` (presence) and `since=` (history:
 /// empty for the ids of the messages from now on, or the id of the last message seen, for what
 /// came after it too); `None` for a `since` that is not an id.
-fn join_options(query: Option<&str>) -> Option<JoinOptions> {
-    let mut join = JoinOptions::new();
-    if let Some(name) = display_name(query) {
-        join = join.name(name);
-    }
+fn join_options(query: Option<&str>) -> Option<Join> {
+    let name = display_name(query);
     let since = query.and_then(|query| {
         query.split('&').find_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             (key == "since").then_some(value)
         })
     });
-    match since {
-        None => Some(join),
-        Some("") => Some(join.since(Since::Now)),
-        Some(id) => id.parse().ok().map(|id| join.since(Since::After(id))),
-    }
+    let since = match since {
+        None => None,
+        Some("") => Some(Since::Now),
+        Some(id) => Some(Since::After(id.parse().ok()?)),
+    };
+    Some(Join { name, since })
 }
 
 /// `%XX` escapes and `+` decoded, as a browser's `encodeURIComponent` or form encoding writes
@@ -717,22 +914,42 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A room member: the relay drains it at shutdown (it watches the server's [`Shutdown`]).
-async fn member(
-    ws: Ws,
-    shared: &Shared,
-    room: &str,
-    join: &JoinOptions,
-) -> Result<(), sockeye::Error> {
-    shared
-        .rooms
-        .serve_with(ws, room, join, std::future::pending())
-        .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a WebSocket's task holds for the connection's life (run with `--nocapture`).
+    #[test]
+    fn task_sizes() {
+        type Pending = std::pin::Pin<Box<dyn Future<Output = Result<Ws, sockeye::Error>> + Send>>;
+        assert_eq!(size_of::<Pending>(), size_of::<PendingUpgrade>());
+        let pending = || -> Pending { Box::pin(std::future::pending()) };
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let echo = echo_task(peer, pending(), "/".into());
+        let member = member_task(Relay::new(), peer, pending(), Joining::new("r", None));
+        let resuming = resuming_member_task(
+            Relay::new(),
+            peer,
+            pending(),
+            Box::new(("r".into(), JoinOptions::new().since(Since::Now))),
+        );
+        // The echo loop's task over a stream of no size: add the `WebSocket`'s stream.
+        let ws = WebSocket::from_raw(
+            tokio::io::empty(),
+            sockeye::Role::Server,
+            &WebSocketConfig::default(),
+            bytes::BytesMut::new(),
+        );
+        let ws_empty = size_of_val(&ws);
+        let running = size_of_val(&echo_running(peer, ws));
+        println!(
+            "echo task {} (over a stream of no size: {running} once the upgrade is done, the WebSocket {ws_empty}), member task {} (with ids {}), WebSocket {}",
+            size_of_val(&echo),
+            size_of_val(&member),
+            size_of_val(&resuming),
+            size_of::<Ws>()
+        );
+    }
 
     #[test]
     fn display_names_from_the_query() {
@@ -748,20 +965,28 @@ mod tests {
 
     #[test]
     fn join_options_from_the_query() {
-        assert_eq!(join_options(None), Some(JoinOptions::new()));
+        let options = |query| join_options(query).map(Join::options);
+        assert_eq!(options(None), Some(JoinOptions::new()));
         assert_eq!(
-            join_options(Some("name=ann&since=")),
+            options(Some("name=ann&since=")),
             Some(JoinOptions::new().name("ann").since(Since::Now))
         );
         assert_eq!(
-            join_options(Some("since=1733-4")),
+            options(Some("since=1733-4")),
             Some(JoinOptions::new().since(Since::After("1733-4".parse().unwrap())))
         );
         assert_eq!(
-            join_options(Some("since")),
+            options(Some("since")),
             Some(JoinOptions::new().since(Since::Now))
         );
-        assert_eq!(join_options(Some("since=x")), None);
+        assert_eq!(options(Some("since=x")), None);
+    }
+
+    #[test]
+    fn joining_keeps_the_room_and_the_display_name() {
+        assert_eq!(Joining::new("r", None).get(), ("r", None));
+        assert_eq!(Joining::new("r", Some("a\nb")).get(), ("r", Some("a\nb")));
+        assert_eq!(Joining::new("r", Some("")).get(), ("r", Some("")));
     }
 
     #[test]

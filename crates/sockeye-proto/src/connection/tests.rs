@@ -1310,6 +1310,80 @@ mod whole_message_path {
         out
     }
 
+    /// Reads `bytes` as the async driver does: `handle_bytes_message` first, `handle_bytes` when
+    /// it declines; returns every event in order.
+    fn feed_message_first(conn: &mut Connection, bytes: &[u8]) -> Vec<Event> {
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        loop {
+            if let Some(message) = conn.handle_bytes_message(&mut buf, t0()) {
+                out.push(Event::Message(message));
+                if buf.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            let progress = conn.handle_bytes(&mut buf, t0());
+            out.extend(events(conn));
+            if !progress.is_paused() {
+                break;
+            }
+        }
+        out.extend(events(conn));
+        out
+    }
+
+    /// `handle_bytes_message` gives what `handle_bytes` and `poll_event` give, events and wire
+    /// output alike, whatever comes between the whole messages it takes.
+    #[test]
+    fn message_first_agrees_with_handle_bytes() {
+        let to = Role::Server;
+        let cases: Vec<Vec<Vec<u8>>> = vec![
+            vec![
+                frame_to(to, true, 0, 1, b"one"),
+                frame_to(to, true, 0, 2, &[7; 300]),
+                frame_to(to, true, 0, 9, b"ping"),
+                frame_to(to, true, 0, 2, b"after ping"),
+                frame_to(to, false, 0, 1, b"frag"),
+                frame_to(to, true, 0, 0, b"mented"),
+                frame_to(to, true, 0, 1, b""),
+                frame_to(to, true, 0, 8, &[0x03, 0xe8]),
+                frame_to(to, true, 0, 1, b"after close"),
+            ],
+            vec![
+                frame_to(to, true, 0, 1, b"fine"),
+                frame_to(to, true, 0, 1, &[0xff, 0xfe]),
+                frame_to(to, true, 0, 1, b"never read"),
+            ],
+            vec![
+                frame_to(to, true, 0x40, 1, b"reserved bit"),
+                frame_to(to, true, 0, 1, b"never read"),
+            ],
+            vec![
+                raw_frame(true, 0, 2, None, b"unmasked"),
+                frame_to(to, true, 0, 2, b"never read"),
+            ],
+            vec![frame_to(to, true, 0, 2, &[1; 70_000])],
+        ];
+        for frames in cases {
+            let bytes = frames.concat();
+            let mut general = server();
+            let _ = feed(&mut general, &bytes);
+            let mut first = server();
+            let got = feed_message_first(&mut first, &bytes);
+            assert_eq!(got, events(&mut general), "{frames:02x?}");
+            assert_eq!(wire(&mut first), wire(&mut general));
+        }
+        // A message over the size limit is refused the same way.
+        let config = Config::builder().max_message_size(16).build().unwrap();
+        let bytes = frame_to(to, true, 0, 2, &[1; 17]);
+        let mut general = with_config(to, config.clone());
+        let _ = feed(&mut general, &bytes);
+        let mut first = with_config(to, config);
+        assert_eq!(feed_message_first(&mut first, &bytes), events(&mut general));
+        assert_eq!(wire(&mut first), wire(&mut general));
+    }
+
     #[test]
     fn several_messages_in_one_read_come_one_call_at_a_time() {
         let mut bytes = frame_to(Role::Server, true, 0, 1, b"one");

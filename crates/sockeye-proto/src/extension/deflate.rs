@@ -18,8 +18,9 @@ use crate::prepared::SharedEncoding;
 /// The extension's registered name.
 pub const NAME: &str = "permessage-deflate";
 
-/// The most room a message of `len` bytes can need once deflated, for sizing a frame limit
-/// that must admit every compressed frame of a message within a message limit.
+/// The most room a message of `len` bytes can need once deflated: the allowance
+/// [`Config::max_compressed_frame_size`](crate::Config::max_compressed_frame_size) gives
+/// compressed frames over the frame limit.
 ///
 /// Deflate cannot shrink incompressible data, and an encoder need not fall back to stored
 /// blocks: zlib's fastest level (and any encoder whose window no longer holds the input) codes

@@ -172,16 +172,22 @@ impl FrameDecoder {
         {
             return None;
         }
-        buf.advance(head_len);
-        let mut payload = buf.split_to(payload_len);
-        if let Some(key) = key {
-            apply_mask(&mut payload, key, 0);
+        // One split, and the header skipped on the frozen payload: a `BytesMut` advance is a
+        // call into `bytes`, a `Bytes` advance two additions.
+        // `parse` read `head_len` bytes and `payload_len` more are in `buf`: no wrap.
+        let mut frame = buf.split_to(head_len.wrapping_add(payload_len));
+        if let Some(key) = key
+            && let Some(payload) = frame.get_mut(head_len..)
+        {
+            apply_mask(payload, key, 0);
         }
+        let mut payload = frame.freeze();
+        payload.advance(head_len);
         Some(Frame {
             fin: true,
             rsv: Rsv::NONE,
             opcode: head.opcode,
-            payload: payload.freeze(),
+            payload,
         })
     }
 

@@ -15,6 +15,7 @@ pub use self::decode::FrameDecoder;
 #[cfg(fuzzing)]
 pub(crate) use self::decode::assert_whole_message_agrees;
 use crate::error::ProtocolError;
+use crate::extension::deflate::max_compressed_len;
 use crate::role::Role;
 
 /// The longest frame header: 2 bytes, an 8-byte extended length and a 4-byte masking key.
@@ -145,7 +146,9 @@ pub struct HeadRules {
     pub role: Role,
     /// RSV bits a negotiated extension allows on the first frame of a data message.
     pub extension_rsv: Rsv,
-    /// The largest payload accepted.
+    /// The largest payload accepted; a frame with RSV1 set (compressed, under
+    /// permessage-deflate) may be longer by deflate's worst case, see
+    /// [`Config::max_compressed_frame_size`](crate::Config::max_compressed_frame_size).
     pub max_frame_size: usize,
 }
 
@@ -188,10 +191,15 @@ impl FrameHead {
         if !stray.is_empty() {
             return Err(ProtocolError::ReservedBitsSet { bits: stray.bits() });
         }
-        if self.payload_len > rules.max_frame_size as u64 {
+        let max = if self.rsv.contains(Rsv::RSV1) {
+            max_compressed_len(rules.max_frame_size)
+        } else {
+            rules.max_frame_size
+        };
+        if self.payload_len > max as u64 {
             return Err(ProtocolError::FrameTooBig {
                 len: self.payload_len,
-                max: rules.max_frame_size,
+                max,
             });
         }
         Ok(())

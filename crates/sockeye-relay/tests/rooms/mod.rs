@@ -1,15 +1,17 @@
-//! What the Redis tests share: relays on loopback whose members join `/ROOM?NAME`.
+//! What the room tests share: relays on loopback whose members join `/ROOM?NAME`, or all join
+//! room `x` over sockets whose receive buffer the test sets.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sockeye::{ClientBuilder, Message, ServerBuilder};
+use sockeye::{ClientBuilder, Message, ServerBuilder, WebSocket};
 use sockeye_relay::{RedisBackplane, Relay};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
-pub type Ws = sockeye::WebSocket<sockeye::MaybeTlsStream>;
+pub type Ws = WebSocket<sockeye::MaybeTlsStream>;
 
 /// A relay over the Redis at `url` with `prefix`, and the presence time to live `ttl`.
 pub async fn redis_relay(url: &str, prefix: &str, ttl: Duration) -> Relay {
@@ -26,7 +28,11 @@ pub async fn redis_relay(url: &str, prefix: &str, ttl: Duration) -> Relay {
 /// when there is a query. Returns the address and the task (abort it to kill the server: its
 /// members' tasks are aborted with it, as in a process that dies).
 pub async fn serve(relay: Relay) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on(relay, TcpListener::bind("127.0.0.1:0").await.unwrap())
+}
+
+/// As [`serve`], the connections accepted by `listener` (whose socket options they inherit).
+pub fn serve_on(relay: Relay, listener: TcpListener) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let mut members = tokio::task::JoinSet::new();
@@ -46,6 +52,42 @@ pub async fn serve(relay: Relay) -> (SocketAddr, tokio::task::JoinHandle<()>) {
         }
     });
     (addr, task)
+}
+
+/// Accepts every connection into `relay`'s room `x`, with a builder that does not watch the
+/// shutdown (the relay drains its members). With `stop`, members are served with
+/// `serve_until` and drain when it turns true.
+pub async fn serve_x(relay: &Relay, stop: Option<watch::Receiver<bool>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let relay = relay.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (relay, stop) = (relay.clone(), stop.clone());
+            tokio::spawn(async move {
+                let ws = ServerBuilder::new().accept(tcp).await.unwrap();
+                match stop {
+                    Some(mut stop) => {
+                        let stop = async move {
+                            let _ = stop.wait_for(|stop| *stop).await;
+                        };
+                        let _ = relay.serve_until(ws, "x", stop).await;
+                    }
+                    None => {
+                        let _ = relay.serve(ws, "x").await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A member of [`serve_x`]'s room, its socket's receive buffer `rcvbuf` bytes when given
+/// (small: the server's writes to it wait).
+pub async fn member_x(addr: SocketAddr, rcvbuf: Option<u32>) -> WebSocket<TcpStream> {
+    sockeye_test_support::client_with_rcvbuf(addr, "/", rcvbuf).await
 }
 
 pub async fn member(addr: SocketAddr, path: &str) -> Ws {
@@ -117,4 +159,17 @@ pub async fn with_id(ws: &mut Ws) -> (String, String) {
     let notice: serde_json::Value = serde_json::from_str(&text(ws).await).unwrap();
     assert_eq!(notice["sockeye"], "id", "{notice} after {message}");
     (message, notice["id"].as_str().unwrap().to_owned())
+}
+
+/// A member whose socket's receive buffer is `rcvbuf` bytes (small: the server's writes to it
+/// wait for it to read).
+pub async fn member_with_rcvbuf(addr: SocketAddr, path: &str, rcvbuf: u32) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(rcvbuf).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    ClientBuilder::new(format!("ws://{addr}/{path}"))
+        .connect_on(sockeye::MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap()
+        .0
 }

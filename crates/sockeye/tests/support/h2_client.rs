@@ -95,6 +95,16 @@ impl Client {
         (head, Some(client))
     }
 
+    /// Opens the stream, which the server must accept (200); the response and the client.
+    pub async fn accepted(
+        sender: &SendRequest<Bytes>,
+        request: Request<()>,
+    ) -> (Response<()>, Self) {
+        let (head, client) = Self::open(sender, request).await;
+        assert_eq!(head.status(), StatusCode::OK);
+        (head, client.unwrap())
+    }
+
     /// The core's connection, for what the WebSocket API does not do (fragments).
     pub fn connection(&mut self) -> &mut Connection {
         &mut self.conn

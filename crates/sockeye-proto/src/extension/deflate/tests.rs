@@ -450,6 +450,35 @@ mod rfc7692_6_errors {
         ));
     }
 
+    /// A receiver whose frame limit is its message limit takes a compressed frame of a message
+    /// at that limit, though deflate made the frame longer than the limit; a compressed frame
+    /// longer than deflate can make such a message, or an uncompressed one over the frame
+    /// limit, still fails with 1009.
+    #[test]
+    fn compressed_frames_get_deflates_allowance_over_the_frame_limit() {
+        let config = Config::builder()
+            .max_frame_size(1000)
+            .max_message_size(1000)
+            .build()
+            .unwrap();
+        let connect = || negotiated_pair(&DeflateConfig::new(), &DeflateConfig::new(), &config).0;
+        let data = incompressible(1000);
+        let compressed = compress_once(&data, 15, 1).unwrap();
+        assert!(
+            compressed.len() > 1000 && compressed.len() <= max_compressed_len(1000),
+            "{} compressed",
+            compressed.len()
+        );
+        let events = receive(&mut connect(), &server_frame(true, true, 2, &compressed));
+        assert_eq!(events, [Event::Message(Message::binary(data))]);
+
+        let too_long = vec![0; max_compressed_len(1000) + 1];
+        let events = receive(&mut connect(), &server_frame(true, true, 2, &too_long));
+        assert_eq!(closed_code(&events), Some(CloseCode::MESSAGE_TOO_BIG));
+        let events = receive(&mut connect(), &server_frame(true, false, 2, &[0; 1001]));
+        assert_eq!(closed_code(&events), Some(CloseCode::MESSAGE_TOO_BIG));
+    }
+
     #[test]
     fn invalid_utf8_after_inflating_fails_with_1007() {
         let mut conn = client_conn();
