@@ -74,20 +74,7 @@ impl Target {
                 // A client per link: its pushes (the messages of the sharded channels) come
                 // into this link's channel only.
                 let (tx, rx) = mpsc::unbounded_channel();
-                let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.clone())
-                    .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-                if let Some(root_cert) = ca {
-                    builder = builder.certs(redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(root_cert.clone()),
-                    });
-                }
-                let client = builder
-                    .use_protocol(redis::ProtocolVersion::RESP3)
-                    .connection_timeout(timeout)
-                    .response_timeout(timeout)
-                    .push_sender(tx)
-                    .build()?;
+                let client = cluster_client(nodes, ca.as_deref(), timeout, Some(tx))?;
                 let connection = timed(timeout, client.get_async_connection()).await?;
                 Ok(Link {
                     publisher: Publisher::Cluster(connection.clone()),
@@ -97,6 +84,50 @@ impl Target {
             }
         }
     }
+}
+
+impl Target {
+    /// On a cluster, a connection for reading (history) with no subscription on it, made
+    /// apart from the links: a link's connection is also its subscriber, and a copy of it kept
+    /// for a read would stay subscribed (the cluster client subscribes again by itself) after
+    /// the link is dropped, so that a publish could reach it in place of the node's next
+    /// link. It follows the cluster's redirections and reconnects by itself. `None` for one
+    /// Redis (reads use the link's publishing connection, which subscribes to nothing).
+    pub(super) async fn cluster_reader(&self, timeout: Duration) -> Option<RedisResult<Publisher>> {
+        let Self::Cluster(nodes, ca) = self else {
+            return None;
+        };
+        let connection = match cluster_client(nodes, ca.as_deref(), timeout, None) {
+            Ok(client) => timed(timeout, client.get_async_connection()).await,
+            Err(e) => Err(e),
+        };
+        Some(connection.map(Publisher::Cluster))
+    }
+}
+
+/// A client of the cluster of `nodes`, its pushes into `pushes`.
+fn cluster_client(
+    nodes: &[redis::ConnectionInfo],
+    ca: Option<&[u8]>,
+    timeout: Duration,
+    pushes: Option<mpsc::UnboundedSender<redis::PushInfo>>,
+) -> RedisResult<redis::cluster::ClusterClient> {
+    let mut builder = redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+        .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    if let Some(root_cert) = ca {
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root_cert.to_vec()),
+        });
+    }
+    builder = builder
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .connection_timeout(timeout)
+        .response_timeout(timeout);
+    if let Some(pushes) = pushes {
+        builder = builder.push_sender(pushes);
+    }
+    builder.build()
 }
 
 impl Publisher {

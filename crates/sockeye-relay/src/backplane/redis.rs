@@ -223,7 +223,10 @@ struct Core {
     history: OnceLock<HistoryLimits>,
     /// On a Redis Cluster.
     cluster: bool,
-    /// A connection of the current link, for reading history.
+    /// Where the links connect (a reader of history on a cluster too).
+    target: Target,
+    /// With history, a connection for reading it that subscribes to nothing: the current
+    /// link's publishing one on one Redis, one of its own on a cluster.
     reader: Mutex<Option<Publisher>>,
     /// With history: the channels this node is subscribing to and not yet subscribed. Its
     /// members get their own messages back through Redis, so a room's messages wait for its
@@ -242,6 +245,10 @@ impl Core {
 
     fn presence(&self) -> MutexGuard<'_, Presence> {
         self.presence.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Option<Publisher>> {
+        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn subscribing(&self) -> MutexGuard<'_, HashSet<String>> {
@@ -470,6 +477,7 @@ impl RedisBackplane {
             presence: Mutex::new(Presence::default()),
             history: OnceLock::new(),
             cluster: matches!(target, Target::Cluster(..)),
+            target,
             reader: Mutex::new(None),
             subscribing: Mutex::new(HashSet::new()),
         });
@@ -481,7 +489,6 @@ impl RedisBackplane {
             outgoing: outgoing.clone(),
         };
         let runner = Runner {
-            target,
             inbound: Arc::clone(&backplane.inbound),
             node,
             core,
@@ -561,18 +568,26 @@ impl Backplane for RedisBackplane {
     }
 
     fn history(&self, room: &str, since: HistoryId, max: usize, max_bytes: usize) -> HistoryRead {
-        let reader = self
-            .core
-            .reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let reader = self.core.reader().clone();
         let keys = stream::keys(&self.core.channel(room), self.core.cluster);
         let max_message = self.core.limits.max_message;
+        let core = Arc::clone(&self.core);
         Box::pin(async move {
             let unknown = Replay {
                 entries: Vec::new(),
                 truncated: true,
+            };
+            let reader = match reader {
+                Some(reader) => Some(reader),
+                // On a cluster, the first read makes the reader.
+                None => match core.target.cluster_reader(COMMAND_TIMEOUT).await {
+                    Some(Ok(reader)) => Some(core.reader().get_or_insert(reader).clone()),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot reach the Redis Cluster to read history");
+                        None
+                    }
+                    None => None,
+                },
             };
             let (Some(reader), Some((key, _))) = (reader, keys) else {
                 return unknown;
@@ -585,6 +600,10 @@ impl Backplane for RedisBackplane {
             match stream::read(reader, &key, since, limits, COMMAND_TIMEOUT).await {
                 Ok(replay) => replay,
                 Err(e) => {
+                    if core.cluster {
+                        // Made again by the next read.
+                        core.reader().take();
+                    }
                     tracing::warn!(error = %e, "cannot read a room's history from Redis");
                     unknown
                 }
@@ -619,7 +638,6 @@ enum Received {
 
 /// The task that owns the connections to Redis.
 struct Runner {
-    target: Target,
     inbound: Arc<OnceLock<Inbound>>,
     node: u64,
     core: Arc<Core>,
@@ -649,7 +667,13 @@ impl Runner {
         loop {
             if let Some(current) = link.take() {
                 let since = Instant::now();
-                match self.serve(current).await {
+                let served = self.serve(current).await;
+                // Until the next link, a history read answers that what was missed is not known
+                // (on a cluster, the reader is apart from the links).
+                if !self.core.cluster {
+                    self.core.reader().take();
+                }
+                match served {
                     // The backplane was dropped: the relay is gone.
                     Ok(()) => return,
                     Err(e) => tracing::warn!(error = %e, "lost the link to Redis; reconnecting"),
@@ -666,7 +690,7 @@ impl Runner {
             let wait = backoff(attempt, self.node);
             attempt = attempt.saturating_add(1);
             tokio::time::sleep(wait).await;
-            match self.target.connect(COMMAND_TIMEOUT).await {
+            match self.core.target.connect(COMMAND_TIMEOUT).await {
                 Ok(new) => {
                     tracing::info!("reconnected to Redis");
                     link = Some(new);
@@ -717,11 +741,9 @@ impl Runner {
             let rest = std::mem::replace(&mut self.inflight, replay);
             self.inflight.extend(rest);
         }
-        *self
-            .core
-            .reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(publisher.clone());
+        if let Publisher::Single(_) = publisher {
+            *self.core.reader() = Some(publisher.clone());
+        }
         let settle_until = Instant::now() + SETTLE;
         let Self {
             inbound,
