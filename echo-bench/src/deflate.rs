@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use crate::load::{self, Outcome, Spec, Target};
+use crate::load::{self, Outcome, Spec, Target, err};
 
 /// What browsers offer: permessage-deflate, context takeover, any client window.
 pub const OFFER: &str = "permessage-deflate; client_max_window_bits";
@@ -154,10 +154,6 @@ impl Codec {
             }
         }
     }
-}
-
-fn err(msg: impl Into<String>) -> io::Error {
-    io::Error::other(msg.into())
 }
 
 /// A small xorshift generator: the same messages every run.
@@ -612,26 +608,10 @@ async fn drive(
             wbuf.clear();
             woff = 0;
         }
-        if Instant::now() >= deadline {
-            return Ok(());
-        }
-        let interest = if woff < wbuf.len() {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        let ready = match tokio::time::timeout_at(deadline.into(), stream.ready(interest)).await {
-            Ok(r) => r?,
-            Err(_) => return Ok(()),
-        };
-        if !ready.is_readable() {
-            continue;
-        }
-        let got = match stream.try_read(&mut rbuf[rend..]) {
-            Ok(0) => return Err(err("server closed the connection")),
-            Ok(k) => k,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+        let got = match load::read_when_ready(&stream, woff < wbuf.len(), deadline, &mut rbuf[rend..]).await? {
+            load::Step::Read(k) => k,
+            load::Step::Again => continue,
+            load::Step::Deadline => return Ok(()),
         };
         rend += got;
         let mut pos = 0usize;

@@ -152,7 +152,49 @@ pub fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i.wrapping_mul(31) + 7) as u8).collect()
 }
 
-fn err(msg: impl Into<String>) -> io::Error {
+/// What one wait on a connection's socket gave.
+pub(crate) enum Step {
+    /// This many bytes were read.
+    Read(usize),
+    /// Nothing to read yet (the socket became writable, or the readiness was spurious).
+    Again,
+    /// The measured window is over.
+    Deadline,
+}
+
+/// Waits until `stream` is readable, or writable too while `writing` (so that what is owed goes
+/// out), or the deadline passes; then reads what is there into `buf`. A server that closes the
+/// connection is an error.
+pub(crate) async fn read_when_ready(
+    stream: &TcpStream,
+    writing: bool,
+    deadline: Instant,
+    buf: &mut [u8],
+) -> io::Result<Step> {
+    if Instant::now() >= deadline {
+        return Ok(Step::Deadline);
+    }
+    let interest = if writing {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    let ready = match tokio::time::timeout_at(deadline.into(), stream.ready(interest)).await {
+        Ok(r) => r?,
+        Err(_) => return Ok(Step::Deadline),
+    };
+    if !ready.is_readable() {
+        return Ok(Step::Again);
+    }
+    match stream.try_read(buf) {
+        Ok(0) => Err(err("server closed the connection")),
+        Ok(n) => Ok(Step::Read(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Step::Again),
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) fn err(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
 }
 
@@ -420,26 +462,10 @@ async fn drive(
                 Err(e) => return Err(e),
             }
         }
-        if Instant::now() >= deadline {
-            return Ok(());
-        }
-        let interest = if owed > 0 {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        let ready = match tokio::time::timeout_at(deadline.into(), stream.ready(interest)).await {
-            Ok(r) => r?,
-            Err(_) => return Ok(()),
-        };
-        if !ready.is_readable() {
-            continue;
-        }
-        let n = match stream.try_read(&mut rbuf[rend..]) {
-            Ok(0) => return Err(err("server closed the connection")),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+        let n = match read_when_ready(&stream, owed > 0, deadline, &mut rbuf[rend..]).await? {
+            Step::Read(n) => n,
+            Step::Again => continue,
+            Step::Deadline => return Ok(()),
         };
         rend += n;
         let mut pos = 0usize;

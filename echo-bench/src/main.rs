@@ -188,6 +188,17 @@ fn flag_value<T: std::str::FromStr>(args: &[String], i: &mut usize) -> Result<T,
         .map_err(|_| format!("bad value {v:?} for {}", args[*i - 1]))
 }
 
+/// `-c CONNS`, `-s SIZE`, `-d DEPTH` and `-t SECS`, shared by `load` and `deflate-load`.
+fn spec_flag(spec: &mut Spec, args: &[String], i: &mut usize) -> Result<(), String> {
+    match args[*i].as_str() {
+        "-c" => spec.conns = flag_value(args, i)?,
+        "-s" => spec.size = flag_value(args, i)?,
+        "-d" => spec.depth = flag_value(args, i)?,
+        _ => spec.duration = Duration::from_secs_f64(flag_value::<f64>(args, i)?.clamp(0.1, 60.0)),
+    }
+    Ok(())
+}
+
 fn cmd_load(args: &[String]) -> Res {
     let mut target = None;
     let mut tcp = false;
@@ -203,13 +214,7 @@ fn cmd_load(args: &[String]) -> Res {
     while i < args.len() {
         match args[i].as_str() {
             "--tcp" => tcp = true,
-            "-c" => spec.conns = flag_value(args, &mut i)?,
-            "-s" => spec.size = flag_value(args, &mut i)?,
-            "-d" => spec.depth = flag_value(args, &mut i)?,
-            "-t" => {
-                spec.duration =
-                    Duration::from_secs_f64(flag_value::<f64>(args, &mut i)?.clamp(0.1, 60.0))
-            }
+            "-c" | "-s" | "-d" | "-t" => spec_flag(&mut spec, args, &mut i)?,
             a if target.is_none() && !a.starts_with('-') => target = Some(a.to_string()),
             a => return Err(format!("unexpected argument {a:?}\n{USAGE}").into()),
         }
@@ -256,13 +261,7 @@ fn cmd_deflate_load(args: &[String]) -> Res {
     while i < args.len() {
         match args[i].as_str() {
             "--no-ctx" => offer = deflate::OFFER_NO_CTX,
-            "-c" => spec.conns = flag_value(args, &mut i)?,
-            "-s" => spec.size = flag_value(args, &mut i)?,
-            "-d" => spec.depth = flag_value(args, &mut i)?,
-            "-t" => {
-                spec.duration =
-                    Duration::from_secs_f64(flag_value::<f64>(args, &mut i)?.clamp(0.1, 60.0))
-            }
+            "-c" | "-s" | "-d" | "-t" => spec_flag(&mut spec, args, &mut i)?,
             a if target.is_none() && !a.starts_with('-') => target = Some(a.to_string()),
             a => return Err(format!("unexpected argument {a:?}\n{USAGE}").into()),
         }

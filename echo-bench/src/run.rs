@@ -264,6 +264,22 @@ fn sample_of(o: Outcome, conns: usize) -> Sample {
     }
 }
 
+/// One line per measured round, the same for every workload.
+fn log_round(round: usize, rounds: usize, workload: &str, server: &str, sample: &Sample) {
+    eprintln!(
+        "  round {}/{} ({}) {:<22} {:>12.0} msg/s  p50 {:>9.1} us  p99 {:>9.1} us  server CPU {:>7.3} us/msg  errors {}",
+        round + 1,
+        rounds,
+        workload,
+        server,
+        sample.msgs_per_sec,
+        sample.p50,
+        sample.p99,
+        sample.cpu_us_per_msg,
+        sample.errors
+    );
+}
+
 fn failed_sample(conns: usize, e: String) -> Sample {
     Sample {
         msgs_per_sec: f64::NAN,
@@ -368,18 +384,7 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                     }
                     Err(e) => failed_sample(wl.conns, e),
                 };
-                eprintln!(
-                    "  round {}/{} ({}) {:<22} {:>12.0} msg/s  p50 {:>9.1} us  p99 {:>9.1} us  server CPU {:>7.3} us/msg  errors {}",
-                    round + 1,
-                    opts.rounds,
-                    wl.id,
-                    kind.name(),
-                    sample.msgs_per_sec,
-                    sample.p50,
-                    sample.p99,
-                    sample.cpu_us_per_msg,
-                    sample.errors
-                );
+                log_round(round, opts.rounds, wl.id, kind.name(), &sample);
                 samples[w][k].push(sample);
             }
         }
@@ -405,18 +410,7 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 Err(e) => failed_sample(wl.conns, e),
             };
-            eprintln!(
-                "  round {}/{} ({}) {:<22} {:>12.0} msg/s  p50 {:>9.1} us  p99 {:>9.1} us  server CPU {:>7.3} us/msg  errors {}",
-                round + 1,
-                opts.rounds,
-                wl.id,
-                kind.name(),
-                sample.msgs_per_sec,
-                sample.p50,
-                sample.p99,
-                sample.cpu_us_per_msg,
-                sample.errors
-            );
+            log_round(round, opts.rounds, wl.id, kind.name(), &sample);
             dsamples[k].push(sample);
         }
     }

@@ -38,6 +38,19 @@ async fn join(client: ClientBuilder, name: &str) -> Member {
     ws
 }
 
+/// Waits for the notice that `name` joined. A member answers only once it has read what was
+/// waiting for it: `send` leaves its write to the next `next()` while received messages are
+/// already buffered, so a notice read in the same read as the member list would hold it back.
+async fn heard_join(ws: &mut Member, name: &str) {
+    match ws.next().await.unwrap().unwrap() {
+        Message::Text(text) => {
+            assert!(text.contains(r#""event":"join""#), "{text}");
+            assert!(text.contains(&format!(r#""name":"{name}""#)), "{text}");
+        }
+        other => panic!("expected {name}'s joining, got {other:?}"),
+    }
+}
+
 /// The next chat message, skipping presence notices.
 async fn said(ws: &mut Member) -> Message {
     loop {
@@ -54,6 +67,7 @@ async fn said(ws: &mut Member) -> Message {
 async fn talk(client: impl Fn(&str) -> ClientBuilder) {
     let mut ann = join(client("/rooms/lobby?name=ann"), "ann").await;
     let mut bob = join(client("/rooms/lobby?name=bob"), "bob").await;
+    heard_join(&mut ann, "bob").await;
     let mut cy = join(client("/rooms/kitchen?name=cy"), "cy").await;
     ann.send(Message::text("hi bob")).await.unwrap();
     ann.send(Message::binary(vec![1_u8, 2, 3])).await.unwrap();
@@ -140,6 +154,7 @@ async fn chat_across_two_servers_over_redis() {
         .await;
         // Each server subscribes to the room's channel while it has members there.
         support::until_redis_subscribers(port, "sockeye:room:lobby", 2).await;
+        heard_join(&mut ann, "bob").await;
         ann.send(Message::text("hi from one")).await.unwrap();
         assert_eq!(said(&mut bob).await, Message::text("hi from one"));
         bob.send(Message::text("hi from two")).await.unwrap();
