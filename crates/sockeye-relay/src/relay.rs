@@ -462,7 +462,33 @@ impl Relay {
             if let Some(since) = since {
                 // Live messages wait aside meanwhile (`State::ids`); its outbox is not read
                 // until they and what it missed are in it, in order.
-                Box::pin(self.resume(member, room, since)).await;
+                let mut resume = Box::pin(self.resume(member, room, since));
+                let stopped = std::future::poll_fn(|cx| {
+                    if resume.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(false);
+                    }
+                    if stop.as_mut().poll(cx).is_ready()
+                        || guard.as_ref().is_some_and(|guard| guard.poll_triggered(cx))
+                    {
+                        return Poll::Ready(true);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                drop(resume);
+                if stopped {
+                    // Stopped while its history was read: it is not waited for. The member
+                    // is told that what it missed is not known, gets what arrived meanwhile,
+                    // and closes as the others do.
+                    self.shared.lock().resumed(
+                        member,
+                        Replay {
+                            entries: Vec::new(),
+                            truncated: true,
+                        },
+                    );
+                    return Box::pin(self.drain(&mut ws, member, guard.as_mut())).await;
+                }
             }
             // Boxed: a sender waits only while its room is full.
             let mut held: Option<Box<Held>> = None;

@@ -434,3 +434,40 @@ async fn over_redis_the_first_message_of_a_new_room_reaches_its_own_node() {
     }))
     .await;
 }
+
+#[tokio::test]
+async fn a_shutdown_while_history_is_read_closes_the_member_without_waiting_for_it() {
+    support::bounded(Box::pin(async {
+        let scripted = std::sync::Arc::new(Scripted::default());
+        // A read that never answers (Redis away): the answer is kept, never sent.
+        let (_answer, read) = tokio::sync::oneshot::channel();
+        *scripted.read.lock().unwrap() = Some(read);
+        let shutdown = sockeye::Shutdown::new().grace_period(Duration::from_secs(10));
+        let relay = Relay::builder()
+            .backplane(Handle(scripted.clone()))
+            .history(HistoryLimits::new(100))
+            .shutdown(&shutdown)
+            .build();
+        let (addr, _server) = serve_history(relay.clone()).await;
+        let inbound = scripted.inbound.get().unwrap();
+        let mut reader = member(addr, "r?since=1-0").await;
+        until_members(&relay, "r", 1).await;
+        // Live while its history is read: it waits aside.
+        let id = "2-0".parse::<sockeye_relay::HistoryId>().unwrap();
+        inbound.deliver_stored("r", Message::text("m2"), Some(id), None);
+        shutdown.trigger();
+        // Not known what it missed, then what arrived meanwhile, then the 1001.
+        let notice: serde_json::Value = serde_json::from_str(&text(&mut reader).await).unwrap();
+        assert_eq!(notice["event"], "truncated", "{notice}");
+        assert_eq!(with_id(&mut reader).await, ("m2".into(), "2-0".into()));
+        match reader.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(frame.code, sockeye::CloseCode::GOING_AWAY);
+            }
+            other => panic!("expected 1001, got {other:?}"),
+        }
+        let report = shutdown.drained().await;
+        assert_eq!(report.dropped_messages, 0, "{report}");
+    }))
+    .await;
+}
