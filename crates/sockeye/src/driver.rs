@@ -164,9 +164,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
     }
 
-    /// Hands the core what is in the read buffer (at first: the bytes that came with the
-    /// handshake).
+    /// After a read: the read buffer holds bytes the core has not looked at. They are handed to
+    /// it by the loop of `poll_next_inner`, which goes on right after the read, where a whole
+    /// message in one frame is taken straight from the buffer (`handle_bytes_message`) rather
+    /// than queued as an event and taken again.
     pub(crate) fn feed_core(&mut self) {
+        self.input_pending = !self.read_buf.is_empty();
+    }
+
+    /// Hands the core what is in the read buffer now (at first: the bytes that came with the
+    /// handshake).
+    pub(crate) fn feed_core_now(&mut self) {
         self.input_pending = self
             .conn
             .handle_bytes(&mut self.read_buf, self.read_at)
@@ -272,7 +280,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             // looked at; hand it the rest of what was read before writing or reading more, so
             // the answers to one read's messages leave together in one write.
             if self.input_pending && self.backlog() <= self.high_water {
-                self.feed_core();
+                if let Some(message) = self
+                    .conn
+                    .handle_bytes_message(&mut self.read_buf, self.read_at)
+                {
+                    self.input_pending = !self.read_buf.is_empty();
+                    return Poll::Ready(Some(Ok(Incoming::Message(message))));
+                }
+                self.feed_core_now();
                 continue;
             }
             // Write what the core queued (pongs, close replies, the user's messages); a full
