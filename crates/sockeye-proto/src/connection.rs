@@ -319,7 +319,11 @@ impl Connection {
         if !self.events.is_empty() || buf.is_empty() || !self.reads_frames() {
             return None;
         }
-        self.last_now = self.last_now.max(now);
+        // `max`, written as a store only when the time moved: the driver passes the same time
+        // for every message of a read.
+        if now > self.last_now {
+            self.last_now = now;
+        }
         match self.take_whole_message(buf)? {
             Ok(message) => Some(message),
             Err(error) => {
@@ -382,8 +386,8 @@ impl Connection {
     #[inline]
     pub fn send(&mut self, message: Message) -> Result<(), ApiMisuse> {
         match message {
-            Message::Text(text) => self.send_text(text),
-            Message::Binary(data) => self.send_binary(data),
+            Message::Text(text) => self.send_data(OpCode::Text, text.into_bytes()),
+            Message::Binary(data) => self.send_data(OpCode::Binary, data),
             Message::Ping(data) => self.send_ping(data),
             Message::Pong(data) => self.send_pong(data),
             Message::Close(frame) => self.close_at(None, frame),
@@ -761,6 +765,22 @@ impl Connection {
 
     #[inline]
     fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), ApiMisuse> {
+        // The common case, decided in a few comparisons: an open connection, no fragmented
+        // message being sent, no extension, a payload whose length fits the header's first
+        // length field. `send_data_general` writes the same bytes for it.
+        if self.state == State::Open
+            && self.outgoing.is_none()
+            && self.extension.is_none()
+            && payload.len() <= SHORT_PAYLOAD
+        {
+            self.push_short(opcode, &payload);
+            return Ok(());
+        }
+        self.send_data_general(opcode, payload)
+    }
+
+    #[inline(never)]
+    fn send_data_general(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), ApiMisuse> {
         self.ensure_open()?;
         if self.outgoing.is_some() {
             return Err(ApiMisuse::FragmentedMessageInProgress);
@@ -822,6 +842,45 @@ impl Connection {
         }
     }
 
+    /// Queues a final frame without RSV bits and with a payload of at most 125 bytes (its
+    /// length in the header's first length field): what `push_frame` writes for it, with the
+    /// header written as words and the payload copied after one reservation.
+    #[inline]
+    fn push_short(&mut self, opcode: OpCode, payload: &[u8]) {
+        debug_assert!(payload.len() <= SHORT_PAYLOAD);
+        let b0 = 0x80 | opcode.bits();
+        // At most 125: fits the 7 bits of the length.
+        #[allow(clippy::cast_possible_truncation)]
+        let b1 = payload.len() as u8;
+        if self.role.masks_outgoing() {
+            let key = self.next_mask_key();
+            let len = payload.len().saturating_add(6);
+            self.out_buf.reserve(len);
+            self.out_buf.put_u16(u16::from_be_bytes([b0, b1 | 0x80]));
+            self.out_buf.put_u32(u32::from_be_bytes(key));
+            let start = self.out_buf.len();
+            self.out_buf.extend_from_slice(payload);
+            if let Some(masked) = self.out_buf.get_mut(start..) {
+                apply_mask(masked, key, 0);
+            }
+            self.queued = self.queued.saturating_add(len);
+        } else {
+            let len = payload.len().saturating_add(2);
+            self.out_buf.reserve(len);
+            self.out_buf.put_u16(u16::from_be_bytes([b0, b1]));
+            self.out_buf.extend_from_slice(payload);
+            self.queued = self.queued.saturating_add(len);
+        }
+    }
+
+    /// The masking key for the next frame (a client's).
+    #[inline]
+    fn next_mask_key(&mut self) -> [u8; 4] {
+        self.mask
+            .get_or_insert_with(|| Box::new(OsMaskSource::new()))
+            .next_key()
+    }
+
     fn push_frame(&mut self, opcode: OpCode, fin: bool, rsv: Rsv, payload: Bytes) {
         let mut head = FrameHead {
             fin,
@@ -832,10 +891,7 @@ impl Connection {
         };
         let mut head_bytes = [0; MAX_HEAD_LEN];
         if self.role.masks_outgoing() {
-            let key = self
-                .mask
-                .get_or_insert_with(|| Box::new(OsMaskSource::new()))
-                .next_key();
+            let key = self.next_mask_key();
             head.mask = Some(key);
             let head_len = head.encode(&mut head_bytes);
             let head_bytes = head_bytes.get(..head_len).unwrap_or_default();

@@ -99,42 +99,59 @@ pub trait MaskSource: Send {
     fn next_key(&mut self) -> [u8; 4];
 }
 
-/// Masking keys from the operating system's random number generator, fetched 64 at a time.
-#[derive(Debug)]
+/// Masking keys from the operating system's random number generator.
+///
+/// Each key is four bytes the operating system's generator gave (`getrandom`), used once. They
+/// are fetched 4 KiB (1,024 keys) at a time into a pool per thread, which every connection on
+/// that thread draws from: one system call per 1,024 frames, and nothing held per connection
+/// (the source itself is zero-sized). The keys stay as unpredictable as the operating system's
+/// generator makes them (RFC 6455 section 5.3); what changes is only how many are fetched at
+/// once. One caveat, as with any pool of random bytes in memory (`rand`'s thread generator has
+/// the same): a process that forks gives the child's thread a copy of the parent thread's
+/// unused bytes, so up to 1,024 keys may repeat between the two processes.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct OsMaskSource {
-    pool: [u8; 256],
-    used: usize,
+    _private: (),
 }
 
 impl OsMaskSource {
-    /// A source with an empty pool; the first key fills it.
+    /// A source drawing from this thread's pool (filled at the first key).
     pub fn new() -> Self {
-        Self {
-            pool: [0; 256],
-            used: 256,
-        }
+        Self::default()
     }
 }
 
-impl Default for OsMaskSource {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Random bytes fetched at once for masking keys, per thread.
+const POOL_LEN: usize = 4 << 10;
+
+/// One thread's unused random bytes: `bytes[used..]`.
+struct KeyPool {
+    bytes: [u8; POOL_LEN],
+    used: usize,
+}
+
+std::thread_local! {
+    static KEY_POOL: std::cell::RefCell<KeyPool> = const {
+        std::cell::RefCell::new(KeyPool { bytes: [0; POOL_LEN], used: POOL_LEN })
+    };
 }
 
 impl MaskSource for OsMaskSource {
+    #[inline]
     fn next_key(&mut self) -> [u8; 4] {
-        let unused = self.pool.get(self.used..).unwrap_or_default();
-        let key = if let Some(key) = unused.first_chunk::<4>() {
-            *key
-        } else {
-            fill_random(&mut self.pool);
-            self.used = 0;
-            let [a, b, c, d, ..] = self.pool;
-            [a, b, c, d]
-        };
-        self.used = self.used.saturating_add(4);
-        key
+        KEY_POOL.with_borrow_mut(|pool| {
+            let unused = pool.bytes.get(pool.used..).unwrap_or_default();
+            let key = if let Some(key) = unused.first_chunk::<4>() {
+                *key
+            } else {
+                fill_random(&mut pool.bytes);
+                pool.used = 0;
+                let [a, b, c, d, ..] = pool.bytes;
+                [a, b, c, d]
+            };
+            pool.used = pool.used.saturating_add(4);
+            key
+        })
     }
 }
 
@@ -201,6 +218,30 @@ mod tests {
         apply_mask(a, key, 0);
         apply_mask(b, key, 37);
         assert_eq!(whole, pieces);
+    }
+
+    /// Keys from two sources on one thread, and from another thread, over more than one fill
+    /// of the pool: no key is handed out twice (2,500 draws from 2^32 values collide with
+    /// probability about 0.07%, and a repeated pool would repeat them all).
+    #[test]
+    fn os_source_keys_are_not_reused_across_sources_threads_or_fills() {
+        let mut a = OsMaskSource::new();
+        let mut b = OsMaskSource::new();
+        let mut keys: Vec<[u8; 4]> = (0..1000)
+            .flat_map(|_| [a.next_key(), b.next_key()])
+            .collect();
+        let other = std::thread::spawn(|| {
+            let mut c = OsMaskSource::new();
+            (0..500).map(|_| c.next_key()).collect::<Vec<_>>()
+        });
+        keys.extend(other.join().unwrap());
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert!(
+            distinct.len() >= keys.len() - 2,
+            "{} distinct of {}",
+            distinct.len(),
+            keys.len()
+        );
     }
 
     #[test]

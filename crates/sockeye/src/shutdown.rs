@@ -1,6 +1,5 @@
 //! Graceful shutdown of a server's connections: [`Shutdown`] and its [`DrainReport`].
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future as _;
 use std::pin::Pin;
@@ -315,7 +314,8 @@ impl Shutdown {
             index,
             deadline: None,
             first_end: None,
-            more_ends: VecDeque::new(),
+            more_ends: Vec::new(),
+            more_head: 0,
             written: 0,
             refused: false,
             cut: None,
@@ -448,8 +448,11 @@ pub(crate) struct Watch {
     /// output stream; with `more_ends`, counts the messages lost when the connection is cut.
     /// Kept apart so that a connection with one message in flight allocates nothing for this.
     first_end: Option<u64>,
-    /// Where the later ones end.
-    more_ends: VecDeque<u64>,
+    /// Where the later ones end: those from `more_head` on are not written yet. A `Vec` and an
+    /// index rather than a ring: a write that takes the whole backlog (the common case) clears
+    /// it at once, and pushing is a store.
+    more_ends: Vec<u64>,
+    more_head: usize,
     /// Bytes handed to the transport so far.
     written: u64,
     /// The drain started: no new message is taken.
@@ -500,28 +503,47 @@ impl Watch {
     }
 
     /// A data message was queued; its last byte is `backlog` bytes past what was written.
+    #[inline]
     pub(crate) fn queued(&mut self, backlog: usize) {
         let end = self.written.saturating_add(backlog as u64);
         if self.first_end.is_none() {
             self.first_end = Some(end);
         } else {
-            self.more_ends.push_back(end);
+            self.more_ends.push(end);
         }
     }
 
     /// `n` more bytes were handed to the transport.
+    #[inline]
     pub(crate) fn wrote(&mut self, n: usize) {
         self.written = self.written.saturating_add(n as u64);
-        while self.first_end.is_some_and(|end| end <= self.written) {
-            self.first_end = self.more_ends.pop_front();
+        if self.first_end.is_none_or(|end| end > self.written) {
+            return;
+        }
+        // Everything queued is written: the usual end of a burst.
+        if self.more_ends.last().is_none_or(|&end| end <= self.written) {
+            self.first_end = None;
+            self.more_ends.clear();
+            self.more_head = 0;
+            return;
+        }
+        // Some are left (the last one is not written yet, so the head stays in bounds).
+        self.first_end = None;
+        while let Some(&end) = self.more_ends.get(self.more_head) {
+            self.more_head += 1;
+            if end > self.written {
+                self.first_end = Some(end);
+                break;
+            }
         }
     }
 
     /// The connection went idle: it keeps nothing for the message ends of its last burst
     /// (kept while it is busy, so that each burst does not allocate them again).
     pub(crate) fn release_idle(&mut self) {
-        if self.more_ends.is_empty() && self.more_ends.capacity() > 0 {
-            self.more_ends = VecDeque::new();
+        if self.first_end.is_none() && self.more_ends.capacity() > 0 {
+            self.more_ends = Vec::new();
+            self.more_head = 0;
         }
     }
 
@@ -534,7 +556,8 @@ impl Watch {
     /// when it was cut).
     pub(crate) fn finish(&self, unsent: usize) {
         let unsent = self.cut.unwrap_or(unsent);
-        let messages = u64::from(self.first_end.is_some()) + self.more_ends.len() as u64;
+        let later = self.more_ends.len().saturating_sub(self.more_head);
+        let messages = u64::from(self.first_end.is_some()) + later as u64;
         self.inner
             .finish(self.index, self.refused, unsent as u64, messages);
     }
@@ -575,5 +598,51 @@ mod tests {
             ),
             (2, 1, 1, 3, 30, 0)
         );
+    }
+
+    /// The messages a connection loses when cut: those whose last byte was not written, after
+    /// whole and partial writes.
+    #[tokio::test]
+    async fn message_ends_count_what_was_not_written() {
+        let shutdown = Shutdown::new();
+        shutdown.trigger();
+        let counts = [
+            // (message ends as backlogs when queued, writes) -> messages lost
+            (vec![10, 20, 30], vec![30], 0),
+            (vec![10, 20, 30], vec![5], 3),
+            (vec![10, 20, 30], vec![10], 2),
+            (vec![10, 20, 30], vec![15, 10], 1),
+            (vec![10, 20, 30], vec![29], 1),
+            (vec![10], vec![], 1),
+        ];
+        let mut expected = 0;
+        for (ends, writes, lost) in counts {
+            let mut watch = shutdown.watch();
+            for end in ends {
+                watch.queued(end);
+            }
+            for n in writes {
+                watch.wrote(n);
+            }
+            // A burst after a whole write starts from an empty list.
+            let messages = u64::from(watch.first_end.is_some())
+                + (watch.more_ends.len() - watch.more_head) as u64;
+            assert_eq!(messages, lost);
+            expected += lost;
+            watch.finish(0);
+        }
+        let mut watch = shutdown.watch();
+        watch.queued(4);
+        watch.queued(8);
+        watch.wrote(8);
+        assert!(watch.first_end.is_none() && watch.more_ends.is_empty());
+        watch.queued(4);
+        watch.wrote(2);
+        watch.finish(2);
+        expected += 1;
+        let report = tokio::time::timeout(Duration::from_secs(5), shutdown.drained())
+            .await
+            .unwrap();
+        assert_eq!(report.dropped_messages, expected);
     }
 }

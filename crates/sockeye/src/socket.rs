@@ -55,7 +55,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         protocol: Option<String>,
     ) -> Self {
         let mut driver = Driver::new(stream, conn, config, read_buf, protocol);
-        driver.feed_core();
+        driver.feed_core_now();
         Self { driver }
     }
 

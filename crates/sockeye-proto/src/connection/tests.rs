@@ -1518,3 +1518,64 @@ mod whole_message_path {
         );
     }
 }
+
+/// The small-frame send path writes what the general framing writes.
+mod small_frame_send_path {
+    use super::*;
+
+    /// What `send` must put on the wire for one final data frame: the header as
+    /// `FrameHead::encode` writes it, then the payload, masked with `KEY` by a client.
+    fn expected(role: Role, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut head = FrameHead::new(true, opcode, payload.len() as u64);
+        head.mask = role.masks_outgoing().then_some(KEY);
+        let mut bytes = [0; MAX_HEAD_LEN];
+        let len = head.encode(&mut bytes);
+        let mut out = bytes[..len].to_vec();
+        let start = out.len();
+        out.extend_from_slice(payload);
+        if let Some(key) = head.mask {
+            apply_mask(&mut out[start..], key, 0);
+        }
+        out
+    }
+
+    #[test]
+    fn every_short_length_both_roles_and_kinds() {
+        for role in [Role::Server, Role::Client] {
+            for len in (0..=130_usize).chain([1000, 9000]) {
+                let payload: Vec<u8> = (b'a'..=b'z').cycle().take(len).collect();
+                let text = String::from_utf8(payload.clone()).unwrap();
+                let mut conn = with_config(role, Config::default());
+                conn.send(Message::text(text)).unwrap();
+                conn.send(Message::binary(payload.clone())).unwrap();
+                let mut want = expected(role, OpCode::Text, &payload);
+                want.extend(expected(role, OpCode::Binary, &payload));
+                assert_eq!(conn.buffered_amount(), want.len(), "{role:?} {len}");
+                assert_eq!(wire(&mut conn), want, "{role:?} {len}");
+                assert_eq!(conn.buffered_amount(), 0);
+            }
+        }
+    }
+
+    /// The cases the short path must leave to the general one: a fragmented message in
+    /// progress, and a closing connection.
+    #[test]
+    fn refusals_are_the_general_paths() {
+        let mut conn = server();
+        conn.send_fragment(DataKind::Text, "a", false).unwrap();
+        assert_eq!(
+            conn.send(Message::text("b")),
+            Err(ApiMisuse::FragmentedMessageInProgress)
+        );
+        conn.send_fragment(DataKind::Text, "c", true).unwrap();
+        conn.send(Message::text("d")).unwrap();
+        conn.close(t0(), None).unwrap();
+        assert_eq!(
+            conn.send(Message::binary(&b"e"[..])),
+            Err(ApiMisuse::Closing)
+        );
+        let frames = sent_frames(&mut conn);
+        let payloads: Vec<&[u8]> = frames.iter().map(|f| &f.payload[..]).collect();
+        assert_eq!(payloads, [&b"a"[..], b"c", b"d", b""]);
+    }
+}
