@@ -27,7 +27,9 @@ use crate::serve::Kind;
 const USAGE: &str = "\
 usage:
   echo-bench serve KIND ADDR        KIND: tcp sockeye tungstenite tungstenite-batched fastwebsockets
-                                    sockeye-deflate sockeye-deflate-nctx ratchet yawc (deflate)
+                                    sockeye-deflate sockeye-deflate-nctx sockeye-deflate-l1
+                                    ratchet ratchet-l6 yawc yawc-zlib (deflate; ratchet* and yawc
+                                    run the binaries built from peers/, see README)
                                     sockeye-tls (TLS, ALPN h2 and http/1.1, for the h2 row)
   echo-bench load TARGET [--tcp] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
                                     TARGET: IP:PORT, ws://IP:PORT/PATH or tcp://IP:PORT (loopback)
