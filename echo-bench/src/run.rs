@@ -55,6 +55,7 @@ impl Server {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let mut child = Command::new(exe)
             .args(["serve", name, "127.0.0.1:0"])
+            .env_remove(crate::serve::LEVEL_ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -167,6 +167,9 @@ impl FromStr for Kind {
     }
 }
 
+/// Overrides the level of the `sockeye-deflate*` servers when `serve` is run by hand.
+pub const LEVEL_ENV: &str = "ECHO_BENCH_DEFLATE_LEVEL";
+
 /// The path of a peer's own server binary: next to this executable (both built into
 /// `echo-bench/target`), or an error that says how to build it.
 pub fn peer_exe(kind: Kind) -> Result<std::path::PathBuf, String> {
@@ -209,6 +212,11 @@ pub fn serve(kind: Kind, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
             }
             Kind::SockeyeDeflateL1 => sockeye::DeflateConfig::default().level(1),
             _ => sockeye::DeflateConfig::default(),
+        };
+        // For measuring other levels by hand (`serve` then `deflate-load`); `run` clears it.
+        let deflate = match std::env::var(LEVEL_ENV).ok().and_then(|v| v.parse::<u32>().ok()) {
+            Some(level) if level <= 9 => deflate.level(level),
+            _ => deflate,
         };
         let sockeye_server = std::sync::Arc::new(sockeye::ServerBuilder::new().deflate(deflate));
         let mut out = std::io::stdout();
