@@ -334,11 +334,13 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let kinds: Vec<Kind> = opts.kinds.iter().copied().filter(|k| Kind::PLAIN.contains(k)).collect();
     let dkinds: Vec<Kind> = opts.kinds.iter().copied().filter(|k| Kind::DEFLATE.contains(k)).collect();
     // The peers built apart (`peers/`): say how to build any that is missing before anything runs.
-    let missing: Vec<String> = opts
+    let mut missing: Vec<String> = opts
         .kinds
         .iter()
         .filter_map(|&k| crate::serve::peer_exe(k).err().filter(|_| k.peer_binary().is_some()))
         .collect();
+    missing.sort();
+    missing.dedup();
     if !missing.is_empty() {
         return Err(format!("{}\n(or leave them out with --only)", missing.join("\n")).into());
     }

@@ -181,11 +181,16 @@ pub fn peer_exe(kind: Kind) -> Result<std::path::PathBuf, String> {
     if path.is_file() {
         return Ok(path);
     }
-    let target = exe.parent().and_then(std::path::Path::parent).unwrap_or(std::path::Path::new("echo-bench/target"));
+    // `TARGET/release/echo-bench`: the peer goes into the same TARGET.
+    let target = exe
+        .parent()
+        .filter(|dir| dir.ends_with("release"))
+        .and_then(std::path::Path::parent)
+        .unwrap_or(std::path::Path::new("echo-bench/target"));
     Err(format!(
-        "the {} server is a binary of its own, not built: {} is missing. Build it (from the repository root) with\n  \
+        "{bin} (the server of `serve {}`) is not built: {} is missing. Build it (from the repository root) with\n  \
          cargo build --release --manifest-path echo-bench/{dir}/Cargo.toml --target-dir {}",
-        kind.name(),
+        if bin == "ratchet-server" { "ratchet` and `ratchet-l6" } else { "yawc" },
         path.display(),
         target.display()
     ))
