@@ -373,13 +373,12 @@ async fn yawc_upgrade(
         // yawc answers pings and closes itself, and reassembles fragments.
         while let Ok(frame) = ws.next_frame().await {
             match frame.opcode() {
-                yawc::OpCode::Text | yawc::OpCode::Binary => {
-                    if ws.send(frame).await.is_err() {
-                        return;
-                    }
-                }
                 yawc::OpCode::Close => return,
-                _ => {}
+                yawc::OpCode::Text | yawc::OpCode::Binary => {}
+                _ => continue,
+            }
+            if ws.send(frame).await.is_err() {
+                return;
             }
         }
     });
