@@ -181,7 +181,7 @@ const WORDS: [&str; 48] = [
 
 /// Message `i` of the pool: a chat or a ticker object of exactly `size` bytes (at least 200).
 fn message(rng: &mut Rng, i: usize, size: usize) -> Vec<u8> {
-    let mut s = if i % 2 == 0 {
+    let mut s = if i.is_multiple_of(2) {
         format!(
             "{{\"type\":\"chat\",\"id\":{},\"room\":\"room-{}\",\"user\":{{\"id\":{},\"name\":\"user_{:05}\",\"status\":\"{}\"}},\"ts\":{},\"reactions\":{{\"like\":{},\"laugh\":{}}},\"reply_to\":{},\"text\":\"",
             rng.below(1_000_000_000),

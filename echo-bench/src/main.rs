@@ -3,7 +3,7 @@
 //! ```text
 //! echo-bench serve KIND ADDR
 //! echo-bench load ADDR|ws://ADDR/PATH|tcp://ADDR [--tcp] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
-//! echo-bench deflate-load ADDR|ws://ADDR/PATH [--no-ctx] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
+//! echo-bench deflate-load ADDR|ws://ADDR/PATH [--no-ctx] [--pid PID] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
 //! echo-bench run [--quick] [--json] [--rounds N] [--secs S] [--idle N]
 //! echo-bench idle ADDR --pid PID [-n N]
 //! echo-bench h2 [--quick] [--rounds N] [--secs S] [--h2-conns N]
@@ -27,13 +27,16 @@ use crate::serve::Kind;
 const USAGE: &str = "\
 usage:
   echo-bench serve KIND ADDR        KIND: tcp sockeye tungstenite tungstenite-batched fastwebsockets
-                                    sockeye-deflate sockeye-deflate-nctx ratchet yawc (deflate)
+                                    sockeye-deflate sockeye-deflate-nctx sockeye-deflate-l1
+                                    ratchet ratchet-l6 yawc yawc-zlib (deflate; ratchet* and yawc
+                                    run the binaries built from peers/, see README)
                                     sockeye-tls (TLS, ALPN h2 and http/1.1, for the h2 row)
   echo-bench load TARGET [--tcp] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
                                     TARGET: IP:PORT, ws://IP:PORT/PATH or tcp://IP:PORT (loopback)
-  echo-bench deflate-load TARGET [--no-ctx] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
+  echo-bench deflate-load TARGET [--no-ctx] [--pid PID] [-c CONNS] [-s SIZE] [-d DEPTH] [-t SECS]
                                     permessage-deflate load: JSON-like text, compressed per
-                                    connection, every echo inflated and checked
+                                    connection, every echo inflated and checked (PID: the
+                                    server's process, for its CPU per message)
   echo-bench run [--quick] [--json] [--rounds N] [--secs S] [--idle N] [--deflate-idle N]
                  [--only KIND,KIND]
   echo-bench idle TARGET --pid PID [-n N]
@@ -261,6 +264,7 @@ fn cmd_deflate_load(args: &[String]) -> Res {
     while i < args.len() {
         match args[i].as_str() {
             "--no-ctx" => offer = deflate::OFFER_NO_CTX,
+            "--pid" => spec.server_pid = Some(flag_value::<u32>(args, &mut i)?),
             "-c" | "-s" | "-d" | "-t" => spec_flag(&mut spec, args, &mut i)?,
             a if target.is_none() && !a.starts_with('-') => target = Some(a.to_string()),
             a => return Err(format!("unexpected argument {a:?}\n{USAGE}").into()),
@@ -275,7 +279,7 @@ fn cmd_deflate_load(args: &[String]) -> Res {
     let o = deflate::run(&target, &spec, offer);
     println!(
         "{} conns x {} B deflated text, {} in flight, {:.1} s: {:.0} msg/s, p50 {:.1} us, p99 {:.1} us, \
-         {} verified, {} errors{}; agreed: {}",
+         {:.0} B per reply, server CPU {:.1} us/msg, {} verified, {} errors{}; agreed: {}",
         spec.conns,
         spec.size.max(256),
         spec.depth,
@@ -283,6 +287,8 @@ fn cmd_deflate_load(args: &[String]) -> Res {
         o.msgs_per_sec(),
         o.pct_us(0.50),
         o.pct_us(0.99),
+        o.reply_bytes as f64 / o.msgs.max(1) as f64,
+        o.server_cpu_us_per_msg(),
         o.verified,
         o.errors,
         o.first_error

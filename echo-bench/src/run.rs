@@ -55,6 +55,7 @@ impl Server {
         let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
         let mut child = Command::new(exe)
             .args(["serve", name, "127.0.0.1:0"])
+            .env_remove(crate::serve::LEVEL_ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -332,6 +333,17 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let nofile = crate::raise_nofile();
     let kinds: Vec<Kind> = opts.kinds.iter().copied().filter(|k| Kind::PLAIN.contains(k)).collect();
     let dkinds: Vec<Kind> = opts.kinds.iter().copied().filter(|k| Kind::DEFLATE.contains(k)).collect();
+    // The peers built apart (`peers/`): say how to build any that is missing before anything runs.
+    let mut missing: Vec<String> = opts
+        .kinds
+        .iter()
+        .filter_map(|&k| crate::serve::peer_exe(k).err().filter(|_| k.peer_binary().is_some()))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    if !missing.is_empty() {
+        return Err(format!("{}\n(or leave them out with --only)", missing.join("\n")).into());
+    }
 
     // 1. Echo check: text in two fragments, binary, ping -> text, binary, pong; for the deflate
     //    servers also three compressed messages on one connection, each inflated and compared.
@@ -478,14 +490,14 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         .map(|per_kind| per_kind.iter().map(|s| combine(s)).collect())
         .collect();
     let dresults: Vec<Sample> = dsamples.iter().map(|s| combine(s)).collect();
-    // The better peer at the same zlib level: the lower CPU per message of ratchet and yawc,
-    // the higher msg/s.
+    // The better peer at the same zlib level: the lower CPU per message of ratchet and yawc (either
+    // form), the higher msg/s.
     let peers = |level: Option<u32>| {
         dkinds
             .iter()
             .zip(&dresults)
             .filter(move |(k, _)| {
-                matches!(k, Kind::Ratchet | Kind::RatchetL6 | Kind::Yawc) && k.deflate_level() == level
+                k.is_deflate_peer() && k.deflate_level() == level
             })
             .map(|(_, s)| s)
     };
@@ -544,8 +556,8 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .zip(&dresults)
             .map(|(k, s)| format!(
-                "{{\"server\": {}, \"msgs_per_sec\": {}, \"p50_us\": {}, \"p99_us\": {}, \"server_cpu_us_per_msg\": {}, \"reply_bytes\": {}, \"errors\": {}, \"verified\": {}, \"expected\": {}, \"agreed\": {}}}",
-                json_str(k.name()), json_num(s.msgs_per_sec), json_num(s.p50), json_num(s.p99), json_num(s.cpu_us_per_msg), json_num(s.reply_bytes), s.errors, s.verified, s.expected, json_str(s.negotiated.as_deref().unwrap_or(""))
+                "{{\"server\": {}, \"deflate\": {}, \"msgs_per_sec\": {}, \"p50_us\": {}, \"p99_us\": {}, \"server_cpu_us_per_msg\": {}, \"reply_bytes\": {}, \"errors\": {}, \"verified\": {}, \"expected\": {}, \"agreed\": {}}}",
+                json_str(k.name()), json_str(k.deflate_impl().unwrap_or("")), json_num(s.msgs_per_sec), json_num(s.p50), json_num(s.p99), json_num(s.cpu_us_per_msg), json_num(s.reply_bytes), s.errors, s.verified, s.expected, json_str(s.negotiated.as_deref().unwrap_or(""))
             ))
             .collect();
         j.push_str(&rows.join(", "));
@@ -658,21 +670,24 @@ pub fn cmd_run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         );
         let _ = writeln!(
             out,
-            "level = zlib level the server compresses with; B/reply = payload bytes of a reply as sent (compressed; the message is 1,024); vs peer = msg/s over the better of ratchet and yawc at the same level;\n\
-             CPU vs peer = CPU per message over the lower of theirs at the same level (ratchet's default is level 1, yawc's and Sockeye's 6)."
+            "level = zlib level the server compresses with; deflate = the implementation it compresses with (each library's own: the peers are built apart);\n\
+             B/reply = payload bytes of a reply as sent (compressed; the message is 1,024); vs peer = msg/s over the better of ratchet and yawc (either form) at the same level;\n\
+             CPU vs peer = CPU per message over the lower of theirs at the same level (ratchet's default is level 1, yawc's and Sockeye's 6).\n\
+             The load generator compresses and inflates with flate2 on zlib-rs for every server."
         );
         let _ = writeln!(
             out,
-            "{:<22} {:>5} {:>12} {:>10} {:>10} {:>9} {:>11} {:>12} {:>9} {:>9} {:>7}  agreed",
-            "server", "level", "msg/s", "p50 us", "p99 us", "vs peer", "CPU us/msg", "CPU vs peer", "B/reply", "checked", "errors"
+            "{:<22} {:>5} {:>12} {:>12} {:>10} {:>10} {:>9} {:>11} {:>12} {:>9} {:>9} {:>7}  agreed",
+            "server", "level", "deflate", "msg/s", "p50 us", "p99 us", "vs peer", "CPU us/msg", "CPU vs peer", "B/reply", "checked", "errors"
         );
         for (k, kind) in dkinds.iter().enumerate() {
             let s = &dresults[k];
             let _ = writeln!(
                 out,
-                "{:<22} {:>5} {:>12.0} {:>10.1} {:>10.1} {:>9} {:>11.3} {:>12} {:>9.0} {:>9} {:>7}  {}",
+                "{:<22} {:>5} {:>12} {:>12.0} {:>10.1} {:>10.1} {:>9} {:>11.3} {:>12} {:>9.0} {:>9} {:>7}  {}",
                 kind.name(),
                 kind.deflate_level().unwrap_or(0),
+                kind.deflate_impl().unwrap_or("-"),
                 s.msgs_per_sec,
                 s.p50,
                 s.p99,

@@ -40,18 +40,21 @@ pub enum Kind {
     /// sockeye with permessage-deflate at level 1 (ratchet's default level).
     SockeyeDeflateL1,
     /// ratchet_rs with its `DeflateExtProvider` (default config: level 1), `read` / `write`
-    /// loop.
+    /// loop, on the C zlib: the `ratchet-server` binary (`peers/ratchet`).
     Ratchet,
     /// ratchet_rs with its `DeflateExtProvider` at level 6 (zlib's default, Sockeye's and yawc's).
     RatchetL6,
     /// yawc (hyper upgrade) with compression on (`DeflateOptions::balanced()`), `next_frame` /
-    /// `send` loop.
+    /// `send` loop, on its default deflate (miniz_oxide): the `yawc-server` binary (`peers/yawc`).
     Yawc,
+    /// The same yawc server with yawc's `zlib` feature (flate2's zlib-rs, as Sockeye), in this
+    /// binary.
+    YawcZlib,
 }
 
 impl Kind {
     /// Every server `serve` knows.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Tcp,
         Self::Sockeye,
         Self::Tungstenite,
@@ -63,6 +66,7 @@ impl Kind {
         Self::Ratchet,
         Self::RatchetL6,
         Self::Yawc,
+        Self::YawcZlib,
     ];
 
     /// The servers of the uncompressed workloads (a) to (d), in table order.
@@ -75,19 +79,24 @@ impl Kind {
     ];
 
     /// The servers of the permessage-deflate workload, in table order.
-    pub const DEFLATE: [Self; 6] = [
+    pub const DEFLATE: [Self; 7] = [
         Self::SockeyeDeflate,
         Self::SockeyeDeflateNoCtx,
         Self::SockeyeDeflateL1,
         Self::Ratchet,
         Self::RatchetL6,
         Self::Yawc,
+        Self::YawcZlib,
     ];
 
     /// The zlib level a deflate server compresses with.
     pub fn deflate_level(self) -> Option<u32> {
         match self {
-            Self::SockeyeDeflate | Self::SockeyeDeflateNoCtx | Self::RatchetL6 | Self::Yawc => Some(6),
+            Self::SockeyeDeflate
+            | Self::SockeyeDeflateNoCtx
+            | Self::RatchetL6
+            | Self::Yawc
+            | Self::YawcZlib => Some(6),
             Self::SockeyeDeflateL1 | Self::Ratchet => Some(1),
             _ => None,
         }
@@ -107,6 +116,35 @@ impl Kind {
             Self::Ratchet => "ratchet",
             Self::RatchetL6 => "ratchet-l6",
             Self::Yawc => "yawc",
+            Self::YawcZlib => "yawc-zlib",
+        }
+    }
+
+    /// The deflate implementation the server compresses with.
+    pub fn deflate_impl(self) -> Option<&'static str> {
+        match self {
+            Self::SockeyeDeflate | Self::SockeyeDeflateNoCtx | Self::SockeyeDeflateL1 | Self::YawcZlib => {
+                Some("zlib-rs")
+            }
+            Self::Ratchet | Self::RatchetL6 => Some("C zlib"),
+            Self::Yawc => Some("miniz_oxide"),
+            _ => None,
+        }
+    }
+
+    /// Whether it is a peer library's server (ratchet or yawc), not Sockeye's.
+    pub fn is_deflate_peer(self) -> bool {
+        matches!(self, Self::Ratchet | Self::RatchetL6 | Self::Yawc | Self::YawcZlib)
+    }
+
+    /// The server that runs as a binary of its own, built apart from this one so that its deflate
+    /// backend does not leak into this binary's flate2 (Cargo unifies features): its name (next
+    /// to this executable) and the directory of its Cargo workspace under `echo-bench/`.
+    pub fn peer_binary(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::Ratchet | Self::RatchetL6 => Some(("ratchet-server", "peers/ratchet")),
+            Self::Yawc => Some(("yawc-server", "peers/yawc")),
+            _ => None,
         }
     }
 
@@ -129,8 +167,43 @@ impl FromStr for Kind {
     }
 }
 
+/// Overrides the level of the `sockeye-deflate*` servers when `serve` is run by hand.
+pub const LEVEL_ENV: &str = "ECHO_BENCH_DEFLATE_LEVEL";
+
+/// The path of a peer's own server binary: next to this executable (both built into
+/// `echo-bench/target`), or an error that says how to build it.
+pub fn peer_exe(kind: Kind) -> Result<std::path::PathBuf, String> {
+    let Some((bin, dir)) = kind.peer_binary() else {
+        return Err(format!("{} is served by echo-bench itself", kind.name()));
+    };
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let path = exe.with_file_name(bin);
+    if path.is_file() {
+        return Ok(path);
+    }
+    // `TARGET/release/echo-bench`: the peer goes into the same TARGET.
+    let target = exe
+        .parent()
+        .filter(|dir| dir.ends_with("release"))
+        .and_then(std::path::Path::parent)
+        .unwrap_or(std::path::Path::new("echo-bench/target"));
+    Err(format!(
+        "{bin} (the server of `serve {}`) is not built: {} is missing. Build it (from the repository root) with\n  \
+         cargo build --release --manifest-path echo-bench/{dir}/Cargo.toml --target-dir {}",
+        if bin == "ratchet-server" { "ratchet` and `ratchet-l6" } else { "yawc" },
+        path.display(),
+        target.display()
+    ))
+}
+
 /// Runs the echo server until killed. Prints `listening ADDR` on stdout once bound.
 pub fn serve(kind: Kind, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
+    if kind.peer_binary().is_some() {
+        // Replaces this process, so that the PID `run` measures is the server's.
+        let exe = peer_exe(kind)?;
+        let e = std::os::unix::process::CommandExt::exec(std::process::Command::new(&exe).args([kind.name(), addr]));
+        return Err(format!("exec {}: {e}", exe.display()).into());
+    }
     crate::raise_nofile();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -144,6 +217,11 @@ pub fn serve(kind: Kind, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
             }
             Kind::SockeyeDeflateL1 => sockeye::DeflateConfig::default().level(1),
             _ => sockeye::DeflateConfig::default(),
+        };
+        // For measuring other levels by hand (`serve` then `deflate-load`); `run` clears it.
+        let deflate = match std::env::var(LEVEL_ENV).ok().and_then(|v| v.parse::<u32>().ok()) {
+            Some(level) if level <= 9 => deflate.level(level),
+            _ => deflate,
         };
         let sockeye_server = std::sync::Arc::new(sockeye::ServerBuilder::new().deflate(deflate));
         let mut out = std::io::stdout();
@@ -173,13 +251,9 @@ pub fn serve(kind: Kind, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
                         }
                     })
                 }
-                Kind::Ratchet => tokio::spawn(async move {
-                    let _ = ratchet_echo(tcp, None).await;
-                }),
-                Kind::RatchetL6 => tokio::spawn(async move {
-                    let _ = ratchet_echo(tcp, Some(6)).await;
-                }),
-                Kind::Yawc => tokio::spawn(yawc_conn(tcp)),
+                Kind::YawcZlib => tokio::spawn(yawc_conn(tcp)),
+                // Run by their own binaries (`peer_exe`), never here.
+                Kind::Ratchet | Kind::RatchetL6 | Kind::Yawc => continue,
             };
         }
     })
@@ -279,39 +353,6 @@ async fn fastwebsockets_upgrade(
     Ok(response)
 }
 
-async fn ratchet_echo(tcp: TcpStream, level: Option<u32>) -> Result<(), ratchet_rs::Error> {
-    use ratchet_rs::deflate::{Compression, DeflateConfig, DeflateExtProvider};
-    use ratchet_rs::{Message, PayloadType};
-    // As the crate's autobahn server: the deflate provider with its defaults (or another level).
-    let mut config = DeflateConfig::default();
-    if let Some(level) = level {
-        config.compression_level = Compression::new(level);
-    }
-    let mut ws = ratchet_rs::accept_with(
-        tcp,
-        ratchet_rs::WebSocketConfig::default(),
-        DeflateExtProvider::with_config(config),
-        ratchet_rs::SubprotocolRegistry::default(),
-    )
-    .await?
-    .upgrade()
-    .await?
-    .websocket;
-    let mut buf = bytes::BytesMut::new();
-    loop {
-        let kind = match ws.read(&mut buf).await? {
-            Message::Text => PayloadType::Text,
-            Message::Binary => PayloadType::Binary,
-            // Pings are answered inside `read`.
-            Message::Ping(_) | Message::Pong(_) => continue,
-            Message::Close(_) => return Ok(()),
-        };
-        ws.write(&mut buf, kind).await?;
-        ws.flush().await?;
-        buf.clear();
-    }
-}
-
 async fn yawc_conn(tcp: TcpStream) {
     let _ = http1::Builder::new()
         .serve_connection(TokioIo::new(tcp), service_fn(yawc_upgrade))
@@ -322,7 +363,7 @@ async fn yawc_conn(tcp: TcpStream) {
 async fn yawc_upgrade(
     mut req: Request<Incoming>,
 ) -> Result<Response<Empty<Bytes>>, yawc::WebSocketError> {
-    // Compression on, at the default level, context takeover allowed.
+    // Compression on, at the default level (6), context takeover allowed.
     let options = yawc::Options::default().with_balanced_compression();
     let (response, fut) = yawc::WebSocket::upgrade_with_options(&mut req, options)?;
     tokio::spawn(async move {
@@ -332,13 +373,12 @@ async fn yawc_upgrade(
         // yawc answers pings and closes itself, and reassembles fragments.
         while let Ok(frame) = ws.next_frame().await {
             match frame.opcode() {
-                yawc::OpCode::Text | yawc::OpCode::Binary => {
-                    if ws.send(frame).await.is_err() {
-                        return;
-                    }
-                }
                 yawc::OpCode::Close => return,
-                _ => {}
+                yawc::OpCode::Text | yawc::OpCode::Binary => {}
+                _ => continue,
+            }
+            if ws.send(frame).await.is_err() {
+                return;
             }
         }
     });
