@@ -11,7 +11,7 @@ use sockeye_relay::{HistoryLimits, RedisBackplane, Relay};
 use sockeye_test_support as support;
 use support::redis_server;
 
-use rooms::{Ws, member, serve_history, text, until_members, with_id};
+use rooms::{Ws, member, serve, text, until_members, with_id};
 
 async fn close(mut ws: Ws) {
     ws.close(sockeye::CloseCode::NORMAL, "").await.unwrap();
@@ -97,7 +97,7 @@ async fn reader_comes_back_in(
 async fn in_process_a_member_back_with_its_last_id_gets_exactly_what_it_missed() {
     support::bounded(Box::pin(async {
         let relay = Relay::builder().history(HistoryLimits::new(100)).build();
-        let (addr, _server) = serve_history(relay.clone()).await;
+        let (addr, _server) = serve(relay.clone()).await;
         reader_comes_back((addr, &relay), (addr, &relay), 25).await;
     }))
     .await;
@@ -107,7 +107,7 @@ async fn in_process_a_member_back_with_its_last_id_gets_exactly_what_it_missed()
 async fn in_process_history_older_than_what_is_kept_is_told_truncated() {
     support::bounded(Box::pin(async {
         let relay = Relay::builder().history(HistoryLimits::new(3)).build();
-        let (addr, _server) = serve_history(relay.clone()).await;
+        let (addr, _server) = serve(relay.clone()).await;
         let mut sender = member(addr, "r").await;
         let mut reader = member(addr, "r?since=").await;
         until_members(&relay, "r", 2).await;
@@ -145,13 +145,13 @@ async fn over_redis_a_member_back_with_its_last_id_gets_exactly_what_it_missed()
         let url = format!("redis://127.0.0.1:{port}");
         let one = redis_relay(&url, HistoryLimits::new(100)).await;
         let two = redis_relay(&url, HistoryLimits::new(100)).await;
-        let (addr_one, _t1) = serve_history(one.clone()).await;
-        let (addr_two, _t2) = serve_history(two.clone()).await;
+        let (addr_one, _t1) = serve(one.clone()).await;
+        let (addr_two, _t2) = serve(two.clone()).await;
         // Across two nodes: the sender on one, the reader on two.
         reader_comes_back((addr_one, &one), (addr_two, &two), 25).await;
         // On one node, the sender's: Redis numbers its messages too.
         let three = redis_relay(&url, HistoryLimits::new(100)).await;
-        let (addr_three, _t3) = serve_history(three.clone()).await;
+        let (addr_three, _t3) = serve(three.clone()).await;
         reader_comes_back_in("s", (addr_three, &three), (addr_three, &three), 10).await;
     }))
     .await;
@@ -166,7 +166,7 @@ async fn over_redis_history_older_than_the_stream_keeps_is_told_truncated() {
         };
         let url = format!("redis://127.0.0.1:{port}");
         let relay = redis_relay(&url, HistoryLimits::new(5)).await;
-        let (addr, _server) = serve_history(relay.clone()).await;
+        let (addr, _server) = serve(relay.clone()).await;
         let mut sender = member(addr, "r").await;
         let mut reader = member(addr, "r?since=").await;
         until_members(&relay, "r", 2).await;
@@ -230,8 +230,8 @@ async fn on_a_redis_cluster_each_rooms_history_lives_on_its_shard() {
                 .build()
         };
         let (one, two) = (relay().await, relay().await);
-        let (addr_one, _t1) = serve_history(one.clone()).await;
-        let (addr_two, _t2) = serve_history(two.clone()).await;
+        let (addr_one, _t1) = serve(one.clone()).await;
+        let (addr_two, _t2) = serve(two.clone()).await;
         for room in rooms.into_iter().flatten() {
             reader_comes_back_in(&room, (addr_one, &one), (addr_two, &two), 5).await;
         }
@@ -289,7 +289,7 @@ async fn live_messages_that_arrive_while_history_is_read_follow_it_once() {
             .backplane(Handle(scripted.clone()))
             .history(HistoryLimits::new(100))
             .build();
-        let (addr, _server) = serve_history(relay.clone()).await;
+        let (addr, _server) = serve(relay.clone()).await;
         let inbound = scripted.inbound.get().unwrap();
         let id = |s: &str| s.parse::<sockeye_relay::HistoryId>().unwrap();
         let mut reader = member(addr, "r?since=1-0").await;
@@ -332,8 +332,8 @@ async fn over_redis_with_history_a_burst_closes_nobody_and_loses_nothing() {
                 .build()
         };
         let (one, two) = (node().await, node().await);
-        let (addr_one, _t1) = serve_history(one.clone()).await;
-        let (addr_two, _t2) = serve_history(two.clone()).await;
+        let (addr_one, _t1) = serve(one.clone()).await;
+        let (addr_two, _t2) = serve(two.clone()).await;
         let mut sender = member(addr_one, "burst").await;
         let mut here = member(addr_one, "burst").await;
         let mut there = member(addr_two, "burst").await;
@@ -378,7 +378,7 @@ async fn over_redis_a_replay_is_bounded_by_the_members_queue() {
             .queue_limits(sockeye_relay::QueueLimits::new(256, 1000))
             .history(HistoryLimits::new(100))
             .build();
-        let (addr, _server) = serve_history(relay.clone()).await;
+        let (addr, _server) = serve(relay.clone()).await;
         let mut sender = member(addr, "r").await;
         let mut reader = member(addr, "r?since=").await;
         until_members(&relay, "r", 2).await;
@@ -420,7 +420,7 @@ async fn over_redis_the_first_message_of_a_new_room_reaches_its_own_node() {
         };
         let url = format!("redis://127.0.0.1:{port}");
         let relay = redis_relay(&url, HistoryLimits::new(100)).await;
-        let (addr, _server) = serve_history(relay.clone()).await;
+        let (addr, _server) = serve(relay.clone()).await;
         // Members of the same node get each other's messages through Redis: the first one
         // waits for the node to be subscribed to the room.
         for i in 0..20 {
@@ -448,7 +448,7 @@ async fn a_shutdown_while_history_is_read_closes_the_member_without_waiting_for_
             .history(HistoryLimits::new(100))
             .shutdown(&shutdown)
             .build();
-        let (addr, _server) = serve_history(relay.clone()).await;
+        let (addr, _server) = serve(relay.clone()).await;
         let inbound = scripted.inbound.get().unwrap();
         let mut reader = member(addr, "r?since=1-0").await;
         until_members(&relay, "r", 1).await;

@@ -25,7 +25,8 @@ pub async fn redis_relay(url: &str, prefix: &str, ttl: Duration) -> Relay {
 }
 
 /// Serves `relay` on a loopback port: a connection to `/ROOM?NAME` joins `ROOM`, named `NAME`
-/// when there is a query. Returns the address and the task (abort it to kill the server: its
+/// when there is a query; with history, `/ROOM?since=ID` (or `?since=` for ids from now on)
+/// asks for ids and what it missed after `ID`. Returns the address and the task (abort it to kill the server: its
 /// members' tasks are aborted with it, as in a process that dies).
 pub async fn serve(relay: Relay) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     serve_on(relay, TcpListener::bind("127.0.0.1:0").await.unwrap())
@@ -44,9 +45,21 @@ pub fn serve_on(relay: Relay, listener: TcpListener) -> (SocketAddr, tokio::task
                     return;
                 };
                 let room = request.uri().path().trim_start_matches('/').to_owned();
-                let name = request.uri().query().map(str::to_owned);
+                let mut options = sockeye_relay::JoinOptions::new();
+                let query = request.uri().query();
+                match query.map(|q| (q, q.strip_prefix("since="))) {
+                    Some((_, Some(since))) => {
+                        options = options.since(if since.is_empty() {
+                            sockeye_relay::Since::Now
+                        } else {
+                            sockeye_relay::Since::After(since.parse().unwrap())
+                        });
+                    }
+                    Some((name, None)) => options = options.name(name),
+                    None => {}
+                }
                 let _ = relay
-                    .serve_named_until(ws, &room, name.as_deref(), std::future::pending())
+                    .serve_with(ws, &room, &options, std::future::pending())
                     .await;
             });
         }
@@ -111,38 +124,6 @@ pub async fn json(ws: &mut Ws) -> serde_json::Value {
         Message::Text(text) => serde_json::from_str(&text).unwrap(),
         other => panic!("expected text, got {other:?}"),
     }
-}
-
-/// As [`serve`], with history: a connection to `/ROOM?since=ID` (or `?since=` for ids from
-/// now on) asks for ids and what it missed after `ID`.
-pub async fn serve_history(relay: Relay) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut members = tokio::task::JoinSet::new();
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let relay = relay.clone();
-            members.spawn(async move {
-                let Ok((ws, request)) = ServerBuilder::new().accept_with_request(tcp).await else {
-                    return;
-                };
-                let room = request.uri().path().trim_start_matches('/').to_owned();
-                let mut options = sockeye_relay::JoinOptions::new();
-                if let Some(since) = request.uri().query().and_then(|q| q.strip_prefix("since=")) {
-                    options = options.since(if since.is_empty() {
-                        sockeye_relay::Since::Now
-                    } else {
-                        sockeye_relay::Since::After(since.parse().unwrap())
-                    });
-                }
-                let _ = relay
-                    .serve_with(ws, &room, &options, std::future::pending())
-                    .await;
-            });
-        }
-    });
-    (addr, task)
 }
 
 /// The next message of `ws`, which must be text.
